@@ -1,0 +1,175 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sigilhq/sigil/internal/selector"
+)
+
+// Errors callers branch on. Backends wrap them with context.
+var (
+	ErrNotFound  = errors.New("not found")
+	ErrDuplicate = errors.New("already exists")
+	ErrExpired   = errors.New("expired")
+	// ErrConflict means an optimistic update lost a race (the record's
+	// revision changed since it was read).
+	ErrConflict = errors.New("conflicting update")
+)
+
+// Entry is a registration entry: which workloads (selectors) under which
+// parent (agent or node alias) get which SPIFFE ID.
+type Entry struct {
+	ID            string              // assigned by the store on create (random, URL safe)
+	SPIFFEID      string              // spiffe://td/path
+	ParentID      string              // agent ID or node-alias ID
+	Selectors     []selector.Selector // normalized (sorted, unique), at least one
+	X509TTL       time.Duration       // 0: CA default
+	JWTTTL        time.Duration       // 0: CA default
+	DNSNames      []string
+	FederatesWith []string // trust domain names
+	Admin         bool
+	Downstream    bool
+	Revision      int64     // global revision at which the entry last changed; set by the store
+	CreatedAt     time.Time // set by the store
+}
+
+// EntryFilter narrows ListEntries; zero fields match everything.
+type EntryFilter struct {
+	ParentID string
+	SPIFFEID string
+}
+
+// EntryChanges is what changed after a revision: the entries created or
+// updated after it and the IDs of those deleted after it.
+type EntryChanges struct {
+	Revision int64 // the store's current global revision
+	Updated  []Entry
+	Deleted  []string
+}
+
+// Agent is an attested node agent.
+type Agent struct {
+	ID              string // spiffe://td/sigil/agent/<attestor>/<id>
+	AttestationType string // join_token, x509pop, k8s_psat
+	Serial          string // serial (hex) of the agent's current SVID
+	ExpiresAt       time.Time
+	Selectors       []selector.Selector // node selectors, normalized
+	Banned          bool
+	CreatedAt       time.Time // set by the store
+	UpdatedAt       time.Time // set by the store
+}
+
+// JoinToken is a one-time secret that lets one agent attest.
+type JoinToken struct {
+	Token     string
+	ExpiresAt time.Time
+}
+
+// Bundle is a trust domain's set of authorities: our own or a federated one.
+type Bundle struct {
+	TrustDomain     string
+	X509Authorities [][]byte // DER certificates
+	JWTAuthorities  []JWTAuthority
+	RefreshHint     time.Duration
+	Sequence        uint64
+}
+
+// JWTAuthority is one JWT signing public key.
+type JWTAuthority struct {
+	KeyID     string
+	PublicKey []byte // PKIX DER
+	ExpiresAt time.Time
+}
+
+// AuditEvent records one signing or one admin change.
+type AuditEvent struct {
+	ID      int64 // assigned by the store, increasing
+	Time    time.Time
+	Actor   string // who: an admin SPIFFE ID, "local-admin", an agent ID, "ca"
+	Action  string // entry.create, entry.update, entry.delete, agent.create, agent.update, agent.evict, token.create, token.consume, bundle.set, bundle.delete, svid.sign, jwt.mint, ca.prepare, ca.activate, ca.taint, ca.revoke
+	Target  string // the ID acted on
+	Details string // JSON object, never a key or a token
+}
+
+// AuditFilter pages through the audit trail in ID order.
+type AuditFilter struct {
+	AfterID int64
+	Limit   int // 0: no limit
+}
+
+// Entries keeps registration entries. Every change bumps the store's global
+// revision by one and writes an audit event in the same transaction, so a
+// failed call leaves nothing behind.
+type Entries interface {
+	// CreateEntries creates all or none; a duplicate (same SPIFFE ID,
+	// parent ID and selectors as a stored entry or another in the batch)
+	// fails the whole batch with ErrDuplicate.
+	CreateEntries(ctx context.Context, actor string, entries []Entry) ([]Entry, error)
+	// UpdateEntry replaces the entry with e.ID. If e.Revision is not zero
+	// and differs from the stored one the update fails with ErrConflict.
+	UpdateEntry(ctx context.Context, actor string, e Entry) (Entry, error)
+	DeleteEntry(ctx context.Context, actor string, id string) (Entry, error)
+	GetEntry(ctx context.Context, id string) (Entry, error)
+	// ListEntries returns matching entries ordered by ID.
+	ListEntries(ctx context.Context, f EntryFilter) ([]Entry, error)
+	// EntriesSince returns what changed after revision rev (0: everything).
+	EntriesSince(ctx context.Context, rev int64) (EntryChanges, error)
+	// Revision returns the current global revision (0 when nothing was ever written).
+	Revision(ctx context.Context) (int64, error)
+}
+
+// Agents keeps attested agents.
+type Agents interface {
+	CreateAgent(ctx context.Context, actor string, a Agent) (Agent, error)
+	UpdateAgent(ctx context.Context, actor string, a Agent) (Agent, error)
+	// DeleteAgent evicts: the agent must attest again.
+	DeleteAgent(ctx context.Context, actor string, id string) error
+	GetAgent(ctx context.Context, id string) (Agent, error)
+	ListAgents(ctx context.Context) ([]Agent, error)
+}
+
+// JoinTokens keeps one-time join tokens.
+type JoinTokens interface {
+	CreateJoinToken(ctx context.Context, actor string, t JoinToken) error
+	// ConsumeJoinToken deletes the token and returns it; exactly one of
+	// several concurrent callers succeeds. A token past ExpiresAt at now is
+	// deleted and reported as ErrExpired; an unknown one as ErrNotFound.
+	ConsumeJoinToken(ctx context.Context, token string, now time.Time) (JoinToken, error)
+	// PruneJoinTokens deletes tokens that expired before now.
+	PruneJoinTokens(ctx context.Context, now time.Time) (int, error)
+}
+
+// Bundles keeps trust bundles by trust domain name.
+type Bundles interface {
+	// SetBundle creates or replaces a bundle.
+	SetBundle(ctx context.Context, actor string, b Bundle) error
+	GetBundle(ctx context.Context, trustDomain string) (Bundle, error)
+	ListBundles(ctx context.Context) ([]Bundle, error)
+	DeleteBundle(ctx context.Context, actor string, trustDomain string) error
+}
+
+// Journals keeps each CA instance's key journal as an opaque document
+// (owned by package ca), so that a restart resumes with the same keys.
+type Journals interface {
+	SaveJournal(ctx context.Context, caID string, doc []byte) error
+	LoadJournal(ctx context.Context, caID string) ([]byte, error)
+}
+
+// Audit keeps the audit trail.
+type Audit interface {
+	AppendAudit(ctx context.Context, ev AuditEvent) (AuditEvent, error)
+	ListAudit(ctx context.Context, f AuditFilter) ([]AuditEvent, error)
+}
+
+// Store is the whole datastore, what a backend provides.
+type Store interface {
+	Entries
+	Agents
+	JoinTokens
+	Bundles
+	Journals
+	Audit
+	Close() error
+}

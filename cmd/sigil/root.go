@@ -1,0 +1,24 @@
+package main
+
+import (
+	"github.com/spf13/cobra"
+)
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "sigil",
+		Short:         "Workload identity (SPIFFE), mTLS certificates and authorization for services",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	for _, add := range []func() *cobra.Command{
+		newDevCmd,
+		newCACmd,
+		newAuthzCmd,
+		newPolicyCmd,
+		newAuditCmd,
+	} {
+		root.AddCommand(add())
+	}
+	return root
+}
