@@ -1,0 +1,227 @@
+package caconfig
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/internal/yamlx"
+)
+
+// File is the YAML schema of ca.yaml.
+type File struct {
+	TrustDomain   string         `yaml:"trust_domain"`
+	DataDir       string         `yaml:"data_dir"`
+	InstanceID    string         `yaml:"instance_id"`
+	AdminSocket   string         `yaml:"admin_socket"`
+	ServerAddress string         `yaml:"server_address"`
+	HealthAddress string         `yaml:"health_address"`
+	KeyType       string         `yaml:"key_type"`
+	CATTL         string         `yaml:"ca_ttl"`
+	X509SVIDTTL   string         `yaml:"x509_svid_ttl"`
+	JWTSVIDTTL    string         `yaml:"jwt_svid_ttl"`
+	JWTIssuer     string         `yaml:"jwt_issuer"`
+	RefreshHint   string         `yaml:"bundle_refresh_hint"`
+	Store         StoreFile      `yaml:"store"`
+	KeyManager    KeyManagerFile `yaml:"key_manager"`
+	Upstream      UpstreamFile   `yaml:"upstream"`
+}
+
+// StoreFile selects the datastore.
+type StoreFile struct {
+	Type string `yaml:"type"` // sqlite (default) | postgres
+	Path string `yaml:"path"` // sqlite file; default DATA_DIR/sigil.db
+	DSN  string `yaml:"dsn"`  // postgres connection string
+}
+
+// KeyManagerFile selects where the CA's private keys live.
+type KeyManagerFile struct {
+	Type string `yaml:"type"` // disk (default) | pkcs11 | memory
+	Dir  string `yaml:"dir"`  // disk: default DATA_DIR/keys
+	URI  string `yaml:"uri"`  // pkcs11: pkcs11:module-path=...;token=...?pin-value=...
+}
+
+// UpstreamFile selects who signs the CA's signing certificates.
+type UpstreamFile struct {
+	Type       string `yaml:"type"`        // self_signed (default) | disk
+	RootTTL    string `yaml:"root_ttl"`    // self_signed: default 8760h
+	CertFile   string `yaml:"cert_file"`   // disk
+	KeyFile    string `yaml:"key_file"`    // disk
+	BundleFile string `yaml:"bundle_file"` // disk
+}
+
+// Config is the validated configuration.
+type Config struct {
+	TrustDomain   spiffeid.TrustDomain
+	DataDir       string
+	InstanceID    string
+	AdminSocket   string
+	ServerAddress string // admin mTLS (and, later, node API); "" disables
+	HealthAddress string // /live, /ready, /metrics; "" disables
+	KeyType       keys.Type
+	CATTL         time.Duration
+	X509SVIDTTL   time.Duration
+	JWTSVIDTTL    time.Duration
+	JWTIssuer     string
+	RefreshHint   time.Duration
+	Store         Store
+	KeyManager    KeyManager
+	Upstream      Upstream
+}
+
+// Store is the chosen datastore.
+type Store struct {
+	Type string // "sqlite" | "postgres"
+	Path string
+	DSN  string
+}
+
+// KeyManager is the chosen key manager.
+type KeyManager struct {
+	Type string // "disk" | "pkcs11" | "memory"
+	Dir  string
+	URI  string
+}
+
+// Upstream is the chosen upstream.
+type Upstream struct {
+	Type       string // "self_signed" | "disk"
+	RootTTL    time.Duration
+	CertPath   string // self_signed: where the root certificate is kept
+	CertFile   string
+	KeyFile    string
+	BundleFile string
+}
+
+// Load reads and validates a config file.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// Parse decodes YAML strictly and validates it.
+func Parse(data []byte) (Config, error) {
+	var f File
+	if err := yamlx.DecodeStrict(data, &f); err != nil {
+		return Config{}, err
+	}
+	return f.Validate()
+}
+
+// Validate checks every field, fills defaults and returns the typed config.
+func (f File) Validate() (Config, error) {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+	}
+	var c Config
+	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+	if f.TrustDomain == "" {
+		bad("trust_domain", "required (e.g. example.org)")
+	} else if err != nil {
+		bad("trust_domain", "%v", err)
+	}
+	c.TrustDomain = td
+	if f.DataDir == "" {
+		bad("data_dir", "required")
+	}
+	c.DataDir = f.DataDir
+	c.InstanceID = or(f.InstanceID, "primary")
+	c.AdminSocket = or(f.AdminSocket, filepath.Join(f.DataDir, "admin.sock"))
+	c.ServerAddress = f.ServerAddress
+	c.HealthAddress = f.HealthAddress
+	c.KeyType = keys.ECP256
+	if f.KeyType != "" {
+		if c.KeyType, err = keys.ParseType(f.KeyType); err != nil {
+			bad("key_type", "%v", err)
+		}
+	}
+	dur := func(field, s string, def time.Duration) time.Duration {
+		if s == "" {
+			return def
+		}
+		d, err := time.ParseDuration(s)
+		if err != nil || d <= 0 {
+			bad(field, "%q is not a positive duration (e.g. 1h, 30m)", s)
+		}
+		return d
+	}
+	c.CATTL = dur("ca_ttl", f.CATTL, 24*time.Hour)
+	c.X509SVIDTTL = dur("x509_svid_ttl", f.X509SVIDTTL, time.Hour)
+	c.JWTSVIDTTL = dur("jwt_svid_ttl", f.JWTSVIDTTL, 5*time.Minute)
+	c.RefreshHint = dur("bundle_refresh_hint", f.RefreshHint, 5*time.Minute)
+	c.JWTIssuer = f.JWTIssuer
+	if c.X509SVIDTTL >= c.CATTL {
+		bad("x509_svid_ttl", "must be shorter than ca_ttl (%s)", c.CATTL)
+	}
+	if c.JWTSVIDTTL >= c.CATTL {
+		bad("jwt_svid_ttl", "must be shorter than ca_ttl (%s)", c.CATTL)
+	}
+
+	switch c.Store.Type = or(f.Store.Type, "sqlite"); c.Store.Type {
+	case "sqlite":
+		c.Store.Path = or(f.Store.Path, filepath.Join(f.DataDir, "sigil.db"))
+		if f.Store.DSN != "" {
+			bad("store.dsn", "only for type postgres")
+		}
+	case "postgres":
+		if f.Store.DSN == "" {
+			bad("store.dsn", "required for type postgres")
+		}
+		c.Store.DSN = f.Store.DSN
+	default:
+		bad("store.type", "%q: want sqlite or postgres", f.Store.Type)
+	}
+
+	switch c.KeyManager.Type = or(f.KeyManager.Type, "disk"); c.KeyManager.Type {
+	case "disk":
+		c.KeyManager.Dir = or(f.KeyManager.Dir, filepath.Join(f.DataDir, "keys"))
+	case "pkcs11":
+		if f.KeyManager.URI == "" {
+			bad("key_manager.uri", "required for type pkcs11 (pkcs11:module-path=...;token=...?pin-value=...)")
+		}
+		c.KeyManager.URI = f.KeyManager.URI
+	case "memory":
+	default:
+		bad("key_manager.type", "%q: want disk, pkcs11 or memory", f.KeyManager.Type)
+	}
+
+	switch c.Upstream.Type = or(f.Upstream.Type, "self_signed"); c.Upstream.Type {
+	case "self_signed":
+		c.Upstream.RootTTL = dur("upstream.root_ttl", f.Upstream.RootTTL, 8760*time.Hour)
+		c.Upstream.CertPath = filepath.Join(f.DataDir, "root.crt")
+		if c.Upstream.RootTTL <= c.CATTL {
+			bad("upstream.root_ttl", "must be longer than ca_ttl (%s)", c.CATTL)
+		}
+	case "disk":
+		if f.Upstream.CertFile == "" || f.Upstream.KeyFile == "" {
+			bad("upstream", "type disk needs cert_file and key_file")
+		}
+		c.Upstream.CertFile, c.Upstream.KeyFile, c.Upstream.BundleFile = f.Upstream.CertFile, f.Upstream.KeyFile, f.Upstream.BundleFile
+	default:
+		bad("upstream.type", "%q: want self_signed or disk", f.Upstream.Type)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Config{}, fmt.Errorf("invalid config: %w", err)
+	}
+	return c, nil
+}
+
+func or(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}

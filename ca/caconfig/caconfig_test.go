@@ -1,0 +1,71 @@
+package caconfig
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "minimal", in: "trust_domain: example.org\ndata_dir: /d\n", check: func(t *testing.T, c Config) {
+			if c.Store.Type != "sqlite" || c.Store.Path != "/d/sigil.db" || c.KeyManager.Dir != "/d/keys" || c.Upstream.Type != "self_signed" {
+				t.Fatalf("defaults: %+v", c)
+			}
+			if c.CATTL != 24*time.Hour || c.X509SVIDTTL != time.Hour || c.JWTSVIDTTL != 5*time.Minute || c.AdminSocket != "/d/admin.sock" {
+				t.Fatalf("defaults: %+v", c)
+			}
+		}},
+		{name: "postgres and pkcs11", in: "trust_domain: example.org\ndata_dir: /d\nstore: {type: postgres, dsn: 'postgres://x'}\nkey_manager: {type: pkcs11, uri: 'pkcs11:token=t'}\n", check: func(t *testing.T, c Config) {
+			if c.Store.DSN != "postgres://x" || c.KeyManager.URI != "pkcs11:token=t" {
+				t.Fatalf("%+v", c)
+			}
+		}},
+		{name: "unknown key", in: "trust_domain: example.org\ndata_dir: /d\nca_tll: 1h\n", wantErr: `line 3: unknown key "ca_tll"`},
+		{name: "unknown nested key", in: "trust_domain: example.org\ndata_dir: /d\nstore:\n  tpye: sqlite\n", wantErr: `line 4: unknown key "tpye"`},
+		{name: "bad trust domain", in: "trust_domain: Example.ORG\ndata_dir: /d\n", wantErr: "trust_domain"},
+		{name: "missing trust domain", in: "data_dir: /d\n", wantErr: "trust_domain: required"},
+		{name: "bad duration", in: "trust_domain: example.org\ndata_dir: /d\nca_ttl: forever\n", wantErr: `ca_ttl: "forever"`},
+		{name: "svid ttl too long", in: "trust_domain: example.org\ndata_dir: /d\nx509_svid_ttl: 48h\n", wantErr: "x509_svid_ttl: must be shorter"},
+		{name: "bad key type", in: "trust_domain: example.org\ndata_dir: /d\nkey_type: rsa-1024\n", wantErr: "key_type"},
+		{name: "postgres without dsn", in: "trust_domain: example.org\ndata_dir: /d\nstore: {type: postgres}\n", wantErr: "store.dsn: required"},
+		{name: "unknown store", in: "trust_domain: example.org\ndata_dir: /d\nstore: {type: mysql}\n", wantErr: "store.type"},
+		{name: "disk upstream without files", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: disk}\n", wantErr: "cert_file and key_file"},
+		{name: "not yaml", in: "{{{", wantErr: "config:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t, c)
+		})
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("trust_domain: example.org\ndata_dir: /d\n")
+	f.Add("trust_domain: example.org\ndata_dir: /d\nstore: {type: postgres, dsn: x}\nupstream: {type: disk, cert_file: a, key_file: b}\n")
+	f.Add("a: [1, {b: c}]")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse([]byte(s))
+		if err != nil {
+			return
+		}
+		if c.TrustDomain.IsZero() || c.DataDir == "" || c.CATTL <= c.X509SVIDTTL {
+			t.Fatalf("accepted an invalid config: %+v", c)
+		}
+	})
+}
