@@ -16,6 +16,9 @@ var (
 	// ErrConflict means an optimistic update lost a race (the record's
 	// revision changed since it was read).
 	ErrConflict = errors.New("conflicting update")
+	// ErrInvalid means the caller passed a malformed record (a bad SPIFFE
+	// ID, no selectors, an empty actor...); nothing was written.
+	ErrInvalid = errors.New("invalid")
 )
 
 // Entry is a registration entry: which workloads (selectors) under which
