@@ -1,0 +1,604 @@
+package admin
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/testca"
+)
+
+const (
+	agentID = "spiffe://example.org/sigil/agent/join_token/abc"
+	cartID  = "spiffe://example.org/ns/shop/sa/cart"
+)
+
+func cartEntry() *adminv1.Entry {
+	return &adminv1.Entry{
+		SpiffeId:      cartID,
+		ParentId:      agentID,
+		Selectors:     []string{"unix:uid:1000", "unix:gid:1000"},
+		X509Ttl:       durationpb.New(time.Hour),
+		JwtTtl:        durationpb.New(5 * time.Minute),
+		DnsNames:      []string{"cart.shop.svc"},
+		FederatesWith: []string{"partner.org"},
+	}
+}
+
+func TestEntryRoundTrip(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	created, err := e.client.CreateEntries(ctx, &adminv1.CreateEntriesRequest{Entries: []*adminv1.Entry{cartEntry()}})
+	if err != nil {
+		t.Fatalf("CreateEntries: %v", err)
+	}
+	if len(created.GetEntries()) != 1 {
+		t.Fatalf("created %d entries, want 1", len(created.GetEntries()))
+	}
+	c := created.GetEntries()[0]
+	if c.GetId() == "" || c.GetRevision() == 0 {
+		t.Fatalf("created entry has no id or revision: %v", c)
+	}
+	if want := []string{"unix:gid:1000", "unix:uid:1000"}; !slices.Equal(c.GetSelectors(), want) {
+		t.Fatalf("selectors %v, want normalized %v", c.GetSelectors(), want)
+	}
+
+	got, err := e.client.GetEntry(ctx, &adminv1.GetEntryRequest{Id: c.GetId()})
+	if err != nil {
+		t.Fatalf("GetEntry: %v", err)
+	}
+	g := got.GetEntry()
+	if g.GetSpiffeId() != cartID || g.GetParentId() != agentID || g.GetX509Ttl().AsDuration() != time.Hour ||
+		g.GetJwtTtl().AsDuration() != 5*time.Minute || !slices.Equal(g.GetDnsNames(), []string{"cart.shop.svc"}) ||
+		!slices.Equal(g.GetFederatesWith(), []string{"partner.org"}) || g.GetAdmin() || g.GetDownstream() {
+		t.Fatalf("GetEntry = %v", g)
+	}
+
+	for _, tt := range []struct {
+		name string
+		req  *adminv1.ListEntriesRequest
+		want int
+	}{
+		{"all", &adminv1.ListEntriesRequest{}, 1},
+		{"by parent", &adminv1.ListEntriesRequest{ParentId: agentID}, 1},
+		{"by other parent", &adminv1.ListEntriesRequest{ParentId: "spiffe://example.org/other"}, 0},
+		{"by spiffe id", &adminv1.ListEntriesRequest{SpiffeId: cartID}, 1},
+		{"by other spiffe id", &adminv1.ListEntriesRequest{SpiffeId: "spiffe://example.org/other"}, 0},
+	} {
+		t.Run("list "+tt.name, func(t *testing.T) {
+			l, err := e.client.ListEntries(ctx, tt.req)
+			if err != nil {
+				t.Fatalf("ListEntries: %v", err)
+			}
+			if len(l.GetEntries()) != tt.want {
+				t.Fatalf("got %d entries, want %d", len(l.GetEntries()), tt.want)
+			}
+		})
+	}
+
+	upd := g
+	upd.Admin = true
+	upd.Selectors = []string{"unix:uid:2000"}
+	u, err := e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: upd})
+	if err != nil {
+		t.Fatalf("UpdateEntry: %v", err)
+	}
+	if !u.GetEntry().GetAdmin() || !slices.Equal(u.GetEntry().GetSelectors(), []string{"unix:uid:2000"}) || u.GetEntry().GetRevision() <= g.GetRevision() {
+		t.Fatalf("UpdateEntry = %v", u.GetEntry())
+	}
+	// The revision read before the update is stale now.
+	_, err = e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: upd})
+	wantCode(t, err, codes.Aborted, c.GetId())
+
+	_, err = e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: &adminv1.Entry{Id: "nope", SpiffeId: cartID, ParentId: agentID, Selectors: []string{"unix:uid:1"}}})
+	wantCode(t, err, codes.NotFound, "nope")
+
+	d, err := e.client.DeleteEntry(ctx, &adminv1.DeleteEntryRequest{Id: c.GetId()})
+	if err != nil {
+		t.Fatalf("DeleteEntry: %v", err)
+	}
+	if d.GetEntry().GetSpiffeId() != cartID {
+		t.Fatalf("DeleteEntry returned %v", d.GetEntry())
+	}
+	_, err = e.client.GetEntry(ctx, &adminv1.GetEntryRequest{Id: c.GetId()})
+	wantCode(t, err, codes.NotFound, c.GetId())
+	_, err = e.client.DeleteEntry(ctx, &adminv1.DeleteEntryRequest{Id: c.GetId()})
+	wantCode(t, err, codes.NotFound)
+
+	// The store recorded who did it.
+	evs, err := e.client.ListAudit(ctx, &adminv1.ListAuditRequest{})
+	if err != nil {
+		t.Fatalf("ListAudit: %v", err)
+	}
+	var actions []string
+	for _, ev := range evs.GetEvents() {
+		if ev.GetActor() != LocalAdmin {
+			t.Errorf("audit event %v: actor %q, want %q", ev, ev.GetActor(), LocalAdmin)
+		}
+		actions = append(actions, ev.GetAction())
+	}
+	if want := []string{"entry.create", "entry.update", "entry.delete"}; !slices.Equal(actions, want) {
+		t.Fatalf("audit actions %v, want %v", actions, want)
+	}
+}
+
+func TestCreateEntriesValidation(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.client.CreateEntries(ctx, &adminv1.CreateEntriesRequest{Entries: []*adminv1.Entry{cartEntry()}}); err != nil {
+		t.Fatalf("seed: %v", err)
+	}
+	with := func(f func(*adminv1.Entry)) *adminv1.Entry {
+		en := cartEntry()
+		en.SpiffeId = "spiffe://example.org/fresh"
+		f(en)
+		return en
+	}
+	tests := []struct {
+		name    string
+		entries []*adminv1.Entry
+		code    codes.Code
+		parts   []string
+	}{
+		{"no entries", nil, codes.InvalidArgument, []string{"entries"}},
+		{"foreign trust domain", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://evil.org/x" })},
+			codes.InvalidArgument, []string{"entries[0].spiffe_id", "example.org"}},
+		{"foreign parent", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.ParentId = "spiffe://evil.org/agent" })},
+			codes.InvalidArgument, []string{"entries[0].parent_id"}},
+		{"malformed spiffe id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "https://example.org/x" })},
+			codes.InvalidArgument, []string{"entries[0].spiffe_id", "not a SPIFFE ID"}},
+		{"query in spiffe id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://example.org/x?a=b" })},
+			codes.InvalidArgument, []string{"entries[0].spiffe_id"}},
+		{"fragment in parent id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.ParentId = "spiffe://example.org/x#y" })},
+			codes.InvalidArgument, []string{"entries[0].parent_id"}},
+		{"missing parent", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.ParentId = "" })},
+			codes.InvalidArgument, []string{"entries[0].parent_id", "required"}},
+		{"trust domain id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://example.org" })},
+			codes.InvalidArgument, []string{"entries[0].spiffe_id", "path"}},
+		{"ca id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://example.org/sigil/ca" })},
+			codes.InvalidArgument, []string{"entries[0].spiffe_id", "reserved"}},
+		{"agent id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = agentID + "x" })},
+			codes.InvalidArgument, []string{"entries[0].spiffe_id", "reserved"}},
+		{"own parent", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.ParentId = e.SpiffeId })},
+			codes.InvalidArgument, []string{"entries[0].parent_id"}},
+		{"no selectors", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.Selectors = nil })},
+			codes.InvalidArgument, []string{"entries[0].selectors", "at least one"}},
+		{"bad selector", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.Selectors = []string{"unix:uid:1", "nocolon"} })},
+			codes.InvalidArgument, []string{"entries[0].selectors[1]", "nocolon"}},
+		{"negative x509 ttl", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.X509Ttl = durationpb.New(-time.Second) })},
+			codes.InvalidArgument, []string{"entries[0].x509_ttl", "negative"}},
+		{"negative jwt ttl", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.JwtTtl = durationpb.New(-time.Second) })},
+			codes.InvalidArgument, []string{"entries[0].jwt_ttl", "negative"}},
+		{"x509 ttl too long", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.X509Ttl = durationpb.New(31 * 24 * time.Hour) })},
+			codes.InvalidArgument, []string{"entries[0].x509_ttl", "maximum"}},
+		{"bad dns name", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.DnsNames = []string{"ok.example", "bad_name.example"} })},
+			codes.InvalidArgument, []string{"entries[0].dns_names[1]", "bad_name"}},
+		{"bad federated trust domain", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.FederatesWith = []string{"Not A TD"} })},
+			codes.InvalidArgument, []string{"entries[0].federates_with[0]"}},
+		{"federates with ourselves", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.FederatesWith = []string{"example.org"} })},
+			codes.InvalidArgument, []string{"entries[0].federates_with[0]", "own"}},
+		{"id set by client", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.Id = "mine" })},
+			codes.InvalidArgument, []string{"entries[0].id"}},
+		{"second entry bad", []*adminv1.Entry{with(func(*adminv1.Entry) {}), with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://evil.org/x" })},
+			codes.InvalidArgument, []string{"entries[1].spiffe_id"}},
+		{"duplicate of stored entry", []*adminv1.Entry{with(func(*adminv1.Entry) {}), cartEntry()},
+			codes.AlreadyExists, []string{"already exists"}},
+		{"duplicate within batch", []*adminv1.Entry{with(func(*adminv1.Entry) {}), with(func(*adminv1.Entry) {})},
+			codes.AlreadyExists, []string{"already exists"}},
+		{"single duplicate", []*adminv1.Entry{cartEntry()},
+			codes.AlreadyExists, []string{cartID, agentID}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.client.CreateEntries(ctx, &adminv1.CreateEntriesRequest{Entries: tt.entries})
+			wantCode(t, err, tt.code, tt.parts...)
+			l, err := e.client.ListEntries(ctx, &adminv1.ListEntriesRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(l.GetEntries()) != 1 {
+				t.Fatalf("store holds %d entries after a refused batch, want the 1 seeded", len(l.GetEntries()))
+			}
+		})
+	}
+}
+
+func TestOtherValidation(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		call  func() error
+		parts []string
+	}{
+		{"update without id", func() error {
+			_, err := e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: cartEntry()})
+			return err
+		}, []string{"entry.id"}},
+		{"update bad selector", func() error {
+			en := cartEntry()
+			en.Id = "x"
+			en.Selectors = []string{"UNIX:uid:1"}
+			_, err := e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: en})
+			return err
+		}, []string{"entry.selectors[0]"}},
+		{"get without id", func() error { _, err := e.client.GetEntry(ctx, &adminv1.GetEntryRequest{}); return err }, []string{"id", "required"}},
+		{"list bad filter", func() error {
+			_, err := e.client.ListEntries(ctx, &adminv1.ListEntriesRequest{ParentId: "nope"})
+			return err
+		}, []string{"parent_id"}},
+		{"token negative ttl", func() error {
+			_, err := e.client.CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{Ttl: durationpb.New(-time.Minute)})
+			return err
+		}, []string{"ttl", "negative"}},
+		{"evict foreign agent", func() error {
+			_, err := e.client.EvictAgent(ctx, &adminv1.EvictAgentRequest{Id: "spiffe://evil.org/sigil/agent/x"})
+			return err
+		}, []string{"id", "example.org"}},
+		{"set own bundle", func() error {
+			_, err := e.client.SetBundle(ctx, &adminv1.SetBundleRequest{TrustDomain: "example.org", Format: adminv1.BundleFormat_BUNDLE_FORMAT_PEM, Data: []byte("x")})
+			return err
+		}, []string{"trust_domain", "own"}},
+		{"delete own bundle", func() error {
+			_, err := e.client.DeleteBundle(ctx, &adminv1.DeleteBundleRequest{TrustDomain: "spiffe://example.org"})
+			return err
+		}, []string{"trust_domain", "own"}},
+		{"set bundle bad td", func() error {
+			_, err := e.client.SetBundle(ctx, &adminv1.SetBundleRequest{TrustDomain: "Bad TD", Format: adminv1.BundleFormat_BUNDLE_FORMAT_PEM, Data: []byte("x")})
+			return err
+		}, []string{"trust_domain"}},
+		{"set bundle garbage", func() error {
+			_, err := e.client.SetBundle(ctx, &adminv1.SetBundleRequest{TrustDomain: "partner.org", Format: adminv1.BundleFormat_BUNDLE_FORMAT_PEM, Data: []byte("garbage")})
+			return err
+		}, []string{"data"}},
+		{"set bundle no format", func() error {
+			_, err := e.client.SetBundle(ctx, &adminv1.SetBundleRequest{TrustDomain: "partner.org", Data: []byte("x")})
+			return err
+		}, []string{"format"}},
+		{"prepare without kind", func() error { _, err := e.client.PrepareCA(ctx, &adminv1.PrepareCARequest{}); return err }, []string{"kind"}},
+		{"taint without key id", func() error {
+			_, err := e.client.TaintCA(ctx, &adminv1.TaintCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509})
+			return err
+		}, []string{"key_id"}},
+		{"audit negative limit", func() error { _, err := e.client.ListAudit(ctx, &adminv1.ListAuditRequest{Limit: -1}); return err }, []string{"limit"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			wantCode(t, tt.call(), codes.InvalidArgument, tt.parts...)
+		})
+	}
+	if calls := e.auth.Calls(); len(calls) != 0 {
+		t.Fatalf("authority called on invalid requests: %v", calls)
+	}
+}
+
+func TestJoinToken(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		ttl  *durationpb.Duration
+		want time.Duration
+	}{
+		{"default ttl", nil, DefaultTokenTTL},
+		{"given ttl", durationpb.New(time.Hour), time.Hour},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := e.client.CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{Ttl: tt.ttl})
+			if err != nil {
+				t.Fatalf("CreateJoinToken: %v", err)
+			}
+			raw, err := hex.DecodeString(resp.GetToken())
+			if err != nil || len(raw) != 32 {
+				t.Fatalf("token %q is not 32 bytes of hex", resp.GetToken())
+			}
+			if got := resp.GetExpiresAt().AsTime(); !got.Equal(testNow.Add(tt.want)) {
+				t.Fatalf("expires at %v, want %v", got, testNow.Add(tt.want))
+			}
+			// The token is really stored: an agent can consume it once.
+			if _, err := e.store.ConsumeJoinToken(ctx, resp.GetToken(), testNow); err != nil {
+				t.Fatalf("consume token: %v", err)
+			}
+		})
+	}
+}
+
+func TestAgents(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	other := "spiffe://example.org/sigil/agent/join_token/def"
+	for _, id := range []string{agentID, other} {
+		if _, err := e.store.CreateAgent(ctx, "ca", store.Agent{
+			ID: id, AttestationType: "join_token", Serial: "0a0b", ExpiresAt: testNow.Add(time.Hour),
+			Selectors: []selector.Selector{{Type: "join_token", Value: "abc"}},
+		}); err != nil {
+			t.Fatalf("seed agent: %v", err)
+		}
+	}
+	l, err := e.client.ListAgents(ctx, &adminv1.ListAgentsRequest{})
+	if err != nil || len(l.GetAgents()) != 2 {
+		t.Fatalf("ListAgents = %v, %v; want 2 agents", l, err)
+	}
+	b, err := e.client.BanAgent(ctx, &adminv1.BanAgentRequest{Id: agentID})
+	if err != nil {
+		t.Fatalf("BanAgent: %v", err)
+	}
+	if !b.GetAgent().GetBanned() || b.GetAgent().GetSerial() != "" {
+		t.Fatalf("banned agent = %v", b.GetAgent())
+	}
+	stored, err := e.store.GetAgent(ctx, agentID)
+	if err != nil || !stored.Banned || stored.Serial != "" {
+		t.Fatalf("stored agent after ban = %+v, %v", stored, err)
+	}
+	if _, err := e.client.EvictAgent(ctx, &adminv1.EvictAgentRequest{Id: other}); err != nil {
+		t.Fatalf("EvictAgent: %v", err)
+	}
+	if _, err := e.store.GetAgent(ctx, other); err == nil {
+		t.Fatal("evicted agent still stored")
+	}
+	_, err = e.client.EvictAgent(ctx, &adminv1.EvictAgentRequest{Id: other})
+	wantCode(t, err, codes.NotFound, other)
+	_, err = e.client.BanAgent(ctx, &adminv1.BanAgentRequest{Id: other})
+	wantCode(t, err, codes.NotFound, other)
+}
+
+func TestBundles(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+
+	_, err := e.client.GetBundle(ctx, &adminv1.GetBundleRequest{})
+	wantCode(t, err, codes.NotFound, "example.org")
+
+	own := testca.New(t, td)
+	if err := e.store.SetBundle(ctx, "ca", store.Bundle{TrustDomain: "example.org", X509Authorities: [][]byte{own.Roots()[0].Raw}, Sequence: 7, RefreshHint: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.client.GetBundle(ctx, &adminv1.GetBundleRequest{})
+	if err != nil {
+		t.Fatalf("GetBundle own: %v", err)
+	}
+	if got.GetBundle().GetTrustDomain() != "example.org" || got.GetBundle().GetSequence() != 7 || len(got.GetBundle().GetX509Authorities()) != 1 {
+		t.Fatalf("own bundle = %v", got.GetBundle())
+	}
+
+	partnerTD := spiffeid.RequireTrustDomainFromString("partner.org")
+	partner := testca.New(t, partnerTD)
+	set, err := e.client.SetBundle(ctx, &adminv1.SetBundleRequest{TrustDomain: "partner.org", Format: adminv1.BundleFormat_BUNDLE_FORMAT_PEM, Data: rootsPEM(partner)})
+	if err != nil {
+		t.Fatalf("SetBundle pem: %v", err)
+	}
+	if set.GetBundle().GetSequence() != 1 {
+		t.Fatalf("first pem bundle sequence = %d, want 1", set.GetBundle().GetSequence())
+	}
+
+	// A SPIFFE bundle carries its own sequence, refresh hint and JWT keys.
+	sb := spiffebundle.FromX509Authorities(partnerTD, partner.Roots())
+	jwtKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sb.AddJWTAuthority("kid-1", jwtKey.Public()); err != nil {
+		t.Fatal(err)
+	}
+	sb.SetSequenceNumber(42)
+	sb.SetRefreshHint(5 * time.Minute)
+	doc, err := sb.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.client.SetBundle(ctx, &adminv1.SetBundleRequest{TrustDomain: "spiffe://partner.org", Format: adminv1.BundleFormat_BUNDLE_FORMAT_SPIFFE, Data: doc}); err != nil {
+		t.Fatalf("SetBundle spiffe: %v", err)
+	}
+	pb, err := e.client.GetBundle(ctx, &adminv1.GetBundleRequest{TrustDomain: "partner.org"})
+	if err != nil {
+		t.Fatalf("GetBundle partner: %v", err)
+	}
+	b := pb.GetBundle()
+	if b.GetSequence() != 42 || b.GetRefreshHint().AsDuration() != 5*time.Minute || len(b.GetJwtAuthorities()) != 1 ||
+		b.GetJwtAuthorities()[0].GetKeyId() != "kid-1" || len(b.GetX509Authorities()) != 1 {
+		t.Fatalf("partner bundle = %v", b)
+	}
+
+	l, err := e.client.ListBundles(ctx, &adminv1.ListBundlesRequest{})
+	if err != nil || len(l.GetBundles()) != 2 {
+		t.Fatalf("ListBundles = %v, %v; want 2", l, err)
+	}
+
+	// A leaf is not an authority.
+	leaf := partner.Issue(t, "spiffe://partner.org/x")
+	_, err = e.client.SetBundle(ctx, &adminv1.SetBundleRequest{TrustDomain: "partner.org", Format: adminv1.BundleFormat_BUNDLE_FORMAT_PEM,
+		Data: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Certificates[0].Raw})})
+	wantCode(t, err, codes.InvalidArgument, "data", "not a CA")
+
+	if _, err := e.client.DeleteBundle(ctx, &adminv1.DeleteBundleRequest{TrustDomain: "partner.org"}); err != nil {
+		t.Fatalf("DeleteBundle: %v", err)
+	}
+	_, err = e.client.GetBundle(ctx, &adminv1.GetBundleRequest{TrustDomain: "partner.org"})
+	wantCode(t, err, codes.NotFound, "partner.org")
+}
+
+func TestCAOps(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	st, err := e.client.CAStatus(ctx, &adminv1.CAStatusRequest{})
+	if err != nil || st.GetTrustDomain() != "example.org" || len(st.GetKeys()) != 2 || st.GetKeys()[1].GetKind() != adminv1.KeyKind_KEY_KIND_JWT {
+		t.Fatalf("CAStatus = %v, %v", st, err)
+	}
+	p, err := e.client.PrepareCA(ctx, &adminv1.PrepareCARequest{Kind: adminv1.KeyKind_KEY_KIND_JWT})
+	if err != nil || p.GetKey().GetState() != "prepared" {
+		t.Fatalf("PrepareCA = %v, %v", p, err)
+	}
+	if _, err := e.client.ActivateCA(ctx, &adminv1.ActivateCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509}); err != nil {
+		t.Fatalf("ActivateCA: %v", err)
+	}
+	if _, err := e.client.TaintCA(ctx, &adminv1.TaintCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509, KeyId: "aaaa"}); err != nil {
+		t.Fatalf("TaintCA: %v", err)
+	}
+	if _, err := e.client.RevokeCA(ctx, &adminv1.RevokeCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509, KeyId: "aaaa"}); err != nil {
+		t.Fatalf("RevokeCA: %v", err)
+	}
+	want := []string{"status", "prepare jwt", "activate x509", "taint x509 aaaa", "revoke x509 aaaa"}
+	if got := e.auth.Calls(); !slices.Equal(got, want) {
+		t.Fatalf("authority calls %v, want %v", got, want)
+	}
+	evs, err := e.client.ListAudit(ctx, &adminv1.ListAuditRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var actions []string
+	for _, ev := range evs.GetEvents() {
+		actions = append(actions, ev.GetAction()+" "+ev.GetTarget()+" "+ev.GetActor())
+	}
+	wantActions := []string{"ca.prepare next local-admin", "ca.activate next local-admin", "ca.taint aaaa local-admin", "ca.revoke aaaa local-admin"}
+	if !slices.Equal(actions, wantActions) {
+		t.Fatalf("audit %v, want %v", actions, wantActions)
+	}
+	// Paging.
+	page, err := e.client.ListAudit(ctx, &adminv1.ListAuditRequest{AfterId: evs.GetEvents()[1].GetId(), Limit: 1})
+	if err != nil || len(page.GetEvents()) != 1 || page.GetEvents()[0].GetAction() != "ca.taint" {
+		t.Fatalf("audit page = %v, %v", page, err)
+	}
+}
+
+// An unexpected error reaches the client as Internal without its details.
+func TestInternalErrorsHideDetails(t *testing.T) {
+	e := newEnv(t)
+	e.auth.err = errBoom
+	_, err := e.client.PrepareCA(context.Background(), &adminv1.PrepareCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509})
+	wantCode(t, err, codes.Internal)
+	if strings.Contains(err.Error(), "/var/lib") || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("internal detail leaked: %v", err)
+	}
+	e.auth.err = store.ErrNotFound
+	_, err = e.client.TaintCA(context.Background(), &adminv1.TaintCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509, KeyId: "zzz"})
+	wantCode(t, err, codes.NotFound, "zzz")
+}
+
+func TestAuthMTLS(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const adminID = "spiffe://example.org/ops/alice"
+	const userID = "spiffe://example.org/ops/bob"
+	for _, en := range []*adminv1.Entry{
+		{SpiffeId: adminID, ParentId: agentID, Selectors: []string{"unix:uid:1"}, Admin: true},
+		{SpiffeId: userID, ParentId: agentID, Selectors: []string{"unix:uid:2"}},
+	} {
+		if _, err := e.client.CreateEntries(ctx, &adminv1.CreateEntriesRequest{Entries: []*adminv1.Entry{en}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ours := testca.New(t, td)
+	foreign := testca.New(t, td) // same trust domain name, another root
+	// A federated trust domain whose roots the TLS layer accepts: its SVIDs
+	// pass the handshake and must be refused by the admin check.
+	federated := testca.New(t, spiffeid.RequireTrustDomainFromString("evil.org"))
+	addr := serveTLS(t, e.srv, ours, ours, federated)
+
+	adminCert := ours.Issue(t, adminID)
+	userCert := ours.Issue(t, userID)
+	unregistered := ours.Issue(t, "spiffe://example.org/ops/eve")
+	otherTD := federated.Issue(t, "spiffe://evil.org/ops/alice")
+	forged := foreign.Issue(t, adminID)
+
+	t.Run("admin svid", func(t *testing.T) {
+		c := dialTLS(t, addr, ours, adminCert)
+		if _, err := c.ListEntries(ctx, &adminv1.ListEntriesRequest{}); err != nil {
+			t.Fatalf("admin refused: %v", err)
+		}
+		if _, err := c.CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{}); err != nil {
+			t.Fatalf("admin refused: %v", err)
+		}
+		evs, err := e.store.ListAudit(ctx, store.AuditFilter{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if last := evs[len(evs)-1]; last.Actor != adminID || last.Action != "token.create" {
+			t.Fatalf("last audit event %+v, want token.create by %s", last, adminID)
+		}
+	})
+	for _, tt := range []struct {
+		name string
+		c    func() adminv1.AdminClient
+		code codes.Code
+	}{
+		{name: "non-admin svid", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, userCert) }, code: codes.PermissionDenied},
+		{name: "svid without entry", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, unregistered) }, code: codes.PermissionDenied},
+		{name: "foreign trust domain svid", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, otherTD) }, code: codes.PermissionDenied},
+		// The TLS handshake itself fails: the server does not trust the issuer.
+		{name: "cert from a foreign ca", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, forged) }, code: codes.Unavailable},
+		{name: "no client cert", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, nil) }, code: codes.Unavailable},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := tt.c().ListEntries(ctx, &adminv1.ListEntriesRequest{})
+			wantCode(t, err, tt.code)
+		})
+	}
+}
+
+// Plain TCP without TLS is neither the local socket nor an admin SVID.
+func TestAuthPlainTCPRefused(t *testing.T) {
+	e := newEnv(t)
+	lis, err := netListenLocal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(e.srv.ServerOptions()...)
+	e.srv.Register(gs)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = adminv1.NewAdminClient(conn).ListEntries(context.Background(), &adminv1.ListEntriesRequest{})
+	wantCode(t, err, codes.PermissionDenied)
+}
+
+// Without the interceptor every call fails closed.
+func TestNoInterceptorFailsClosed(t *testing.T) {
+	e := newEnv(t)
+	_, err := e.srv.ListEntries(context.Background(), &adminv1.ListEntriesRequest{})
+	wantCode(t, err, codes.PermissionDenied)
+}
+
+func TestNewChecksConfig(t *testing.T) {
+	e := newEnv(t)
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	for _, tt := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no trust domain", Config{Store: e.store, Authority: e.auth}, "trust domain"},
+		{"no store", Config{TrustDomain: td, Authority: e.auth}, "store"},
+		{"no authority", Config{TrustDomain: td, Store: e.store}, "authority"},
+		{"negative token ttl", Config{TrustDomain: td, Store: e.store, Authority: e.auth, DefaultTokenTTL: -time.Second, Logger: discard}, "token ttl"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := New(tt.cfg); err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("New error = %v, want one mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
