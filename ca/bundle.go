@@ -1,0 +1,134 @@
+package ca
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sigilhq/sigil/ca/store"
+)
+
+// publishBundle writes our trust domain's bundle to the store when its
+// authorities changed: the upstream roots and every JWT key in the journal.
+// The sequence number grows by one on each change.
+func (c *CA) publishBundle(ctx context.Context) error {
+	roots, err := c.cfg.Upstream.Roots(ctx)
+	if err != nil {
+		return fmt.Errorf("publish bundle: upstream roots: %w", err)
+	}
+	want := store.Bundle{TrustDomain: c.cfg.TrustDomain.Name(), RefreshHint: c.cfg.RefreshHint}
+	for _, r := range roots {
+		want.X509Authorities = append(want.X509Authorities, r.Raw)
+	}
+	for _, s := range c.cur.Load().jwt {
+		want.JWTAuthorities = append(want.JWTAuthorities, store.JWTAuthority{KeyID: s.rec.ID, PublicKey: s.rec.PublicKey, ExpiresAt: s.rec.NotAfter})
+	}
+	have, err := c.cfg.Store.GetBundle(ctx, want.TrustDomain)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+	case err != nil:
+		return fmt.Errorf("publish bundle: %w", err)
+	default:
+		if sameAuthorities(have, want) {
+			return nil
+		}
+		want.Sequence = have.Sequence
+	}
+	want.Sequence++
+	if err := c.cfg.Store.SetBundle(ctx, c.id.String(), want); err != nil {
+		return fmt.Errorf("publish bundle: %w", err)
+	}
+	c.cfg.Logger.Info("bundle published", "trust_domain", want.TrustDomain, "sequence", want.Sequence, "x509_authorities", len(want.X509Authorities), "jwt_authorities", len(want.JWTAuthorities))
+	return nil
+}
+
+func sameAuthorities(a, b store.Bundle) bool {
+	if a.RefreshHint != b.RefreshHint {
+		return false
+	}
+	if !slices.EqualFunc(a.X509Authorities, b.X509Authorities, func(x, y []byte) bool { return string(x) == string(y) }) {
+		return false
+	}
+	return slices.EqualFunc(a.JWTAuthorities, b.JWTAuthorities, func(x, y store.JWTAuthority) bool {
+		return x.KeyID == y.KeyID && string(x.PublicKey) == string(y.PublicKey) && x.ExpiresAt.Equal(y.ExpiresAt)
+	})
+}
+
+// ToSPIFFEBundle converts a stored bundle into go-spiffe's type, carrying the
+// sequence number and refresh hint.
+func ToSPIFFEBundle(b store.Bundle) (*spiffebundle.Bundle, error) {
+	td, err := spiffeid.TrustDomainFromString(b.TrustDomain)
+	if err != nil {
+		return nil, fmt.Errorf("bundle trust domain: %w", err)
+	}
+	out := spiffebundle.New(td)
+	for _, der := range b.X509Authorities {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: x509 authority: %w", td, err)
+		}
+		out.AddX509Authority(cert)
+	}
+	for _, a := range b.JWTAuthorities {
+		pub, err := x509.ParsePKIXPublicKey(a.PublicKey)
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: jwt authority %s: %w", td, a.KeyID, err)
+		}
+		if err := out.AddJWTAuthority(a.KeyID, pub); err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", td, err)
+		}
+	}
+	out.SetSequenceNumber(b.Sequence)
+	if b.RefreshHint > 0 {
+		out.SetRefreshHint(b.RefreshHint)
+	}
+	return out, nil
+}
+
+// Bundle returns our trust domain's current bundle from the store.
+func (c *CA) Bundle(ctx context.Context) (*spiffebundle.Bundle, error) {
+	b, err := c.cfg.Store.GetBundle(ctx, c.cfg.TrustDomain.Name())
+	if err != nil {
+		return nil, fmt.Errorf("get bundle: %w", err)
+	}
+	return ToSPIFFEBundle(b)
+}
+
+// JWTBundle is the current set of JWT keys as go-spiffe's type.
+func (c *CA) JWTBundle() (*jwtbundle.Bundle, error) {
+	st := c.cur.Load()
+	if st == nil {
+		return nil, ErrNotReady
+	}
+	b := jwtbundle.New(c.cfg.TrustDomain)
+	for _, s := range st.jwt {
+		if err := b.AddJWTAuthority(s.rec.ID, s.public); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
+// Roots returns the X.509 trust anchors of our trust domain.
+func (c *CA) Roots(ctx context.Context) ([]*x509.Certificate, error) {
+	return c.cfg.Upstream.Roots(ctx)
+}
+
+// Ready reports whether the CA can sign: it has active keys and its store
+// answers.
+func (c *CA) Ready(ctx context.Context) error {
+	st := c.cur.Load()
+	if st == nil || st.activeX509 == nil || st.activeJWT == nil {
+		return ErrNotReady
+	}
+	if _, err := c.cfg.Store.GetBundle(ctx, c.cfg.TrustDomain.Name()); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,274 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/ca/store"
+)
+
+// Defaults from DESIGN.md.
+const (
+	DefaultCATTL       = 24 * time.Hour
+	DefaultX509SVIDTTL = time.Hour
+	DefaultJWTSVIDTTL  = 5 * time.Minute
+	DefaultRefreshHint = 5 * time.Minute
+	DefaultInstanceID  = "primary"
+	// backdate allows for clocks that run a little behind the CA's.
+	backdate = 10 * time.Second
+)
+
+// KeyManager makes and finds the CA's private keys.
+type KeyManager interface {
+	GenerateKey(ctx context.Context, name string, t keys.Type) (crypto.Signer, error)
+	Signer(ctx context.Context, name string) (crypto.Signer, error)
+}
+
+// Upstream signs the CA's signing certificates and names the bundle's roots.
+type Upstream interface {
+	SignCA(ctx context.Context, tmpl *x509.Certificate, pub crypto.PublicKey) ([]*x509.Certificate, error)
+	Roots(ctx context.Context) ([]*x509.Certificate, error)
+}
+
+// Store is the part of the datastore the CA uses.
+type Store interface {
+	store.Journals
+	store.Bundles
+	AppendAudit(ctx context.Context, ev store.AuditEvent) (store.AuditEvent, error)
+}
+
+// Config configures a CA. TrustDomain, Store, Keys and Upstream are required.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain
+	InstanceID  string // names this replica's journal; default "primary"
+	Store       Store
+	Keys        KeyManager
+	Upstream    Upstream
+	KeyType     keys.Type     // default ec-p256
+	CATTL       time.Duration // signing key and certificate life; default 24h
+	X509SVIDTTL time.Duration // default 1h
+	JWTSVIDTTL  time.Duration // default 5m
+	JWTIssuer   string        // optional "iss" claim
+	RefreshHint time.Duration // bundle refresh hint; default 5m
+	Now         func() time.Time
+	Logger      *slog.Logger
+	Metrics     *Metrics // optional
+}
+
+// CA issues SVIDs for one trust domain.
+type CA struct {
+	cfg Config
+	id  spiffeid.ID // spiffe://TD/sigil/ca
+
+	mu  sync.Mutex // serializes journal changes; never held while signing
+	cur atomic.Pointer[state]
+
+	server atomic.Pointer[x509svid.SVID] // the CA's own TLS identity
+}
+
+// ErrNotReady is returned by signing calls before Init succeeded.
+var ErrNotReady = errors.New("ca has no active key yet")
+
+// New checks cfg and fills defaults. It does no I/O: call Init.
+func New(cfg Config) (*CA, error) {
+	if cfg.TrustDomain.IsZero() {
+		return nil, errors.New("ca: trust domain is required")
+	}
+	if cfg.Store == nil || cfg.Keys == nil || cfg.Upstream == nil {
+		return nil, errors.New("ca: store, key manager and upstream are required")
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = DefaultInstanceID
+	}
+	if cfg.KeyType == "" {
+		cfg.KeyType = keys.ECP256
+	}
+	if cfg.CATTL == 0 {
+		cfg.CATTL = DefaultCATTL
+	}
+	if cfg.X509SVIDTTL == 0 {
+		cfg.X509SVIDTTL = DefaultX509SVIDTTL
+	}
+	if cfg.JWTSVIDTTL == 0 {
+		cfg.JWTSVIDTTL = DefaultJWTSVIDTTL
+	}
+	if cfg.RefreshHint == 0 {
+		cfg.RefreshHint = DefaultRefreshHint
+	}
+	if cfg.CATTL < time.Minute || cfg.X509SVIDTTL < time.Second || cfg.JWTSVIDTTL < time.Second {
+		return nil, errors.New("ca: ttls too short (ca_ttl ≥ 1m, svid ttls ≥ 1s)")
+	}
+	if cfg.X509SVIDTTL >= cfg.CATTL || cfg.JWTSVIDTTL >= cfg.CATTL {
+		return nil, fmt.Errorf("ca: svid ttls must be shorter than ca_ttl (%s)", cfg.CATTL)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	id, err := spiffeid.FromSegments(cfg.TrustDomain, "sigil", "ca")
+	if err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	return &CA{cfg: cfg, id: id}, nil
+}
+
+// ID is the CA's own SPIFFE ID.
+func (c *CA) ID() spiffeid.ID { return c.id }
+
+// TrustDomain is the trust domain the CA signs for.
+func (c *CA) TrustDomain() spiffeid.TrustDomain { return c.cfg.TrustDomain }
+
+// Init loads the journal (or starts one), brings keys up to date for now,
+// publishes the bundle and mints the CA's own TLS identity.
+func (c *CA) Init(ctx context.Context) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	raw, err := c.cfg.Store.LoadJournal(ctx, c.cfg.InstanceID)
+	var doc journalDoc
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		doc = journalDoc{Version: journalVersion, NextSeq: 1}
+	case err != nil:
+		return fmt.Errorf("load ca journal: %w", err)
+	default:
+		if doc, err = decodeJournal(raw); err != nil {
+			return err
+		}
+	}
+	st, err := c.load(ctx, doc)
+	if err != nil {
+		return err
+	}
+	c.cur.Store(st)
+	if err := c.rotateLocked(ctx); err != nil {
+		return err
+	}
+	if err := c.publishBundle(ctx); err != nil {
+		return err
+	}
+	return c.refreshServerSVID(ctx, true)
+}
+
+// load turns a journal into a signing state, loading every key.
+func (c *CA) load(ctx context.Context, doc journalDoc) (*state, error) {
+	st := &state{doc: doc}
+	for _, rec := range doc.X509 {
+		slot, err := c.loadX509(ctx, rec)
+		if err != nil {
+			return nil, err
+		}
+		st.x509 = append(st.x509, slot)
+		if rec.State == Active {
+			st.activeX509 = slot
+		}
+	}
+	for _, rec := range doc.JWT {
+		slot, err := c.loadJWT(ctx, rec)
+		if err != nil {
+			return nil, err
+		}
+		st.jwt = append(st.jwt, slot)
+		if rec.State == Active {
+			st.activeJWT = slot
+		}
+	}
+	return st, nil
+}
+
+func (c *CA) loadX509(ctx context.Context, rec x509Record) (*x509Slot, error) {
+	if len(rec.Chain) == 0 {
+		return nil, fmt.Errorf("ca journal: x509 key %s has no certificate", rec.ID)
+	}
+	chain := make([]*x509.Certificate, len(rec.Chain))
+	for i, der := range rec.Chain {
+		cert, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("ca journal: x509 key %s: parse certificate: %w", rec.ID, err)
+		}
+		chain[i] = cert
+	}
+	signer, err := c.cfg.Keys.Signer(ctx, rec.KeyName)
+	if err != nil {
+		return nil, fmt.Errorf("ca journal: x509 key %s: %w", rec.ID, err)
+	}
+	if !publicKeysEqual(signer.Public(), chain[0].PublicKey) {
+		return nil, fmt.Errorf("ca journal: x509 key %s: key %q does not match its certificate", rec.ID, rec.KeyName)
+	}
+	return &x509Slot{rec: rec, cert: chain[0], chain: chain, signer: signer, self: newSelfBundle(c.cfg.TrustDomain, chain[0])}, nil
+}
+
+func (c *CA) loadJWT(ctx context.Context, rec jwtRecord) (*jwtSlot, error) {
+	pub, err := x509.ParsePKIXPublicKey(rec.PublicKey)
+	if err != nil {
+		return nil, fmt.Errorf("ca journal: jwt key %s: %w", rec.ID, err)
+	}
+	signer, err := c.cfg.Keys.Signer(ctx, rec.KeyName)
+	if err != nil {
+		return nil, fmt.Errorf("ca journal: jwt key %s: %w", rec.ID, err)
+	}
+	if !publicKeysEqual(signer.Public(), pub) {
+		return nil, fmt.Errorf("ca journal: jwt key %s: key %q does not match the journal", rec.ID, rec.KeyName)
+	}
+	return &jwtSlot{rec: rec, public: pub, signer: signer}, nil
+}
+
+func publicKeysEqual(a, b crypto.PublicKey) bool {
+	ak, ok := a.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && ak.Equal(b)
+}
+
+// commit persists doc, loads it and swaps it in. Callers hold c.mu.
+func (c *CA) commit(ctx context.Context, doc journalDoc) error {
+	st, err := c.load(ctx, doc)
+	if err != nil {
+		return err
+	}
+	raw, err := doc.encode()
+	if err != nil {
+		return err
+	}
+	if err := c.cfg.Store.SaveJournal(ctx, c.cfg.InstanceID, raw); err != nil {
+		return fmt.Errorf("save ca journal: %w", err)
+	}
+	c.cur.Store(st)
+	return nil
+}
+
+// Run rotates keys on schedule until ctx ends. Init must have succeeded.
+func (c *CA) Run(ctx context.Context, every time.Duration) error {
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := c.Rotate(ctx); err != nil {
+				c.cfg.Logger.Error("ca rotation failed", "error", err)
+			}
+		}
+	}
+}
+
+func (c *CA) audit(ctx context.Context, action, target, details string) {
+	ev := store.AuditEvent{Time: c.cfg.Now(), Actor: c.id.String(), Action: action, Target: target, Details: details}
+	if _, err := c.cfg.Store.AppendAudit(context.WithoutCancel(ctx), ev); err != nil {
+		c.cfg.Logger.Error("write audit event", "action", action, "error", err)
+	}
+}

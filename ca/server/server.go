@@ -1,0 +1,211 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// Registrar adds services to a gRPC server (the admin API, later the node API).
+type Registrar interface {
+	Register(*grpc.Server)
+	ServerOptions() []grpc.ServerOption
+}
+
+// Identity is what the CA offers the listeners: its own TLS identity, the
+// roots that client certificates must chain to, and whether it can sign.
+type Identity interface {
+	GetX509SVID() (*x509svid.SVID, error)
+	Roots(ctx context.Context) ([]*x509.Certificate, error)
+	Ready(ctx context.Context) error
+}
+
+// Config says where to listen. Empty addresses disable a listener.
+type Config struct {
+	AdminSocket   string // unix socket, created 0600
+	ServerAddress string // TCP, TLS with the CA's SVID; client SVIDs verified when given
+	HealthAddress string // HTTP: /live, /ready, /metrics
+	Services      []Registrar
+	Identity      Identity
+	Gatherer      prometheus.Gatherer
+	Logger        *slog.Logger
+}
+
+// Server owns the listeners.
+type Server struct {
+	cfg Config
+}
+
+// New checks cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.AdminSocket == "" {
+		return nil, errors.New("server: admin socket path is required")
+	}
+	if cfg.Identity == nil {
+		return nil, errors.New("server: identity is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg}, nil
+}
+
+// Run listens and serves until ctx ends, then stops gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	unixLis, err := ListenUnix(s.cfg.AdminSocket, 0o600)
+	if err != nil {
+		return err
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	var opts []grpc.ServerOption
+	for _, svc := range s.cfg.Services {
+		opts = append(opts, svc.ServerOptions()...)
+	}
+	local := grpc.NewServer(opts...)
+	for _, svc := range s.cfg.Services {
+		svc.Register(local)
+	}
+	serveGRPC(ctx, g, local, unixLis)
+	s.cfg.Logger.Info("admin socket listening", "path", s.cfg.AdminSocket)
+
+	if s.cfg.ServerAddress != "" {
+		lis, err := net.Listen("tcp", s.cfg.ServerAddress)
+		if err != nil {
+			local.Stop()
+			return fmt.Errorf("listen on %s: %w", s.cfg.ServerAddress, err)
+		}
+		remote := grpc.NewServer(append(opts, grpc.Creds(credentials.NewTLS(s.tlsConfig(ctx))))...)
+		for _, svc := range s.cfg.Services {
+			svc.Register(remote)
+		}
+		serveGRPC(ctx, g, remote, lis)
+		s.cfg.Logger.Info("ca server listening", "address", lis.Addr().String())
+	}
+	if s.cfg.HealthAddress != "" {
+		lis, err := net.Listen("tcp", s.cfg.HealthAddress)
+		if err != nil {
+			return fmt.Errorf("listen on %s: %w", s.cfg.HealthAddress, err)
+		}
+		srv := &http.Server{Handler: s.healthMux(), ReadHeaderTimeout: 5 * time.Second}
+		g.Go(func() error {
+			if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		g.Go(func() error {
+			<-ctx.Done()
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			defer cancel()
+			return srv.Shutdown(sctx)
+		})
+		s.cfg.Logger.Info("health and metrics listening", "address", lis.Addr().String())
+	}
+	return g.Wait()
+}
+
+func serveGRPC(ctx context.Context, g *errgroup.Group, srv *grpc.Server, lis net.Listener) {
+	g.Go(func() error { return srv.Serve(lis) })
+	g.Go(func() error {
+		<-ctx.Done()
+		done := make(chan struct{})
+		go func() { srv.GracefulStop(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(2 * time.Second):
+			srv.Stop()
+		}
+		return nil
+	})
+}
+
+// tlsConfig serves the CA's current SVID and verifies client certificates,
+// when given, against the current roots. Callers that need an identity
+// (admin calls) check the verified chain themselves.
+func (s *Server) tlsConfig(ctx context.Context) *tls.Config {
+	base := &tls.Config{MinVersion: tls.VersionTLS12}
+	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		roots, err := s.cfg.Identity.Roots(ctx)
+		if err != nil {
+			return nil, err
+		}
+		pool := x509.NewCertPool()
+		for _, r := range roots {
+			pool.AddCert(r)
+		}
+		svid, err := s.cfg.Identity.GetX509SVID()
+		if err != nil {
+			return nil, err
+		}
+		chain := make([][]byte, len(svid.Certificates))
+		for i, c := range svid.Certificates {
+			chain[i] = c.Raw
+		}
+		return &tls.Config{
+			MinVersion:   tls.VersionTLS12,
+			Certificates: []tls.Certificate{{Certificate: chain, PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}},
+			ClientAuth:   tls.VerifyClientCertIfGiven,
+			ClientCAs:    pool,
+		}, nil
+	}
+	return base
+}
+
+func (s *Server) healthMux() *http.ServeMux {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
+		if err := s.cfg.Identity.Ready(r.Context()); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	if s.cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	return mux
+}
+
+// ListenUnix listens on a unix socket at path with the given mode. A stale
+// socket file left by a crashed process is replaced; a live one is an error.
+func ListenUnix(path string, mode os.FileMode) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if _, err := os.Stat(path); err == nil {
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("%s is in use by a running process", path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	lis, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		lis.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return lis, nil
+}
