@@ -117,7 +117,7 @@ func (d *Disk) DeleteKey(_ context.Context, name string) error {
 func ReadKeyFile(path string) (crypto.Signer, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("key file: %w", err)
 	}
 	defer f.Close()
 	fi, err := f.Stat()
@@ -144,6 +144,8 @@ func ReadKeyFile(path string) (crypto.Signer, error) {
 		return nil, fmt.Errorf("key file %s: no PEM block", path)
 	case p.Type == "ENCRYPTED PRIVATE KEY" || p.Headers["Proc-Type"] != "":
 		return nil, fmt.Errorf("key file %s: encrypted keys are not supported", path)
+	case p.Type != "PRIVATE KEY" && p.Type != "EC PRIVATE KEY" && p.Type != "RSA PRIVATE KEY":
+		return nil, fmt.Errorf("key file %s: PEM block is a %q, want a private key", path, p.Type)
 	}
 	key, err := pemutil.ParseKey(b)
 	if err != nil {
