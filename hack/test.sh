@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Runs every Sigil test on this machine.
+#
+# First it runs each hack/setup/*.sh: on Debian as root they install what the
+# tests need when it is missing (PostgreSQL, SoftHSM2, opa-envoy-plugin, ...);
+# elsewhere they say exactly what is missing and the run stops. Then vet,
+# gofmt, the whole test suite, the race detector on the concurrent packages,
+# and a short fuzz pass over every parser of outside input.
+#
+#   hack/test.sh                 everything
+#   FUZZTIME=30s hack/test.sh    longer fuzzing (default 5s per target; 0 skips the pass)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export SIGIL_TOOLS="${SIGIL_TOOLS:-$PWD/.cache/tools}"
+mkdir -p "$SIGIL_TOOLS"
+export PATH="$SIGIL_TOOLS:$PATH"
+FUZZTIME="${FUZZTIME:-5s}"
+
+step() { printf '\n== %s\n' "$*"; }
+
+if ! command -v go >/dev/null; then
+  echo "go not found: install Go 1.26 or newer (https://go.dev/dl)" >&2
+  exit 1
+fi
+
+step "setup"
+for s in hack/setup/*.sh; do
+  [ -e "$s" ] || continue
+  echo "-- $s"
+  if ! bash "$s"; then
+    echo "setup step $s failed: the tests need what it installs (see the message above)" >&2
+    exit 1
+  fi
+done
+
+step "go vet"
+go vet ./...
+
+step "gofmt"
+unformatted=$(gofmt -l $(git ls-files '*.go' 2>/dev/null || find . -name '*.go' -not -path './.cache/*'))
+if [ -n "$unformatted" ]; then
+  echo "gofmt would change:" >&2
+  echo "$unformatted" >&2
+  exit 1
+fi
+
+step "go test ./..."
+go test -count=1 ./...
+
+step "go test -race (packages with concurrency)"
+race_pkgs=$(go list ./ca/... ./authz/... ./internal/... 2>/dev/null)
+go test -race -count=1 $race_pkgs
+
+if [ "$FUZZTIME" != "0" ]; then
+  step "fuzz ($FUZZTIME per target)"
+  # Every Fuzz* target in the module, one at a time (go test -fuzz takes one).
+  for pkg in $(go list ./...); do
+    dir=$(go list -f '{{.Dir}}' "$pkg")
+    for target in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | sed 's/^func //' | sort -u); do
+      echo "-- $pkg $target"
+      go test -run='^$' -fuzz="^${target}\$" -fuzztime="$FUZZTIME" "$pkg" >/tmp/sigil-fuzz.$$ 2>&1 || { cat /tmp/sigil-fuzz.$$; rm -f /tmp/sigil-fuzz.$$; exit 1; }
+    done
+  done
+  rm -f /tmp/sigil-fuzz.$$
+fi
+
+step "all tests passed"

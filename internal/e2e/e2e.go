@@ -1,0 +1,151 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Binary is a built sigil binary.
+type Binary struct {
+	Path string
+	Env  []string // added to every process's environment
+}
+
+// Build compiles ./cmd/sigil into dir. Call it from TestMain.
+func Build(dir string) (*Binary, error) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	out := filepath.Join(dir, "sigil")
+	cmd := exec.Command("go", "build", "-o", out, "./cmd/sigil")
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("go build ./cmd/sigil: %v\n%s", err, b)
+	}
+	return &Binary{Path: out}, nil
+}
+
+// Run runs sigil to completion with a timeout and returns its output.
+func (b *Binary) Run(t testing.TB, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, b.Path, args...)
+	cmd.Env = append(os.Environ(), b.Env...)
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err = cmd.Run()
+	return o.String(), e.String(), err
+}
+
+// MustRun is Run that fails the test on error.
+func (b *Binary) MustRun(t testing.TB, args ...string) string {
+	t.Helper()
+	out, errOut, err := b.Run(t, args...)
+	if err != nil {
+		t.Fatalf("sigil %s: %v\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), err, out, errOut)
+	}
+	return out
+}
+
+// Proc is a long-running sigil process.
+type Proc struct {
+	cmd  *exec.Cmd
+	mu   sync.Mutex
+	out  bytes.Buffer
+	done chan struct{}
+	err  error
+}
+
+func (p *Proc) Write(b []byte) (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.Write(b)
+}
+
+// Output is everything the process printed so far.
+func (p *Proc) Output() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.out.String()
+}
+
+// Start starts sigil in the background; the test's cleanup kills it if the
+// test did not stop it.
+func (b *Binary) Start(t testing.TB, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{done: make(chan struct{})}
+	p.cmd = exec.Command(b.Path, args...)
+	p.cmd.Env = append(os.Environ(), b.Env...)
+	p.cmd.Stdout, p.cmd.Stderr = p, p
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start sigil %s: %v", strings.Join(args, " "), err)
+	}
+	go func() { p.err = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("output of sigil %s:\n%s", strings.Join(args, " "), p.Output())
+		}
+	})
+	return p
+}
+
+// Interrupt sends SIGINT (Ctrl-C) and waits up to timeout for the process to
+// exit, returning how long it took and its exit error.
+func (p *Proc) Interrupt(t testing.TB, timeout time.Duration) (time.Duration, error) {
+	t.Helper()
+	start := time.Now()
+	if err := p.cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatalf("interrupt: %v", err)
+	}
+	select {
+	case <-p.done:
+		return time.Since(start), p.err
+	case <-time.After(timeout):
+		t.Fatalf("sigil did not stop within %s of SIGINT", timeout)
+		return 0, nil
+	}
+}
+
+// Exited reports whether the process has ended.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// WaitForSocket waits until a unix socket accepts connections.
+func WaitForSocket(t testing.TB, p *Proc, path string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if p != nil && p.Exited() {
+			t.Fatalf("sigil exited before %s was ready: %v\n%s", path, p.err, p.Output())
+		}
+		if c, err := net.DialTimeout("unix", path, 100*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s not ready within %s", path, timeout)
+}
