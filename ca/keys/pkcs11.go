@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
+	"strings"
 	"sync"
 
 	"go.step.sm/crypto/kms/apiv1"
@@ -43,10 +45,13 @@ func NewPKCS11(ctx context.Context, cfg PKCS11Config) (*PKCS11, error) {
 	if cfg.URI == "" {
 		return nil, errors.New("pkcs11: empty uri")
 	}
+	if !strings.HasPrefix(cfg.URI, "pkcs11:") {
+		return nil, errors.New(`pkcs11: uri must start with "pkcs11:"`)
+	}
 	k, err := pkcs11.New(ctx, apiv1.Options{Type: apiv1.PKCS11, URI: cfg.URI})
 	if err != nil {
-		// The library's errors name the URI's parts, never the PIN.
-		return nil, fmt.Errorf("pkcs11: open token: %w", err)
+		// Some of the library's errors quote the whole URI, PIN included.
+		return nil, fmt.Errorf("pkcs11: open token: %s", redactPIN(err.Error(), cfg.URI))
 	}
 	return &PKCS11{kms: k}, nil
 }
@@ -58,6 +63,22 @@ func (p *PKCS11) Close() error {
 		return fmt.Errorf("pkcs11: close: %w", err)
 	}
 	return nil
+}
+
+// redactPIN removes the URI's pin-value, raw or unescaped, from msg.
+func redactPIN(msg, rawURI string) string {
+	_, query, _ := strings.Cut(rawURI, "?")
+	for _, kv := range strings.FieldsFunc(rawURI+"&"+query, func(r rune) bool { return r == ';' || r == '&' || r == '?' }) {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k != "pin-value" || v == "" {
+			continue
+		}
+		msg = strings.ReplaceAll(msg, v, "REDACTED")
+		if u, err := url.QueryUnescape(v); err == nil && u != "" {
+			msg = strings.ReplaceAll(msg, u, "REDACTED")
+		}
+	}
+	return msg
 }
 
 // objectURI is the KMS URI of the object that holds the key called name.
