@@ -1,0 +1,305 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/jackc/pgx/v5"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sigilhq/sigil/ca/store"
+)
+
+const entryColumns = `id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, federates_with, admin, downstream, revision, created_at`
+
+// CreateEntries creates all entries or none, one revision and one
+// entry.create audit event per entry.
+func (s *Store) CreateEntries(ctx context.Context, actor string, entries []store.Entry) ([]store.Entry, error) {
+	if err := checkActor(actor); err != nil {
+		return nil, fmt.Errorf("create entries: %w", err)
+	}
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	out := make([]store.Entry, len(entries))
+	keys := make([]string, len(entries))
+	seen := make(map[string]int, len(entries))
+	for i, e := range entries {
+		e, err := checkEntry(e)
+		if err != nil {
+			return nil, fmt.Errorf("create entry %d: %w", i, err)
+		}
+		keys[i] = dupKey(e)
+		if j, ok := seen[keys[i]]; ok {
+			return nil, fmt.Errorf("create entry %d (%s): same spiffe id, parent id and selectors as entry %d: %w", i, e.SPIFFEID, j, store.ErrDuplicate)
+		}
+		seen[keys[i]] = i
+		out[i] = e
+	}
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		last, err := bump(ctx, tx, len(out))
+		if err != nil {
+			return err
+		}
+		now := s.stamp()
+		for i := range out {
+			e := &out[i]
+			e.ID = uuid.NewString()
+			e.Revision = last - int64(len(out)) + int64(i) + 1
+			e.CreatedAt = now
+			_, err := tx.Exec(ctx, `INSERT INTO entries (`+entryColumns+`, dup_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+				e.ID, e.SPIFFEID, e.ParentID, encodeSelectors(e.Selectors), int64(e.X509TTL), int64(e.JWTTTL),
+				encodeStrings(e.DNSNames), encodeStrings(e.FederatesWith), e.Admin, e.Downstream,
+				e.Revision, micro(e.CreatedAt), keys[i])
+			if isUnique(err) {
+				return fmt.Errorf("create entry %d (%s): an entry with the same spiffe id, parent id and selectors exists: %w", i, e.SPIFFEID, store.ErrDuplicate)
+			}
+			if err != nil {
+				return fmt.Errorf("create entry %d (%s): %w", i, e.SPIFFEID, err)
+			}
+			if _, err := s.audit(ctx, tx, entryAudit(actor, "entry.create", *e)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func entryAudit(actor, action string, e store.Entry) store.AuditEvent {
+	return store.AuditEvent{
+		Actor:  actor,
+		Action: action,
+		Target: e.ID,
+		Details: details(map[string]any{
+			"spiffe_id": e.SPIFFEID,
+			"parent_id": e.ParentID,
+			"revision":  e.Revision,
+		}),
+	}
+}
+
+// UpdateEntry replaces the entry with e.ID.
+func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (store.Entry, error) {
+	if err := checkActor(actor); err != nil {
+		return store.Entry{}, fmt.Errorf("update entry %s: %w", e.ID, err)
+	}
+	if e.ID == "" {
+		return store.Entry{}, fmt.Errorf("update entry: %w: empty id", store.ErrInvalid)
+	}
+	e, err := checkEntry(e)
+	if err != nil {
+		return store.Entry{}, fmt.Errorf("update entry %s: %w", e.ID, err)
+	}
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		rev, err := bump(ctx, tx, 1)
+		if err != nil {
+			return err
+		}
+		var stored int64
+		var created time.Time
+		err = tx.QueryRow(ctx, `SELECT revision, created_at FROM entries WHERE id = $1`, e.ID).Scan(&stored, &created)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("update entry %s: %w", e.ID, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("update entry %s: %w", e.ID, err)
+		}
+		if e.Revision != 0 && e.Revision != stored {
+			return fmt.Errorf("update entry %s at revision %d: stored revision is %d: %w", e.ID, e.Revision, stored, store.ErrConflict)
+		}
+		e.Revision = rev
+		e.CreatedAt = utc(created)
+		_, err = tx.Exec(ctx, `UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, dup_key = $4, x509_ttl = $5, jwt_ttl = $6,
+			dns_names = $7, federates_with = $8, admin = $9, downstream = $10, revision = $11 WHERE id = $12`,
+			e.SPIFFEID, e.ParentID, encodeSelectors(e.Selectors), dupKey(e), int64(e.X509TTL), int64(e.JWTTTL),
+			encodeStrings(e.DNSNames), encodeStrings(e.FederatesWith), e.Admin, e.Downstream, e.Revision, e.ID)
+		if isUnique(err) {
+			return fmt.Errorf("update entry %s: another entry has the same spiffe id, parent id and selectors: %w", e.ID, store.ErrDuplicate)
+		}
+		if err != nil {
+			return fmt.Errorf("update entry %s: %w", e.ID, err)
+		}
+		_, err = s.audit(ctx, tx, entryAudit(actor, "entry.update", e))
+		return err
+	})
+	if err != nil {
+		return store.Entry{}, err
+	}
+	return e, nil
+}
+
+// DeleteEntry deletes the entry and returns it, its Revision set to the
+// revision of the deletion.
+func (s *Store) DeleteEntry(ctx context.Context, actor string, id string) (store.Entry, error) {
+	if err := checkActor(actor); err != nil {
+		return store.Entry{}, fmt.Errorf("delete entry %s: %w", id, err)
+	}
+	var e store.Entry
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		rev, err := bump(ctx, tx, 1)
+		if err != nil {
+			return err
+		}
+		e, err = scanEntry(tx.QueryRow(ctx, `SELECT `+entryColumns+` FROM entries WHERE id = $1`, id))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("delete entry %s: %w", id, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("delete entry %s: %w", id, err)
+		}
+		e.Revision = rev
+		if _, err := tx.Exec(ctx, `DELETE FROM entries WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("delete entry %s: %w", id, err)
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO entry_tombstones (id, revision) VALUES ($1, $2)`, id, rev); err != nil {
+			return fmt.Errorf("delete entry %s: %w", id, err)
+		}
+		_, err = s.audit(ctx, tx, entryAudit(actor, "entry.delete", e))
+		return err
+	})
+	if err != nil {
+		return store.Entry{}, err
+	}
+	return e, nil
+}
+
+// GetEntry returns the entry with the ID.
+func (s *Store) GetEntry(ctx context.Context, id string) (store.Entry, error) {
+	e, err := scanEntry(s.pool.QueryRow(ctx, `SELECT `+entryColumns+` FROM entries WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Entry{}, fmt.Errorf("get entry %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Entry{}, fmt.Errorf("get entry %s: %w", id, err)
+	}
+	return e, nil
+}
+
+// ListEntries returns the matching entries ordered by ID.
+func (s *Store) ListEntries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error) {
+	var where []string
+	var args []any
+	if f.ParentID != "" {
+		args = append(args, f.ParentID)
+		where = append(where, fmt.Sprintf("parent_id = $%d", len(args)))
+	}
+	if f.SPIFFEID != "" {
+		args = append(args, f.SPIFFEID)
+		where = append(where, fmt.Sprintf("spiffe_id = $%d", len(args)))
+	}
+	q := `SELECT ` + entryColumns + ` FROM entries`
+	if len(where) > 0 {
+		q += ` WHERE ` + strings.Join(where, " AND ")
+	}
+	q += ` ORDER BY id`
+	out, err := queryEntries(ctx, s.pool, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list entries: %w", err)
+	}
+	return out, nil
+}
+
+// EntriesSince returns the changes after rev, read from one snapshot.
+func (s *Store) EntriesSince(ctx context.Context, rev int64) (store.EntryChanges, error) {
+	if rev < 0 {
+		return store.EntryChanges{}, fmt.Errorf("entries since %d: %w: negative revision", rev, store.ErrInvalid)
+	}
+	var ch store.EntryChanges
+	// Repeatable read: the revision and the changes come from one snapshot.
+	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
+	err := pgx.BeginTxFunc(ctx, s.pool, opts, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT value FROM revision WHERE id = 1`).Scan(&ch.Revision); err != nil {
+			return err
+		}
+		var err error
+		ch.Updated, err = queryEntries(ctx, tx, `SELECT `+entryColumns+` FROM entries WHERE revision > $1 ORDER BY revision`, rev)
+		if err != nil || rev == 0 {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY revision`, rev)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				return err
+			}
+			ch.Deleted = append(ch.Deleted, id)
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return store.EntryChanges{}, fmt.Errorf("entries since %d: %w", rev, err)
+	}
+	return ch, nil
+}
+
+// Revision returns the global revision.
+func (s *Store) Revision(ctx context.Context) (int64, error) {
+	var rev int64
+	if err := s.pool.QueryRow(ctx, `SELECT value FROM revision WHERE id = 1`).Scan(&rev); err != nil {
+		return 0, fmt.Errorf("read revision: %w", err)
+	}
+	return rev, nil
+}
+
+type querier interface {
+	Query(ctx context.Context, q string, args ...any) (pgx.Rows, error)
+}
+
+func queryEntries(ctx context.Context, db querier, q string, args ...any) ([]store.Entry, error) {
+	rows, err := db.Query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []store.Entry
+	for rows.Next() {
+		e, err := scanEntry(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+type scanner interface{ Scan(dest ...any) error }
+
+func scanEntry(row scanner) (store.Entry, error) {
+	var (
+		e                 store.Entry
+		sels, dns, fed    string
+		x509TTL, jwtTTL   int64
+		admin, downstream bool
+		created           time.Time
+	)
+	err := row.Scan(&e.ID, &e.SPIFFEID, &e.ParentID, &sels, &x509TTL, &jwtTTL, &dns, &fed, &admin, &downstream, &e.Revision, &created)
+	if err != nil {
+		return store.Entry{}, err
+	}
+	if e.Selectors, err = decodeSelectors(sels); err != nil {
+		return store.Entry{}, fmt.Errorf("entry %s: %w", e.ID, err)
+	}
+	if e.DNSNames, err = decodeStrings(dns); err != nil {
+		return store.Entry{}, fmt.Errorf("entry %s: %w", e.ID, err)
+	}
+	if e.FederatesWith, err = decodeStrings(fed); err != nil {
+		return store.Entry{}, fmt.Errorf("entry %s: %w", e.ID, err)
+	}
+	e.X509TTL = time.Duration(x509TTL)
+	e.JWTTTL = time.Duration(jwtTTL)
+	e.Admin = admin
+	e.Downstream = downstream
+	e.CreatedAt = utc(created)
+	return e, nil
+}

@@ -1,0 +1,446 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"github.com/jackc/pgx/v5"
+	"time"
+
+	"github.com/sigilhq/sigil/ca/store"
+)
+
+// CreateAgent records a newly attested agent.
+func (s *Store) CreateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error) {
+	if err := checkActor(actor); err != nil {
+		return store.Agent{}, fmt.Errorf("create agent %s: %w", a.ID, err)
+	}
+	a, err := checkAgent(a)
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("create agent: %w", err)
+	}
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		a.CreatedAt = s.stamp()
+		a.UpdatedAt = a.CreatedAt
+		_, err := tx.Exec(ctx, `INSERT INTO agents (id, attestation_type, serial, expires_at, selectors, banned, created_at, updated_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			a.ID, a.AttestationType, a.Serial, micro(a.ExpiresAt), encodeSelectors(a.Selectors), a.Banned,
+			micro(a.CreatedAt), micro(a.UpdatedAt))
+		if isUnique(err) {
+			return fmt.Errorf("create agent %s: %w", a.ID, store.ErrDuplicate)
+		}
+		if err != nil {
+			return fmt.Errorf("create agent %s: %w", a.ID, err)
+		}
+		_, err = s.audit(ctx, tx, agentAudit(actor, "agent.create", a))
+		return err
+	})
+	if err != nil {
+		return store.Agent{}, err
+	}
+	return a, nil
+}
+
+func agentAudit(actor, action string, a store.Agent) store.AuditEvent {
+	return store.AuditEvent{
+		Actor:  actor,
+		Action: action,
+		Target: a.ID,
+		Details: details(map[string]any{
+			"attestation_type": a.AttestationType,
+			"serial":           a.Serial,
+			"banned":           a.Banned,
+		}),
+	}
+}
+
+// UpdateAgent replaces the agent with a.ID (a ban is an update with Banned set).
+func (s *Store) UpdateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error) {
+	if err := checkActor(actor); err != nil {
+		return store.Agent{}, fmt.Errorf("update agent %s: %w", a.ID, err)
+	}
+	a, err := checkAgent(a)
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("update agent: %w", err)
+	}
+	err = s.write(ctx, func(tx pgx.Tx) error {
+		var created time.Time
+		err := tx.QueryRow(ctx, `SELECT created_at FROM agents WHERE id = $1`, a.ID).Scan(&created)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("update agent %s: %w", a.ID, store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("update agent %s: %w", a.ID, err)
+		}
+		a.CreatedAt = utc(created)
+		a.UpdatedAt = s.stamp()
+		_, err = tx.Exec(ctx, `UPDATE agents SET attestation_type = $1, serial = $2, expires_at = $3, selectors = $4, banned = $5, updated_at = $6
+			WHERE id = $7`,
+			a.AttestationType, a.Serial, micro(a.ExpiresAt), encodeSelectors(a.Selectors), a.Banned, micro(a.UpdatedAt), a.ID)
+		if err != nil {
+			return fmt.Errorf("update agent %s: %w", a.ID, err)
+		}
+		_, err = s.audit(ctx, tx, agentAudit(actor, "agent.update", a))
+		return err
+	})
+	if err != nil {
+		return store.Agent{}, err
+	}
+	return a, nil
+}
+
+// DeleteAgent evicts the agent.
+func (s *Store) DeleteAgent(ctx context.Context, actor string, id string) error {
+	if err := checkActor(actor); err != nil {
+		return fmt.Errorf("evict agent %s: %w", id, err)
+	}
+	return s.write(ctx, func(tx pgx.Tx) error {
+		res, err := tx.Exec(ctx, `DELETE FROM agents WHERE id = $1`, id)
+		if err != nil {
+			return fmt.Errorf("evict agent %s: %w", id, err)
+		}
+		if res.RowsAffected() == 0 {
+			return fmt.Errorf("evict agent %s: %w", id, store.ErrNotFound)
+		}
+		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: actor, Action: "agent.evict", Target: id})
+		return err
+	})
+}
+
+const agentColumns = `id, attestation_type, serial, expires_at, selectors, banned, created_at, updated_at`
+
+// GetAgent returns the agent with the ID.
+func (s *Store) GetAgent(ctx context.Context, id string) (store.Agent, error) {
+	a, err := scanAgent(s.pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = $1`, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Agent{}, fmt.Errorf("get agent %s: %w", id, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Agent{}, fmt.Errorf("get agent %s: %w", id, err)
+	}
+	return a, nil
+}
+
+// ListAgents returns every agent ordered by ID.
+func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Agent
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list agents: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list agents: %w", err)
+	}
+	return out, nil
+}
+
+func scanAgent(row scanner) (store.Agent, error) {
+	var (
+		a                         store.Agent
+		sels                      string
+		banned                    bool
+		expires, created, updated time.Time
+	)
+	if err := row.Scan(&a.ID, &a.AttestationType, &a.Serial, &expires, &sels, &banned, &created, &updated); err != nil {
+		return store.Agent{}, err
+	}
+	var err error
+	if a.Selectors, err = decodeSelectors(sels); err != nil {
+		return store.Agent{}, fmt.Errorf("agent %s: %w", a.ID, err)
+	}
+	a.Banned = banned
+	a.ExpiresAt = utc(expires)
+	a.CreatedAt = utc(created)
+	a.UpdatedAt = utc(updated)
+	return a, nil
+}
+
+// CreateJoinToken records a join token. The store keeps only its SHA-256.
+func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinToken) error {
+	if err := checkActor(actor); err != nil {
+		return fmt.Errorf("create join token: %w", err)
+	}
+	if t.Token == "" {
+		return fmt.Errorf("create join token: %w: empty token", store.ErrInvalid)
+	}
+	if t.ExpiresAt.IsZero() {
+		return fmt.Errorf("create join token: %w: no expiry", store.ErrInvalid)
+	}
+	return s.write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)`, tokenHash(t.Token), micro(t.ExpiresAt))
+		if isUnique(err) {
+			return fmt.Errorf("create join token: %w", store.ErrDuplicate)
+		}
+		if err != nil {
+			return fmt.Errorf("create join token: %w", err)
+		}
+		_, err = s.audit(ctx, tx, store.AuditEvent{
+			Actor:   actor,
+			Action:  "token.create",
+			Target:  tokenTarget(t.Token),
+			Details: details(map[string]any{"expires_at": micro(t.ExpiresAt)}),
+		})
+		return err
+	})
+}
+
+// ConsumeJoinToken deletes the token and returns it.
+func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (store.JoinToken, error) {
+	// Compare at the precision the store keeps.
+	now = micro(now)
+	var expires time.Time
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		var exp time.Time
+		err := tx.QueryRow(ctx, `DELETE FROM join_tokens WHERE token_hash = $1 RETURNING expires_at`, tokenHash(token)).Scan(&exp)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("consume join token: %w", store.ErrNotFound)
+		}
+		if err != nil {
+			return fmt.Errorf("consume join token: %w", err)
+		}
+		expires = utc(exp)
+		_, err = s.audit(ctx, tx, store.AuditEvent{
+			Actor:   "ca",
+			Action:  "token.consume",
+			Target:  tokenTarget(token),
+			Details: details(map[string]any{"expired": now.After(expires)}),
+		})
+		return err
+	})
+	if err != nil {
+		return store.JoinToken{}, err
+	}
+	if now.After(expires) {
+		return store.JoinToken{}, fmt.Errorf("consume join token: expired at %s: %w", expires.Format(time.RFC3339), store.ErrExpired)
+	}
+	return store.JoinToken{Token: token, ExpiresAt: expires}, nil
+}
+
+// PruneJoinTokens deletes the tokens that expired before now and, if there
+// were any, writes one token.prune audit event.
+func (s *Store) PruneJoinTokens(ctx context.Context, now time.Time) (int, error) {
+	var n int64
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		res, err := tx.Exec(ctx, `DELETE FROM join_tokens WHERE expires_at < $1`, micro(now))
+		if err != nil {
+			return err
+		}
+		if n = res.RowsAffected(); n == 0 {
+			return nil
+		}
+		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: "ca", Action: "token.prune", Details: details(map[string]any{"deleted": n})})
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("prune join tokens: %w", err)
+	}
+	return int(n), nil
+}
+
+// SetBundle creates or replaces a bundle.
+func (s *Store) SetBundle(ctx context.Context, actor string, b store.Bundle) error {
+	if err := checkActor(actor); err != nil {
+		return fmt.Errorf("set bundle %s: %w", b.TrustDomain, err)
+	}
+	b, err := checkBundle(b)
+	if err != nil {
+		return fmt.Errorf("set bundle: %w", err)
+	}
+	return s.write(ctx, func(tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO bundles (trust_domain, x509_authorities, jwt_authorities, refresh_hint, sequence)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (trust_domain) DO UPDATE SET x509_authorities = excluded.x509_authorities,
+				jwt_authorities = excluded.jwt_authorities, refresh_hint = excluded.refresh_hint, sequence = excluded.sequence`,
+			b.TrustDomain, encodeX509Authorities(b.X509Authorities), encodeJWTAuthorities(b.JWTAuthorities), int64(b.RefreshHint), int64(b.Sequence))
+		if err != nil {
+			return fmt.Errorf("set bundle %s: %w", b.TrustDomain, err)
+		}
+		_, err = s.audit(ctx, tx, bundleAudit(actor, b))
+		return err
+	})
+}
+
+func bundleAudit(actor string, b store.Bundle) store.AuditEvent {
+	kids := make([]string, len(b.JWTAuthorities))
+	for i, a := range b.JWTAuthorities {
+		kids[i] = a.KeyID
+	}
+	return store.AuditEvent{
+		Actor:  actor,
+		Action: "bundle.set",
+		Target: b.TrustDomain,
+		Details: details(map[string]any{
+			"sequence":         b.Sequence,
+			"x509_authorities": len(b.X509Authorities),
+			"jwt_key_ids":      kids,
+		}),
+	}
+}
+
+const bundleColumns = `trust_domain, x509_authorities, jwt_authorities, refresh_hint, sequence`
+
+// GetBundle returns the bundle of the trust domain.
+func (s *Store) GetBundle(ctx context.Context, trustDomain string) (store.Bundle, error) {
+	td, err := canonicalTD(trustDomain)
+	if err != nil {
+		return store.Bundle{}, fmt.Errorf("get bundle: %w", err)
+	}
+	b, err := scanBundle(s.pool.QueryRow(ctx, `SELECT `+bundleColumns+` FROM bundles WHERE trust_domain = $1`, td))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return store.Bundle{}, fmt.Errorf("get bundle %s: %w", td, store.ErrNotFound)
+	}
+	if err != nil {
+		return store.Bundle{}, fmt.Errorf("get bundle %s: %w", td, err)
+	}
+	return b, nil
+}
+
+// ListBundles returns every bundle ordered by trust domain.
+func (s *Store) ListBundles(ctx context.Context) ([]store.Bundle, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+bundleColumns+` FROM bundles ORDER BY trust_domain`)
+	if err != nil {
+		return nil, fmt.Errorf("list bundles: %w", err)
+	}
+	defer rows.Close()
+	var out []store.Bundle
+	for rows.Next() {
+		b, err := scanBundle(rows)
+		if err != nil {
+			return nil, fmt.Errorf("list bundles: %w", err)
+		}
+		out = append(out, b)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list bundles: %w", err)
+	}
+	return out, nil
+}
+
+func scanBundle(row scanner) (store.Bundle, error) {
+	var (
+		b         store.Bundle
+		x509, jwt string
+		hint, seq int64
+	)
+	if err := row.Scan(&b.TrustDomain, &x509, &jwt, &hint, &seq); err != nil {
+		return store.Bundle{}, err
+	}
+	var err error
+	if b.X509Authorities, err = decodeX509Authorities(x509); err != nil {
+		return store.Bundle{}, fmt.Errorf("bundle %s: %w", b.TrustDomain, err)
+	}
+	if b.JWTAuthorities, err = decodeJWTAuthorities(jwt); err != nil {
+		return store.Bundle{}, fmt.Errorf("bundle %s: %w", b.TrustDomain, err)
+	}
+	b.RefreshHint = time.Duration(hint)
+	b.Sequence = uint64(seq)
+	return b, nil
+}
+
+// DeleteBundle deletes the bundle of the trust domain.
+func (s *Store) DeleteBundle(ctx context.Context, actor string, trustDomain string) error {
+	if err := checkActor(actor); err != nil {
+		return fmt.Errorf("delete bundle %s: %w", trustDomain, err)
+	}
+	td, err := canonicalTD(trustDomain)
+	if err != nil {
+		return fmt.Errorf("delete bundle: %w", err)
+	}
+	return s.write(ctx, func(tx pgx.Tx) error {
+		res, err := tx.Exec(ctx, `DELETE FROM bundles WHERE trust_domain = $1`, td)
+		if err != nil {
+			return fmt.Errorf("delete bundle %s: %w", td, err)
+		}
+		if res.RowsAffected() == 0 {
+			return fmt.Errorf("delete bundle %s: %w", td, store.ErrNotFound)
+		}
+		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: actor, Action: "bundle.delete", Target: td})
+		return err
+	})
+}
+
+// SaveJournal creates or replaces the key journal of a CA instance.
+func (s *Store) SaveJournal(ctx context.Context, caID string, doc []byte) error {
+	if caID == "" {
+		return fmt.Errorf("save journal: %w: empty ca id", store.ErrInvalid)
+	}
+	if doc == nil {
+		doc = []byte{}
+	}
+	_, err := s.pool.Exec(ctx, `INSERT INTO journals (ca_id, doc, updated_at) VALUES ($1, $2, $3)
+		ON CONFLICT (ca_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`,
+		caID, doc, micro(s.stamp()))
+	if err != nil {
+		return fmt.Errorf("save journal %s: %w", caID, err)
+	}
+	return nil
+}
+
+// LoadJournal returns the key journal of a CA instance.
+func (s *Store) LoadJournal(ctx context.Context, caID string) ([]byte, error) {
+	var doc []byte
+	err := s.pool.QueryRow(ctx, `SELECT doc FROM journals WHERE ca_id = $1`, caID).Scan(&doc)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fmt.Errorf("load journal %s: %w", caID, store.ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load journal %s: %w", caID, err)
+	}
+	if doc == nil {
+		doc = []byte{}
+	}
+	return doc, nil
+}
+
+// AppendAudit writes one audit event; a zero Time is set to now.
+func (s *Store) AppendAudit(ctx context.Context, ev store.AuditEvent) (store.AuditEvent, error) {
+	err := s.write(ctx, func(tx pgx.Tx) error {
+		var err error
+		ev, err = s.audit(ctx, tx, ev)
+		return err
+	})
+	if err != nil {
+		return store.AuditEvent{}, fmt.Errorf("append audit event: %w", err)
+	}
+	return ev, nil
+}
+
+// ListAudit pages through the audit trail in ID order.
+func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error) {
+	if f.Limit < 0 {
+		return nil, fmt.Errorf("list audit: %w: negative limit %d", store.ErrInvalid, f.Limit)
+	}
+	q := `SELECT id, time, actor, action, target, details FROM audit WHERE id > $1 ORDER BY id`
+	args := []any{f.AfterID}
+	if f.Limit > 0 {
+		q += ` LIMIT $2`
+		args = append(args, f.Limit)
+	}
+	rows, err := s.pool.Query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	defer rows.Close()
+	var out []store.AuditEvent
+	for rows.Next() {
+		var ev store.AuditEvent
+		var t time.Time
+		if err := rows.Scan(&ev.ID, &t, &ev.Actor, &ev.Action, &ev.Target, &ev.Details); err != nil {
+			return nil, fmt.Errorf("list audit: %w", err)
+		}
+		ev.Time = utc(t)
+		out = append(out, ev)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("list audit: %w", err)
+	}
+	return out, nil
+}
