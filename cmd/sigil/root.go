@@ -17,6 +17,10 @@ func newRootCmd() *cobra.Command {
 		newAuthzCmd,
 		newPolicyCmd,
 		newAuditCmd,
+		newEntryCmd,
+		newTokenCmd,
+		newAgentCmd,
+		newBundleCmd,
 	} {
 		root.AddCommand(add())
 	}

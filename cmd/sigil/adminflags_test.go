@@ -1,0 +1,181 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc"
+
+	"github.com/sigilhq/sigil/ca"
+	"github.com/sigilhq/sigil/ca/admin"
+	"github.com/sigilhq/sigil/ca/store/sqlite"
+)
+
+var cliNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+
+// recordingAuthority stands in for the CA's key journal and records calls.
+type recordingAuthority struct {
+	mu    sync.Mutex
+	calls []string
+}
+
+func (r *recordingAuthority) add(s string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls = append(r.calls, s)
+}
+
+func (r *recordingAuthority) Status(context.Context) (ca.Status, error) {
+	r.add("status")
+	return ca.Status{TrustDomain: "example.org", Keys: []ca.KeyStatus{{Kind: ca.X509, ID: "abcd", State: ca.Active, NotBefore: cliNow, NotAfter: cliNow.Add(time.Hour)}}}, nil
+}
+func (r *recordingAuthority) Prepare(_ context.Context, k ca.KeyKind) (ca.KeyStatus, error) {
+	r.add("prepare " + string(k))
+	return ca.KeyStatus{Kind: k, ID: "next", State: ca.Prepared}, nil
+}
+func (r *recordingAuthority) Activate(_ context.Context, k ca.KeyKind) (ca.KeyStatus, error) {
+	r.add("activate " + string(k))
+	return ca.KeyStatus{Kind: k, ID: "next", State: ca.Active}, nil
+}
+func (r *recordingAuthority) Taint(_ context.Context, k ca.KeyKind, id string) error {
+	r.add("taint " + string(k) + " " + id)
+	return nil
+}
+func (r *recordingAuthority) Revoke(_ context.Context, k ca.KeyKind, id string) error {
+	r.add("revoke " + string(k) + " " + id)
+	return nil
+}
+
+type cliEnv struct {
+	socket string
+	store  *sqlite.Store
+	auth   *recordingAuthority
+}
+
+// startAdmin runs the real admin API with a real SQLite store on a unix
+// socket in a temporary directory.
+func startAdmin(t *testing.T) *cliEnv {
+	t.Helper()
+	dir := t.TempDir()
+	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "sigil.db"), sqlite.WithClock(func() time.Time { return cliNow }))
+	if err != nil {
+		t.Fatalf("open sqlite: %v", err)
+	}
+	t.Cleanup(func() { st.Close() })
+	auth := &recordingAuthority{}
+	srv, err := admin.New(admin.Config{
+		TrustDomain: spiffeid.RequireTrustDomainFromString("example.org"),
+		Store:       st,
+		Authority:   auth,
+		Now:         func() time.Time { return cliNow },
+		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	socket := filepath.Join(dir, "admin.sock")
+	lis, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(srv.ServerOptions()...)
+	srv.Register(gs)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	return &cliEnv{socket: socket, store: st, auth: auth}
+}
+
+// run executes the sigil root command in-process.
+func run(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
+	return runCmd(t, newRootCmd(), stdin, args...)
+}
+
+func runCmd(t *testing.T, root *cobra.Command, stdin string, args ...string) (string, string, error) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	root.SetArgs(args)
+	root.SetOut(&out)
+	root.SetErr(&errb)
+	root.SetIn(strings.NewReader(stdin))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := root.ExecuteContext(ctx)
+	return out.String(), errb.String(), err
+}
+
+func TestUnreachableSocket(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "nope.sock")
+	for _, args := range [][]string{
+		{"entry", "list", "--admin-socket", missing},
+		{"token", "create", "--admin-socket", missing},
+		{"agent", "list", "--admin-socket", missing},
+		{"bundle", "show", "--admin-socket", missing},
+	} {
+		t.Run(strings.Join(args[:2], " "), func(t *testing.T) {
+			_, _, err := run(t, "", args...)
+			if err == nil || !strings.Contains(err.Error(), "cannot reach the Sigil admin socket at "+missing) ||
+				!strings.Contains(err.Error(), "sigil ca run") {
+				t.Fatalf("error = %v, want the unreachable-socket message naming %s", err, missing)
+			}
+		})
+	}
+}
+
+func TestAdminSocketFromEnv(t *testing.T) {
+	e := startAdmin(t)
+	t.Setenv("SIGIL_ADMIN_SOCKET", e.socket)
+	if _, _, err := run(t, "", "entry", "list"); err != nil {
+		t.Fatalf("entry list with SIGIL_ADMIN_SOCKET: %v", err)
+	}
+}
+
+func TestCAOpsCommands(t *testing.T) {
+	e := startAdmin(t)
+	newCA := func() *cobra.Command {
+		c := &cobra.Command{Use: "ca", SilenceErrors: true, SilenceUsage: true}
+		addCAOpsCommands(c)
+		return c
+	}
+	tests := []struct {
+		args    []string
+		wantOut string
+		wantErr string
+	}{
+		{args: []string{"status"}, wantOut: "abcd"},
+		{args: []string{"prepare", "--kind", "jwt"}, wantOut: "prepared"},
+		{args: []string{"activate"}, wantOut: "active"},
+		{args: []string{"taint", "abcd"}, wantOut: "tainted x509 key abcd"},
+		{args: []string{"revoke", "--kind", "jwt", "kid9"}, wantOut: "revoked jwt key kid9"},
+		{args: []string{"prepare", "--kind", "rsa"}, wantErr: `--kind "rsa"`},
+		{args: []string{"taint"}, wantErr: "accepts 1 arg"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			out, _, err := runCmd(t, newCA(), "", append(tt.args, "--admin-socket", e.socket)...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("error = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out, tt.wantOut) {
+				t.Fatalf("out %q, err %v; want output holding %q", out, err, tt.wantOut)
+			}
+		})
+	}
+	want := "status,prepare jwt,activate x509,taint x509 abcd,revoke jwt kid9"
+	if got := strings.Join(e.auth.calls, ","); got != want {
+		t.Fatalf("authority calls %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+)
+
+// addCAOpsCommands adds the operator commands on the CA's signing keys
+// (status, prepare, activate, taint, revoke) to the `ca` command. Each
+// talks to a running CA over its admin socket.
+func addCAOpsCommands(ca *cobra.Command) {
+	ca.AddCommand(newCAStatusCmd(), newCAPrepareCmd(), newCAActivateCmd(),
+		newCAKeyCmd("taint", "Taint a signing key: every SVID it signed is re-issued at once"),
+		newCAKeyCmd("revoke", "Revoke a tainted signing key: it leaves the trust bundle"))
+}
+
+func addKindFlag(cmd *cobra.Command, dst *string) {
+	cmd.Flags().StringVar(dst, "kind", "x509", "key family: x509 or jwt")
+}
+
+func parseKind(s string) (adminv1.KeyKind, error) {
+	switch s {
+	case "x509":
+		return adminv1.KeyKind_KEY_KIND_X509, nil
+	case "jwt":
+		return adminv1.KeyKind_KEY_KIND_JWT, nil
+	}
+	return 0, fmt.Errorf("--kind %q: want x509 or jwt", s)
+}
+
+func kindName(k adminv1.KeyKind) string {
+	switch k {
+	case adminv1.KeyKind_KEY_KIND_X509:
+		return "x509"
+	case adminv1.KeyKind_KEY_KIND_JWT:
+		return "jwt"
+	}
+	return "?"
+}
+
+func newCAStatusCmd() *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the CA's signing keys and where each stands",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			return withAdmin(cmd, func(c adminv1.AdminClient) error {
+				resp, err := c.CAStatus(cmd.Context(), &adminv1.CAStatusRequest{})
+				if err != nil {
+					return err
+				}
+				if output == "json" {
+					return printJSON(cmd.OutOrStdout(), resp)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "trust domain: %s\n", resp.GetTrustDomain())
+				return printKeys(cmd, resp.GetKeys()...)
+			})
+		},
+	}
+	addAdminSocketFlag(cmd)
+	addOutputFlag(cmd, &output)
+	return cmd
+}
+
+func printKeys(cmd *cobra.Command, keys ...*adminv1.CAKey) error {
+	tw := newTable(cmd.OutOrStdout())
+	fmt.Fprintln(tw, "KIND\tKEY ID\tSTATE\tNOT BEFORE\tNOT AFTER\tTAINTED")
+	for _, k := range keys {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", kindName(k.GetKind()), k.GetId(), k.GetState(),
+			fmtTime(k.GetNotBefore()), fmtTime(k.GetNotAfter()), k.GetTainted())
+	}
+	return tw.Flush()
+}
+
+func newCAPrepareCmd() *cobra.Command {
+	var kind string
+	cmd := &cobra.Command{
+		Use:   "prepare",
+		Short: "Make the next signing key now and publish it in the bundle",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := parseKind(kind)
+			if err != nil {
+				return err
+			}
+			return withAdmin(cmd, func(c adminv1.AdminClient) error {
+				resp, err := c.PrepareCA(cmd.Context(), &adminv1.PrepareCARequest{Kind: k})
+				if err != nil {
+					return err
+				}
+				return printKeys(cmd, resp.GetKey())
+			})
+		},
+	}
+	addAdminSocketFlag(cmd)
+	addKindFlag(cmd, &kind)
+	return cmd
+}
+
+func newCAActivateCmd() *cobra.Command {
+	var kind string
+	cmd := &cobra.Command{
+		Use:   "activate",
+		Short: "Make the prepared key the signing one now",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			k, err := parseKind(kind)
+			if err != nil {
+				return err
+			}
+			return withAdmin(cmd, func(c adminv1.AdminClient) error {
+				resp, err := c.ActivateCA(cmd.Context(), &adminv1.ActivateCARequest{Kind: k})
+				if err != nil {
+					return err
+				}
+				return printKeys(cmd, resp.GetKey())
+			})
+		},
+	}
+	addAdminSocketFlag(cmd)
+	addKindFlag(cmd, &kind)
+	return cmd
+}
+
+// newCAKeyCmd makes `ca taint KEY_ID` or `ca revoke KEY_ID`.
+func newCAKeyCmd(op, short string) *cobra.Command {
+	var kind string
+	cmd := &cobra.Command{
+		Use:   op + " KEY_ID",
+		Short: short,
+		Long:  short + ".\nKEY_ID is shown by `sigil ca status`.",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			k, err := parseKind(kind)
+			if err != nil {
+				return err
+			}
+			return withAdmin(cmd, func(c adminv1.AdminClient) error {
+				var err error
+				if op == "taint" {
+					_, err = c.TaintCA(cmd.Context(), &adminv1.TaintCARequest{Kind: k, KeyId: args[0]})
+				} else {
+					_, err = c.RevokeCA(cmd.Context(), &adminv1.RevokeCARequest{Kind: k, KeyId: args[0]})
+				}
+				if err != nil {
+					return err
+				}
+				past := map[string]string{"taint": "tainted", "revoke": "revoked"}[op]
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s %s key %s\n", past, kindName(k), args[0])
+				return err
+			})
+		},
+	}
+	addAdminSocketFlag(cmd)
+	addKindFlag(cmd, &kind)
+	return cmd
+}
