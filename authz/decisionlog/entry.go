@@ -1,0 +1,95 @@
+package decisionlog
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Entry is one decision. Seq, Prev and the line's own hash are filled in by
+// the Logger when the entry is chained.
+type Entry struct {
+	DecisionID  string          `json:"decision_id"`
+	Time        time.Time       `json:"time"`
+	Source      string          `json:"source,omitempty"`
+	Destination string          `json:"destination,omitempty"`
+	Method      string          `json:"method,omitempty"`
+	Path        string          `json:"path,omitempty"`
+	Result      string          `json:"result"`
+	Reason      string          `json:"reason"`
+	Detail      string          `json:"detail,omitempty"`
+	Revision    string          `json:"revision,omitempty"`
+	LatencyNS   int64           `json:"latency_ns"`
+	DryRun      bool            `json:"dry_run,omitempty"`
+	Shadow      *Shadow         `json:"shadow,omitempty"`
+	Request     json.RawMessage `json:"request,omitempty"`
+	Seq         uint64          `json:"seq"`
+	Prev        string          `json:"prev"`
+}
+
+// Shadow is what the shadow policy decided for the same request.
+type Shadow struct {
+	Revision string `json:"revision,omitempty"`
+	Result   string `json:"result"`
+	Reason   string `json:"reason"`
+	Disagree bool   `json:"disagree,omitempty"`
+}
+
+// Result values.
+const (
+	ResultAllow = "allow"
+	ResultDeny  = "deny"
+)
+
+// A line is the entry's JSON object with a last member "hash": the
+// SHA-256 of everything before that member. Prev is the SHA-256 of the
+// whole previous line (without its newline).
+const hashMember = `,"hash":"`
+
+// hashSuffixLen is len(`,"hash":"` + 64 hex + `"}`).
+const hashSuffixLen = len(hashMember) + 64 + 2
+
+// seal appends the hash member to a marshalled entry.
+func seal(obj []byte) []byte {
+	body := obj[:len(obj)-1] // drop '}'
+	sum := sha256.Sum256(body)
+	out := make([]byte, 0, len(body)+hashSuffixLen)
+	out = append(out, body...)
+	out = append(out, hashMember...)
+	out = hex.AppendEncode(out, sum[:])
+	return append(out, '"', '}')
+}
+
+// LineHash is the value the next line's Prev must carry.
+func LineHash(line []byte) string {
+	sum := sha256.Sum256(line)
+	return hex.EncodeToString(sum[:])
+}
+
+// errNotSealed says a line lacks a valid self hash.
+var errNotSealed = errors.New("line hash missing or wrong")
+
+// open checks a line's self hash and decodes it.
+func open(line []byte) (Entry, error) {
+	var e Entry
+	if len(line) < hashSuffixLen || !bytes.Equal(line[len(line)-hashSuffixLen:len(line)-hashSuffixLen+len(hashMember)], []byte(hashMember)) {
+		return e, errNotSealed
+	}
+	body := line[:len(line)-hashSuffixLen]
+	want := line[len(line)-hashSuffixLen+len(hashMember) : len(line)-2]
+	sum := sha256.Sum256(body)
+	if hex.EncodeToString(sum[:]) != string(want) {
+		return e, errNotSealed
+	}
+	if err := json.Unmarshal(line, &e); err != nil {
+		return e, fmt.Errorf("decode: %w", err)
+	}
+	return e, nil
+}
+
+// Decode parses a sealed line without checking the chain.
+func Decode(line []byte) (Entry, error) { return open(line) }

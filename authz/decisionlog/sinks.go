@@ -1,0 +1,261 @@
+package decisionlog
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// WriterSink writes lines to w (e.g. os.Stdout).
+type WriterSink struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+// NewWriterSink returns a sink writing to w.
+func NewWriterSink(w io.Writer) *WriterSink { return &WriterSink{w: w} }
+
+// Write implements Sink.
+func (s *WriterSink) Write(_ context.Context, lines [][]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var buf bytes.Buffer
+	for _, l := range lines {
+		buf.Write(l)
+		buf.WriteByte('\n')
+	}
+	_, err := s.w.Write(buf.Bytes())
+	return err
+}
+
+// FileSink appends lines to a file (mode 0600) and rotates it to
+// path.1 ... path.N when it exceeds MaxBytes.
+type FileSink struct {
+	path       string
+	maxBytes   int64
+	maxBackups int
+
+	mu   sync.Mutex
+	f    *os.File
+	size int64
+}
+
+// NewFileSink returns a sink for path; maxBytes 0 disables rotation,
+// maxBackups defaults to 5. The file is opened lazily.
+func NewFileSink(path string, maxBytes int64, maxBackups int) *FileSink {
+	if maxBackups <= 0 {
+		maxBackups = 5
+	}
+	return &FileSink{path: path, maxBytes: maxBytes, maxBackups: maxBackups}
+}
+
+// LastLine implements Tailer: the last line of the current file, or of the
+// newest backup if the current file is empty.
+func (s *FileSink) LastLine() ([]byte, error) {
+	for _, p := range []string{s.path, s.path + ".1"} {
+		last, err := lastLine(p)
+		if err != nil {
+			return nil, err
+		}
+		if len(last) > 0 {
+			return last, nil
+		}
+	}
+	return nil, nil
+}
+
+func lastLine(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	const chunk = 64 * 1024
+	size := st.Size()
+	var tail []byte
+	for off := size; off > 0; {
+		n := int64(chunk)
+		if off < n {
+			n = off
+		}
+		off -= n
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, off); err != nil {
+			return nil, err
+		}
+		tail = append(buf, tail...)
+		t := bytes.TrimRight(tail, "\n")
+		if i := bytes.LastIndexByte(t, '\n'); i >= 0 {
+			return t[i+1:], nil
+		}
+		if off == 0 {
+			return t, nil
+		}
+	}
+	return nil, nil
+}
+
+func (s *FileSink) openLocked() error {
+	if s.f != nil {
+		return nil
+	}
+	f, err := os.OpenFile(s.path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return fmt.Errorf("open decision log: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	s.f, s.size = f, st.Size()
+	return nil
+}
+
+func (s *FileSink) rotateLocked() error {
+	if err := s.f.Close(); err != nil {
+		return err
+	}
+	s.f = nil
+	for i := s.maxBackups - 1; i >= 1; i-- {
+		from := s.path + "." + strconv.Itoa(i)
+		if _, err := os.Stat(from); err == nil {
+			if err := os.Rename(from, s.path+"."+strconv.Itoa(i+1)); err != nil {
+				return err
+			}
+		}
+	}
+	if err := os.Rename(s.path, s.path+".1"); err != nil {
+		return err
+	}
+	return s.openLocked()
+}
+
+// Write implements Sink.
+func (s *FileSink) Write(_ context.Context, lines [][]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.openLocked(); err != nil {
+		return err
+	}
+	w := bufio.NewWriterSize(s.f, 64*1024)
+	for _, l := range lines {
+		if s.maxBytes > 0 && s.size > 0 && s.size+int64(len(l))+1 > s.maxBytes {
+			if err := w.Flush(); err != nil {
+				return err
+			}
+			if err := s.rotateLocked(); err != nil {
+				return fmt.Errorf("rotate decision log: %w", err)
+			}
+			w.Reset(s.f)
+		}
+		w.Write(l)
+		w.WriteByte('\n')
+		s.size += int64(len(l)) + 1
+	}
+	return w.Flush()
+}
+
+// Close implements Closer.
+func (s *FileSink) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f == nil {
+		return nil
+	}
+	err := s.f.Close()
+	s.f = nil
+	return err
+}
+
+// HTTPSink posts batches to an OPA-compatible decision log service: a
+// gzipped JSON array of events, one per decision.
+type HTTPSink struct {
+	url     string
+	client  *http.Client
+	path    string
+	labels  map[string]string
+	timeout time.Duration
+}
+
+// NewHTTPSink returns a sink posting to url. decisionPath is the queried
+// path (e.g. "envoy/authz/allow") put in each event.
+func NewHTTPSink(url string, client *http.Client, decisionPath string, labels map[string]string) *HTTPSink {
+	if client == nil {
+		client = http.DefaultClient
+	}
+	return &HTTPSink{url: url, client: client, path: decisionPath, labels: labels, timeout: 10 * time.Second}
+}
+
+type opaEvent struct {
+	Labels     map[string]string `json:"labels,omitempty"`
+	DecisionID string            `json:"decision_id"`
+	Revision   string            `json:"revision,omitempty"`
+	Path       string            `json:"path"`
+	Input      json.RawMessage   `json:"input,omitempty"`
+	Result     bool              `json:"result"`
+	Timestamp  time.Time         `json:"timestamp"`
+	Metrics    map[string]int64  `json:"metrics,omitempty"`
+	// Sigil is the full chained line, so the receiver can verify it.
+	Sigil json.RawMessage `json:"sigil"`
+}
+
+// Write implements Sink.
+func (s *HTTPSink) Write(ctx context.Context, lines [][]byte) error {
+	events := make([]opaEvent, 0, len(lines))
+	for _, l := range lines {
+		var e Entry
+		if err := json.Unmarshal(l, &e); err != nil {
+			return err
+		}
+		events = append(events, opaEvent{
+			Labels: s.labels, DecisionID: e.DecisionID, Revision: e.Revision, Path: s.path,
+			Input: e.Request, Result: e.Result == ResultAllow, Timestamp: e.Time,
+			Metrics: map[string]int64{"timer_server_handler_ns": e.LatencyNS},
+			Sigil:   json.RawMessage(l),
+		})
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(events); err != nil {
+		return err
+	}
+	if err := zw.Close(); err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, &buf)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Encoding", "gzip")
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return fmt.Errorf("post decisions: %w", err)
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("post decisions: %s", resp.Status)
+	}
+	return nil
+}

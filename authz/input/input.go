@@ -1,0 +1,396 @@
+package input
+
+import (
+	"encoding/base64"
+	"fmt"
+	"io"
+	"math"
+	"mime"
+	"mime/multipart"
+	"net/url"
+	"strconv"
+	"strings"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/util"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/known/structpb"
+)
+
+// Options change how the input is built.
+type Options struct {
+	// SkipBody leaves parsed_body and truncated_body out, like
+	// opa-envoy-plugin's skip-request-body-parse.
+	SkipBody bool
+}
+
+// Error is returned when the request itself is malformed (bad path, body or
+// content-length); opa-envoy-plugin answers those with HTTP 400.
+type Error struct {
+	Field string
+	Err   error
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("parse %s: %v", e.Field, e.Err) }
+func (e *Error) Unwrap() error { return e.Err }
+
+var (
+	keyVersion       = ast.StringTerm("version")
+	keyParsedPath    = ast.StringTerm("parsed_path")
+	keyParsedQuery   = ast.StringTerm("parsed_query")
+	keyParsedBody    = ast.StringTerm("parsed_body")
+	keyTruncatedBody = ast.StringTerm("truncated_body")
+	keySourcePrinc   = ast.StringTerm("source_principal")
+	keySigil         = ast.StringTerm("sigil")
+)
+
+// versionValue is what opa-envoy-plugin puts in input.version for v3.
+func versionValue() *ast.Term {
+	return ast.ObjectTerm(
+		[2]*ast.Term{ast.StringTerm("ext_authz"), ast.StringTerm("v3")},
+		[2]*ast.Term{ast.StringTerm("encoding"), ast.StringTerm("protojson")},
+	)
+}
+
+// Build returns the OPA input for req. It walks the message once and builds
+// ast values directly (no JSON round trip), mirroring opa-envoy-plugin
+// v1.10: field names are the proto JSON names, unset fields are absent,
+// integers and enums are numbers, bytes are base64 strings, well-known
+// message types other than Struct are objects of their fields.
+func Build(req *authv3.CheckRequest, opts Options) (ast.Value, error) {
+	obj := messageObject(req.ProtoReflect(), 8)
+
+	http := req.GetAttributes().GetRequest().GetHttp()
+	obj.Insert(keyVersion, versionValue())
+
+	path, query, err := parsePathAndQuery(http.GetPath())
+	if err != nil {
+		return nil, &Error{Field: "path", Err: err}
+	}
+	obj.Insert(keyParsedPath, path)
+	obj.Insert(keyParsedQuery, query)
+
+	if !opts.SkipBody {
+		body, truncated, err := parseBody(http.GetHeaders(), http.GetBody(), http.GetRawBody())
+		if err != nil {
+			return nil, &Error{Field: "body", Err: err}
+		}
+		obj.Insert(keyParsedBody, body)
+		obj.Insert(keyTruncatedBody, ast.InternedTerm(truncated))
+	}
+
+	src := req.GetAttributes().GetSource().GetPrincipal()
+	if src != "" {
+		obj.Insert(keySourcePrinc, ast.StringTerm(src))
+	}
+	obj.Insert(keySigil, sigilTerm(src, req.GetAttributes().GetDestination().GetPrincipal()))
+	return obj, nil
+}
+
+// sigilTerm is input.sigil: {"source": ID, "destination": ID} where each ID
+// is present only if the principal is a valid SPIFFE ID.
+func sigilTerm(src, dst string) *ast.Term {
+	o := ast.NewObject()
+	if t := idTerm(src); t != nil {
+		o.Insert(ast.StringTerm("source"), t)
+	}
+	if t := idTerm(dst); t != nil {
+		o.Insert(ast.StringTerm("destination"), t)
+	}
+	return ast.NewTerm(o)
+}
+
+func idTerm(principal string) *ast.Term {
+	if principal == "" {
+		return nil
+	}
+	id, err := spiffeid.FromString(principal)
+	if err != nil {
+		return nil
+	}
+	p := id.Path()
+	var segs []*ast.Term
+	if p != "" {
+		parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+		segs = make([]*ast.Term, len(parts))
+		for i, s := range parts {
+			segs[i] = ast.StringTerm(s)
+		}
+	}
+	return ast.ObjectTerm(
+		[2]*ast.Term{ast.StringTerm("id"), ast.StringTerm(id.String())},
+		[2]*ast.Term{ast.StringTerm("trust_domain"), ast.StringTerm(id.TrustDomain().Name())},
+		[2]*ast.Term{ast.StringTerm("path"), ast.StringTerm(p)},
+		[2]*ast.Term{ast.StringTerm("segments"), ast.ArrayTerm(segs...)},
+	)
+}
+
+// SPIFFEID parses a principal into a SPIFFE ID string, or "" if it is not one.
+func SPIFFEID(principal string) string {
+	id, err := spiffeid.FromString(principal)
+	if err != nil {
+		return ""
+	}
+	return id.String()
+}
+
+func messageObject(m protoreflect.Message, extra int) ast.Object {
+	kvs := make([][2]*ast.Term, 0, 4+extra)
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(fd.JSONName()), fieldTerm(fd, v)})
+		return true
+	})
+	return ast.NewObject(kvs...)
+}
+
+func fieldTerm(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast.Term {
+	switch {
+	case fd.IsMap():
+		mv := v.Map()
+		kvs := make([][2]*ast.Term, 0, mv.Len())
+		vd := fd.MapValue()
+		mv.Range(func(k protoreflect.MapKey, val protoreflect.Value) bool {
+			kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k.String()), scalarOrMessage(vd, val)})
+			return true
+		})
+		return ast.ObjectTerm(kvs...)
+	case fd.IsList():
+		l := v.List()
+		ts := make([]*ast.Term, l.Len())
+		for i := range ts {
+			ts[i] = scalarOrMessage(fd, l.Get(i))
+		}
+		return ast.ArrayTerm(ts...)
+	default:
+		return scalarOrMessage(fd, v)
+	}
+}
+
+func scalarOrMessage(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast.Term {
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		return messageTerm(v.Message())
+	case protoreflect.BoolKind:
+		return ast.InternedTerm(v.Bool())
+	case protoreflect.StringKind:
+		return ast.StringTerm(v.String())
+	case protoreflect.BytesKind:
+		return ast.StringTerm(base64.StdEncoding.EncodeToString(v.Bytes()))
+	case protoreflect.EnumKind:
+		return intTerm(int64(v.Enum()))
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind,
+		protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return intTerm(v.Int())
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind, protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return ast.NewTerm(ast.Number(strconv.FormatUint(v.Uint(), 10)))
+	case protoreflect.FloatKind:
+		return floatTerm(v.Float(), 32)
+	case protoreflect.DoubleKind:
+		return floatTerm(v.Float(), 64)
+	}
+	return ast.NullTerm()
+}
+
+// floatTerm formats a proto float the way OPA's RoundTrip does. NaN and
+// infinities have no JSON form; they become null.
+func floatTerm(f float64, bits int) *ast.Term {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return ast.NullTerm()
+	}
+	return ast.NewTerm(ast.Number(strconv.FormatFloat(f, 'f', -1, bits)))
+}
+
+func messageTerm(m protoreflect.Message) *ast.Term {
+	if s, ok := m.Interface().(*structpb.Struct); ok {
+		return structTerm(s)
+	}
+	return ast.NewTerm(messageObject(m, 0))
+}
+
+// structTerm converts a google.protobuf.Struct like Struct.AsMap followed
+// by ast.InterfaceToValue: numbers are float64 printed with 'g'.
+func structTerm(s *structpb.Struct) *ast.Term {
+	kvs := make([][2]*ast.Term, 0, len(s.GetFields()))
+	for k, v := range s.GetFields() {
+		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), structValueTerm(v)})
+	}
+	return ast.ObjectTerm(kvs...)
+}
+
+func structValueTerm(v *structpb.Value) *ast.Term {
+	switch k := v.GetKind().(type) {
+	case *structpb.Value_BoolValue:
+		return ast.InternedTerm(k.BoolValue)
+	case *structpb.Value_NumberValue:
+		if math.IsNaN(k.NumberValue) || math.IsInf(k.NumberValue, 0) {
+			return ast.NullTerm()
+		}
+		return ast.NewTerm(ast.Number(strconv.FormatFloat(k.NumberValue, 'g', -1, 64)))
+	case *structpb.Value_StringValue:
+		return ast.StringTerm(k.StringValue)
+	case *structpb.Value_StructValue:
+		return structTerm(k.StructValue)
+	case *structpb.Value_ListValue:
+		ts := make([]*ast.Term, len(k.ListValue.GetValues()))
+		for i, e := range k.ListValue.GetValues() {
+			ts[i] = structValueTerm(e)
+		}
+		return ast.ArrayTerm(ts...)
+	}
+	return ast.NullTerm()
+}
+
+func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
+	u, err := url.Parse(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	parts := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
+	pts := make([]*ast.Term, len(parts))
+	for i, p := range parts {
+		pts[i] = ast.StringTerm(p)
+	}
+	return ast.ArrayTerm(pts...), valuesTerm(u.Query()), nil
+}
+
+func valuesTerm(q url.Values) *ast.Term {
+	kvs := make([][2]*ast.Term, 0, len(q))
+	for k, vs := range q {
+		ts := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			ts[i] = ast.StringTerm(v)
+		}
+		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k), ast.ArrayTerm(ts...)})
+	}
+	return ast.ObjectTerm(kvs...)
+}
+
+// parseBody mirrors opa-envoy-plugin: JSON, url-encoded forms and multipart
+// forms are parsed; gRPC bodies need descriptors Sigil does not load, so
+// they stay null like the plugin without a proto descriptor set.
+func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, bool, error) {
+	ct, ok := headers["content-type"]
+	if !ok {
+		return ast.NullTerm(), false, nil
+	}
+	payload := body
+	if payload == "" {
+		payload = string(raw)
+	}
+	switch {
+	case strings.Contains(ct, "application/json"):
+		if payload == "" {
+			return ast.NullTerm(), false, nil
+		}
+		if truncated, err := isTruncated(headers, len(payload)); err != nil || truncated {
+			return ast.NullTerm(), truncated, err
+		}
+		var x any
+		if err := util.UnmarshalJSON([]byte(payload), &x); err != nil {
+			return nil, false, err
+		}
+		v, err := ast.InterfaceToValue(x)
+		if err != nil {
+			return nil, false, err
+		}
+		return ast.NewTerm(v), false, nil
+	case strings.Contains(ct, "application/grpc"):
+		return ast.NullTerm(), false, nil
+	case strings.Contains(ct, "application/x-www-form-urlencoded"):
+		if payload == "" {
+			return ast.NullTerm(), false, nil
+		}
+		if truncated, err := isTruncated(headers, len(payload)); err != nil || truncated {
+			return ast.NullTerm(), truncated, err
+		}
+		q, err := url.ParseQuery(payload)
+		if err != nil {
+			return nil, false, err
+		}
+		return valuesTerm(q), false, nil
+	case strings.Contains(ct, "multipart/form-data"):
+		if payload == "" {
+			return ast.NullTerm(), false, nil
+		}
+		if truncated, err := isTruncated(headers, len(payload)); err != nil || truncated {
+			return ast.NullTerm(), truncated, err
+		}
+		return multipartTerm(ct, payload)
+	}
+	return ast.NullTerm(), false, nil
+}
+
+func multipartTerm(ct, payload string) (*ast.Term, bool, error) {
+	_, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		return nil, false, err
+	}
+	boundary, ok := params["boundary"]
+	if !ok {
+		return ast.NullTerm(), false, nil
+	}
+	values := map[string][]*ast.Term{}
+	var order []string
+	mr := multipart.NewReader(strings.NewReader(payload), boundary)
+	for {
+		p, err := mr.NextPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, false, err
+		}
+		name := p.FormName()
+		if name == "" {
+			continue
+		}
+		b, err := io.ReadAll(p)
+		if err != nil {
+			return nil, false, err
+		}
+		var t *ast.Term
+		if strings.Contains(p.Header.Get("Content-Type"), "application/json") {
+			var x any
+			if err := util.UnmarshalJSON(b, &x); err != nil {
+				return nil, false, err
+			}
+			v, err := ast.InterfaceToValue(x)
+			if err != nil {
+				return nil, false, err
+			}
+			t = ast.NewTerm(v)
+		} else {
+			t = ast.StringTerm(string(b))
+		}
+		if _, seen := values[name]; !seen {
+			order = append(order, name)
+		}
+		values[name] = append(values[name], t)
+	}
+	kvs := make([][2]*ast.Term, 0, len(order))
+	for _, name := range order {
+		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(name), ast.ArrayTerm(values[name]...)})
+	}
+	return ast.ObjectTerm(kvs...), false, nil
+}
+
+func isTruncated(headers map[string]string, n int) (bool, error) {
+	cl, ok := headers["content-length"]
+	if !ok {
+		return false, nil
+	}
+	v, err := strconv.ParseInt(cl, 10, 64)
+	if err != nil {
+		return false, fmt.Errorf("content-length: %w", err)
+	}
+	return v != -1 && v > int64(n), nil
+}
+
+func intTerm(i int64) *ast.Term {
+	if i >= 0 && i <= 512 {
+		return ast.InternedTerm(int(i))
+	}
+	return ast.NewTerm(ast.Number(strconv.FormatInt(i, 10)))
+}
