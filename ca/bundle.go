@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -56,7 +57,9 @@ func sameAuthorities(a, b store.Bundle) bool {
 		return false
 	}
 	return slices.EqualFunc(a.JWTAuthorities, b.JWTAuthorities, func(x, y store.JWTAuthority) bool {
-		return x.KeyID == y.KeyID && string(x.PublicKey) == string(y.PublicKey) && x.ExpiresAt.Equal(y.ExpiresAt)
+		// Stores keep time to the microsecond at best; JWT keys expire on
+		// whole seconds anyway.
+		return x.KeyID == y.KeyID && string(x.PublicKey) == string(y.PublicKey) && x.ExpiresAt.Truncate(time.Second).Equal(y.ExpiresAt.Truncate(time.Second))
 	})
 }
 

@@ -156,7 +156,8 @@ func (c *CA) prepareInto(ctx context.Context, doc *journalDoc, kind KeyKind, now
 		return err
 	}
 	doc.JWT = slices.DeleteFunc(doc.JWT, func(r jwtRecord) bool { return r.State == Prepared })
-	doc.JWT = append(doc.JWT, jwtRecord{ID: kid, KeyName: name, PublicKey: pub, NotBefore: now, NotAfter: now.Add(c.cfg.CATTL), State: Prepared})
+	nb := now.Truncate(time.Second) // JWT times are whole seconds
+	doc.JWT = append(doc.JWT, jwtRecord{ID: kid, KeyName: name, PublicKey: pub, NotBefore: nb, NotAfter: nb.Add(c.cfg.CATTL), State: Prepared})
 	return nil
 }
 

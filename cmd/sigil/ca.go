@@ -1,7 +1,183 @@
 package main
 
-import "github.com/spf13/cobra"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sigilhq/sigil/ca"
+	"github.com/sigilhq/sigil/ca/admin"
+	"github.com/sigilhq/sigil/ca/caconfig"
+	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/ca/server"
+	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/ca/store/postgres"
+	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/upstream"
+)
 
 func newCACmd() *cobra.Command {
-	return &cobra.Command{Use: "ca", Short: "Run and operate the certificate authority"}
+	cmd := &cobra.Command{Use: "ca", Short: "Run and operate the certificate authority"}
+	cmd.AddCommand(newCARunCmd())
+	addCAOpsCommands(cmd)
+	return cmd
+}
+
+func newCARunCmd() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the CA server",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := caconfig.Load(configPath)
+			if err != nil {
+				return err
+			}
+			logger := newLogger(cmd)
+			reg := newRegistry()
+			stack, err := buildCA(cmd.Context(), cfg, logger, reg)
+			if err != nil {
+				return err
+			}
+			defer stack.Close()
+			return stack.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "ca.yaml", "CA configuration file (YAML)")
+	return cmd
+}
+
+func newLogger(cmd *cobra.Command) *slog.Logger {
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// caStack is a wired CA: store, keys, upstream, journal and listeners.
+type caStack struct {
+	CA      *ca.CA
+	Store   store.Store
+	server  *server.Server
+	closers []func() error
+}
+
+// buildCA chooses the backends the config names and wires them together.
+func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg *prometheus.Registry) (_ *caStack, err error) {
+	s := &caStack{}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	switch cfg.Store.Type {
+	case "sqlite":
+		st, err := sqlite.Open(ctx, cfg.Store.Path)
+		if err != nil {
+			return nil, err
+		}
+		s.Store = st
+	case "postgres":
+		st, err := postgres.Open(ctx, cfg.Store.DSN)
+		if err != nil {
+			return nil, err
+		}
+		s.Store = st
+	default:
+		return nil, fmt.Errorf("unknown store type %q", cfg.Store.Type)
+	}
+	s.closers = append(s.closers, s.Store.Close)
+
+	var km ca.KeyManager
+	switch cfg.KeyManager.Type {
+	case "disk":
+		if km, err = keys.NewDisk(cfg.KeyManager.Dir); err != nil {
+			return nil, err
+		}
+	case "pkcs11":
+		p, err := keys.NewPKCS11(ctx, keys.PKCS11Config{URI: cfg.KeyManager.URI})
+		if err != nil {
+			return nil, err
+		}
+		s.closers = append(s.closers, p.Close)
+		km = p
+	case "memory":
+		km = keys.NewMemory()
+	default:
+		return nil, fmt.Errorf("unknown key manager type %q", cfg.KeyManager.Type)
+	}
+
+	var up ca.Upstream
+	switch cfg.Upstream.Type {
+	case "self_signed":
+		if up, err = upstream.NewSelfSigned(ctx, upstream.SelfSignedConfig{
+			TrustDomain: cfg.TrustDomain, Keys: km, KeyType: cfg.KeyType, CertPath: cfg.Upstream.CertPath, TTL: cfg.Upstream.RootTTL,
+		}); err != nil {
+			return nil, err
+		}
+	case "disk":
+		if up, err = upstream.NewDisk(upstream.DiskConfig{CertFile: cfg.Upstream.CertFile, KeyFile: cfg.Upstream.KeyFile, BundleFile: cfg.Upstream.BundleFile}); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("unknown upstream type %q", cfg.Upstream.Type)
+	}
+
+	authority, err := ca.New(ca.Config{
+		TrustDomain: cfg.TrustDomain, InstanceID: cfg.InstanceID, Store: s.Store, Keys: km, Upstream: up,
+		KeyType: cfg.KeyType, CATTL: cfg.CATTL, X509SVIDTTL: cfg.X509SVIDTTL, JWTSVIDTTL: cfg.JWTSVIDTTL,
+		JWTIssuer: cfg.JWTIssuer, RefreshHint: cfg.RefreshHint, Logger: logger, Metrics: ca.NewMetrics(reg),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := authority.Init(ctx); err != nil {
+		return nil, err
+	}
+	authority.RegisterExpiry(reg)
+	s.CA = authority
+
+	adminSrv, err := admin.New(admin.Config{TrustDomain: cfg.TrustDomain, Store: s.Store, Authority: authority, Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	if s.server, err = server.New(server.Config{
+		AdminSocket: cfg.AdminSocket, ServerAddress: cfg.ServerAddress, HealthAddress: cfg.HealthAddress,
+		Services: []server.Registrar{adminSrv}, Identity: authority, Gatherer: reg, Logger: logger,
+	}); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run serves and rotates until ctx ends.
+func (s *caStack) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return s.CA.Run(ctx, 0) })
+	g.Go(func() error { return s.server.Run(ctx) })
+	return g.Wait()
+}
+
+// Close releases the store and key manager.
+func (s *caStack) Close() error {
+	var errs []error
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		errs = append(errs, s.closers[i]())
+	}
+	s.closers = nil
+	return errors.Join(errs...)
 }

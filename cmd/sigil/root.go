@@ -10,6 +10,9 @@ func newRootCmd() *cobra.Command {
 		Short:         "Workload identity (SPIFFE), mTLS certificates and authorization for services",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd)
+		},
 	}
 	for _, add := range []func() *cobra.Command{
 		newDevCmd,
