@@ -3,16 +3,20 @@ package sqlite_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	_ "modernc.org/sqlite"
 
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/sqlite"
 	"github.com/sigilhq/sigil/ca/store/storetest"
+	"github.com/sigilhq/sigil/internal/selector"
 )
 
 func open(t testing.TB) *sqlite.Store {
@@ -132,4 +136,77 @@ func writeFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return p
+}
+
+// Two stores on one file (a CA and a CLI, say) write at once: immediate
+// transactions and the busy timeout queue them instead of failing.
+func TestTwoStoresOneFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sigil.db")
+	var stores [2]*sqlite.Store
+	for i := range stores {
+		s, err := sqlite.Open(t.Context(), path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		stores[i] = s
+	}
+	const perWorker = 10
+	var wg sync.WaitGroup
+	errs := make(chan error, 4*perWorker)
+	revs := make(chan int64, 4*perWorker)
+	for w := range 4 {
+		s := stores[w%2]
+		wg.Go(func() {
+			for i := range perWorker {
+				out, err := s.CreateEntries(context.Background(), "local-admin", []store.Entry{{
+					SPIFFEID:  fmt.Sprintf("spiffe://example.org/w%d/%d", w, i),
+					ParentID:  "spiffe://example.org/node",
+					Selectors: []selector.Selector{{Type: "unix", Value: "uid:1"}},
+				}})
+				if err != nil {
+					errs <- err
+					return
+				}
+				revs <- out[0].Revision
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	close(revs)
+	for err := range errs {
+		t.Fatalf("CreateEntries: %v", err)
+	}
+	seen := map[int64]bool{}
+	for r := range revs {
+		if seen[r] || r < 1 || r > 4*perWorker {
+			t.Fatalf("revision %d handed out twice or out of range", r)
+		}
+		seen[r] = true
+	}
+	if len(seen) != 4*perWorker {
+		t.Fatalf("%d revisions handed out, want %d", len(seen), 4*perWorker)
+	}
+}
+
+func TestWithClock(t *testing.T) {
+	now := time.Date(2030, 1, 2, 3, 4, 5, 6789, time.UTC)
+	s, err := sqlite.Open(t.Context(), filepath.Join(t.TempDir(), "sigil.db"), sqlite.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	a, err := s.CreateAgent(t.Context(), "ca", store.Agent{ID: "spiffe://example.org/sigil/agent/x/1", AttestationType: "x"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := now.Truncate(time.Microsecond)
+	if !a.CreatedAt.Equal(want) || !a.UpdatedAt.Equal(want) {
+		t.Fatalf("CreatedAt %v, UpdatedAt %v, want %v", a.CreatedAt, a.UpdatedAt, want)
+	}
+	evs, err := s.ListAudit(t.Context(), store.AuditFilter{})
+	if err != nil || len(evs) != 1 || !evs[0].Time.Equal(want) {
+		t.Fatalf("ListAudit = %+v, %v; want one event at %v", evs, err, want)
+	}
 }
