@@ -8,8 +8,24 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/store"
 )
+
+// failCA is fail for the CA's key operations. The CA's errors that tell an
+// operator what to do first are shown by their own text, never with the
+// wrapped chain.
+func (s *Server) failCA(ctx context.Context, op, what string, err error) error {
+	if errors.Is(err, ca.ErrKeyNotFound) {
+		return status.Errorf(codes.NotFound, "%s not found (see sigil ca status)", what)
+	}
+	for _, pre := range []error{ca.ErrNoPrepared, ca.ErrKeyActive, ca.ErrNotTainted, ca.ErrNotReady} {
+		if errors.Is(err, pre) {
+			return status.Errorf(codes.FailedPrecondition, "%s: %s", what, pre.Error())
+		}
+	}
+	return s.fail(ctx, op, what, err)
+}
 
 // invalid is an InvalidArgument status naming the offending field.
 func invalid(field, format string, args ...any) error {

@@ -409,7 +409,7 @@ func (s *Server) CAStatus(ctx context.Context, _ *adminv1.CAStatusRequest) (*adm
 	}
 	st, err := s.auth.Status(ctx)
 	if err != nil {
-		return nil, s.fail(ctx, "ca status", "ca status", err)
+		return nil, s.failCA(ctx, "ca status", "ca status", err)
 	}
 	out := &adminv1.CAStatusResponse{TrustDomain: st.TrustDomain}
 	for _, k := range st.Keys {
@@ -430,7 +430,7 @@ func (s *Server) PrepareCA(ctx context.Context, req *adminv1.PrepareCARequest) (
 	}
 	k, err := s.auth.Prepare(ctx, kind)
 	if err != nil {
-		return nil, s.fail(ctx, "ca prepare", fmt.Sprintf("%s key", kind), err)
+		return nil, s.failCA(ctx, "ca prepare", fmt.Sprintf("%s key", kind), err)
 	}
 	s.audit(ctx, actor, "ca.prepare", k.ID, kind)
 	return &adminv1.PrepareCAResponse{Key: keyToProto(k)}, nil
@@ -448,7 +448,7 @@ func (s *Server) ActivateCA(ctx context.Context, req *adminv1.ActivateCARequest)
 	}
 	k, err := s.auth.Activate(ctx, kind)
 	if err != nil {
-		return nil, s.fail(ctx, "ca activate", fmt.Sprintf("prepared %s key", kind), err)
+		return nil, s.failCA(ctx, "ca activate", fmt.Sprintf("prepared %s key", kind), err)
 	}
 	s.audit(ctx, actor, "ca.activate", k.ID, kind)
 	return &adminv1.ActivateCAResponse{Key: keyToProto(k)}, nil
@@ -461,7 +461,7 @@ func (s *Server) TaintCA(ctx context.Context, req *adminv1.TaintCARequest) (*adm
 		return nil, err
 	}
 	if err := s.auth.Taint(ctx, kind, req.GetKeyId()); err != nil {
-		return nil, s.fail(ctx, "ca taint", fmt.Sprintf("%s key %q", kind, req.GetKeyId()), err)
+		return nil, s.failCA(ctx, "ca taint", fmt.Sprintf("%s key %q", kind, req.GetKeyId()), err)
 	}
 	s.audit(ctx, actor, "ca.taint", req.GetKeyId(), kind)
 	return &adminv1.TaintCAResponse{}, nil
@@ -474,7 +474,7 @@ func (s *Server) RevokeCA(ctx context.Context, req *adminv1.RevokeCARequest) (*a
 		return nil, err
 	}
 	if err := s.auth.Revoke(ctx, kind, req.GetKeyId()); err != nil {
-		return nil, s.fail(ctx, "ca revoke", fmt.Sprintf("%s key %q", kind, req.GetKeyId()), err)
+		return nil, s.failCA(ctx, "ca revoke", fmt.Sprintf("%s key %q", kind, req.GetKeyId()), err)
 	}
 	s.audit(ctx, actor, "ca.revoke", req.GetKeyId(), kind)
 	return &adminv1.RevokeCAResponse{}, nil

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
@@ -489,9 +491,54 @@ func TestInternalErrorsHideDetails(t *testing.T) {
 	if strings.Contains(err.Error(), "/var/lib") || strings.Contains(err.Error(), "secret") {
 		t.Fatalf("internal detail leaked: %v", err)
 	}
-	e.auth.err = store.ErrNotFound
-	_, err = e.client.TaintCA(context.Background(), &adminv1.TaintCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509, KeyId: "zzz"})
-	wantCode(t, err, codes.NotFound, "zzz")
+}
+
+// The CA's operator errors say what to do; the wrapped detail stays out.
+func TestCAErrors(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name  string
+		err   error
+		call  func() error
+		code  codes.Code
+		parts []string
+	}{
+		{"unknown key", fmt.Errorf("taint x509 key zzz in /etc/secret: %w", ca.ErrKeyNotFound), func() error {
+			_, err := e.client.TaintCA(ctx, &adminv1.TaintCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509, KeyId: "zzz"})
+			return err
+		}, codes.NotFound, []string{`x509 key "zzz" not found`}},
+		{"nothing prepared", fmt.Errorf("activate: %w", ca.ErrNoPrepared), func() error {
+			_, err := e.client.ActivateCA(ctx, &adminv1.ActivateCARequest{Kind: adminv1.KeyKind_KEY_KIND_JWT})
+			return err
+		}, codes.FailedPrecondition, []string{"run prepare first"}},
+		{"taint active", ca.ErrKeyActive, func() error {
+			_, err := e.client.TaintCA(ctx, &adminv1.TaintCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509, KeyId: "aaaa"})
+			return err
+		}, codes.FailedPrecondition, []string{"the key is active"}},
+		{"revoke untainted", fmt.Errorf("revoke /etc/secret: %w", ca.ErrNotTainted), func() error {
+			_, err := e.client.RevokeCA(ctx, &adminv1.RevokeCARequest{Kind: adminv1.KeyKind_KEY_KIND_X509, KeyId: "aaaa"})
+			return err
+		}, codes.FailedPrecondition, []string{"taint it first"}},
+		{"store lookup", store.ErrNotFound, func() error {
+			_, err := e.client.RevokeCA(ctx, &adminv1.RevokeCARequest{Kind: adminv1.KeyKind_KEY_KIND_JWT, KeyId: "k"})
+			return err
+		}, codes.NotFound, []string{`jwt key "k"`}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e.auth.err = tt.err
+			err := tt.call()
+			wantCode(t, err, tt.code, tt.parts...)
+			if strings.Contains(err.Error(), "/etc/secret") {
+				t.Fatalf("wrapped detail leaked: %v", err)
+			}
+		})
+	}
+	// Failed operations leave no audit record.
+	evs, err := e.store.ListAudit(ctx, store.AuditFilter{})
+	if err != nil || len(evs) != 0 {
+		t.Fatalf("audit after failed operations = %v, %v; want none", evs, err)
+	}
 }
 
 func TestAuthMTLS(t *testing.T) {

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -83,6 +84,11 @@ func adminErr(err error) error {
 	st, ok := status.FromError(err)
 	if !ok {
 		return err
+	}
+	switch st.Code() {
+	case codes.NotFound, codes.AlreadyExists, codes.FailedPrecondition:
+		// The message says it already: "entry \"x\" not found".
+		return errors.New(st.Message())
 	}
 	// Split camel case: InvalidArgument -> invalid argument.
 	var b strings.Builder

@@ -34,7 +34,7 @@ func TestAgentCommands(t *testing.T) {
 		t.Fatalf("agent evict: %q, %v", out, err)
 	}
 	_, _, err = run(t, "", append([]string{"agent", "evict", other}, sock...)...)
-	if err == nil || !strings.Contains(err.Error(), "not found: agent "+other) {
+	if err == nil || !strings.Contains(err.Error(), "agent "+other+" not found") {
 		t.Fatalf("evict twice error = %v", err)
 	}
 	_, _, err = run(t, "", append([]string{"agent", "ban", "not-an-id"}, sock...)...)

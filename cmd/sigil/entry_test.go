@@ -117,7 +117,7 @@ func TestEntryCommands(t *testing.T) {
 		t.Fatalf("entry delete: %q, %v", out, err)
 	}
 	_, _, err = run(t, "", append([]string{"entry", "show", id[1]}, sock...)...)
-	if err == nil || !strings.Contains(err.Error(), "not found: entry") {
+	if err == nil || !strings.Contains(err.Error(), "entry \""+id[1]+"\" not found") {
 		t.Fatalf("show deleted entry error = %v", err)
 	}
 }
