@@ -34,13 +34,10 @@ type entryFile struct {
 
 var unknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type \S+$`)
 
-// DecodeEntries reads a YAML (or JSON) list of entries, strictly: an
-// unknown key is an error naming the key and its line.
-//
-//	- spiffe_id: spiffe://example.org/ns/shop/sa/cart
-//	  parent_id: spiffe://example.org/sigil/agent/join_token/abc
-//	  selectors: [unix:uid:1000]
-//	  x509_ttl: 1h
+// DecodeEntries reads a YAML (or JSON) list of entries whose keys are
+// spiffe_id, parent_id, selectors, x509_ttl and jwt_ttl (durations such as
+// "1h"), dns_names, federates_with, admin and downstream. It decodes
+// strictly: an unknown key is an error naming the key and its line.
 func DecodeEntries(r io.Reader) ([]*adminv1.Entry, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxEntryFile+1))
 	if err != nil {
