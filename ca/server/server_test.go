@@ -1,0 +1,247 @@
+package server
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/peer"
+
+	"github.com/sigilhq/sigil/internal/testca"
+)
+
+var td = spiffeid.RequireTrustDomainFromString("example.org")
+
+type identity struct {
+	svid  *x509svid.SVID
+	roots []*x509.Certificate
+	ready error
+}
+
+func (i identity) GetX509SVID() (*x509svid.SVID, error)               { return i.svid, nil }
+func (i identity) Roots(context.Context) ([]*x509.Certificate, error) { return i.roots, nil }
+func (i identity) Ready(context.Context) error                        { return i.ready }
+
+// peerRecorder is a service that remembers the verified client chain of
+// the last call, to show what the listener hands handlers.
+type peerRecorder struct{ chains chan [][]*x509.Certificate }
+
+func (p *peerRecorder) Register(s *grpc.Server) {
+	h := health.NewServer()
+	healthpb.RegisterHealthServer(s, h)
+}
+
+func (p *peerRecorder) ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		var chains [][]*x509.Certificate
+		if pr, ok := peer.FromContext(ctx); ok {
+			if info, ok := pr.AuthInfo.(credentials.TLSInfo); ok {
+				chains = info.State.VerifiedChains
+			}
+		}
+		select {
+		case p.chains <- chains:
+		default:
+		}
+		return h(ctx, req)
+	})}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func start(t *testing.T, id identity) (cfg Config, rec *peerRecorder) {
+	t.Helper()
+	dir := t.TempDir()
+	rec = &peerRecorder{chains: make(chan [][]*x509.Certificate, 1)}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_test_total", Help: "test"}))
+	cfg = Config{
+		AdminSocket: filepath.Join(dir, "admin.sock"), ServerAddress: freePort(t), HealthAddress: freePort(t),
+		Services: []Registrar{rec}, Identity: id, Gatherer: reg,
+	}
+	srv, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	waitFor(t, func() error {
+		c, err := net.Dial("tcp", cfg.HealthAddress)
+		if err == nil {
+			c.Close()
+		}
+		return err
+	})
+	return cfg, rec
+}
+
+func waitFor(t *testing.T, f func() error) {
+	t.Helper()
+	var err error
+	for range 200 {
+		if err = f(); err == nil {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal(err)
+}
+
+func TestTLSListenerPresentsTheCAIdentityAndVerifiesClients(t *testing.T) {
+	authority := testca.New(t, td)
+	caID := spiffeid.RequireFromString("spiffe://example.org/sigil/ca")
+	cfg, rec := start(t, identity{svid: authority.Issue(t, caID.String()), roots: authority.Roots()})
+	client := authority.Issue(t, "spiffe://example.org/admin")
+	foreign := testca.New(t, td).Issue(t, "spiffe://example.org/admin")
+
+	call := func(svid *x509svid.SVID, authorize tlsconfig.Authorizer) error {
+		tc := tlsconfig.MTLSClientConfig(svid, authority.Bundle(), authorize)
+		conn, err := grpc.NewClient(cfg.ServerAddress, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_, err = healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		return err
+	}
+	t.Run("client with an SVID of our trust domain", func(t *testing.T) {
+		if err := call(client, tlsconfig.AuthorizeID(caID)); err != nil {
+			t.Fatal(err)
+		}
+		chains := <-rec.chains
+		if len(chains) == 0 {
+			t.Fatal("handler saw no verified client chain")
+		}
+		if id, _ := x509svid.IDFromCert(chains[0][0]); id.String() != "spiffe://example.org/admin" {
+			t.Fatalf("verified client = %s", id)
+		}
+	})
+	t.Run("client certificate from a foreign CA is refused", func(t *testing.T) {
+		if err := call(foreign, tlsconfig.AuthorizeID(caID)); err == nil {
+			t.Fatal("handshake with a foreign client certificate succeeded")
+		}
+	})
+	t.Run("client expecting another server ID refuses the CA", func(t *testing.T) {
+		if err := call(client, tlsconfig.AuthorizeID(spiffeid.RequireFromString("spiffe://example.org/other"))); err == nil {
+			t.Fatal("client accepted a server with an unexpected SPIFFE ID")
+		}
+	})
+	t.Run("client without a certificate reaches handlers unverified", func(t *testing.T) {
+		tc := tlsconfig.TLSClientConfig(authority.Bundle(), tlsconfig.AuthorizeID(caID))
+		conn, err := grpc.NewClient(cfg.ServerAddress, grpc.WithTransportCredentials(credentials.NewTLS(tc)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if _, err := healthpb.NewHealthClient(conn).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+			t.Fatal(err)
+		}
+		if chains := <-rec.chains; len(chains) != 0 {
+			t.Fatal("unauthenticated call carried a verified chain")
+		}
+	})
+}
+
+func TestHealthEndpoints(t *testing.T) {
+	authority := testca.New(t, td)
+	svid := authority.Issue(t, "spiffe://example.org/sigil/ca")
+	get := func(addr, path string) (int, string) {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	t.Run("ready", func(t *testing.T) {
+		cfg, _ := start(t, identity{svid: svid, roots: authority.Roots()})
+		if code, _ := get(cfg.HealthAddress, "/live"); code != 200 {
+			t.Fatalf("/live = %d", code)
+		}
+		if code, _ := get(cfg.HealthAddress, "/ready"); code != 200 {
+			t.Fatalf("/ready = %d", code)
+		}
+		if code, body := get(cfg.HealthAddress, "/metrics"); code != 200 || !strings.Contains(body, "sigil_test_total") {
+			t.Fatalf("/metrics = %d\n%s", code, body)
+		}
+	})
+	t.Run("not ready", func(t *testing.T) {
+		cfg, _ := start(t, identity{svid: svid, roots: authority.Roots(), ready: errors.New("no active key")})
+		if code, body := get(cfg.HealthAddress, "/ready"); code != 503 || !strings.Contains(body, "no active key") {
+			t.Fatalf("/ready = %d %q, want 503 naming the reason", code, body)
+		}
+	})
+}
+
+func TestListenUnix(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "s.sock")
+	l, err := ListenUnix(path, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi, _ := os.Stat(path); fi.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v", fi.Mode().Perm())
+	}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	if _, err := ListenUnix(path, 0o600); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second listener on a live socket: %v", err)
+	}
+	l.Close()
+	// A stale socket file (no listener) is replaced.
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := ListenUnix(path, 0o600)
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	l2.Close()
+}
