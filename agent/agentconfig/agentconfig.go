@@ -1,0 +1,163 @@
+package agentconfig
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sigilhq/sigil/internal/yamlx"
+)
+
+// File is the YAML schema of agent.yaml.
+type File struct {
+	TrustDomain     string       `yaml:"trust_domain"`
+	ServerAddress   string       `yaml:"server_address"`
+	DataDir         string       `yaml:"data_dir"`
+	SocketPath      string       `yaml:"socket_path"`
+	TrustBundleFile string       `yaml:"trust_bundle_file"`
+	JoinToken       string       `yaml:"join_token"`
+	X509PoP         *X509PoPFile `yaml:"x509pop"`
+	WorkloadKeyType string       `yaml:"workload_key_type"`
+	HealthAddress   string       `yaml:"health_address"`
+}
+
+// X509PoPFile names the node's certificate and key for x509pop attestation.
+type X509PoPFile struct {
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Config is the validated configuration.
+type Config struct {
+	TrustDomain   spiffeid.TrustDomain
+	ServerAddress string // host:port of the CA's node API
+	DataDir       string // the agent's persisted identity; created 0700
+	SocketPath    string // Workload API socket; default DATA_DIR/agent.sock
+	// TrustBundleFile holds the PEM roots the agent trusts the CA by before
+	// it has a persisted bundle; "" means a persisted bundle must exist.
+	TrustBundleFile string
+	// JoinToken and X509PoP choose the node attestor; at most one is set.
+	// Neither: the agent runs only on a persisted identity and cannot
+	// attest again.
+	JoinToken       string
+	X509PoP         *X509PoP
+	WorkloadKeyType KeyType
+	HealthAddress   string // /live, /ready, /metrics; "" disables
+}
+
+// X509PoP is the node certificate (chain, leaf first) and its key.
+type X509PoP struct {
+	CertFile string
+	KeyFile  string
+}
+
+// KeyType is the kind of key the agent generates for workloads.
+type KeyType string
+
+// Workload key types.
+const (
+	KeyECP256  KeyType = "ec-p256"
+	KeyECP384  KeyType = "ec-p384"
+	KeyRSA2048 KeyType = "rsa-2048"
+)
+
+// Load reads and validates a config file. Relative paths in it are taken
+// relative to the file's directory.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	cfg, err := Parse(data)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg.relativeTo(filepath.Dir(path)), nil
+}
+
+// Parse decodes YAML strictly and validates it.
+func Parse(data []byte) (Config, error) {
+	var f File
+	if err := yamlx.DecodeStrict(data, &f); err != nil {
+		return Config{}, err
+	}
+	return f.Validate()
+}
+
+// Validate checks every field and fills defaults.
+func (f File) Validate() (Config, error) {
+	var cfg Config
+	if f.TrustDomain == "" {
+		return cfg, errors.New("trust_domain is required")
+	}
+	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+	if err != nil {
+		return cfg, fmt.Errorf("trust_domain %q: %w", f.TrustDomain, err)
+	}
+	cfg.TrustDomain = td
+	if f.ServerAddress == "" {
+		return cfg, errors.New("server_address is required (host:port of the CA)")
+	}
+	if _, _, err := net.SplitHostPort(f.ServerAddress); err != nil {
+		return cfg, fmt.Errorf("server_address %q: want host:port", f.ServerAddress)
+	}
+	cfg.ServerAddress = f.ServerAddress
+	if f.DataDir == "" {
+		return cfg, errors.New("data_dir is required")
+	}
+	cfg.DataDir = f.DataDir
+	cfg.SocketPath = f.SocketPath
+	if cfg.SocketPath == "" {
+		cfg.SocketPath = filepath.Join(f.DataDir, "agent.sock")
+	}
+	cfg.TrustBundleFile = f.TrustBundleFile
+	cfg.JoinToken = f.JoinToken
+	if f.X509PoP != nil {
+		if f.JoinToken != "" {
+			return cfg, errors.New("join_token and x509pop are both set: choose one node attestor")
+		}
+		if f.X509PoP.CertFile == "" {
+			return cfg, errors.New("x509pop.cert_file is required")
+		}
+		if f.X509PoP.KeyFile == "" {
+			return cfg, errors.New("x509pop.key_file is required")
+		}
+		cfg.X509PoP = &X509PoP{CertFile: f.X509PoP.CertFile, KeyFile: f.X509PoP.KeyFile}
+	}
+	switch kt := KeyType(f.WorkloadKeyType); kt {
+	case "":
+		cfg.WorkloadKeyType = KeyECP256
+	case KeyECP256, KeyECP384, KeyRSA2048:
+		cfg.WorkloadKeyType = kt
+	default:
+		return cfg, fmt.Errorf("workload_key_type %q: want %s, %s or %s", f.WorkloadKeyType, KeyECP256, KeyECP384, KeyRSA2048)
+	}
+	if f.HealthAddress != "" {
+		if _, _, err := net.SplitHostPort(f.HealthAddress); err != nil {
+			return cfg, fmt.Errorf("health_address %q: want host:port", f.HealthAddress)
+		}
+	}
+	cfg.HealthAddress = f.HealthAddress
+	return cfg, nil
+}
+
+// relativeTo resolves relative file paths against dir.
+func (c Config) relativeTo(dir string) Config {
+	abs := func(p string) string {
+		if p == "" || filepath.IsAbs(p) {
+			return p
+		}
+		return filepath.Join(dir, p)
+	}
+	c.DataDir = abs(c.DataDir)
+	c.SocketPath = abs(c.SocketPath)
+	c.TrustBundleFile = abs(c.TrustBundleFile)
+	if c.X509PoP != nil {
+		c.X509PoP = &X509PoP{CertFile: abs(c.X509PoP.CertFile), KeyFile: abs(c.X509PoP.KeyFile)}
+	}
+	return c
+}

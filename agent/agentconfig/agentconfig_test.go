@@ -1,0 +1,108 @@
+package agentconfig
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const base = "trust_domain: example.org\nserver_address: 127.0.0.1:8081\ndata_dir: /var/lib/sigil/agent\n"
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		name    string
+		in      string
+		wantErr string
+		check   func(t *testing.T, c Config)
+	}{
+		{name: "defaults", in: base + "join_token: abc\n", check: func(t *testing.T, c Config) {
+			if c.TrustDomain.Name() != "example.org" || c.JoinToken != "abc" {
+				t.Errorf("got %+v", c)
+			}
+			if c.SocketPath != "/var/lib/sigil/agent/agent.sock" {
+				t.Errorf("socket = %q", c.SocketPath)
+			}
+			if c.WorkloadKeyType != KeyECP256 {
+				t.Errorf("key type = %q", c.WorkloadKeyType)
+			}
+		}},
+		{name: "x509pop", in: base + "x509pop:\n  cert_file: /n.crt\n  key_file: /n.key\nworkload_key_type: rsa-2048\nhealth_address: 127.0.0.1:8090\nsocket_path: /run/a.sock\n", check: func(t *testing.T, c Config) {
+			if c.X509PoP == nil || c.X509PoP.CertFile != "/n.crt" || c.X509PoP.KeyFile != "/n.key" {
+				t.Errorf("x509pop = %+v", c.X509PoP)
+			}
+			if c.WorkloadKeyType != KeyRSA2048 || c.SocketPath != "/run/a.sock" || c.HealthAddress != "127.0.0.1:8090" {
+				t.Errorf("got %+v", c)
+			}
+		}},
+		{name: "no attestor", in: base},
+		{name: "unknown key", in: base + "join_tokne: abc\n", wantErr: `line 4: unknown key "join_tokne"`},
+		{name: "unknown nested key", in: base + "x509pop:\n  cert: /a\n", wantErr: `line 5: unknown key "cert"`},
+		{name: "no trust domain", in: "server_address: a:1\ndata_dir: /x\n", wantErr: "trust_domain is required"},
+		{name: "bad trust domain", in: "trust_domain: Ex ample\nserver_address: a:1\ndata_dir: /x\n", wantErr: "trust_domain"},
+		{name: "no server", in: "trust_domain: example.org\ndata_dir: /x\n", wantErr: "server_address is required"},
+		{name: "bad server", in: "trust_domain: example.org\nserver_address: nope\ndata_dir: /x\n", wantErr: "server_address \"nope\""},
+		{name: "no data dir", in: "trust_domain: example.org\nserver_address: a:1\n", wantErr: "data_dir is required"},
+		{name: "two attestors", in: base + "join_token: a\nx509pop:\n  cert_file: /a\n  key_file: /b\n", wantErr: "choose one"},
+		{name: "x509pop no key", in: base + "x509pop:\n  cert_file: /a\n", wantErr: "x509pop.key_file is required"},
+		{name: "x509pop no cert", in: base + "x509pop:\n  key_file: /a\n", wantErr: "x509pop.cert_file is required"},
+		{name: "bad key type", in: base + "workload_key_type: dsa\n", wantErr: `workload_key_type "dsa"`},
+		{name: "bad health", in: base + "health_address: x\n", wantErr: "health_address"},
+		{name: "empty", in: "", wantErr: "empty"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := Parse([]byte(tt.in))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.check != nil {
+				tt.check(t, c)
+			}
+		})
+	}
+}
+
+func TestLoadRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "agent.yaml")
+	in := "trust_domain: example.org\nserver_address: 127.0.0.1:1\ndata_dir: data\ntrust_bundle_file: bundle.pem\nx509pop:\n  cert_file: n.crt\n  key_file: /abs/n.key\n"
+	if err := os.WriteFile(path, []byte(in), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != filepath.Join(dir, "data") || c.SocketPath != filepath.Join(dir, "data", "agent.sock") ||
+		c.TrustBundleFile != filepath.Join(dir, "bundle.pem") || c.X509PoP.CertFile != filepath.Join(dir, "n.crt") || c.X509PoP.KeyFile != "/abs/n.key" {
+		t.Errorf("got %+v %+v", c, c.X509PoP)
+	}
+	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "read config") {
+		t.Errorf("missing file: err = %v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(base + "join_token: abc\n"))
+	f.Add([]byte(base + "x509pop:\n  cert_file: /a\n  key_file: /b\n"))
+	f.Add([]byte("trust_domain: [\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := Parse(data)
+		if err != nil {
+			return
+		}
+		if c.TrustDomain.IsZero() || c.ServerAddress == "" || c.DataDir == "" || c.SocketPath == "" || c.WorkloadKeyType == "" {
+			t.Fatalf("accepted an incomplete config: %+v", c)
+		}
+		if c.JoinToken != "" && c.X509PoP != nil {
+			t.Fatal("accepted two attestors")
+		}
+	})
+}

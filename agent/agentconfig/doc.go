@@ -1,0 +1,3 @@
+// Package agentconfig decodes agent.yaml strictly into the agent's typed
+// runtime configuration.
+package agentconfig
