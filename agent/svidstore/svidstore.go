@@ -1,0 +1,168 @@
+package svidstore
+
+import (
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+)
+
+// FileName is the file in the data directory that holds the identity.
+const FileName = "agent-identity.json"
+
+// ErrNotFound means no identity has been persisted yet.
+var ErrNotFound = errors.New("no persisted agent identity")
+
+// Identity is what the agent keeps across restarts.
+type Identity struct {
+	// SVID is the agent's X509-SVID (leaf first) with its private key.
+	SVID *x509svid.SVID
+	// Bundle holds the X.509 roots of our trust domain the agent trusts the
+	// CA by.
+	Bundle []*x509.Certificate
+	// JoinTokenSHA256 is the hash of the join token last used to attest,
+	// so that a one-time token is never presented twice.
+	JoinTokenSHA256 string
+}
+
+// NotAfter is when the agent's SVID expires.
+func (id *Identity) NotAfter() time.Time { return id.SVID.Certificates[0].NotAfter }
+
+// HashToken hashes a join token for JoinTokenSHA256.
+func HashToken(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
+}
+
+type fileDoc struct {
+	Version         int      `json:"version"`
+	Key             []byte   `json:"key_pkcs8"`
+	Chain           [][]byte `json:"svid_chain"`
+	Bundle          [][]byte `json:"bundle"`
+	JoinTokenSHA256 string   `json:"join_token_sha256,omitempty"`
+}
+
+// Load reads the identity persisted in dir. It checks that the SVID parses
+// as an X509-SVID of td and that the key matches it; expiry is the caller's
+// decision.
+func Load(dir string, td spiffeid.TrustDomain) (*Identity, error) {
+	path := filepath.Join(dir, FileName)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read agent identity: %w", err)
+	}
+	var doc fileDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("agent identity %s: %w", path, err)
+	}
+	if doc.Version != 1 {
+		return nil, fmt.Errorf("agent identity %s: unknown version %d", path, doc.Version)
+	}
+	var chain []byte
+	for _, c := range doc.Chain {
+		chain = append(chain, c...)
+	}
+	svid, err := x509svid.ParseRaw(chain, doc.Key)
+	if err != nil {
+		return nil, fmt.Errorf("agent identity %s: %w", path, err)
+	}
+	if !svid.ID.MemberOf(td) {
+		return nil, fmt.Errorf("agent identity %s: %s is not in trust domain %s", path, svid.ID, td)
+	}
+	id := &Identity{SVID: svid, JoinTokenSHA256: doc.JoinTokenSHA256}
+	for _, der := range doc.Bundle {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return nil, fmt.Errorf("agent identity %s: bundle: %w", path, err)
+		}
+		id.Bundle = append(id.Bundle, c)
+	}
+	if len(id.Bundle) == 0 {
+		return nil, fmt.Errorf("agent identity %s: empty bundle", path)
+	}
+	return id, nil
+}
+
+// Save writes the identity to dir (created 0700) as one file, mode 0600,
+// replaced atomically: a crash leaves either the old identity or the new.
+func Save(dir string, id *Identity) error {
+	if id == nil || id.SVID == nil || len(id.SVID.Certificates) == 0 || id.SVID.PrivateKey == nil {
+		return errors.New("save agent identity: incomplete identity")
+	}
+	key, err := x509.MarshalPKCS8PrivateKey(crypto.Signer(id.SVID.PrivateKey))
+	if err != nil {
+		return fmt.Errorf("save agent identity: marshal key: %w", err)
+	}
+	doc := fileDoc{Version: 1, Key: key, JoinTokenSHA256: id.JoinTokenSHA256}
+	for _, c := range id.SVID.Certificates {
+		doc.Chain = append(doc.Chain, c.Raw)
+	}
+	for _, c := range id.Bundle {
+		doc.Bundle = append(doc.Bundle, c.Raw)
+	}
+	data, err := json.Marshal(doc)
+	if err != nil {
+		return fmt.Errorf("save agent identity: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("save agent identity: data dir: %w", err)
+	}
+	return writeAtomic(filepath.Join(dir, FileName), data)
+}
+
+// writeAtomic writes data to a temporary file beside path, syncs it and
+// renames it over path, then syncs the directory.
+func writeAtomic(path string, data []byte) (err error) {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, ".agent-identity-*")
+	if err != nil {
+		return fmt.Errorf("save agent identity: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	if err := f.Chmod(0o600); err != nil {
+		return fmt.Errorf("save agent identity: %w", err)
+	}
+	if _, err := f.Write(data); err != nil {
+		return fmt.Errorf("save agent identity: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return fmt.Errorf("save agent identity: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("save agent identity: %w", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("save agent identity: %w", err)
+	}
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
+}
+
+// Remove deletes the persisted identity, e.g. after the CA evicted the agent.
+func Remove(dir string) error {
+	if err := os.Remove(filepath.Join(dir, FileName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove agent identity: %w", err)
+	}
+	return nil
+}
