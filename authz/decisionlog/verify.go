@@ -54,7 +54,7 @@ func (v *Verifier) Check(name string, r io.Reader) error {
 			if e.Seq <= v.prevSeq {
 				return &BrokenError{File: name, Line: n, Why: fmt.Sprintf("seq %d after seq %d: lines reordered or repeated", e.Seq, v.prevSeq)}
 			}
-			return &BrokenError{File: name, Line: n, Why: fmt.Sprintf("seq %d after seq %d: %d line(s) missing before this one", e.Seq, v.prevSeq, e.Seq-v.prevSeq-1)}
+			return &BrokenError{File: name, Line: n, Why: fmt.Sprintf("seq %d after seq %d: %d line(s) missing or moved before this one", e.Seq, v.prevSeq, e.Seq-v.prevSeq-1)}
 		case e.Prev != v.prevHash:
 			return &BrokenError{File: name, Line: n, Why: "previous-line hash does not match: the line before was edited or replaced"}
 		}

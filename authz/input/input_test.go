@@ -33,7 +33,7 @@ func loadRequest(t testing.TB, name string) *authv3.CheckRequest {
 // query evaluates a Rego expression over the input Build made.
 func query(t *testing.T, in ast.Value, q string) string {
 	t.Helper()
-	pq, err := rego.New(rego.Query("x := "+q)).PrepareForEval(context.Background())
+	pq, err := rego.New(rego.Query("x := " + q)).PrepareForEval(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

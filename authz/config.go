@@ -1,0 +1,168 @@
+package authz
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/sigilhq/sigil/authz/engine"
+)
+
+// FileConfig is the schema of authz.yaml. Unknown keys are errors.
+type FileConfig struct {
+	Listen        string            `yaml:"listen"`
+	MetricsListen string            `yaml:"metrics_listen"`
+	DecisionPath  string            `yaml:"decision_path"`
+	DryRun        bool              `yaml:"dry_run"`
+	SkipBody      bool              `yaml:"skip_request_body_parse"`
+	Policy        *FilePolicySource `yaml:"policy"`
+	Shadow        *FilePolicySource `yaml:"shadow"`
+	DecisionLog   *FileDecisionLog  `yaml:"decision_log"`
+}
+
+// FilePolicySource names exactly one policy source.
+type FilePolicySource struct {
+	Dir          string `yaml:"dir"`
+	BundleFile   string `yaml:"bundle_file"`
+	BundleURL    string `yaml:"bundle_url"`
+	PollInterval string `yaml:"poll_interval"`
+}
+
+// FileDecisionLog configures the decision log sinks.
+type FileDecisionLog struct {
+	File        string   `yaml:"file"`
+	MaxBytes    int64    `yaml:"max_bytes"`
+	MaxBackups  int      `yaml:"max_backups"`
+	Stdout      bool     `yaml:"stdout"`
+	HTTPURL     string   `yaml:"http_url"`
+	Buffer      int      `yaml:"buffer"`
+	MaskHeaders []string `yaml:"mask_headers"`
+	LogRequest  *bool    `yaml:"log_request"`
+}
+
+// RunConfig is the validated configuration.
+type RunConfig struct {
+	Listen        string
+	MetricsListen string
+	DecisionPath  string
+	DryRun        bool
+	SkipBody      bool
+	Policy        PolicySource
+	Shadow        *PolicySource
+	DecisionLog   DecisionLogConfig
+}
+
+// PolicySource is one of Dir, BundleFile or BundleURL.
+type PolicySource struct {
+	Dir, BundleFile, BundleURL string
+	PollInterval               time.Duration
+}
+
+// DecisionLogConfig is the validated decision log configuration.
+type DecisionLogConfig struct {
+	File        string
+	MaxBytes    int64
+	MaxBackups  int
+	Stdout      bool
+	HTTPURL     string
+	Buffer      int
+	MaskHeaders []string
+	LogRequest  bool
+}
+
+// Enabled reports whether any sink is configured.
+func (c DecisionLogConfig) Enabled() bool { return c.File != "" || c.Stdout || c.HTTPURL != "" }
+
+// DefaultListen is the ext_authz address unless configured.
+const DefaultListen = "127.0.0.1:9191"
+
+// ParseConfig decodes authz.yaml strictly and validates it.
+func ParseConfig(r io.Reader) (RunConfig, error) {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return RunConfig{}, fmt.Errorf("read config: %w", err)
+	}
+	var fc FileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&fc); err != nil && !errors.Is(err, io.EOF) {
+		return RunConfig{}, fmt.Errorf("config: %s", strings.TrimPrefix(strings.ReplaceAll(err.Error(), "\n ", ""), "yaml: "))
+	}
+	return fc.Validate()
+}
+
+// Validate checks fc and fills defaults.
+func (fc FileConfig) Validate() (RunConfig, error) {
+	rc := RunConfig{
+		Listen:        fc.Listen,
+		MetricsListen: fc.MetricsListen,
+		DryRun:        fc.DryRun,
+		SkipBody:      fc.SkipBody,
+	}
+	if rc.Listen == "" {
+		rc.Listen = DefaultListen
+	}
+	path, err := engine.NormalizePath(fc.DecisionPath)
+	if err != nil {
+		return rc, fmt.Errorf("config decision_path: %w", err)
+	}
+	rc.DecisionPath = path
+	if fc.Policy == nil {
+		return rc, errors.New("config: policy is required (dir, bundle_file or bundle_url)")
+	}
+	if rc.Policy, err = fc.Policy.validate("policy"); err != nil {
+		return rc, err
+	}
+	if fc.Shadow != nil {
+		s, err := fc.Shadow.validate("shadow")
+		if err != nil {
+			return rc, err
+		}
+		rc.Shadow = &s
+	}
+	if dl := fc.DecisionLog; dl != nil {
+		if dl.MaxBytes < 0 || dl.MaxBackups < 0 || dl.Buffer < 0 {
+			return rc, errors.New("config decision_log: max_bytes, max_backups and buffer must not be negative")
+		}
+		rc.DecisionLog = DecisionLogConfig{
+			File: dl.File, MaxBytes: dl.MaxBytes, MaxBackups: dl.MaxBackups, Stdout: dl.Stdout,
+			HTTPURL: dl.HTTPURL, Buffer: dl.Buffer, MaskHeaders: dl.MaskHeaders, LogRequest: true,
+		}
+		if dl.LogRequest != nil {
+			rc.DecisionLog.LogRequest = *dl.LogRequest
+		}
+		if dl.HTTPURL != "" && !strings.HasPrefix(dl.HTTPURL, "http://") && !strings.HasPrefix(dl.HTTPURL, "https://") {
+			return rc, fmt.Errorf("config decision_log.http_url %q: want an http or https URL", dl.HTTPURL)
+		}
+	}
+	return rc, nil
+}
+
+func (s FilePolicySource) validate(key string) (PolicySource, error) {
+	ps := PolicySource{Dir: s.Dir, BundleFile: s.BundleFile, BundleURL: s.BundleURL, PollInterval: time.Second}
+	n := 0
+	for _, v := range []string{s.Dir, s.BundleFile, s.BundleURL} {
+		if v != "" {
+			n++
+		}
+	}
+	if n != 1 {
+		return ps, fmt.Errorf("config %s: set exactly one of dir, bundle_file, bundle_url", key)
+	}
+	if s.BundleURL != "" && !strings.HasPrefix(s.BundleURL, "http://") && !strings.HasPrefix(s.BundleURL, "https://") {
+		return ps, fmt.Errorf("config %s.bundle_url %q: want an http or https URL", key, s.BundleURL)
+	}
+	if s.PollInterval != "" {
+		d, err := time.ParseDuration(s.PollInterval)
+		if err != nil || d <= 0 {
+			return ps, fmt.Errorf("config %s.poll_interval %q: want a positive duration like 1s", key, s.PollInterval)
+		}
+		ps.PollInterval = d
+	}
+	return ps, nil
+}

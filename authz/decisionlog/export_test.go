@@ -1,0 +1,4 @@
+package decisionlog
+
+// SealForTest seals an object body (without its closing brace).
+func SealForTest(body string) string { return string(seal([]byte(body + "}"))) }
