@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
@@ -16,16 +17,22 @@ import (
 )
 
 // publishBundle writes our trust domain's bundle to the store when its
-// authorities changed: the upstream roots and every JWT key in the journal.
-// The sequence number grows by one on each change.
+// authorities changed: the upstream roots and every JWT key in the journal,
+// merged with what other CA replicas sharing the store published (their
+// unexpired roots and JWT keys). The sequence number grows by one on each
+// change. Replicas race on this read-modify-write; each one re-publishes on
+// every tick, so a key another replica overwrote is back within a tick.
 func (c *CA) publishBundle(ctx context.Context) error {
 	roots, err := c.cfg.Upstream.Roots(ctx)
 	if err != nil {
 		return fmt.Errorf("publish bundle: upstream roots: %w", err)
 	}
+	now := c.cfg.Now()
 	want := store.Bundle{TrustDomain: c.cfg.TrustDomain.Name(), RefreshHint: c.cfg.RefreshHint}
+	seen := map[string]bool{}
 	for _, r := range roots {
 		want.X509Authorities = append(want.X509Authorities, r.Raw)
+		seen[string(r.Raw)] = true
 	}
 	for _, s := range c.cur.Load().jwt {
 		want.JWTAuthorities = append(want.JWTAuthorities, store.JWTAuthority{KeyID: s.rec.ID, PublicKey: s.rec.PublicKey, ExpiresAt: s.rec.NotAfter})
@@ -36,6 +43,19 @@ func (c *CA) publishBundle(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("publish bundle: %w", err)
 	default:
+		for _, der := range have.X509Authorities {
+			if seen[string(der)] {
+				continue
+			}
+			if cert, err := x509.ParseCertificate(der); err == nil && now.Before(cert.NotAfter) {
+				want.X509Authorities = append(want.X509Authorities, der)
+			}
+		}
+		for _, a := range have.JWTAuthorities {
+			if !c.ownsKeyID(a.KeyID) && now.Before(a.ExpiresAt) {
+				want.JWTAuthorities = append(want.JWTAuthorities, a)
+			}
+		}
 		if sameAuthorities(have, want) {
 			return nil
 		}
@@ -47,6 +67,12 @@ func (c *CA) publishBundle(ctx context.Context) error {
 	}
 	c.cfg.Logger.Info("bundle published", "trust_domain", want.TrustDomain, "sequence", want.Sequence, "x509_authorities", len(want.X509Authorities), "jwt_authorities", len(want.JWTAuthorities))
 	return nil
+}
+
+// ownsKeyID reports whether a JWT key ID was made by this CA instance: every
+// kid starts with a tag derived from the instance ID.
+func (c *CA) ownsKeyID(kid string) bool {
+	return strings.HasPrefix(kid, c.kidTag)
 }
 
 func sameAuthorities(a, b store.Bundle) bool {

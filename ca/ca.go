@@ -3,6 +3,8 @@ package ca
 import (
 	"context"
 	"crypto"
+	"crypto/sha256"
+	"encoding/base64"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -75,6 +77,7 @@ type CA struct {
 	cur atomic.Pointer[state]
 
 	server atomic.Pointer[x509svid.SVID] // the CA's own TLS identity
+	kidTag string                        // prefix of every JWT kid this instance makes
 }
 
 // ErrNotReady is returned by signing calls before Init succeeded.
@@ -122,7 +125,8 @@ func New(cfg Config) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
-	return &CA{cfg: cfg, id: id}, nil
+	sum := sha256.Sum256([]byte(cfg.InstanceID))
+	return &CA{cfg: cfg, id: id, kidTag: base64.RawURLEncoding.EncodeToString(sum[:])[:6] + "."}, nil
 }
 
 // ID is the CA's own SPIFFE ID.

@@ -42,6 +42,11 @@ func (c *CA) Rotate(ctx context.Context) error {
 	if err := c.rotateLocked(ctx); err != nil {
 		return err
 	}
+	// Re-publish on every tick too: cheap when nothing changed, and it
+	// restores our keys if another replica overwrote the bundle.
+	if err := c.publishBundle(ctx); err != nil {
+		return err
+	}
 	return c.refreshServerSVID(ctx, false)
 }
 
@@ -155,6 +160,7 @@ func (c *CA) prepareInto(ctx context.Context, doc *journalDoc, kind KeyKind, now
 	if err != nil {
 		return err
 	}
+	kid = c.kidTag + kid
 	doc.JWT = slices.DeleteFunc(doc.JWT, func(r jwtRecord) bool { return r.State == Prepared })
 	nb := now.Truncate(time.Second) // JWT times are whole seconds
 	doc.JWT = append(doc.JWT, jwtRecord{ID: kid, KeyName: name, PublicKey: pub, NotBefore: nb, NotAfter: nb.Add(c.cfg.CATTL), State: Prepared})

@@ -1,0 +1,110 @@
+package ca_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
+
+	"github.com/sigilhq/sigil/ca"
+	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/ca/store/postgres"
+	"github.com/sigilhq/sigil/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// Two CA replicas share one PostgreSQL database and the same upstream PKI;
+// each has its own signing keys. Both replicas' keys must stay in the one
+// published bundle, so an SVID from either verifies everywhere.
+func TestReplicasShareOneBundle(t *testing.T) {
+	ctx := context.Background()
+	st, err := postgres.Open(ctx, pgtest.Start(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clk := newClock()
+	var shared env
+	shared.clock = clk
+	var cfg ca.Config
+	existingPKI(t, clk.Now())(&shared, &cfg)
+
+	replica := func(name string) *ca.CA {
+		c, err := ca.New(ca.Config{TrustDomain: td, InstanceID: name, Store: st, Keys: keys.NewMemory(), Upstream: cfg.Upstream, Now: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := replica("a"), replica("b")
+	kidA, kidB := keyIDs(t, a, ca.JWT, ca.Active)[0], keyIDs(t, b, ca.JWT, ca.Active)[0]
+	if kidA == kidB {
+		t.Fatal("replicas share a JWT key")
+	}
+	hasBoth := func(step string) {
+		t.Helper()
+		bundle, err := a.Bundle(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bundle.HasJWTAuthority(kidA) || !bundle.HasJWTAuthority(kidB) {
+			t.Fatalf("%s: bundle JWT keys %v, want both %s and %s", step, keysOf(bundle.JWTAuthorities()), kidA, kidB)
+		}
+	}
+	hasBoth("after both started")
+	if err := a.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hasBoth("after a tick of a")
+
+	// A JWT-SVID minted by b validates against the bundle a serves.
+	tok, err := b.MintJWTSVID(ctx, spiffeid.RequireFromString("spiffe://example.org/w"), ca.JWTParams{Audience: []string{"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle, _ := a.Bundle(ctx)
+	if _, err := jwtsvid.ParseAndValidate(tok, bundle.JWTBundle(), []string{"x"}); err != nil {
+		t.Fatalf("b's token does not validate against the shared bundle: %v", err)
+	}
+	// X509-SVIDs of both chain to the shared root.
+	ea := &env{ca: a, clock: clk}
+	eb := &env{ca: b, clock: clk}
+	for name, e := range map[string]*env{"a": ea, "b": eb} {
+		if err := ea.verify(t, e.sign(t, "spiffe://example.org/w"), clk.Now()); err != nil {
+			t.Fatalf("svid of %s: %v", name, err)
+		}
+	}
+
+	// A racing writer that drops b's key is repaired by b's next tick.
+	stored, err := st.GetBundle(ctx, "example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, k := range stored.JWTAuthorities {
+		if k.KeyID == kidB {
+			stored.JWTAuthorities = append(stored.JWTAuthorities[:i], stored.JWTAuthorities[i+1:]...)
+			break
+		}
+	}
+	stored.Sequence++
+	if err := st.SetBundle(ctx, "test", stored); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Rotate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hasBoth("after b repaired the bundle")
+}
+
+func keysOf[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
