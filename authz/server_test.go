@@ -70,7 +70,16 @@ type harness struct {
 	conn    *grpc.ClientConn
 	logPath string
 	reg     *prometheus.Registry
+	reloads *prometheus.Registry
 	stop    func()
+}
+
+// reg2 is a second registry for metrics a test wires itself.
+func (h *harness) reg2() *prometheus.Registry {
+	if h.reloads == nil {
+		h.reloads = prometheus.NewRegistry()
+	}
+	return h.reloads
 }
 
 // start runs a real server on a loopback port with a real decision log.
