@@ -30,6 +30,20 @@ type File struct {
 	Store         StoreFile      `yaml:"store"`
 	KeyManager    KeyManagerFile `yaml:"key_manager"`
 	Upstream      UpstreamFile   `yaml:"upstream"`
+
+	NodeAttestation NodeAttestationFile `yaml:"node_attestation"`
+}
+
+// NodeAttestationFile configures how agents prove their nodes. Join tokens
+// are always accepted; x509pop is enabled by naming its roots.
+type NodeAttestationFile struct {
+	AgentSVIDTTL string      `yaml:"agent_svid_ttl"` // default: x509_svid_ttl
+	X509PoP      X509PoPFile `yaml:"x509pop"`
+}
+
+// X509PoPFile configures x509pop node attestation.
+type X509PoPFile struct {
+	RootsFile string `yaml:"roots_file"` // PEM bundle of CA certificates node certificates must chain to
 }
 
 // StoreFile selects the datastore.
@@ -72,6 +86,14 @@ type Config struct {
 	Store         Store
 	KeyManager    KeyManager
 	Upstream      Upstream
+
+	NodeAttestation NodeAttestation
+}
+
+// NodeAttestation is the validated node attestation config.
+type NodeAttestation struct {
+	AgentSVIDTTL     time.Duration
+	X509PoPRootsFile string // "" disables x509pop
 }
 
 // Store is the chosen datastore.
@@ -169,6 +191,11 @@ func (f File) Validate() (Config, error) {
 	if c.JWTSVIDTTL >= c.CATTL {
 		bad("jwt_svid_ttl", "must be shorter than ca_ttl (%s)", c.CATTL)
 	}
+	c.NodeAttestation.AgentSVIDTTL = dur("node_attestation.agent_svid_ttl", f.NodeAttestation.AgentSVIDTTL, c.X509SVIDTTL)
+	if c.NodeAttestation.AgentSVIDTTL >= c.CATTL {
+		bad("node_attestation.agent_svid_ttl", "must be shorter than ca_ttl (%s)", c.CATTL)
+	}
+	c.NodeAttestation.X509PoPRootsFile = f.NodeAttestation.X509PoP.RootsFile
 
 	switch c.Store.Type = or(f.Store.Type, "sqlite"); c.Store.Type {
 	case "sqlite":

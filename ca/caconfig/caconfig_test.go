@@ -36,6 +36,18 @@ func TestParse(t *testing.T) {
 		{name: "postgres without dsn", in: "trust_domain: example.org\ndata_dir: /d\nstore: {type: postgres}\n", wantErr: "store.dsn: required"},
 		{name: "unknown store", in: "trust_domain: example.org\ndata_dir: /d\nstore: {type: mysql}\n", wantErr: "store.type"},
 		{name: "disk upstream without files", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: disk}\n", wantErr: "cert_file and key_file"},
+		{name: "node attestation", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation: {agent_svid_ttl: 2h, x509pop: {roots_file: /etc/pki/nodes.pem}}\n", check: func(t *testing.T, c Config) {
+			if c.NodeAttestation.AgentSVIDTTL != 2*time.Hour || c.NodeAttestation.X509PoPRootsFile != "/etc/pki/nodes.pem" {
+				t.Fatalf("%+v", c.NodeAttestation)
+			}
+		}},
+		{name: "node attestation defaults", in: "trust_domain: example.org\ndata_dir: /d\nx509_svid_ttl: 30m\n", check: func(t *testing.T, c Config) {
+			if c.NodeAttestation.AgentSVIDTTL != 30*time.Minute || c.NodeAttestation.X509PoPRootsFile != "" {
+				t.Fatalf("%+v", c.NodeAttestation)
+			}
+		}},
+		{name: "agent svid ttl too long", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation: {agent_svid_ttl: 48h}\n", wantErr: "node_attestation.agent_svid_ttl: must be shorter"},
+		{name: "unknown x509pop key", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation:\n  x509pop:\n    roots: a.pem\n", wantErr: `line 5: unknown key "roots"`},
 		{name: "not yaml", in: "{{{", wantErr: "config:"},
 	}
 	for _, tt := range tests {
