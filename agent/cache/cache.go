@@ -1,0 +1,219 @@
+package cache
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	randv2 "math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
+
+	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/agent/workloadapi"
+	"github.com/sigilhq/sigil/internal/selector"
+)
+
+// Client is what the cache needs from the CA's node API.
+type Client interface {
+	Sync(ctx context.Context, in *nodev1.SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[nodev1.SyncResponse], error)
+	SignX509SVIDs(ctx context.Context, in *nodev1.SignX509SVIDsRequest, opts ...grpc.CallOption) (*nodev1.SignX509SVIDsResponse, error)
+	MintJWTSVID(ctx context.Context, in *nodev1.MintJWTSVIDRequest, opts ...grpc.CallOption) (*nodev1.MintJWTSVIDResponse, error)
+}
+
+var _ workloadapi.Source = (*Cache)(nil)
+
+// Config configures a Cache.
+type Config struct {
+	TrustDomain spiffeid.TrustDomain
+	Client      Client
+	// Bundle is our trust domain's bundle as known before the first sync
+	// (from the agent's persisted identity); may be nil.
+	Bundle *spiffebundle.Bundle
+	// NewKey makes a workload key; default ECDSA P-256.
+	NewKey func() (crypto.Signer, error)
+	// BatchSize bounds the CSRs in one SignX509SVIDs call; default 100.
+	BatchSize int
+	// RetryMin and RetryMax bound the backoff after a failed call to the
+	// CA; defaults 500ms and 30s.
+	RetryMin, RetryMax time.Duration
+	// OnDenied is called when the CA refuses the agent itself (the sync
+	// stream ends with PermissionDenied or Unauthenticated): the agent may
+	// need to renew or attest again.
+	OnDenied func(error)
+	Now      func() time.Time // default time.Now
+	Rand     func() float64   // [0, 1); default math/rand/v2
+	Logger   *slog.Logger
+	Metrics  *Metrics
+}
+
+// Cache holds the agent's entries and their SVIDs.
+type Cache struct {
+	cfg  Config
+	wake chan struct{} // buffer 1: something needs minting
+
+	mu       sync.Mutex
+	entries  map[string]*entry
+	bundles  map[spiffeid.TrustDomain]*spiffebundle.Bundle
+	bad      map[string]bool // tainted or revoked CA key IDs
+	revision int64
+	synced   bool
+	subs     map[*subscription]struct{}
+
+	jwtMu sync.Mutex
+	jwts  map[string]cachedJWT
+}
+
+type entry struct {
+	pb       *adminv1.Entry
+	id       spiffeid.ID
+	sels     []selector.Selector
+	feds     []spiffeid.TrustDomain
+	svid     *x509svid.SVID // nil until minted
+	caKeyID  string
+	jitter   float64 // drawn once per SVID
+	rotateAt time.Time
+	stale    bool // the entry changed in a way its SVID must follow
+	gen      uint64
+	retryAt  time.Time
+	failures int
+}
+
+// New checks cfg and fills defaults. It starts nothing: call Run.
+func New(cfg Config) (*Cache, error) {
+	if cfg.TrustDomain.IsZero() {
+		return nil, errors.New("cache: trust domain is required")
+	}
+	if cfg.Client == nil {
+		return nil, errors.New("cache: node API client is required")
+	}
+	if cfg.NewKey == nil {
+		cfg.NewKey = func() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
+	}
+	if cfg.BatchSize <= 0 {
+		cfg.BatchSize = 100
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 500 * time.Millisecond
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(30*time.Second, cfg.RetryMin)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = randv2.Float64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = NewMetrics(nil)
+	}
+	c := &Cache{
+		cfg:     cfg,
+		wake:    make(chan struct{}, 1),
+		entries: map[string]*entry{},
+		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{},
+		bad:     map[string]bool{},
+		subs:    map[*subscription]struct{}{},
+		jwts:    map[string]cachedJWT{},
+	}
+	if cfg.Bundle != nil {
+		c.bundles[cfg.Bundle.TrustDomain()] = cfg.Bundle
+	}
+	return c, nil
+}
+
+// Run syncs entries from the CA and keeps their SVIDs minted until ctx ends.
+// It recovers by itself when the CA is unreachable and comes back.
+func (c *Cache) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); c.runSync(ctx) }()
+	go func() { defer wg.Done(); c.runMint(ctx) }()
+	wg.Wait()
+	return nil
+}
+
+// Synced reports whether the first sync from the CA has been applied.
+func (c *Cache) Synced() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.synced
+}
+
+// Revision is the last store revision applied.
+func (c *Cache) Revision() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.revision
+}
+
+// Bundle is our trust domain's current bundle, or nil.
+func (c *Cache) Bundle() *spiffebundle.Bundle {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bundles[c.cfg.TrustDomain]
+}
+
+// Stats counts entries and the SVIDs held for them.
+func (c *Cache) Stats() (entries, svids int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, e := range c.entries {
+		if e.svid != nil {
+			svids++
+		}
+	}
+	return len(c.entries), svids
+}
+
+func (c *Cache) poke() {
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (c *Cache) svidCountLocked() {
+	n := 0
+	for _, e := range c.entries {
+		if e.svid != nil {
+			n++
+		}
+	}
+	c.cfg.Metrics.svids.Set(float64(n))
+}
+
+func sortedIDs(m map[string]*entry) []string {
+	ids := make([]string, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	return ids
+}
+

@@ -1,0 +1,108 @@
+package cache
+
+import (
+	"sort"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sigilhq/sigil/agent/workloadapi"
+	"github.com/sigilhq/sigil/internal/selector"
+)
+
+// subscription is one workload's view; ch holds at most the latest Update.
+type subscription struct {
+	c    *Cache
+	sels selector.Set
+	ch   chan workloadapi.Update
+}
+
+// Subscribe implements workloadapi.Source: the current Update is waiting on
+// the channel at once; later ones follow every change the workload can see.
+func (c *Cache) Subscribe(sels selector.Set) workloadapi.Subscription {
+	s := &subscription{c: c, sels: sels, ch: make(chan workloadapi.Update, 1)}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.subs[s] = struct{}{}
+	s.deliver(c.updateLocked(sels))
+	return s
+}
+
+func (s *subscription) Updates() <-chan workloadapi.Update { return s.ch }
+
+func (s *subscription) Close() {
+	s.c.mu.Lock()
+	defer s.c.mu.Unlock()
+	delete(s.c.subs, s)
+}
+
+// deliver replaces a stale, unread Update with u. Callers hold the cache
+// lock, so deliveries never race each other and the send cannot block.
+func (s *subscription) deliver(u workloadapi.Update) {
+	select {
+	case s.ch <- u:
+		return
+	default:
+	}
+	select {
+	case <-s.ch:
+	default:
+	}
+	s.ch <- u
+}
+
+// changes collects what an edit touched, to find the subscribers that can
+// see it.
+type changes struct {
+	all     bool // bundles changed: everyone
+	entries []*entry
+}
+
+func (ch *changes) add(e *entry) { ch.entries = append(ch.entries, e) }
+
+func (ch *changes) empty() bool { return !ch.all && len(ch.entries) == 0 }
+
+func (ch *changes) affects(sels selector.Set) bool {
+	if ch.all {
+		return true
+	}
+	for _, e := range ch.entries {
+		if sels.Superset(e.sels) {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Cache) notifyLocked(ch changes) {
+	if ch.empty() {
+		return
+	}
+	for s := range c.subs {
+		if ch.affects(s.sels) {
+			s.deliver(c.updateLocked(s.sels))
+			c.cfg.Metrics.updates.Inc()
+		}
+	}
+}
+
+// updateLocked builds what a workload with sels may see now.
+func (c *Cache) updateLocked(sels selector.Set) workloadapi.Update {
+	u := workloadapi.Update{Bundle: c.bundles[c.cfg.TrustDomain]}
+	for id, e := range c.entries {
+		if e.svid == nil || !sels.Superset(e.sels) {
+			continue
+		}
+		u.Identities = append(u.Identities, workloadapi.Identity{EntryID: id, SVID: e.svid})
+		for _, td := range e.feds {
+			if b, ok := c.bundles[td]; ok && td != c.cfg.TrustDomain {
+				if u.FederatedBundles == nil {
+					u.FederatedBundles = map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
+				}
+				u.FederatedBundles[td] = b
+			}
+		}
+	}
+	sort.Slice(u.Identities, func(i, j int) bool { return u.Identities[i].EntryID < u.Identities[j].EntryID })
+	return u
+}

@@ -1,0 +1,254 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/internal/selector"
+)
+
+// runSync keeps a Sync stream open, reopening it with capped exponential
+// backoff; a stream that delivered something resets the backoff.
+func (c *Cache) runSync(ctx context.Context) {
+	attempt := 0
+	for {
+		progressed, err := c.syncOnce(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if progressed {
+			attempt = 0
+		}
+		c.cfg.Metrics.reconnects.Inc()
+		if code := status.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
+			c.cfg.Logger.Warn("the CA refused the agent's sync stream", "error", err)
+			if c.cfg.OnDenied != nil {
+				c.cfg.OnDenied(err)
+			}
+		} else {
+			c.cfg.Logger.Warn("sync stream to the CA ended; serving cached SVIDs", "error", err, "attempt", attempt)
+		}
+		d := Backoff(attempt, c.cfg.RetryMin, c.cfg.RetryMax, c.cfg.Rand())
+		attempt++
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+}
+
+// syncOnce opens one Sync stream from the last applied revision and applies
+// what it delivers until it ends.
+func (c *Cache) syncOnce(ctx context.Context) (progressed bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.cfg.Client.Sync(ctx, &nodev1.SyncRequest{Revision: c.Revision()})
+	if err != nil {
+		return false, fmt.Errorf("open sync stream: %w", err)
+	}
+	for {
+		resp, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return progressed, errors.New("sync stream closed by the CA")
+		}
+		if err != nil {
+			return progressed, fmt.Errorf("sync: %w", err)
+		}
+		if err := c.Apply(resp); err != nil {
+			// A response we cannot apply must not be half-applied or
+			// skipped: start over from our last good revision.
+			return progressed, err
+		}
+		progressed = true
+	}
+}
+
+// Apply applies one SyncResponse: entries created, updated or deleted (or
+// the whole set replaced), bundles, and tainted or revoked CA keys. Either
+// all of it applies or none does. Subscribers that can see a difference get
+// a new Update.
+func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
+	parsed := make(map[string]*entry, len(resp.GetEntries()))
+	for _, pb := range resp.GetEntries() {
+		e, err := parseEntry(pb)
+		if err != nil {
+			return err
+		}
+		parsed[pb.GetId()] = e
+	}
+	var bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
+	if len(resp.GetBundles()) > 0 {
+		bundles = make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(resp.GetBundles()))
+		for _, pb := range resp.GetBundles() {
+			b, err := BundleFromProto(pb)
+			if err != nil {
+				return err
+			}
+			bundles[b.TrustDomain()] = b
+		}
+		if _, ok := bundles[c.cfg.TrustDomain]; !ok {
+			return fmt.Errorf("sync: bundles without our trust domain %s", c.cfg.TrustDomain)
+		}
+	}
+
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var ch changes
+	if resp.GetFull() {
+		for id, old := range c.entries {
+			if _, keep := parsed[id]; !keep {
+				delete(c.entries, id)
+				ch.add(old)
+			}
+		}
+	}
+	for _, id := range resp.GetDeletedEntryIds() {
+		if old, ok := c.entries[id]; ok {
+			delete(c.entries, id)
+			ch.add(old)
+		}
+	}
+	needMint := false
+	for id, e := range parsed {
+		old, ok := c.entries[id]
+		if !ok {
+			c.entries[id] = e
+			ch.add(e)
+			needMint = true
+			continue
+		}
+		if proto.Equal(old.pb, e.pb) {
+			continue
+		}
+		ch.add(old)
+		ch.add(e)
+		e.gen = old.gen + 1
+		if old.id == e.id {
+			e.svid, e.caKeyID, e.jitter, e.rotateAt = old.svid, old.caKeyID, old.jitter, old.rotateAt
+			if !slices.Equal(old.pb.GetDnsNames(), e.pb.GetDnsNames()) || !proto.Equal(old.pb.GetX509Ttl(), e.pb.GetX509Ttl()) {
+				e.stale = true
+			}
+		}
+		if e.svid == nil || e.stale {
+			needMint = true
+		}
+		c.entries[id] = e
+	}
+	if bundles != nil {
+		ch.all = ch.all || !sameBundles(c.bundles, bundles)
+		c.bundles = bundles
+	}
+	if resp.GetFull() || len(resp.GetTaintedX509KeyIds()) > 0 || len(resp.GetRevokedX509KeyIds()) > 0 {
+		bad := map[string]bool{}
+		for _, id := range resp.GetTaintedX509KeyIds() {
+			bad[id] = true
+		}
+		for _, id := range resp.GetRevokedX509KeyIds() {
+			bad[id] = true
+		}
+		revoked := map[string]bool{}
+		for _, id := range resp.GetRevokedX509KeyIds() {
+			revoked[id] = true
+		}
+		for _, e := range c.entries {
+			if e.svid == nil {
+				continue
+			}
+			if revoked[e.caKeyID] {
+				// Nobody trusts a revoked key's SVIDs: stop handing them out.
+				e.svid = nil
+				ch.add(e)
+			}
+			if bad[e.caKeyID] {
+				needMint = true
+			}
+		}
+		c.bad = bad
+	}
+	if resp.GetRevision() > c.revision || resp.GetFull() {
+		c.revision = resp.GetRevision()
+	}
+	c.synced = true
+	c.svidCountLocked()
+	c.notifyLocked(ch)
+	if needMint {
+		c.poke()
+	}
+	return nil
+}
+
+func parseEntry(pb *adminv1.Entry) (*entry, error) {
+	if pb.GetId() == "" {
+		return nil, errors.New("sync: entry without an id")
+	}
+	id, err := spiffeid.FromString(pb.GetSpiffeId())
+	if err != nil {
+		return nil, fmt.Errorf("sync: entry %s: spiffe id: %w", pb.GetId(), err)
+	}
+	sels, err := selector.ParseAll(pb.GetSelectors())
+	if err != nil {
+		return nil, fmt.Errorf("sync: entry %s: %w", pb.GetId(), err)
+	}
+	e := &entry{pb: pb, id: id, sels: sels}
+	for _, f := range pb.GetFederatesWith() {
+		td, err := spiffeid.TrustDomainFromString(f)
+		if err != nil {
+			return nil, fmt.Errorf("sync: entry %s: federates_with %q: %w", pb.GetId(), f, err)
+		}
+		e.feds = append(e.feds, td)
+	}
+	return e, nil
+}
+
+// BundleFromProto converts a node API bundle into go-spiffe's type.
+func BundleFromProto(pb *adminv1.Bundle) (*spiffebundle.Bundle, error) {
+	td, err := spiffeid.TrustDomainFromString(pb.GetTrustDomain())
+	if err != nil {
+		return nil, fmt.Errorf("bundle trust domain %q: %w", pb.GetTrustDomain(), err)
+	}
+	b := spiffebundle.New(td)
+	for _, der := range pb.GetX509Authorities() {
+		cert, err := parseCert(der)
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: x509 authority: %w", td, err)
+		}
+		b.AddX509Authority(cert)
+	}
+	for _, a := range pb.GetJwtAuthorities() {
+		pub, err := parsePKIX(a.GetPublicKey())
+		if err != nil {
+			return nil, fmt.Errorf("bundle %s: jwt authority %s: %w", td, a.GetKeyId(), err)
+		}
+		if err := b.AddJWTAuthority(a.GetKeyId(), pub); err != nil {
+			return nil, fmt.Errorf("bundle %s: %w", td, err)
+		}
+	}
+	b.SetSequenceNumber(pb.GetSequence())
+	if d := pb.GetRefreshHint().AsDuration(); d > 0 {
+		b.SetRefreshHint(d)
+	}
+	return b, nil
+}
+
+func sameBundles(a, b map[spiffeid.TrustDomain]*spiffebundle.Bundle) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for td, x := range a {
+		y, ok := b[td]
+		if !ok || !x.Equal(y) {
+			return false
+		}
+	}
+	return true
+}
