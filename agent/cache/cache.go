@@ -18,9 +18,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 
+	"github.com/sigilhq/sigil/agent/workloadapi"
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -216,4 +216,3 @@ func sortedIDs(m map[string]*entry) []string {
 	slices.Sort(ids)
 	return ids
 }
-

@@ -16,9 +16,9 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/sigilhq/sigil/agent/workloadapi"
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
 )

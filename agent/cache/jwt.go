@@ -9,8 +9,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/agent/workloadapi"
+	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
