@@ -47,3 +47,14 @@ func TestParseConfigDefaults(t *testing.T) {
 		t.Fatalf("defaults not applied: %+v", rc)
 	}
 }
+
+func FuzzParseConfig(f *testing.F) {
+	f.Add("policy:\n  dir: p\n")
+	f.Add("listen: unix:///x\npolicy:\n  bundle_url: http://x/b.tar.gz\n  poll_interval: 5s\nshadow:\n  dir: s\ndecision_log:\n  file: d\n  mask_headers: [a]\n")
+	f.Fuzz(func(t *testing.T, s string) {
+		rc, err := authz.ParseConfig(strings.NewReader(s))
+		if err == nil && rc.DecisionPath == "" {
+			t.Fatal("accepted config without a decision path")
+		}
+	})
+}

@@ -4,15 +4,20 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/sigilhq/sigil/authz/engine"
+	"github.com/sigilhq/sigil/authz/input"
+	"github.com/sigilhq/sigil/authz/policysrc"
 	"github.com/sigilhq/sigil/authz/policytool"
+	"github.com/sigilhq/sigil/authz/replay"
 )
 
 func newPolicyCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "policy", Short: "Test, evaluate and replay policies"}
-	cmd.AddCommand(newPolicyTestCmd(), newPolicyEvalCmd())
+	cmd.AddCommand(newPolicyTestCmd(), newPolicyEvalCmd(), newPolicyReplayCmd())
 	return cmd
 }
 
@@ -69,5 +74,43 @@ func newPolicyEvalCmd() *cobra.Command {
 	cmd.Flags().StringVar(&inputPath, "input", "", "CheckRequest in protojson")
 	cmd.Flags().StringVar(&policyDir, "policy", "", "policy directory")
 	cmd.Flags().StringVar(&path, "path", "", "decision path (default data.envoy.authz.allow)")
+	return cmd
+}
+
+func newPolicyReplayCmd() *cobra.Command {
+	var logPath, policyDir, path string
+	var skipBody bool
+	cmd := &cobra.Command{
+		Use:   "replay --log decisions.log --policy DIR",
+		Short: "Report what a candidate policy would decide differently over a recorded decision log",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if logPath == "" || policyDir == "" {
+				return errors.New("policy replay: --log and --policy are required")
+			}
+			p, err := policysrc.Dir{Path: policyDir}.Load(cmd.Context())
+			if err != nil {
+				return err
+			}
+			prep, err := engine.Prepare(cmd.Context(), p, path)
+			if err != nil {
+				return err
+			}
+			f, err := os.Open(logPath)
+			if err != nil {
+				return fmt.Errorf("policy replay: %w", err)
+			}
+			defer f.Close()
+			rep, err := replay.Run(cmd.Context(), f, prep, input.Options{SkipBody: skipBody})
+			if err != nil {
+				return err
+			}
+			return rep.Write(cmd.OutOrStdout())
+		},
+	}
+	cmd.Flags().StringVar(&logPath, "log", "", "decision log (JSON lines) to replay")
+	cmd.Flags().StringVar(&policyDir, "policy", "", "candidate policy directory")
+	cmd.Flags().StringVar(&path, "path", "", "decision path (default data.envoy.authz.allow)")
+	cmd.Flags().BoolVar(&skipBody, "skip-request-body-parse", false, "do not parse request bodies")
 	return cmd
 }
