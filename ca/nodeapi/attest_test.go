@@ -115,7 +115,7 @@ type stolen struct {
 	answer agentattest.Attestor
 }
 
-func (s stolen) Params() *nodev1.AttestParams            { return s.params }
+func (s stolen) Params() *nodev1.AttestParams        { return s.params }
 func (s stolen) Answer(nonce []byte) ([]byte, error) { return s.answer.Answer(nonce) }
 
 func TestAttestX509PoPUntrustedRoot(t *testing.T) {
@@ -287,4 +287,3 @@ func TestWorkloadSVIDIsNotAnAgent(t *testing.T) {
 	_, err = e.dial(t, svid).RenewAgent(e.ctx, &nodev1.RenewAgentRequest{Csr: csr(t, newKey(t))})
 	wantCode(t, err, codes.PermissionDenied, "is not an agent ID")
 }
-
