@@ -714,3 +714,5 @@ func BenchmarkFetchX509SVID(b *testing.B) {
 	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
+
+var _ workloadapi.Attestor = (*unix.Attestor)(nil)
