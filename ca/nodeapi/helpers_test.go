@@ -352,3 +352,29 @@ func wantCode(t testing.TB, err error, c codes.Code, parts ...string) {
 		}
 	}
 }
+
+// counter returns a counter of the node API's registry by name and label
+// values (in label-name order).
+func counter(t testing.TB, e *env, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			var vals []string
+			for _, lp := range m.GetLabel() {
+				vals = append(vals, lp.GetValue())
+			}
+			if strings.Join(vals, ",") == strings.Join(labels, ",") {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no metric %s%v", name, labels)
+	return 0
+}
