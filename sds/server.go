@@ -1,0 +1,184 @@
+package sds
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+
+	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/sigilhq/sigil/internal/selector"
+)
+
+// Default resource names.
+const (
+	DefaultSVIDName    = "default"
+	DefaultRootCAName  = "ROOTCA"
+	DefaultAllBundles  = "ALL"
+	MaxResourceNames   = 1024 // per stream or fetch; more is InvalidArgument
+	maxResourceNameLen = 2048
+)
+
+// Config configures a Server. Source and Attestor are required.
+type Config struct {
+	Source   Source
+	Attestor Attestor
+	// DefaultSVIDName serves the caller's SVID with the smallest entry ID
+	// (default "default").
+	DefaultSVIDName string
+	// RootCAName serves the caller's own trust domain bundle as a
+	// validation context (default "ROOTCA").
+	RootCAName string
+	// AllBundlesName serves a validation context whose SPIFFE certificate
+	// validator holds every trust domain's bundle (default "ALL").
+	AllBundlesName string
+	// Logger defaults to a logger that discards.
+	Logger *slog.Logger
+	// Metrics, if set, registers the server's collectors.
+	Metrics prometheus.Registerer
+}
+
+// Server implements envoy.service.secret.v3.SecretDiscoveryService.
+type Server struct {
+	secretv3.UnimplementedSecretDiscoveryServiceServer
+
+	source   Source
+	attestor Attestor
+	names    names
+	log      *slog.Logger
+	m        metrics
+	streamID atomic.Uint64
+}
+
+type metrics struct {
+	streams   *prometheus.GaugeVec   // mode
+	pushes    *prometheus.CounterVec // mode
+	nacks     *prometheus.CounterVec // mode
+	stale     *prometheus.CounterVec // mode
+	refused   prometheus.Counter
+	badNames  prometheus.Counter
+	fetches   *prometheus.CounterVec // result
+	updatesIn prometheus.Counter
+}
+
+// New checks cfg and builds a Server. It starts nothing.
+func New(cfg Config) (*Server, error) {
+	if cfg.Source == nil {
+		return nil, errors.New("sds config: source is required")
+	}
+	if cfg.Attestor == nil {
+		return nil, errors.New("sds config: attestor is required")
+	}
+	n := names{defaultSVID: cfg.DefaultSVIDName, rootCA: cfg.RootCAName, all: cfg.AllBundlesName}
+	if n.defaultSVID == "" {
+		n.defaultSVID = DefaultSVIDName
+	}
+	if n.rootCA == "" {
+		n.rootCA = DefaultRootCAName
+	}
+	if n.all == "" {
+		n.all = DefaultAllBundles
+	}
+	for field, v := range map[string]string{"default svid name": n.defaultSVID, "root ca name": n.rootCA, "all bundles name": n.all} {
+		if strings.HasPrefix(v, "spiffe://") {
+			return nil, fmt.Errorf("sds config: %s %q must not start with spiffe:// (those names are SPIFFE IDs)", field, v)
+		}
+	}
+	if n.defaultSVID == n.rootCA || n.defaultSVID == n.all || n.rootCA == n.all {
+		return nil, fmt.Errorf("sds config: resource names %q, %q and %q must differ", n.defaultSVID, n.rootCA, n.all)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{source: cfg.Source, attestor: cfg.Attestor, names: n, log: log, m: newMetrics()}
+	if cfg.Metrics != nil {
+		for _, c := range s.m.collectors() {
+			if err := cfg.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("sds config: register metrics: %w", err)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Register adds the service to a gRPC server.
+func (s *Server) Register(g *grpc.Server) {
+	secretv3.RegisterSecretDiscoveryServiceServer(g, s)
+}
+
+func newMetrics() metrics {
+	return metrics{
+		streams: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sigil_sds_streams", Help: "Open SDS streams by mode (sotw, delta).",
+		}, []string{"mode"}),
+		pushes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_sds_pushes_total", Help: "SDS responses sent, by mode (sotw, delta, fetch).",
+		}, []string{"mode"}),
+		nacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_sds_nacks_total", Help: "SDS responses the client rejected (NACK), by mode.",
+		}, []string{"mode"}),
+		stale: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_sds_stale_requests_total", Help: "SDS requests ignored for a stale response nonce, by mode.",
+		}, []string{"mode"}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sigil_sds_attestation_failures_total", Help: "SDS callers refused because they could not be attested.",
+		}),
+		badNames: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sigil_sds_bad_resource_names_total", Help: "Requested SDS resource names that can never be served.",
+		}),
+		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_sds_fetches_total", Help: "FetchSecrets calls by result (ok, not_found, error).",
+		}, []string{"result"}),
+		updatesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sigil_sds_source_updates_total", Help: "Updates received from the source across all streams.",
+		}),
+	}
+}
+
+func (m metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.streams, m.pushes, m.nacks, m.stale, m.refused, m.badNames, m.fetches, m.updatesIn}
+}
+
+// attest resolves the caller's selectors; a failure is PermissionDenied
+// (the reason is logged, not sent).
+func (s *Server) attest(ctx context.Context, log *slog.Logger) (selector.Set, error) {
+	sels, err := s.attestor.Attest(ctx)
+	if err != nil {
+		s.m.refused.Inc()
+		log.Warn("sds caller refused: attestation failed", "error", err)
+		return nil, status.Error(codes.PermissionDenied, "sds: caller could not be attested")
+	}
+	return selector.NewSet(sels...), nil
+}
+
+// checkNames bounds what a caller may ask for.
+func checkNames(lists ...[]string) error {
+	total := 0
+	for _, l := range lists {
+		total += len(l)
+		for _, n := range l {
+			if len(n) > maxResourceNameLen {
+				return status.Errorf(codes.InvalidArgument, "sds: resource name longer than %d bytes", maxResourceNameLen)
+			}
+		}
+	}
+	if total > MaxResourceNames {
+		return status.Errorf(codes.InvalidArgument, "sds: more than %d resource names", MaxResourceNames)
+	}
+	return nil
+}
+
+func checkTypeURL(u string) error {
+	if u != "" && u != SecretTypeURL {
+		return status.Errorf(codes.InvalidArgument, "sds: type_url %q is not %s", truncate(u), SecretTypeURL)
+	}
+	return nil
+}
