@@ -59,7 +59,8 @@ type Config struct {
 // Server is the ext_authz v3 Authorization service.
 type Server struct {
 	authv3.UnimplementedAuthorizationServer
-	cfg Config
+	cfg   Config
+	input *input.Builder
 }
 
 // New checks cfg and fills defaults.
@@ -76,7 +77,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.NewID == nil {
 		cfg.NewID = randomID
 	}
-	return &Server{cfg: cfg}, nil
+	return &Server{cfg: cfg, input: input.NewBuilder(cfg.Input)}, nil
 }
 
 func randomID() string {
@@ -91,7 +92,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := s.cfg.Now()
 	id := s.cfg.NewID()
 	var d engine.Decision
-	in, err := input.Build(req, s.cfg.Input)
+	in, err := s.input.Build(req)
 	if err != nil {
 		d = engine.Deny(engine.ReasonBadRequest, err.Error(), "")
 		d.HTTPStatus, d.Body = 400, "bad request"

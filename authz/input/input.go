@@ -44,6 +44,12 @@ var (
 	keyTruncatedBody = ast.StringTerm("truncated_body")
 	keySourcePrinc   = ast.StringTerm("source_principal")
 	keySigil         = ast.StringTerm("sigil")
+	keySource        = ast.StringTerm("source")
+	keyDestination   = ast.StringTerm("destination")
+	keyID            = ast.StringTerm("id")
+	keyTrustDomain   = ast.StringTerm("trust_domain")
+	keyPath          = ast.StringTerm("path")
+	keySegments      = ast.StringTerm("segments")
 )
 
 // versionValue is what opa-envoy-plugin puts in input.version for v3.
@@ -54,16 +60,85 @@ func versionValue() *ast.Term {
 	)
 }
 
-// Build returns the OPA input for req. It walks the message once and builds
-// ast values directly (no JSON round trip), mirroring opa-envoy-plugin
-// v1.10: field names are the proto JSON names, unset fields are absent,
-// integers and enums are numbers, bytes are base64 strings, well-known
-// message types other than Struct are objects of their fields.
+// commonHeaders are header names whose key terms a Builder shares.
+func commonHeaders() []string {
+	return []string{
+		":authority", ":method", ":path", ":scheme", "accept", "accept-encoding", "authorization",
+		"content-length", "content-type", "cookie", "te", "user-agent", "x-forwarded-for",
+		"x-forwarded-proto", "x-request-id", "x-envoy-expected-rq-timeout-ms", "grpc-timeout",
+	}
+}
+
+// Builder builds inputs. It shares the immutable terms every input has in
+// common (field names, input.version, common header names), so it is safe
+// for concurrent use and cheaper than Build per request.
+type Builder struct {
+	opts    Options
+	fields  map[protoreflect.FieldDescriptor]*ast.Term
+	headers map[string]*ast.Term
+	version *ast.Term
+	// http is set when HttpRequest is converted without reflection.
+	http         *httpKeys
+	rawBodyField protoreflect.FieldDescriptor
+	// reflectOnly disables the fast path (tests compare both).
+	reflectOnly bool
+}
+
+// NewBuilder prepares a Builder for CheckRequests.
+func NewBuilder(opts Options) *Builder {
+	b := &Builder{
+		opts:    opts,
+		fields:  map[protoreflect.FieldDescriptor]*ast.Term{},
+		headers: map[string]*ast.Term{},
+		version: versionValue(),
+	}
+	seen := map[protoreflect.FullName]bool{}
+	var walk func(md protoreflect.MessageDescriptor)
+	walk = func(md protoreflect.MessageDescriptor) {
+		if seen[md.FullName()] {
+			return
+		}
+		seen[md.FullName()] = true
+		fields := md.Fields()
+		for i := range fields.Len() {
+			fd := fields.Get(i)
+			b.fields[fd] = ast.StringTerm(fd.JSONName())
+			if fd.IsMap() {
+				fd = fd.MapValue()
+			}
+			if m := fd.Message(); m != nil {
+				walk(m)
+			}
+		}
+	}
+	walk((&authv3.CheckRequest{}).ProtoReflect().Descriptor())
+	for _, h := range commonHeaders() {
+		b.headers[h] = ast.StringTerm(h)
+	}
+	if fastHTTPRequest() {
+		b.http = newHTTPKeys()
+		b.rawBodyField = (&authv3.AttributeContext_HttpRequest{}).ProtoReflect().Descriptor().Fields().ByJSONName("rawBody")
+	}
+	return b
+}
+
+// Build returns the OPA input for req; see Builder.Build. Servers should
+// keep one Builder instead.
 func Build(req *authv3.CheckRequest, opts Options) (ast.Value, error) {
-	obj := messageObject(req.ProtoReflect(), 8)
+	return NewBuilder(opts).Build(req)
+}
+
+// Build returns the OPA input for req. It walks the message once and
+// builds ast values directly (no JSON round trip), mirroring
+// opa-envoy-plugin v1.10: field names are the proto JSON names, unset
+// fields are absent, integers and enums are numbers, bytes are base64
+// strings, well-known message types other than Struct are objects of their
+// fields.
+func (b *Builder) Build(req *authv3.CheckRequest) (ast.Value, error) {
+	obj := b.messageObject(req.ProtoReflect(), 8)
 
 	http := req.GetAttributes().GetRequest().GetHttp()
-	obj.Insert(keyVersion, versionValue())
+	obj.Insert(keyVersion, b.version)
 
 	path, query, err := parsePathAndQuery(http.GetPath())
 	if err != nil {
@@ -72,7 +147,7 @@ func Build(req *authv3.CheckRequest, opts Options) (ast.Value, error) {
 	obj.Insert(keyParsedPath, path)
 	obj.Insert(keyParsedQuery, query)
 
-	if !opts.SkipBody {
+	if !b.opts.SkipBody {
 		body, truncated, err := parseBody(http.GetHeaders(), http.GetBody(), http.GetRawBody())
 		if err != nil {
 			return nil, &Error{Field: "body", Err: err}
@@ -92,14 +167,14 @@ func Build(req *authv3.CheckRequest, opts Options) (ast.Value, error) {
 // sigilTerm is input.sigil: {"source": ID, "destination": ID} where each ID
 // is present only if the principal is a valid SPIFFE ID.
 func sigilTerm(src, dst string) *ast.Term {
-	o := ast.NewObject()
+	kvs := make([][2]*ast.Term, 0, 2)
 	if t := idTerm(src); t != nil {
-		o.Insert(ast.StringTerm("source"), t)
+		kvs = append(kvs, [2]*ast.Term{keySource, t})
 	}
 	if t := idTerm(dst); t != nil {
-		o.Insert(ast.StringTerm("destination"), t)
+		kvs = append(kvs, [2]*ast.Term{keyDestination, t})
 	}
-	return ast.NewTerm(o)
+	return ast.ObjectTerm(kvs...)
 }
 
 func idTerm(principal string) *ast.Term {
@@ -120,10 +195,10 @@ func idTerm(principal string) *ast.Term {
 		}
 	}
 	return ast.ObjectTerm(
-		[2]*ast.Term{ast.StringTerm("id"), ast.StringTerm(id.String())},
-		[2]*ast.Term{ast.StringTerm("trust_domain"), ast.StringTerm(id.TrustDomain().Name())},
-		[2]*ast.Term{ast.StringTerm("path"), ast.StringTerm(p)},
-		[2]*ast.Term{ast.StringTerm("segments"), ast.ArrayTerm(segs...)},
+		[2]*ast.Term{keyID, ast.StringTerm(id.String())},
+		[2]*ast.Term{keyTrustDomain, ast.StringTerm(id.TrustDomain().Name())},
+		[2]*ast.Term{keyPath, ast.StringTerm(p)},
+		[2]*ast.Term{keySegments, ast.ArrayTerm(segs...)},
 	)
 }
 
@@ -136,23 +211,37 @@ func SPIFFEID(principal string) string {
 	return id.String()
 }
 
-func messageObject(m protoreflect.Message, extra int) ast.Object {
+func (b *Builder) messageObject(m protoreflect.Message, extra int) ast.Object {
 	kvs := make([][2]*ast.Term, 0, 4+extra)
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		kvs = append(kvs, [2]*ast.Term{ast.StringTerm(fd.JSONName()), fieldTerm(fd, v)})
+		kvs = append(kvs, [2]*ast.Term{b.fieldKey(fd), b.fieldTerm(fd, v)})
 		return true
 	})
 	return ast.NewObject(kvs...)
 }
 
-func fieldTerm(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast.Term {
+func (b *Builder) fieldKey(fd protoreflect.FieldDescriptor) *ast.Term {
+	if t, ok := b.fields[fd]; ok {
+		return t
+	}
+	return ast.StringTerm(fd.JSONName())
+}
+
+func (b *Builder) mapKey(k string) *ast.Term {
+	if t, ok := b.headers[k]; ok {
+		return t
+	}
+	return ast.StringTerm(k)
+}
+
+func (b *Builder) fieldTerm(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast.Term {
 	switch {
 	case fd.IsMap():
 		mv := v.Map()
 		kvs := make([][2]*ast.Term, 0, mv.Len())
 		vd := fd.MapValue()
 		mv.Range(func(k protoreflect.MapKey, val protoreflect.Value) bool {
-			kvs = append(kvs, [2]*ast.Term{ast.StringTerm(k.String()), scalarOrMessage(vd, val)})
+			kvs = append(kvs, [2]*ast.Term{b.mapKey(k.String()), b.scalarOrMessage(vd, val)})
 			return true
 		})
 		return ast.ObjectTerm(kvs...)
@@ -160,18 +249,18 @@ func fieldTerm(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast.Term 
 		l := v.List()
 		ts := make([]*ast.Term, l.Len())
 		for i := range ts {
-			ts[i] = scalarOrMessage(fd, l.Get(i))
+			ts[i] = b.scalarOrMessage(fd, l.Get(i))
 		}
 		return ast.ArrayTerm(ts...)
 	default:
-		return scalarOrMessage(fd, v)
+		return b.scalarOrMessage(fd, v)
 	}
 }
 
-func scalarOrMessage(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast.Term {
+func (b *Builder) scalarOrMessage(fd protoreflect.FieldDescriptor, v protoreflect.Value) *ast.Term {
 	switch fd.Kind() {
 	case protoreflect.MessageKind, protoreflect.GroupKind:
-		return messageTerm(v.Message())
+		return b.messageTerm(v.Message())
 	case protoreflect.BoolKind:
 		return ast.InternedTerm(v.Bool())
 	case protoreflect.StringKind:
@@ -202,11 +291,14 @@ func floatTerm(f float64, bits int) *ast.Term {
 	return ast.NewTerm(ast.Number(strconv.FormatFloat(f, 'f', -1, bits)))
 }
 
-func messageTerm(m protoreflect.Message) *ast.Term {
+func (b *Builder) messageTerm(m protoreflect.Message) *ast.Term {
+	if h, ok := m.Interface().(*authv3.AttributeContext_HttpRequest); ok && b.http != nil && !b.reflectOnly {
+		return b.httpRequestObject(h)
+	}
 	if s, ok := m.Interface().(*structpb.Struct); ok {
 		return structTerm(s)
 	}
-	return ast.NewTerm(messageObject(m, 0))
+	return ast.NewTerm(b.messageObject(m, 0))
 }
 
 // structTerm converts a google.protobuf.Struct like Struct.AsMap followed

@@ -1,0 +1,85 @@
+package authz_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"github.com/sigilhq/sigil/authz"
+	"github.com/sigilhq/sigil/authz/engine"
+	"github.com/sigilhq/sigil/authz/input"
+	"github.com/sigilhq/sigil/authz/policysrc"
+)
+
+func benchSetup(b *testing.B) (*engine.Engine, map[string]*authv3.CheckRequest) {
+	b.Helper()
+	p, err := policysrc.Dir{Path: filepath.Join("testdata", "bench", "policy")}.Load(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := engine.New("")
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := eng.Load(context.Background(), p); err != nil {
+		b.Fatal(err)
+	}
+	reqs := map[string]*authv3.CheckRequest{}
+	for _, name := range []string{"allow", "deny"} {
+		raw, err := os.ReadFile(filepath.Join("testdata", "bench", name+".json"))
+		if err != nil {
+			b.Fatal(err)
+		}
+		var req authv3.CheckRequest
+		if err := protojson.Unmarshal(raw, &req); err != nil {
+			b.Fatal(err)
+		}
+		reqs[name] = &req
+	}
+	return eng, reqs
+}
+
+// BenchmarkDecide is input build + evaluation on the 50-rule policy.
+func BenchmarkDecide(b *testing.B) {
+	eng, reqs := benchSetup(b)
+	for _, name := range []string{"allow", "deny"} {
+		b.Run(name, func(b *testing.B) {
+			ctx := context.Background()
+			req := reqs[name]
+			builder := input.NewBuilder(input.Options{})
+			b.ReportAllocs()
+			for b.Loop() {
+				in, err := builder.Build(req)
+				if err != nil {
+					b.Fatal(err)
+				}
+				if d := eng.Decide(ctx, in); d.Allowed != (name == "allow") {
+					b.Fatalf("%s decided %+v", name, d)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCheck is the whole handler without the network: input, decision,
+// response, metrics; decision log off.
+func BenchmarkCheck(b *testing.B) {
+	eng, reqs := benchSetup(b)
+	srv, err := authz.New(authz.Config{Engine: eng})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		resp, err := srv.Check(ctx, reqs["allow"])
+		if err != nil || code.Code(resp.GetStatus().GetCode()) != code.Code_OK {
+			b.Fatal(resp, err)
+		}
+	}
+}
