@@ -204,8 +204,9 @@ func (s *Server) stillCurrent(ctx context.Context, c *caller) error {
 
 // initial builds the first response. From revision 0 it is the full set;
 // from a later revision it is the changes, unless something was deleted or
-// a node alias changed since (then which entries the agent lost cannot be
-// told from the changes alone, and the full set is sent instead).
+// a node alias changed since, or the revision is ahead of the store's (then
+// which entries the agent lost cannot be told from the changes alone, and
+// the full set is sent instead).
 func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1.SyncResponse, error) {
 	changes, err := s.cfg.Store.EntriesSince(ctx, st.revision)
 	if err != nil {
@@ -236,7 +237,9 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1
 		authorized[e.ID] = true
 		st.sent[e.ID] = true
 	}
-	full := st.revision == 0 || len(changes.Deleted) > 0 ||
+	// A revision ahead of the store's (a restored database) cannot be
+	// resumed from either.
+	full := st.revision == 0 || st.revision > changes.Revision || len(changes.Deleted) > 0 ||
 		slices.ContainsFunc(changes.Updated, func(e store.Entry) bool { return e.ParentID == s.caID })
 	if full {
 		resp.Full = true

@@ -214,6 +214,11 @@ func TestSyncResumesFromRevision(t *testing.T) {
 	if !r.GetFull() || !slices.Equal(entryIDs(r), []string{e1.ID}) {
 		t.Fatalf("after a deletion: full=%v entries=%v, want the full set [%s]", r.GetFull(), entryIDs(r), e1.ID)
 	}
+	// A revision from the future (a restored store) gets the full set too.
+	r = e.openSync(t, a, r.GetRevision()+100).waitFor(t, "the first response", func(*nodev1.SyncResponse) bool { return true })
+	if !r.GetFull() || !slices.Equal(entryIDs(r), []string{e1.ID}) {
+		t.Fatalf("from a future revision: full=%v entries=%v, want the full set [%s]", r.GetFull(), entryIDs(r), e1.ID)
+	}
 }
 
 func TestSyncEndsForBannedAgent(t *testing.T) {
