@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
@@ -30,9 +31,11 @@ import (
 // ID before the token is checked; the CA signs for the attested agent ID.
 func (s *Server) Attest(stream nodev1.Node_AttestServer) error {
 	ctx := stream.Context()
-	req, err := stream.Recv()
+	deadline := time.NewTimer(s.cfg.AttestTimeout)
+	defer deadline.Stop()
+	req, err := recvBefore(stream, deadline.C)
 	if err != nil {
-		return status.Error(codes.Canceled, "attest: no parameters received")
+		return s.attestFail(ctx, "", status.Code(err), "attest: no parameters received: "+status.Convert(err).Message())
 	}
 	p := req.GetParams()
 	if p == nil {
@@ -52,9 +55,9 @@ func (s *Server) Attest(stream nodev1.Node_AttestServer) error {
 		if err := stream.Send(&nodev1.AttestResponse{Step: &nodev1.AttestResponse_Challenge{Challenge: nonce}}); err != nil {
 			return nil, err
 		}
-		r, err := stream.Recv()
+		r, err := recvBefore(stream, deadline.C)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("%w: no challenge response: %v", nodeattest.ErrRefused, status.Convert(err).Message())
 		}
 		resp := r.GetChallengeResponse()
 		if resp == nil {
@@ -122,6 +125,29 @@ func (s *Server) Attest(stream nodev1.Node_AttestServer) error {
 		return err
 	}
 	return nil
+}
+
+// recvBefore receives the next message unless timeout fires first; then the
+// handler returns, which cancels the stream and ends the pending Recv.
+func recvBefore(stream nodev1.Node_AttestServer, timeout <-chan time.Time) (*nodev1.AttestRequest, error) {
+	type result struct {
+		req *nodev1.AttestRequest
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		req, err := stream.Recv()
+		ch <- result{req, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			return nil, status.Error(codes.Canceled, "the agent closed the stream")
+		}
+		return r.req, nil
+	case <-timeout:
+		return nil, status.Error(codes.DeadlineExceeded, "attestation took too long")
+	}
 }
 
 func (s *Server) attestFail(ctx context.Context, typ string, code codes.Code, msg string) error {

@@ -13,6 +13,7 @@ import (
 
 	agentattest "github.com/sigilhq/sigil/agent/nodeattest"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/ca/nodeapi"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
@@ -286,4 +287,33 @@ func TestWorkloadSVIDIsNotAnAgent(t *testing.T) {
 	}
 	_, err = e.dial(t, svid).RenewAgent(e.ctx, &nodev1.RenewAgentRequest{Csr: csr(t, newKey(t))})
 	wantCode(t, err, codes.PermissionDenied, "is not an agent ID")
+}
+
+func TestAttestSilentClientTimesOut(t *testing.T) {
+	e := newEnv(t, func(c *nodeapi.Config) { c.AttestTimeout = 300 * time.Millisecond })
+	node := e.nodeAttestor(t, "node-1", nil)
+	t.Run("no params", func(t *testing.T) {
+		stream, err := e.dial(t, nil).Attest(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = stream.Recv()
+		wantCode(t, err, codes.DeadlineExceeded, "took too long")
+	})
+	t.Run("no challenge response", func(t *testing.T) {
+		stream, err := e.dial(t, nil).Attest(e.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := node.Params()
+		p.Csr = csr(t, newKey(t))
+		if err := stream.Send(&nodev1.AttestRequest{Step: &nodev1.AttestRequest_Params{Params: p}}); err != nil {
+			t.Fatal(err)
+		}
+		if r, err := stream.Recv(); err != nil || len(r.GetChallenge()) < 32 {
+			t.Fatalf("want a challenge, got %v %v", r, err)
+		}
+		_, err = stream.Recv()
+		wantCode(t, err, codes.PermissionDenied, "no challenge response", "took too long")
+	})
 }

@@ -72,7 +72,7 @@ type env struct {
 // newEnv runs a real CA (in-memory keys, self-signed root) over a real
 // SQLite store, and the node API on 127.0.0.1 over TLS with the same
 // settings as ca/server, with Run watching for changes.
-func newEnv(t testing.TB) *env {
+func newEnv(t testing.TB, opts ...func(*nodeapi.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -108,7 +108,7 @@ func newEnv(t testing.TB) *env {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	srv, err := nodeapi.New(nodeapi.Config{
+	cfg := nodeapi.Config{
 		TrustDomain:  td,
 		Store:        st,
 		CA:           c,
@@ -117,7 +117,11 @@ func newEnv(t testing.TB) *env {
 		PollInterval: 50 * time.Millisecond,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Metrics:      reg,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	srv, err := nodeapi.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -52,6 +52,8 @@ const (
 	MaxAudiences = 16
 	// DefaultPollInterval is how often Run looks for changes to push.
 	DefaultPollInterval = 200 * time.Millisecond
+	// DefaultAttestTimeout bounds one Attest call, challenges included.
+	DefaultAttestTimeout = 30 * time.Second
 )
 
 // Config configures a Server. TrustDomain, Store and CA are required.
@@ -66,9 +68,12 @@ type Config struct {
 	// PollInterval is how often Run checks the store for changes; default
 	// DefaultPollInterval.
 	PollInterval time.Duration
-	Now          func() time.Time      // default time.Now
-	Logger       *slog.Logger          // default: discard
-	Metrics      prometheus.Registerer // optional
+	// AttestTimeout bounds an Attest call, so a silent client cannot hold
+	// it open; default DefaultAttestTimeout.
+	AttestTimeout time.Duration
+	Now           func() time.Time      // default time.Now
+	Logger        *slog.Logger          // default: discard
+	Metrics       prometheus.Registerer // optional
 }
 
 // Server implements nodev1.NodeServer.
@@ -103,6 +108,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.AttestTimeout <= 0 {
+		cfg.AttestTimeout = DefaultAttestTimeout
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
