@@ -3,13 +3,19 @@ package nodeapi_test
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"net"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
+	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	agentattest "github.com/sigilhq/sigil/agent/nodeattest"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
@@ -316,4 +322,54 @@ func TestAttestSilentClientTimesOut(t *testing.T) {
 		_, err = stream.Recv()
 		wantCode(t, err, codes.PermissionDenied, "no challenge response", "took too long")
 	})
+}
+
+func TestJoinTokenRace(t *testing.T) {
+	e := newEnv(t)
+	tok := e.token(t, time.Hour)
+	const n = 4
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			_, err := e.attest(t, agentattest.JoinToken{Token: tok})
+			errs <- err
+		}()
+	}
+	ok := 0
+	for range n {
+		if err := <-errs; err == nil {
+			ok++
+		} else {
+			wantCode(t, err, codes.PermissionDenied, "already used")
+		}
+	}
+	if ok != 1 {
+		t.Fatalf("%d attestations succeeded with one token, want 1", ok)
+	}
+}
+
+func TestOtherServicesLeftAlone(t *testing.T) {
+	e := newEnv(t)
+	// The interceptors only guard /sigil.node.v1.Node/: a health check on
+	// the same server needs no agent SVID.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(append(e.srv.ServerOptions(), grpc.Creds(credentials.NewTLS(serverTLS(e.ca))))...)
+	e.srv.Register(gs)
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(
+		tlsconfig.TLSClientConfig(x509bundle.FromX509Authorities(td, e.roots), tlsconfig.AuthorizeID(caID)))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if _, err := healthpb.NewHealthClient(conn).Check(e.ctx, &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatalf("health check: %v", err)
+	}
+	_, err = nodev1.NewNodeClient(conn).RenewAgent(e.ctx, &nodev1.RenewAgentRequest{})
+	wantCode(t, err, codes.Unauthenticated)
 }

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
 )
@@ -257,4 +258,39 @@ func TestSyncManyStreams(t *testing.T) {
 		w := e.entry(t, "spiffe://example.org/w"+string(rune('a'+i)), a.id)
 		streams[i].waitFor(t, "agent's new entry", hasEntry(w.ID))
 	}
+}
+
+func TestSyncPushesTaintedKeys(t *testing.T) {
+	e := newEnv(t)
+	a := e.joinAgent(t)
+	s := e.openSync(t, a, 0)
+	if first := s.waitFor(t, "the first response", func(*nodev1.SyncResponse) bool { return true }); len(first.GetTaintedX509KeyIds()) != 0 {
+		t.Fatalf("tainted keys before any taint: %v", first.GetTaintedX509KeyIds())
+	}
+	old := activeX509(t, e)
+	if _, err := e.ca.Prepare(e.ctx, ca.X509); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.ca.Activate(e.ctx, ca.X509); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.ca.Taint(e.ctx, ca.X509, old); err != nil {
+		t.Fatal(err)
+	}
+	s.waitFor(t, "the tainted key "+old, func(r *nodev1.SyncResponse) bool { return slices.Contains(r.GetTaintedX509KeyIds(), old) })
+}
+
+func activeX509(t *testing.T, e *env) string {
+	t.Helper()
+	st, err := e.ca.Status(e.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range st.Keys {
+		if k.Kind == ca.X509 && k.State == ca.Active {
+			return k.ID
+		}
+	}
+	t.Fatal("no active x509 key")
+	return ""
 }
