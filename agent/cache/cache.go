@@ -47,14 +47,10 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff after a failed call to the
 	// CA; defaults 500ms and 30s.
 	RetryMin, RetryMax time.Duration
-	// OnDenied is called when the CA refuses the agent itself (the sync
-	// stream ends with PermissionDenied or Unauthenticated): the agent may
-	// need to renew or attest again.
-	OnDenied func(error)
-	Now      func() time.Time // default time.Now
-	Rand     func() float64   // [0, 1); default math/rand/v2
-	Logger   *slog.Logger
-	Metrics  *Metrics
+	Now                func() time.Time // default time.Now
+	Rand               func() float64   // [0, 1); default math/rand/v2
+	Logger             *slog.Logger
+	Metrics            *Metrics
 }
 
 // Cache holds the agent's entries and their SVIDs.
@@ -159,6 +155,15 @@ func (c *Cache) Revision() int64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.revision
+}
+
+// Resync makes the next sync stream start from revision 0 (the full set):
+// after the agent attested again, perhaps as another agent ID, what it was
+// authorized for before says nothing.
+func (c *Cache) Resync() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.revision = 0
 }
 
 // Bundle is our trust domain's current bundle, or nil.

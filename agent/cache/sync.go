@@ -33,9 +33,6 @@ func (c *Cache) runSync(ctx context.Context) {
 		c.cfg.Metrics.reconnects.Inc()
 		if code := status.Code(err); code == codes.PermissionDenied || code == codes.Unauthenticated {
 			c.cfg.Logger.Warn("the CA refused the agent's sync stream", "error", err)
-			if c.cfg.OnDenied != nil {
-				c.cfg.OnDenied(err)
-			}
 		} else {
 			c.cfg.Logger.Warn("sync stream to the CA ended; serving cached SVIDs", "error", err, "attempt", attempt)
 		}

@@ -1,0 +1,327 @@
+package agent
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	randv2 "math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sigilhq/sigil/agent/cache"
+	"github.com/sigilhq/sigil/agent/nodeattest"
+	"github.com/sigilhq/sigil/agent/svidstore"
+	"github.com/sigilhq/sigil/agent/workloadapi"
+	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+)
+
+// ServeFunc serves the Workload API (and SDS) from src until ctx ends.
+type ServeFunc func(ctx context.Context, src workloadapi.Source) error
+
+// Config configures an Agent.
+type Config struct {
+	TrustDomain   spiffeid.TrustDomain
+	ServerAddress string // host:port of the CA's node API
+	DataDir       string // where the agent's identity is persisted
+	// BootstrapBundle holds the roots the agent trusts the CA by before it
+	// has a persisted bundle.
+	BootstrapBundle []*x509.Certificate
+	// Attestor proves the node; nil means the agent can only run on a
+	// persisted identity. A nodeattest.JoinToken is never presented twice.
+	Attestor nodeattest.Attestor
+	// NewWorkloadKey makes workload keys; default ECDSA P-256.
+	NewWorkloadKey func() (crypto.Signer, error)
+	// Serve, if set, serves the Workload API from the cache.
+	Serve ServeFunc
+	// HealthAddress, if set, serves /live, /ready and (with Gatherer)
+	// /metrics over HTTP.
+	HealthAddress string
+	Registerer    prometheus.Registerer
+	Gatherer      prometheus.Gatherer
+	// BatchSize bounds CSRs per signing call; default 100.
+	BatchSize int
+	// RetryMin and RetryMax bound the backoff towards the CA; defaults
+	// 500ms and 30s.
+	RetryMin, RetryMax time.Duration
+	Now                func() time.Time // default time.Now
+	Rand               func() float64   // [0, 1); default math/rand/v2
+	Logger             *slog.Logger
+}
+
+// Errors the operator must act on.
+var (
+	ErrNoAttestor = errors.New("the agent has no valid identity and no node attestor is configured: set join_token or x509pop")
+	ErrTokenUsed  = errors.New("the join token in the config was already used and a join token works once: create a new one with `sigil token create` and put it in join_token")
+	ErrNoBundle   = errors.New("no trust bundle to verify the CA by: set trust_bundle_file to the CA's root certificates (PEM)")
+)
+
+// Agent is one node agent.
+type Agent struct {
+	cfg     Config
+	caID    spiffeid.ID
+	conn    *swapConn
+	metrics *metrics
+	cache   *cache.Cache
+	denied  chan struct{}
+
+	mu sync.Mutex
+	id *svidstore.Identity
+}
+
+// New checks cfg and fills defaults. It starts nothing: call Run.
+func New(cfg Config) (*Agent, error) {
+	if cfg.TrustDomain.IsZero() {
+		return nil, errors.New("agent: trust domain is required")
+	}
+	if cfg.ServerAddress == "" {
+		return nil, errors.New("agent: server address is required")
+	}
+	if cfg.DataDir == "" {
+		return nil, errors.New("agent: data dir is required")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Rand == nil {
+		cfg.Rand = randv2.Float64
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RetryMin <= 0 {
+		cfg.RetryMin = 500 * time.Millisecond
+	}
+	if cfg.RetryMax < cfg.RetryMin {
+		cfg.RetryMax = max(30*time.Second, cfg.RetryMin)
+	}
+	caID, err := spiffeid.FromSegments(cfg.TrustDomain, "sigil", "ca")
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a := &Agent{cfg: cfg, caID: caID, metrics: newMetrics(cfg.Registerer), denied: make(chan struct{}, 1)}
+	a.conn = &swapConn{onDenied: a.poke}
+	c, err := cache.New(cache.Config{
+		TrustDomain: cfg.TrustDomain,
+		Client:      nodev1.NewNodeClient(a.conn),
+		NewKey:      cfg.NewWorkloadKey,
+		BatchSize:   cfg.BatchSize,
+		RetryMin:    cfg.RetryMin,
+		RetryMax:    cfg.RetryMax,
+		Now:         cfg.Now,
+		Rand:        cfg.Rand,
+		Logger:      cfg.Logger,
+		Metrics:     cache.NewMetrics(cfg.Registerer),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a.cache = c
+	return a, nil
+}
+
+// Cache is the agent's SVID cache: the workloadapi.Source to serve.
+func (a *Agent) Cache() *cache.Cache { return a.cache }
+
+// ID is the agent's SPIFFE ID once it has an identity.
+func (a *Agent) ID() (spiffeid.ID, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.id == nil {
+		return spiffeid.ID{}, false
+	}
+	return a.id.SVID.ID, true
+}
+
+// Ready reports whether the agent has an identity and has applied its first
+// sync from the CA.
+func (a *Agent) Ready() error {
+	if _, ok := a.ID(); !ok {
+		return errors.New("not attested yet")
+	}
+	if !a.cache.Synced() {
+		return errors.New("no entries synced from the CA yet")
+	}
+	return nil
+}
+
+func (a *Agent) poke() {
+	select {
+	case a.denied <- struct{}{}:
+	default:
+	}
+}
+
+// Run obtains the agent's identity (persisted, or by attesting), then
+// renews it, syncs and mints workload SVIDs, and serves them until ctx
+// ends. It returns early only on errors the operator must fix.
+func (a *Agent) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	if a.cfg.HealthAddress != "" {
+		if err := a.serveHealth(ctx, g); err != nil {
+			return err
+		}
+	}
+	if err := a.bootstrap(ctx); err != nil {
+		_ = g.Wait()
+		return err
+	}
+	defer a.conn.close()
+	g.Go(func() error { return a.cache.Run(ctx) })
+	g.Go(func() error { return a.runRenewal(ctx) })
+	if a.cfg.Serve != nil {
+		g.Go(func() error { return a.cfg.Serve(ctx, a.cache) })
+	}
+	err := g.Wait()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func (a *Agent) serveHealth(ctx context.Context, g *errgroup.Group) error {
+	lis, err := net.Listen("tcp", a.cfg.HealthAddress)
+	if err != nil {
+		return fmt.Errorf("health listener on %s: %w", a.cfg.HealthAddress, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
+		if err := a.Ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	if a.cfg.Gatherer != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{}))
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	g.Go(func() error {
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("health server: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+	a.cfg.Logger.Info("agent health listening", "address", lis.Addr().String())
+	return nil
+}
+
+// current is the agent's identity now.
+func (a *Agent) current() *svidstore.Identity {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.id
+}
+
+// GetX509SVID implements x509svid.Source for the mTLS connection to the CA.
+func (a *Agent) getX509SVID() (*x509svid.SVID, error) {
+	id := a.current()
+	if id == nil {
+		return nil, errors.New("agent has no svid yet")
+	}
+	return id.SVID, nil
+}
+
+// roots are the roots the CA's certificate must chain to: the bundle the
+// cache synced, else the persisted one, else the bootstrap bundle.
+func (a *Agent) roots() []*x509.Certificate {
+	if b := a.cache.Bundle(); b != nil && len(b.X509Authorities()) > 0 {
+		return b.X509Authorities()
+	}
+	if id := a.current(); id != nil && len(id.Bundle) > 0 {
+		return id.Bundle
+	}
+	return a.cfg.BootstrapBundle
+}
+
+// install makes id current, persists it, and moves node API calls to a
+// connection that presents it.
+func (a *Agent) install(id *svidstore.Identity) error {
+	if err := svidstore.Save(a.cfg.DataDir, id); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.id = id
+	a.mu.Unlock()
+	cc, err := a.dial(true)
+	if err != nil {
+		return err
+	}
+	a.conn.swap(cc)
+	return nil
+}
+
+// checkAgentSVID turns the CA's answer into an identity over key, checking
+// that it is an agent ID of our trust domain for our key.
+func (a *Agent) checkAgentSVID(res *nodev1.AgentSVID, key crypto.Signer) (*x509svid.SVID, []*x509.Certificate, error) {
+	if res == nil || len(res.GetCertChain()) == 0 {
+		return nil, nil, errors.New("the CA returned no agent svid")
+	}
+	var raw []byte
+	for _, der := range res.GetCertChain() {
+		raw = append(raw, der...)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	svid, err := x509svid.ParseRaw(raw, keyDER)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent svid from the CA: %w", err)
+	}
+	if !svid.ID.MemberOf(a.cfg.TrustDomain) || !strings.HasPrefix(svid.ID.Path(), "/sigil/agent/") {
+		return nil, nil, fmt.Errorf("agent svid from the CA is for %s, not an agent of %s", svid.ID, a.cfg.TrustDomain)
+	}
+	if res.GetSpiffeId() != "" && res.GetSpiffeId() != svid.ID.String() {
+		return nil, nil, fmt.Errorf("the CA says the agent is %s but its svid is for %s", res.GetSpiffeId(), svid.ID)
+	}
+	var roots []*x509.Certificate
+	if b := res.GetBundle(); b != nil {
+		sb, err := cache.BundleFromProto(b)
+		if err != nil {
+			return nil, nil, fmt.Errorf("bundle from the CA: %w", err)
+		}
+		if sb.TrustDomain() != a.cfg.TrustDomain {
+			return nil, nil, fmt.Errorf("the CA sent the bundle of %s, want %s", sb.TrustDomain(), a.cfg.TrustDomain)
+		}
+		roots = sb.X509Authorities()
+	}
+	if len(roots) == 0 {
+		roots = a.roots()
+	}
+	if _, _, err := x509svid.Verify(svid.Certificates, bundleSet(a.cfg.TrustDomain, roots)); err != nil {
+		return nil, nil, fmt.Errorf("agent svid from the CA does not chain to the bundle: %w", err)
+	}
+	return svid, roots, nil
+}
+
+func newAgentKey() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
+
+func agentCSR(key crypto.Signer) ([]byte, error) {
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	if err != nil {
+		return nil, fmt.Errorf("agent csr: %w", err)
+	}
+	return csr, nil
+}
