@@ -37,6 +37,7 @@ import (
 	"github.com/sigilhq/sigil/ca/keys"
 	"github.com/sigilhq/sigil/ca/nodeapi"
 	"github.com/sigilhq/sigil/ca/nodeattest"
+	"github.com/sigilhq/sigil/ca/server"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/sqlite"
 	"github.com/sigilhq/sigil/ca/upstream"
@@ -382,3 +383,10 @@ func counter(t testing.TB, e *env, name string, labels ...string) float64 {
 	t.Fatalf("no metric %s%v", name, labels)
 	return 0
 }
+
+// What cmd/sigil wires together must fit.
+var (
+	_ server.Registrar      = (*nodeapi.Server)(nil)
+	_ nodeapi.Store         = store.Store(nil)
+	_ nodeattest.TokenStore = store.Store(nil)
+)
