@@ -26,12 +26,12 @@ import (
 	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/svidstore"
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 )
 
-// ServeFunc serves the Workload API (and SDS) from src until ctx ends.
-type ServeFunc func(ctx context.Context, src workloadapi.Source) error
+// ServeFunc serves workloads (Workload API, SDS) from the cache until ctx
+// ends; ServeSocket makes one.
+type ServeFunc func(ctx context.Context, c *cache.Cache) error
 
 // Config configures an Agent.
 type Config struct {

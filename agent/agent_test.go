@@ -37,7 +37,7 @@ var td = spiffeid.RequireTrustDomainFromString("example.org")
 // Stop and Start take the node API away and bring it back on the same
 // address, as a CA process restart does.
 type testCA struct {
-	t     *testing.T
+	t     testing.TB
 	dir   string
 	addr  string
 	store *sqlite.Store
@@ -46,7 +46,7 @@ type testCA struct {
 	stop  func()
 }
 
-func newTestCA(t *testing.T, x509TTL time.Duration) *testCA {
+func newTestCA(t testing.TB, x509TTL time.Duration) *testCA {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -133,7 +133,7 @@ func (tc *testCA) Stop() {
 	}
 }
 
-func (tc *testCA) token(t *testing.T) string {
+func (tc *testCA) token(t testing.TB) string {
 	t.Helper()
 	tok := "tok" + strings.ReplaceAll(time.Now().Format("150405.000000000"), ".", "")
 	if err := tc.store.CreateJoinToken(context.Background(), "test", store.JoinToken{Token: tok, ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
@@ -142,7 +142,7 @@ func (tc *testCA) token(t *testing.T) string {
 	return tok
 }
 
-func (tc *testCA) entry(t *testing.T, parent, id string, sels ...string) store.Entry {
+func (tc *testCA) entry(t testing.TB, parent, id string, sels ...string) store.Entry {
 	t.Helper()
 	parsed, err := selector.ParseAll(sels)
 	if err != nil {
@@ -172,15 +172,23 @@ func (tc *testCA) attestations(t *testing.T) int {
 
 // runAgent runs an agent until the test ends or stop is called; errc
 // receives what Run returned.
-func runAgent(t *testing.T, tc *testCA, dataDir, token string) (a *agent.Agent, reg *prometheus.Registry, stop func(), errc <-chan error) {
+func runAgent(t testing.TB, tc *testCA, dataDir, token string, mods ...func(*agent.Config)) (a *agent.Agent, reg *prometheus.Registry, stop func(), errc <-chan error) {
 	t.Helper()
 	reg = prometheus.NewRegistry()
-	a, err := agent.New(agent.Config{
+	logger := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if _, bench := t.(*testing.B); bench {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	cfg := agent.Config{
 		TrustDomain: td, ServerAddress: tc.addr, DataDir: dataDir, BootstrapBundle: tc.roots,
 		Attestor: nodeattest.JoinToken{Token: token}, Registerer: reg,
 		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
-		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	})
+		Logger: logger,
+	}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	a, err := agent.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +221,7 @@ func runAgent(t *testing.T, tc *testCA, dataDir, token string) (a *agent.Agent, 
 	return a, reg, stop, ch
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))

@@ -1,0 +1,71 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/sigilhq/sigil/agent/cache"
+	"github.com/sigilhq/sigil/agent/workloadapi"
+)
+
+// SocketConfig says how to serve the agent's unix socket.
+type SocketConfig struct {
+	Path     string
+	Attestor workloadapi.Attestor // workload attestation from peer credentials
+	Metrics  workloadapi.Metrics  // optional
+	Logger   *slog.Logger
+	// Register adds further services (e.g. SDS) on the same socket.
+	Register []func(g *grpc.Server, c *cache.Cache) error
+}
+
+// ServeSocket returns a ServeFunc that serves the SPIFFE Workload API (and
+// any further services) from the cache on the unix socket at cfg.Path,
+// which every local user may connect to.
+func ServeSocket(cfg SocketConfig) ServeFunc {
+	return func(ctx context.Context, c *cache.Cache) error {
+		if cfg.Logger == nil {
+			cfg.Logger = slog.New(slog.DiscardHandler)
+		}
+		wl, err := workloadapi.New(workloadapi.Config{Source: c, Attestor: cfg.Attestor, Logger: cfg.Logger, Metrics: cfg.Metrics})
+		if err != nil {
+			return err
+		}
+		g := grpc.NewServer(workloadapi.ServerOptions()...)
+		wl.Register(g)
+		for _, reg := range cfg.Register {
+			if err := reg(g, c); err != nil {
+				return err
+			}
+		}
+		ln, err := workloadapi.Listen(cfg.Path)
+		if err != nil {
+			return err
+		}
+		cfg.Logger.Info("workload api listening", "path", cfg.Path)
+		done := make(chan error, 1)
+		go func() { done <- g.Serve(ln) }()
+		select {
+		case err := <-done:
+			return fmt.Errorf("workload api: %w", err)
+		case <-ctx.Done():
+		}
+		// Streams to workloads never end by themselves: give unary calls a
+		// moment, then close.
+		stopped := make(chan struct{})
+		go func() { g.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(time.Second):
+			g.Stop()
+		}
+		if err := <-done; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return fmt.Errorf("workload api: %w", err)
+		}
+		return nil
+	}
+}
