@@ -7,9 +7,9 @@ import (
 	"testing"
 	"time"
 
-	gsw "github.com/spiffe/go-spiffe/v2/workloadapi"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	gsw "github.com/spiffe/go-spiffe/v2/workloadapi"
 
 	"github.com/sigilhq/sigil/agent"
 	"github.com/sigilhq/sigil/agent/attest/unix"
