@@ -57,7 +57,7 @@ func (s *Server) fetch(ctx context.Context, req *discoveryv3.DiscoveryRequest, l
 		}
 		u = v
 	}
-	snap := newSnapshot(s.names, u)
+	snap := newSnapshot(s.names, u, s.certs)
 	var (
 		anys    = make([]*anypb.Any, 0, len(names))
 		pairs   = make([][2]string, 0, len(names))

@@ -7,13 +7,17 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
+	"sync"
+	"weak"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 )
@@ -44,6 +48,7 @@ type names struct {
 type snapshot struct {
 	names  names
 	update Update
+	certs  *certCache
 	cache  map[string]resolved
 }
 
@@ -52,8 +57,60 @@ type resolved struct {
 	err error     // set: never servable (bad name)
 }
 
-func newSnapshot(n names, u Update) *snapshot {
-	return &snapshot{names: n, update: u, cache: make(map[string]resolved)}
+func newSnapshot(n names, u Update, certs *certCache) *snapshot {
+	return &snapshot{names: n, update: u, certs: certs, cache: make(map[string]resolved)}
+}
+
+// certCache shares packed tls_certificate secrets between streams: after
+// a rotation, every stream of every caller holding the new SVID would
+// otherwise encode the same key and chain again. Entries are keyed by the
+// SVID's identity (sources hand out SVIDs that are not modified after
+// publication) through weak pointers, and are dropped when the SVID is
+// collected, so the cache holds no key longer than the source does.
+type certCache struct {
+	mu sync.Mutex
+	m  map[certKey]*resource
+}
+
+type certKey struct {
+	name string
+	svid weak.Pointer[x509svid.SVID]
+}
+
+func newCertCache() *certCache { return &certCache{m: make(map[certKey]*resource)} }
+
+func (c *certCache) get(name string, svid *x509svid.SVID, build func() (*resource, error)) (*resource, error) {
+	key := certKey{name: name, svid: weak.Make(svid)}
+	c.mu.Lock()
+	r, ok := c.m[key]
+	c.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	r, err := build()
+	if err != nil || r == nil {
+		return r, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if prev, ok := c.m[key]; ok {
+		return prev, nil
+	}
+	c.m[key] = r
+	runtime.AddCleanup(svid, c.drop, key)
+	return r, nil
+}
+
+func (c *certCache) drop(key certKey) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.m, key)
+}
+
+func (c *certCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }
 
 // resolve returns the resource for name, nil if it cannot be served now,
@@ -65,23 +122,19 @@ func (s *snapshot) resolve(name string) (*resource, error) {
 	if r, ok := s.cache[name]; ok {
 		return r.res, r.err
 	}
-	secret, err := s.build(name)
-	var res *resource
-	if err == nil && secret != nil {
-		res, err = pack(secret)
-	}
+	res, err := s.build(name)
 	s.cache[name] = resolved{res: res, err: err}
 	return res, err
 }
 
-func (s *snapshot) build(name string) (*tlsv3.Secret, error) {
+func (s *snapshot) build(name string) (*resource, error) {
 	switch name {
 	case s.names.defaultSVID:
 		return s.tlsCertificate(name, func(Identity) bool { return true })
 	case s.names.rootCA:
-		return validationContext(name, s.update.Bundle)
+		return pack(validationContext(name, s.update.Bundle))
 	case s.names.all:
-		return s.allBundles(name)
+		return pack(s.allBundles(name))
 	}
 	if !strings.HasPrefix(name, "spiffe://") {
 		return nil, fmt.Errorf("%w: %q is not %q, %q, %q, a SPIFFE ID or a trust domain ID", errBadName,
@@ -94,15 +147,15 @@ func (s *snapshot) build(name string) (*tlsv3.Secret, error) {
 	if id.Path() == "" {
 		td := id.TrustDomain()
 		if s.update.Bundle != nil && s.update.Bundle.TrustDomain() == td {
-			return validationContext(name, s.update.Bundle)
+			return pack(validationContext(name, s.update.Bundle))
 		}
-		return validationContext(name, s.update.FederatedBundles[td])
+		return pack(validationContext(name, s.update.FederatedBundles[td]))
 	}
 	return s.tlsCertificate(name, func(i Identity) bool { return i.SVID.ID == id })
 }
 
 // tlsCertificate serves the matching identity with the smallest entry ID.
-func (s *snapshot) tlsCertificate(name string, match func(Identity) bool) (*tlsv3.Secret, error) {
+func (s *snapshot) tlsCertificate(name string, match func(Identity) bool) (*resource, error) {
 	var best *Identity
 	for i := range s.update.Identities {
 		ident := &s.update.Identities[i]
@@ -116,19 +169,23 @@ func (s *snapshot) tlsCertificate(name string, match func(Identity) bool) (*tlsv
 	if best == nil {
 		return nil, nil
 	}
-	chain, key, err := best.SVID.Marshal()
+	return s.certs.get(name, best.SVID, func() (*resource, error) { return packSVID(name, best.SVID) })
+}
+
+func packSVID(name string, svid *x509svid.SVID) (*resource, error) {
+	chain, key, err := svid.Marshal()
 	if err != nil {
 		// Not the caller's fault, and not a bad name: the source handed
 		// out an SVID that cannot be encoded. Keep it pending.
 		return nil, nil
 	}
-	return &tlsv3.Secret{
+	return pack(&tlsv3.Secret{
 		Name: name,
 		Type: &tlsv3.Secret_TlsCertificate{TlsCertificate: &tlsv3.TlsCertificate{
 			CertificateChain: inline(chain),
 			PrivateKey:       inline(key),
 		}},
-	}, nil
+	}, nil)
 }
 
 func validationContext(name string, b *spiffebundle.Bundle) (*tlsv3.Secret, error) {
@@ -183,7 +240,12 @@ func (s *snapshot) allBundles(name string) (*tlsv3.Secret, error) {
 	}, nil
 }
 
-func pack(secret *tlsv3.Secret) (*resource, error) {
+// pack encodes a secret once; a nil secret (nothing to serve) or an error
+// passes through.
+func pack(secret *tlsv3.Secret, err error) (*resource, error) {
+	if err != nil || secret == nil {
+		return nil, err
+	}
 	a := &anypb.Any{}
 	if err := anypb.MarshalFrom(a, secret, proto.MarshalOptions{Deterministic: true}); err != nil {
 		return nil, fmt.Errorf("pack secret %q: %w", secret.Name, err)

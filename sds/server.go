@@ -54,6 +54,7 @@ type Server struct {
 	names    names
 	log      *slog.Logger
 	m        metrics
+	certs    *certCache
 	streamID atomic.Uint64
 }
 
@@ -98,7 +99,7 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{source: cfg.Source, attestor: cfg.Attestor, names: n, log: log, m: newMetrics()}
+	s := &Server{source: cfg.Source, attestor: cfg.Attestor, names: n, log: log, m: newMetrics(), certs: newCertCache()}
 	if cfg.Metrics != nil {
 		for _, c := range s.m.collectors() {
 			if err := cfg.Metrics.Register(c); err != nil {

@@ -137,7 +137,7 @@ func serve[Req any](ctx context.Context, s *Server, c *streamCore, recv func() (
 				return status.Error(codes.Unavailable, "sds: identity source closed")
 			}
 			s.m.updatesIn.Inc()
-			c.snap = newSnapshot(s.names, u)
+			c.snap = newSnapshot(s.names, u, s.certs)
 		}
 		if err := send(); err != nil {
 			return err

@@ -390,3 +390,6 @@ func (d *Delta) Nonce() string { return d.nonce }
 // SetVersion makes the client believe it holds version of name, for tests
 // of what a server does with initial_resource_versions on Reconnect.
 func (d *Delta) SetVersion(name, version string) { d.versions[name] = version }
+
+// SDS is the raw generated client, for tests that send what Envoy would not.
+func (c *Client) SDS() secretv3.SecretDiscoveryServiceClient { return c.sds }
