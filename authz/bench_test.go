@@ -2,12 +2,15 @@ package authz_test
 
 import (
 	"context"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/sigilhq/sigil/authz"
@@ -53,6 +56,7 @@ func BenchmarkDecide(b *testing.B) {
 			req := reqs[name]
 			builder := input.NewBuilder(input.Options{})
 			b.ReportAllocs()
+			defer cpuTimer(b)()
 			for b.Loop() {
 				in, err := builder.Build(req)
 				if err != nil {
@@ -76,10 +80,47 @@ func BenchmarkCheck(b *testing.B) {
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
+	defer cpuTimer(b)()
 	for b.Loop() {
 		resp, err := srv.Check(ctx, reqs["allow"])
 		if err != nil || code.Code(resp.GetStatus().GetCode()) != code.Code_OK {
 			b.Fatal(resp, err)
 		}
 	}
+}
+
+// BenchmarkCheckGRPC is Check over a loopback gRPC connection with
+// parallel callers; decision log off.
+func BenchmarkCheckGRPC(b *testing.B) {
+	eng, reqs := benchSetup(b)
+	srv, err := authz.New(authz.Config{Engine: eng})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	defer func() { cancel(); <-done }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	b.ReportAllocs()
+	defer cpuTimer(b)()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := client.Check(context.Background(), reqs["allow"])
+			if err != nil || code.Code(resp.GetStatus().GetCode()) != code.Code_OK {
+				b.Error(resp, err)
+				return
+			}
+		}
+	})
 }

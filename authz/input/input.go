@@ -2,6 +2,7 @@ package input
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -77,10 +78,7 @@ type Builder struct {
 	fields  map[protoreflect.FieldDescriptor]*ast.Term
 	headers map[string]*ast.Term
 	version *ast.Term
-	// http is set when HttpRequest is converted without reflection.
-	http         *httpKeys
-	rawBodyField protoreflect.FieldDescriptor
-	// reflectOnly disables the fast path (tests compare both).
+	// reflectOnly builds the eager reference form (tests compare both).
 	reflectOnly bool
 }
 
@@ -115,10 +113,6 @@ func NewBuilder(opts Options) *Builder {
 	for _, h := range commonHeaders() {
 		b.headers[h] = ast.StringTerm(h)
 	}
-	if fastHTTPRequest() {
-		b.http = newHTTPKeys()
-		b.rawBodyField = (&authv3.AttributeContext_HttpRequest{}).ProtoReflect().Descriptor().Fields().ByJSONName("rawBody")
-	}
 	return b
 }
 
@@ -128,40 +122,110 @@ func Build(req *authv3.CheckRequest, opts Options) (ast.Value, error) {
 	return NewBuilder(opts).Build(req)
 }
 
-// Build returns the OPA input for req. It walks the message once and
-// builds ast values directly (no JSON round trip), mirroring
-// opa-envoy-plugin v1.10: field names are the proto JSON names, unset
-// fields are absent, integers and enums are numbers, bytes are base64
-// strings, well-known message types other than Struct are objects of their
-// fields.
+// Build returns the OPA input for req without any JSON round trip, as
+// opa-envoy-plugin v1.10 would see it: field names are the proto JSON
+// names, unset fields are absent, integers and enums are numbers, bytes
+// are base64 strings, well-known types other than Struct are objects of
+// their fields. The request part is an ast.LazyObject over maps whose
+// leaves are already ast values: a policy pays only for the fields it
+// reads. Forced, it equals the eager reflective form (see the tests).
 func (b *Builder) Build(req *authv3.CheckRequest) (ast.Value, error) {
-	obj := b.messageObject(req.ProtoReflect(), 8)
+	if b.reflectOnly {
+		return b.buildEager(req)
+	}
+	top, ok := b.lazyMessage(req.ProtoReflect()).(map[string]any)
+	if !ok {
+		return nil, &Error{Field: "request", Err: errNotMessage}
+	}
+	if err := b.addParsed(req, true, func(k *ast.Term, v *ast.Term) { top[string(k.Value.(ast.String))] = v.Value }); err != nil {
+		return nil, err
+	}
+	return ast.LazyObject(top), nil
+}
 
+var errNotMessage = errors.New("not a message")
+
+// buildEager converts the whole request up front by reflection; it is the
+// reference the lazy form is checked against.
+func (b *Builder) buildEager(req *authv3.CheckRequest) (ast.Value, error) {
+	obj := b.messageObject(req.ProtoReflect(), 8)
+	if err := b.addParsed(req, false, obj.Insert); err != nil {
+		return nil, err
+	}
+	return obj, nil
+}
+
+// addParsed adds what opa-envoy-plugin derives from the request (version,
+// parsed_path, parsed_query, parsed_body, truncated_body,
+// source_principal) and input.sigil.
+func (b *Builder) addParsed(req *authv3.CheckRequest, lazy bool, insert func(k, v *ast.Term)) error {
 	http := req.GetAttributes().GetRequest().GetHttp()
-	obj.Insert(keyVersion, b.version)
+	insert(keyVersion, b.version)
 
 	path, query, err := parsePathAndQuery(http.GetPath())
 	if err != nil {
-		return nil, &Error{Field: "path", Err: err}
+		return &Error{Field: "path", Err: err}
 	}
-	obj.Insert(keyParsedPath, path)
-	obj.Insert(keyParsedQuery, query)
+	insert(keyParsedPath, path)
+	insert(keyParsedQuery, query)
 
 	if !b.opts.SkipBody {
 		body, truncated, err := parseBody(http.GetHeaders(), http.GetBody(), http.GetRawBody())
 		if err != nil {
-			return nil, &Error{Field: "body", Err: err}
+			return &Error{Field: "body", Err: err}
 		}
-		obj.Insert(keyParsedBody, body)
-		obj.Insert(keyTruncatedBody, ast.InternedTerm(truncated))
+		insert(keyParsedBody, body)
+		insert(keyTruncatedBody, ast.InternedTerm(truncated))
 	}
 
 	src := req.GetAttributes().GetSource().GetPrincipal()
 	if src != "" {
-		obj.Insert(keySourcePrinc, ast.StringTerm(src))
+		insert(keySourcePrinc, ast.StringTerm(src))
 	}
-	obj.Insert(keySigil, sigilTerm(src, req.GetAttributes().GetDestination().GetPrincipal()))
-	return obj, nil
+	dst := req.GetAttributes().GetDestination().GetPrincipal()
+	if lazy {
+		insert(keySigil, ast.NewTerm(ast.LazyObject(sigilMap(src, dst))))
+	} else {
+		insert(keySigil, sigilTerm(src, dst))
+	}
+	return nil
+}
+
+// sigilMap is input.sigil in lazy form.
+func sigilMap(src, dst string) map[string]any {
+	m := make(map[string]any, 2)
+	if v := idMap(src); v != nil {
+		m["source"] = v
+	}
+	if v := idMap(dst); v != nil {
+		m["destination"] = v
+	}
+	return m
+}
+
+func idMap(principal string) map[string]any {
+	if principal == "" {
+		return nil
+	}
+	id, err := spiffeid.FromString(principal)
+	if err != nil {
+		return nil
+	}
+	p := id.Path()
+	var segs []any
+	if p != "" {
+		parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
+		segs = make([]any, len(parts))
+		for i, s := range parts {
+			segs[i] = ast.String(s)
+		}
+	}
+	return map[string]any{
+		"id":           ast.String(id.String()),
+		"trust_domain": ast.String(id.TrustDomain().Name()),
+		"path":         ast.String(p),
+		"segments":     segs,
+	}
 }
 
 // sigilTerm is input.sigil: {"source": ID, "destination": ID} where each ID
@@ -292,9 +356,6 @@ func floatTerm(f float64, bits int) *ast.Term {
 }
 
 func (b *Builder) messageTerm(m protoreflect.Message) *ast.Term {
-	if h, ok := m.Interface().(*authv3.AttributeContext_HttpRequest); ok && b.http != nil && !b.reflectOnly {
-		return b.httpRequestObject(h)
-	}
 	if s, ok := m.Interface().(*structpb.Struct); ok {
 		return structTerm(s)
 	}

@@ -46,6 +46,7 @@ type Report struct {
 // Run replays every decision read from r with the candidate.
 func Run(ctx context.Context, r io.Reader, candidate *engine.Prepared, opts input.Options) (Report, error) {
 	rep := Report{Candidate: candidate.Revision()}
+	builder := input.NewBuilder(opts)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 0, 64*1024), 16*1024*1024)
 	for sc.Scan() {
@@ -68,7 +69,7 @@ func Run(ctx context.Context, r io.Reader, candidate *engine.Prepared, opts inpu
 			continue
 		}
 		var d engine.Decision
-		in, err := input.Build(&req, opts)
+		in, err := builder.Build(&req)
 		if err != nil {
 			d = engine.Deny(engine.ReasonBadRequest, err.Error(), candidate.Revision())
 		} else {
