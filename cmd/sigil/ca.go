@@ -16,6 +16,8 @@ import (
 	"github.com/sigilhq/sigil/ca/admin"
 	"github.com/sigilhq/sigil/ca/caconfig"
 	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/ca/nodeapi"
+	"github.com/sigilhq/sigil/ca/nodeattest"
 	"github.com/sigilhq/sigil/ca/server"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/postgres"
@@ -69,6 +71,7 @@ func newRegistry() *prometheus.Registry {
 type caStack struct {
 	CA      *ca.CA
 	Store   store.Store
+	node    *nodeapi.Server
 	server  *server.Server
 	closers []func() error
 }
@@ -155,9 +158,31 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 	if err != nil {
 		return nil, err
 	}
+	jt, err := nodeattest.NewJoinToken(cfg.TrustDomain, s.Store, nil)
+	if err != nil {
+		return nil, err
+	}
+	attestors := []nodeattest.Attestor{jt}
+	if f := cfg.NodeAttestation.X509PoPRootsFile; f != "" {
+		roots, err := nodeattest.LoadRoots(f)
+		if err != nil {
+			return nil, err
+		}
+		xp, err := nodeattest.NewX509PoP(nodeattest.X509PoPConfig{TrustDomain: cfg.TrustDomain, Roots: roots})
+		if err != nil {
+			return nil, err
+		}
+		attestors = append(attestors, xp)
+	}
+	if s.node, err = nodeapi.New(nodeapi.Config{
+		TrustDomain: cfg.TrustDomain, Store: s.Store, CA: authority, Attestors: attestors,
+		AgentSVIDTTL: cfg.NodeAttestation.AgentSVIDTTL, Logger: logger, Metrics: reg,
+	}); err != nil {
+		return nil, err
+	}
 	if s.server, err = server.New(server.Config{
 		AdminSocket: cfg.AdminSocket, ServerAddress: cfg.ServerAddress, HealthAddress: cfg.HealthAddress,
-		Services: []server.Registrar{adminSrv}, Identity: authority, Gatherer: reg, Logger: logger,
+		Services: []server.Registrar{adminSrv, s.node}, Identity: authority, Gatherer: reg, Logger: logger,
 	}); err != nil {
 		return nil, err
 	}
@@ -168,6 +193,7 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 func (s *caStack) Run(ctx context.Context) error {
 	g, ctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return s.CA.Run(ctx, 0) })
+	g.Go(func() error { return s.node.Run(ctx) })
 	g.Go(func() error { return s.server.Run(ctx) })
 	return g.Wait()
 }
