@@ -14,6 +14,7 @@ import (
 func newAgentCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "agent", Short: "Run the node agent and manage attested agents"}
 	cmd.AddCommand(newAgentListCmd(), newAgentEvictCmd(), newAgentBanCmd())
+	cmd.AddCommand(newAgentRunCmd())
 	return cmd
 }
 

@@ -24,6 +24,8 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd,
 		newAgentCmd,
 		newBundleCmd,
+		newSVIDCmd,
+		newJWTCmd,
 	} {
 		root.AddCommand(add())
 	}

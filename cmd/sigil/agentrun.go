@@ -1,0 +1,151 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+
+	"github.com/sigilhq/sigil/agent"
+	"github.com/sigilhq/sigil/agent/agentconfig"
+	"github.com/sigilhq/sigil/agent/attest/unix"
+	"github.com/sigilhq/sigil/agent/nodeattest"
+	"github.com/sigilhq/sigil/agent/workloadapi"
+)
+
+func newAgentRunCmd() *cobra.Command {
+	var configPath string
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run the node agent: attest, keep SVIDs fresh, serve the Workload API",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := agentconfig.Load(configPath)
+			if err != nil {
+				return err
+			}
+			logger := newLogger(cmd)
+			a, err := buildAgent(cmd.Context(), cfg, logger, newRegistry())
+			if err != nil {
+				return err
+			}
+			return a.Run(cmd.Context())
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "agent.yaml", "agent configuration file (YAML)")
+	return cmd
+}
+
+// buildAgent wires an agent from its configuration: the trust bundle file,
+// the node attestor, workload keys, the unix workload attestor and the
+// Workload API on the socket. mods adjust the result before it is built
+// (`sigil dev` sets BootstrapBundle from its in-process CA).
+func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, reg *prometheus.Registry, mods ...func(*agent.Config)) (*agent.Agent, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data dir: %w", err)
+	}
+	ac := agent.Config{
+		TrustDomain:   cfg.TrustDomain,
+		ServerAddress: cfg.ServerAddress,
+		DataDir:       cfg.DataDir,
+		HealthAddress: cfg.HealthAddress,
+		Registerer:    reg,
+		Gatherer:      reg,
+		Logger:        logger,
+	}
+	if cfg.TrustBundleFile != "" {
+		roots, err := readRoots(cfg.TrustBundleFile)
+		if err != nil {
+			return nil, err
+		}
+		ac.BootstrapBundle = roots
+	}
+	switch {
+	case cfg.JoinToken != "":
+		ac.Attestor = nodeattest.JoinToken{Token: cfg.JoinToken}
+	case cfg.X509PoP != nil:
+		x, err := nodeattest.LoadX509PoP(cfg.X509PoP.CertFile, cfg.X509PoP.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		ac.Attestor = x
+	}
+	newKey, err := workloadKeys(cfg.WorkloadKeyType)
+	if err != nil {
+		return nil, err
+	}
+	ac.NewWorkloadKey = newKey
+
+	att, err := unix.New(unix.Config{Logger: logger})
+	if err != nil {
+		return nil, err
+	}
+	wm, err := workloadapi.NewPrometheusMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.SocketPath), 0o755); err != nil {
+		return nil, fmt.Errorf("socket dir: %w", err)
+	}
+	if fi, err := os.Stat(filepath.Dir(cfg.SocketPath)); err == nil && fi.Mode().Perm()&0o001 == 0 {
+		logger.Warn("other users cannot reach the Workload API socket through its directory; workloads of other uids will fail to connect",
+			"socket", cfg.SocketPath, "dir_mode", fi.Mode().Perm().String())
+	}
+	ac.Serve = agent.ServeSocket(agent.SocketConfig{Path: cfg.SocketPath, Attestor: att, Metrics: wm, Logger: logger})
+	for _, m := range mods {
+		m(&ac)
+	}
+	return agent.New(ac)
+}
+
+// readRoots reads PEM CERTIFICATE blocks.
+func readRoots(path string) ([]*x509.Certificate, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("trust bundle: %w", err)
+	}
+	var roots []*x509.Certificate
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("trust bundle %s: unexpected PEM block %q", path, block.Type)
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("trust bundle %s: %w", path, err)
+		}
+		roots = append(roots, c)
+	}
+	if len(roots) == 0 {
+		return nil, fmt.Errorf("trust bundle %s: no PEM certificates", path)
+	}
+	return roots, nil
+}
+
+func workloadKeys(kt agentconfig.KeyType) (func() (crypto.Signer, error), error) {
+	switch kt {
+	case agentconfig.KeyECP256, "":
+		return func() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }, nil
+	case agentconfig.KeyECP384:
+		return func() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P384(), rand.Reader) }, nil
+	case agentconfig.KeyRSA2048:
+		return func() (crypto.Signer, error) { return rsa.GenerateKey(rand.Reader, 2048) }, nil
+	}
+	return nil, errors.New("unknown workload key type " + string(kt))
+}

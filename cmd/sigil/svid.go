@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+	gsw "github.com/spiffe/go-spiffe/v2/workloadapi"
+)
+
+// defaultSocket is where `sigil dev` serves the Workload API.
+func defaultSocket() string {
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".sigil", "dev", "agent.sock")
+}
+
+// workloadFlags are the flags of commands that talk to the Workload API.
+type workloadFlags struct {
+	socket  string
+	timeout time.Duration
+}
+
+func (f *workloadFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.socket, "socket", defaultSocket(), "Workload API socket of the agent")
+	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "give up after this long")
+}
+
+func (f *workloadFlags) client(ctx context.Context) (*gsw.Client, context.Context, context.CancelFunc, error) {
+	if f.socket == "" {
+		return nil, nil, nil, errors.New("--socket is empty")
+	}
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	c, err := gsw.New(ctx, gsw.WithAddr("unix://"+f.socket))
+	if err != nil {
+		cancel()
+		return nil, nil, nil, fmt.Errorf("workload api at %s: %w", f.socket, err)
+	}
+	return c, ctx, func() { c.Close(); cancel() }, nil
+}
+
+func newSVIDCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "svid", Short: "Fetch this process's X509-SVIDs from the agent"}
+	cmd.AddCommand(newSVIDFetchCmd())
+	return cmd
+}
+
+func newSVIDFetchCmd() *cobra.Command {
+	var wf workloadFlags
+	var write string
+	cmd := &cobra.Command{
+		Use:   "fetch",
+		Short: "Print the X509-SVIDs the agent gives this process, or write the first one to files",
+		Long: `Fetch X509-SVIDs over the SPIFFE Workload API. With --write DIR, the default
+SVID is written as DIR/svid.pem (certificate chain), DIR/svid.key (PKCS #8
+private key, mode 0600) and DIR/bundle.pem (the trust domain's roots).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, ctx, done, err := wf.client(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer done()
+			xc, err := c.FetchX509Context(ctx)
+			if err != nil {
+				return fmt.Errorf("fetch x509-svid: %w", err)
+			}
+			if len(xc.SVIDs) == 0 {
+				return errors.New("the agent gave no X509-SVID")
+			}
+			out := cmd.OutOrStdout()
+			tw := newTable(out)
+			fmt.Fprintln(tw, "SPIFFE ID\tEXPIRES\tHINT")
+			for _, s := range xc.SVIDs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\n", s.ID, s.Certificates[0].NotAfter.UTC().Format(time.RFC3339), orDash(s.Hint))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if write == "" {
+				return nil
+			}
+			svid := xc.DefaultSVID()
+			certs, key, err := svid.Marshal()
+			if err != nil {
+				return fmt.Errorf("encode svid: %w", err)
+			}
+			b, err := xc.Bundles.GetX509BundleForTrustDomain(svid.ID.TrustDomain())
+			if err != nil {
+				return fmt.Errorf("bundle: %w", err)
+			}
+			var roots []byte
+			for _, r := range b.X509Authorities() {
+				roots = append(roots, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})...)
+			}
+			if err := os.MkdirAll(write, 0o700); err != nil {
+				return fmt.Errorf("--write dir: %w", err)
+			}
+			for _, f := range []struct {
+				name string
+				data []byte
+				mode os.FileMode
+			}{{"svid.key", key, 0o600}, {"svid.pem", certs, 0o644}, {"bundle.pem", roots, 0o644}} {
+				if err := writeFileAtomic(filepath.Join(write, f.name), f.data, f.mode); err != nil {
+					return err
+				}
+			}
+			fmt.Fprintf(out, "wrote %s: svid.pem, svid.key, bundle.pem\n", write)
+			return nil
+		},
+	}
+	wf.add(cmd)
+	cmd.Flags().StringVar(&write, "write", "", "write svid.pem, svid.key and bundle.pem into this directory")
+	return cmd
+}
+
+// writeFileAtomic writes through a temporary file renamed into place, so a
+// reader never sees half a key or a certificate without its key.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
