@@ -31,7 +31,8 @@ type Decider interface {
 	Decide(ctx context.Context, in ast.Value) engine.Decision
 }
 
-// Recorder receives decisions for the decision log; it must not block.
+// Recorder receives decisions for the decision log; it must not block. It
+// takes ownership of req (Check does not touch req afterwards).
 type Recorder interface {
 	Record(e decisionlog.Entry, req *authv3.CheckRequest)
 }

@@ -13,7 +13,6 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 )
 
 // Sink receives batches of complete lines (without newlines).
@@ -90,8 +89,9 @@ func New(cfg Config) (*Logger, error) {
 	return &Logger{cfg: cfg, ch: make(chan record, cfg.Buffer), masked: m}, nil
 }
 
-// Record queues a decision. req may be nil; it is read later and must not
-// be modified after the call.
+// Record queues a decision. req may be nil. The Logger takes ownership of
+// req: it masks secret headers in place when it writes the line, so the
+// caller must not use req after the call.
 func (l *Logger) Record(e Entry, req *authv3.CheckRequest) {
 	select {
 	case l.ch <- record{e: e, req: req}:
@@ -197,21 +197,18 @@ func (l *Logger) Run(ctx context.Context) error {
 	}
 }
 
-// maskedRequest renders req as protojson with masked headers.
+// maskedRequest masks secret headers in req, which the Logger owns (see
+// Record), and renders it as protojson.
 func (l *Logger) maskedRequest(req *authv3.CheckRequest) json.RawMessage {
 	h := req.GetAttributes().GetRequest().GetHttp()
-	if l.needsMask(h.GetHeaders(), h.GetHeaderMap().GetHeaders()) {
-		req = proto.Clone(req).(*authv3.CheckRequest)
-		h = req.GetAttributes().GetRequest().GetHttp()
-		for k := range h.GetHeaders() {
-			if _, ok := l.masked[strings.ToLower(k)]; ok {
-				h.Headers[k] = Mask
-			}
+	for k := range h.GetHeaders() {
+		if _, ok := l.masked[strings.ToLower(k)]; ok {
+			h.Headers[k] = Mask
 		}
-		for _, hv := range h.GetHeaderMap().GetHeaders() {
-			if _, ok := l.masked[strings.ToLower(hv.GetKey())]; ok {
-				maskHeaderValue(hv)
-			}
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		if _, ok := l.masked[strings.ToLower(hv.GetKey())]; ok {
+			maskHeaderValue(hv)
 		}
 	}
 	b, err := protojson.Marshal(req)
@@ -228,18 +225,4 @@ func maskHeaderValue(hv *corev3.HeaderValue) {
 	if len(hv.RawValue) > 0 {
 		hv.RawValue = []byte(Mask)
 	}
-}
-
-func (l *Logger) needsMask(headers map[string]string, list []*corev3.HeaderValue) bool {
-	for k := range headers {
-		if _, ok := l.masked[strings.ToLower(k)]; ok {
-			return true
-		}
-	}
-	for _, hv := range list {
-		if _, ok := l.masked[strings.ToLower(hv.GetKey())]; ok {
-			return true
-		}
-	}
-	return false
 }
