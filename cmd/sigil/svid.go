@@ -34,8 +34,12 @@ func (f *workloadFlags) client(ctx context.Context) (*gsw.Client, context.Contex
 	if f.socket == "" {
 		return nil, nil, nil, errors.New("--socket is empty")
 	}
+	path, err := filepath.Abs(f.socket)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("--socket: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
-	c, err := gsw.New(ctx, gsw.WithAddr("unix://"+f.socket))
+	c, err := gsw.New(ctx, gsw.WithAddr("unix://"+path))
 	if err != nil {
 		cancel()
 		return nil, nil, nil, fmt.Errorf("workload api at %s: %w", f.socket, err)
