@@ -56,11 +56,17 @@ func newAuthzCmd() *cobra.Command {
 
 // devAuthz prepares authz for `sigil dev`: listen on 127.0.0.1:9191, policies from dir/policies (seeded from the embedded policies/examples on first start), decision log at dir/decisions.log.
 func devAuthz(dir string, logger *slog.Logger) (run func(ctx context.Context) error, err error) {
+	return devAuthzAt(dir, authz.DefaultListen, logger)
+}
+
+// devAuthzAt is devAuthz on another address (tests).
+func devAuthzAt(dir, listen string, logger *slog.Logger) (func(ctx context.Context) error, error) {
 	pdir := filepath.Join(dir, "policies")
 	if err := seedPolicies(pdir); err != nil {
 		return nil, err
 	}
 	rc, err := authz.FileConfig{
+		Listen:      listen,
 		Policy:      &authz.FilePolicySource{Dir: pdir},
 		DecisionLog: &authz.FileDecisionLog{File: filepath.Join(dir, "decisions.log"), MaxBytes: 64 << 20},
 	}.Validate()
