@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -241,6 +242,12 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 // for a unix socket.
 func Listen(addr string) (net.Listener, error) {
 	if p, ok := unixPath(addr); ok {
+		// A socket left by a previous run would make Listen fail.
+		if st, err := os.Lstat(p); err == nil && st.Mode()&os.ModeSocket != 0 {
+			if err := os.Remove(p); err != nil {
+				return nil, fmt.Errorf("remove stale socket: %w", err)
+			}
+		}
 		return net.Listen("unix", p)
 	}
 	return net.Listen("tcp", addr)
