@@ -13,22 +13,25 @@ import (
 // Entry is one decision. Seq, Prev and the line's own hash are filled in by
 // the Logger when the entry is chained.
 type Entry struct {
-	DecisionID  string          `json:"decision_id"`
-	Time        time.Time       `json:"time"`
-	Source      string          `json:"source,omitempty"`
-	Destination string          `json:"destination,omitempty"`
-	Method      string          `json:"method,omitempty"`
-	Path        string          `json:"path,omitempty"`
-	Result      string          `json:"result"`
-	Reason      string          `json:"reason"`
-	Detail      string          `json:"detail,omitempty"`
-	Revision    string          `json:"revision,omitempty"`
-	LatencyNS   int64           `json:"latency_ns"`
-	DryRun      bool            `json:"dry_run,omitempty"`
-	Shadow      *Shadow         `json:"shadow,omitempty"`
-	Request     json.RawMessage `json:"request,omitempty"`
-	Seq         uint64          `json:"seq"`
-	Prev        string          `json:"prev"`
+	DecisionID  string    `json:"decision_id"`
+	Time        time.Time `json:"time"`
+	Source      string    `json:"source,omitempty"`
+	Destination string    `json:"destination,omitempty"`
+	Method      string    `json:"method,omitempty"`
+	Path        string    `json:"path,omitempty"`
+	Result      string    `json:"result"`
+	Reason      string    `json:"reason"`
+	Detail      string    `json:"detail,omitempty"`
+	Revision    string    `json:"revision,omitempty"`
+	LatencyNS   int64     `json:"latency_ns"`
+	DryRun      bool      `json:"dry_run,omitempty"`
+	Shadow      *Shadow   `json:"shadow,omitempty"`
+	// Request is the CheckRequest in protobuf wire form (base64 in JSON),
+	// secret headers masked; replay decodes it. Binary because protojson
+	// would cost a decision-log writer four times as much.
+	Request []byte `json:"request_pb,omitempty"`
+	Seq     uint64 `json:"seq"`
+	Prev    string `json:"prev"`
 }
 
 // Shadow is what the shadow policy decided for the same request.

@@ -12,7 +12,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 // Sink receives batches of complete lines (without newlines).
@@ -198,8 +198,8 @@ func (l *Logger) Run(ctx context.Context) error {
 }
 
 // maskedRequest masks secret headers in req, which the Logger owns (see
-// Record), and renders it as protojson.
-func (l *Logger) maskedRequest(req *authv3.CheckRequest) json.RawMessage {
+// Record), and encodes it.
+func (l *Logger) maskedRequest(req *authv3.CheckRequest) []byte {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	for k := range h.GetHeaders() {
 		if _, ok := l.masked[strings.ToLower(k)]; ok {
@@ -211,11 +211,23 @@ func (l *Logger) maskedRequest(req *authv3.CheckRequest) json.RawMessage {
 			maskHeaderValue(hv)
 		}
 	}
-	b, err := protojson.Marshal(req)
+	b, err := proto.Marshal(req)
 	if err != nil {
 		return nil
 	}
 	return b
+}
+
+// DecodeRequest returns the CheckRequest an entry carries, or nil.
+func (e Entry) DecodeRequest() (*authv3.CheckRequest, error) {
+	if len(e.Request) == 0 {
+		return nil, nil
+	}
+	var req authv3.CheckRequest
+	if err := proto.Unmarshal(e.Request, &req); err != nil {
+		return nil, fmt.Errorf("decode logged request: %w", err)
+	}
+	return &req, nil
 }
 
 func maskHeaderValue(hv *corev3.HeaderValue) {

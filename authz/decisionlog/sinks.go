@@ -14,6 +14,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
 )
 
 // WriterSink writes lines to w (e.g. os.Stdout).
@@ -225,9 +227,13 @@ func (s *HTTPSink) Write(ctx context.Context, lines [][]byte) error {
 		if err := json.Unmarshal(l, &e); err != nil {
 			return err
 		}
+		var input json.RawMessage
+		if req, err := e.DecodeRequest(); err == nil && req != nil {
+			input, _ = protojson.Marshal(req)
+		}
 		events = append(events, opaEvent{
 			Labels: s.labels, DecisionID: e.DecisionID, Revision: e.Revision, Path: s.path,
-			Input: e.Request, Result: e.Result == ResultAllow, Timestamp: e.Time,
+			Input: input, Result: e.Result == ResultAllow, Timestamp: e.Time,
 			Metrics: map[string]int64{"timer_server_handler_ns": e.LatencyNS},
 			Sigil:   json.RawMessage(l),
 		})

@@ -8,9 +8,6 @@ import (
 	"sort"
 	"strings"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/sigilhq/sigil/authz/decisionlog"
 	"github.com/sigilhq/sigil/authz/engine"
 	"github.com/sigilhq/sigil/authz/input"
@@ -59,17 +56,13 @@ func Run(ctx context.Context, r io.Reader, candidate *engine.Prepared, opts inpu
 			rep.Invalid++
 			continue
 		}
-		if len(e.Request) == 0 {
-			rep.NotReplayable++
-			continue
-		}
-		var req authv3.CheckRequest
-		if err := protojson.Unmarshal(e.Request, &req); err != nil {
+		req, err := e.DecodeRequest()
+		if err != nil || req == nil {
 			rep.NotReplayable++
 			continue
 		}
 		var d engine.Decision
-		in, err := builder.Build(&req)
+		in, err := builder.Build(req)
 		if err != nil {
 			d = engine.Deny(engine.ReasonBadRequest, err.Error(), candidate.Revision())
 		} else {
