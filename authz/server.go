@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"strconv"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -53,7 +55,8 @@ type Config struct {
 	Metrics *Metrics
 	Input   input.Options
 	Logger  *slog.Logger
-	// Now and NewID default to time.Now and 16 random bytes in hex.
+	// Now defaults to time.Now; NewID to a random per-server prefix and a
+	// counter (unique, cheap; decision IDs need not be unpredictable).
 	Now   func() time.Time
 	NewID func() string
 }
@@ -77,15 +80,15 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.NewID == nil {
-		cfg.NewID = randomID
+		var prefix [8]byte
+		if _, err := rand.Read(prefix[:]); err != nil {
+			return nil, fmt.Errorf("decision id prefix: %w", err)
+		}
+		p := hex.EncodeToString(prefix[:]) + "-"
+		var n atomic.Uint64
+		cfg.NewID = func() string { return p + strconv.FormatUint(n.Add(1), 10) }
 	}
 	return &Server{cfg: cfg, input: input.NewBuilder(cfg.Input)}, nil
-}
-
-func randomID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }
 
 // Check implements authv3.AuthorizationServer. It never returns an error:

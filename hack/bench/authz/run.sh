@@ -6,6 +6,9 @@
 #   2. saturation at concurrency $CONC for $DURATION: decisions/s
 # Sigil is measured twice: decision log off (like the plugin's default) and
 # on (file sink, masked request logged).
+# Server CPU per decision (user+system ticks of the server process during
+# the saturation run, from /proc) is the figure least distorted when client
+# and servers share the cores.
 # Needs opa-envoy-plugin and ghz (hack/setup/40-opa-envoy-plugin.sh,
 # hack/setup/41-ghz.sh). Figures are reported, never asserted.
 set -euo pipefail
@@ -43,15 +46,22 @@ wait_ready() { # addr
 	return 1
 }
 
-measure() { # name addr
-	local name=$1 addr=$2
+cpu_ticks() { # pid: user+system clock ticks of the server process
+	awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+measure() { # name addr pid
+	local name=$1 addr=$2 pid=$3
 	wait_ready "$addr"
 	ghz --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
 		-D "$REQ" -c "$CONC" -z 3s "$addr" >/dev/null # warm up
 	ghz --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
 		-D "$REQ" --rps "$RATE" -c 16 -z "$DURATION" --format json "$addr" >"$WORK/$name-rate.json"
+	local t0
+	t0=$(cpu_ticks "$pid")
 	ghz --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
 		-D "$REQ" -c "$CONC" -z "$DURATION" --format json "$addr" >"$WORK/$name-sat.json"
+	echo $(($(cpu_ticks "$pid") - t0)) >"$WORK/$name-ticks"
 }
 
 start_sigil() { # name with_log
@@ -68,7 +78,7 @@ start_sigil() { # name with_log
 	} >"$WORK/$name.yaml"
 	"$WORK/sigil" authz run --config "$WORK/$name.yaml" 2>"$WORK/$name.err" &
 	PIDS+=($!)
-	measure "$name" 127.0.0.1:19191
+	measure "$name" 127.0.0.1:19191 "${PIDS[-1]}"
 	kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 }
 
@@ -79,22 +89,24 @@ opa-envoy-plugin run --server --addr=127.0.0.1:18181 --diagnostic-addr=127.0.0.1
 	--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:19192 \
 	--set=plugins.envoy_ext_authz_grpc.path=envoy/authz/allow "$POLICY" 2>"$WORK/plugin.err" &
 PIDS+=($!)
-measure plugin 127.0.0.1:19192
+measure plugin 127.0.0.1:19192 "${PIDS[-1]}"
 kill "${PIDS[-1]}"
 
-python3 - "$WORK" "$RATE" "$CONC" <<'PY'
+python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-work, rate, conc = sys.argv[1], sys.argv[2], sys.argv[3]
+work, rate, conc, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 def pct(lat, p):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * p))] / 1e6
-print(f"{'server':<26}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}   {'sat. decisions/s':>17}{'errors':>8}")
+print(f"{'server':<26}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}   {'sat. decisions/s':>17}{'errors':>8}{'server CPU us/decision':>24}")
 for name, label in [("sigil", "sigil (no decision log)"), ("sigil-log", "sigil (decision log on)"), ("plugin", "opa-envoy-plugin 1.10.0")]:
     r = json.load(open(f"{work}/{name}-rate.json"))
     s = json.load(open(f"{work}/{name}-sat.json"))
     lat = [d["latency"] for d in r.get("details", []) if not d.get("error")]
     errs = sum(v for k, v in r["statusCodeDistribution"].items() if k != "OK")
     serrs = sum(v for k, v in s["statusCodeDistribution"].items() if k != "OK")
-    print(f"{label:<26}{pct(lat,.5):>9.3f}{pct(lat,.99):>9.3f}{pct(lat,.999):>10.3f}{errs:>8}   {s['rps']:>17.0f}{serrs:>8}")
+    ticks = int(open(f"{work}/{name}-ticks").read())
+    cpu_us = ticks / hz * 1e6 / max(1, s["count"])
+    print(f"{label:<26}{pct(lat,.5):>9.3f}{pct(lat,.99):>9.3f}{pct(lat,.999):>10.3f}{errs:>8}   {s['rps']:>17.0f}{serrs:>8}{cpu_us:>24.1f}")
 print(f"(fixed rate {rate} rps, ghz -c 16; saturation ghz -c {conc}; client and server share the machine)")
 PY
