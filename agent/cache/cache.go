@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/x509"
 	"errors"
 	"log/slog"
 	randv2 "math/rand/v2"
@@ -65,6 +66,8 @@ type Cache struct {
 	revision int64
 	synced   bool
 	subs     map[*subscription]struct{}
+	nsvids   int                          // entries holding an SVID
+	interned map[string]*x509.Certificate // CA certificates by DER
 
 	jwtMu sync.Mutex
 	jwts  map[string]cachedJWT
@@ -118,13 +121,14 @@ func New(cfg Config) (*Cache, error) {
 		cfg.Metrics = NewMetrics(nil)
 	}
 	c := &Cache{
-		cfg:     cfg,
-		wake:    make(chan struct{}, 1),
-		entries: map[string]*entry{},
-		bundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{},
-		bad:     map[string]bool{},
-		subs:    map[*subscription]struct{}{},
-		jwts:    map[string]cachedJWT{},
+		cfg:      cfg,
+		wake:     make(chan struct{}, 1),
+		entries:  map[string]*entry{},
+		bundles:  map[spiffeid.TrustDomain]*spiffebundle.Bundle{},
+		bad:      map[string]bool{},
+		subs:     map[*subscription]struct{}{},
+		interned: map[string]*x509.Certificate{},
+		jwts:     map[string]cachedJWT{},
 	}
 	if cfg.Bundle != nil {
 		c.bundles[cfg.Bundle.TrustDomain()] = cfg.Bundle
@@ -177,12 +181,7 @@ func (c *Cache) Bundle() *spiffebundle.Bundle {
 func (c *Cache) Stats() (entries, svids int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, e := range c.entries {
-		if e.svid != nil {
-			svids++
-		}
-	}
-	return len(c.entries), svids
+	return len(c.entries), c.nsvids
 }
 
 func (c *Cache) poke() {
@@ -201,16 +200,6 @@ func sleep(ctx context.Context, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-func (c *Cache) svidCountLocked() {
-	n := 0
-	for _, e := range c.entries {
-		if e.svid != nil {
-			n++
-		}
-	}
-	c.cfg.Metrics.svids.Set(float64(n))
 }
 
 func sortedIDs(m map[string]*entry) []string {

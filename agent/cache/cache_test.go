@@ -153,7 +153,7 @@ func (f *fakeClock) Add(d time.Duration) {
 	f.now = f.now.Add(d)
 }
 
-func newTestCache(t *testing.T, batch int) (*Cache, *signer, *fakeClock) {
+func newTestCache(t testing.TB, batch int) (*Cache, *signer, *fakeClock) {
 	t.Helper()
 	clk := &fakeClock{now: time.Now().Truncate(time.Second)}
 	s := &signer{t: t, ca: testca.New(t, td), ttl: time.Hour, keyID: "k1", now: clk.Now, refuse: map[string]bool{}}
@@ -182,6 +182,23 @@ func mustApply(t *testing.T, c *Cache, r *nodev1.SyncResponse) {
 	if err := c.Apply(r); err != nil {
 		t.Fatal(err)
 	}
+	checkCount(t, c)
+}
+
+// checkCount checks the SVID counter against the entries.
+func checkCount(t *testing.T, c *Cache) {
+	t.Helper()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, e := range c.entries {
+		if e.svid != nil {
+			n++
+		}
+	}
+	if n != c.nsvids {
+		t.Fatalf("svid counter %d, entries hold %d", c.nsvids, n)
+	}
 }
 
 func mustMint(t *testing.T, c *Cache) time.Time {
@@ -190,6 +207,7 @@ func mustMint(t *testing.T, c *Cache) time.Time {
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkCount(t, c)
 	return next
 }
 
@@ -280,6 +298,16 @@ func TestSubscribeFanOut(t *testing.T) {
 			t.Errorf("web sees %v", got)
 		}
 		noUpdate(t, db)
+	})
+	t.Run("spiffe id change drops the old SVID until re-minted", func(t *testing.T) {
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 6, Entries: []*adminv1.Entry{ent("c", "spiffe://example.org/db2", "unix:uid:2000")}})
+		if got := ids(latest(t, db)); len(got) != 0 {
+			t.Errorf("db sees %v before re-minting", got)
+		}
+		mustMint(t, c)
+		if got := ids(latest(t, db)); len(got) != 1 || got[0] != "c=spiffe://example.org/db2" {
+			t.Errorf("db sees %v", got)
+		}
 	})
 	t.Run("deletion", func(t *testing.T) {
 		mustApply(t, c, &nodev1.SyncResponse{Revision: 6, DeletedEntryIds: []string{"a"}})

@@ -104,14 +104,14 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	if resp.GetFull() {
 		for id, old := range c.entries {
 			if _, keep := parsed[id]; !keep {
-				delete(c.entries, id)
+				c.drop(id, old)
 				ch.add(old)
 			}
 		}
 	}
 	for _, id := range resp.GetDeletedEntryIds() {
 		if old, ok := c.entries[id]; ok {
-			delete(c.entries, id)
+			c.drop(id, old)
 			ch.add(old)
 		}
 	}
@@ -130,6 +130,9 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		ch.add(old)
 		ch.add(e)
 		e.gen = old.gen + 1
+		if old.id != e.id && old.svid != nil {
+			c.nsvids-- // an SVID for the old ID is no SVID for this entry
+		}
 		if old.id == e.id {
 			e.svid, e.caKeyID, e.jitter, e.rotateAt = old.svid, old.caKeyID, old.jitter, old.rotateAt
 			if !slices.Equal(old.pb.GetDnsNames(), e.pb.GetDnsNames()) || !proto.Equal(old.pb.GetX509Ttl(), e.pb.GetX509Ttl()) {
@@ -164,6 +167,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 			if revoked[e.caKeyID] {
 				// Nobody trusts a revoked key's SVIDs: stop handing them out.
 				e.svid = nil
+				c.nsvids--
 				ch.add(e)
 			}
 			if bad[e.caKeyID] {
@@ -176,7 +180,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		c.revision = resp.GetRevision()
 	}
 	c.synced = true
-	c.svidCountLocked()
+	c.cfg.Metrics.svids.Set(float64(c.nsvids))
 	c.notifyLocked(ch)
 	if needMint {
 		c.poke()
@@ -248,4 +252,11 @@ func sameBundles(a, b map[spiffeid.TrustDomain]*spiffebundle.Bundle) bool {
 		}
 	}
 	return true
+}
+
+func (c *Cache) drop(id string, e *entry) {
+	delete(c.entries, id)
+	if e.svid != nil {
+		c.nsvids--
+	}
 }
