@@ -21,6 +21,7 @@ func TestParseConfig(t *testing.T) {
 		{"bad path", "decision_path: data.x[_]\npolicy:\n  dir: p\n", "decision_path"},
 		{"bad url", "policy:\n  bundle_url: ftp://x\n", "bundle_url"},
 		{"wrong type", "dry_run: maybe\npolicy:\n  dir: p\n", "line 1"},
+		{"gc too low", "gc_percent: 5\npolicy:\n  dir: p\n", "gc_percent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

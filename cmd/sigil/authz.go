@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,6 +42,9 @@ func newAuthzCmd() *cobra.Command {
 			f.Close()
 			if err != nil {
 				return fmt.Errorf("%s: %w", configPath, err)
+			}
+			if _, set := os.LookupEnv("GOGC"); !set {
+				debug.SetGCPercent(rc.GCPercent)
 			}
 			run, err := buildAuthz(cmd.Context(), rc, newLogger(cmd), newRegistry())
 			if err != nil {

@@ -85,12 +85,21 @@ start_sigil() { # name with_log
 start_sigil sigil no
 start_sigil sigil-log yes
 
-opa-envoy-plugin run --server --addr=127.0.0.1:18181 --diagnostic-addr=127.0.0.1:18282 --log-level=error \
-	--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:19192 \
-	--set=plugins.envoy_ext_authz_grpc.path=envoy/authz/allow "$POLICY" 2>"$WORK/plugin.err" &
-PIDS+=($!)
-measure plugin 127.0.0.1:19192 "${PIDS[-1]}"
-kill "${PIDS[-1]}"
+start_plugin() { # name, then env assignments
+	local name=$1
+	shift
+	env "$@" opa-envoy-plugin run --server --addr=127.0.0.1:18181 --diagnostic-addr=127.0.0.1:18282 --log-level=error \
+		--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:19192 \
+		--set=plugins.envoy_ext_authz_grpc.path=envoy/authz/allow "$POLICY" 2>"$WORK/$name.err" &
+	PIDS+=($!)
+	measure "$name" 127.0.0.1:19192 "${PIDS[-1]}"
+	kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+}
+
+# sigil authz run sets GC percent 400 (config gc_percent); the plugin is
+# measured at Go's default and at the same setting.
+start_plugin plugin
+start_plugin plugin-gogc GOGC=400
 
 python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
@@ -99,7 +108,7 @@ def pct(lat, p):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * p))] / 1e6
 print(f"{'server':<26}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}   {'sat. decisions/s':>17}{'errors':>8}{'server CPU us/decision':>24}")
-for name, label in [("sigil", "sigil (no decision log)"), ("sigil-log", "sigil (decision log on)"), ("plugin", "opa-envoy-plugin 1.10.0")]:
+for name, label in [("sigil", "sigil (no decision log)"), ("sigil-log", "sigil (decision log on)"), ("plugin", "opa-envoy-plugin"), ("plugin-gogc", "opa-envoy-plugin GOGC=400")]:
     r = json.load(open(f"{work}/{name}-rate.json"))
     s = json.load(open(f"{work}/{name}-sat.json"))
     lat = [d["latency"] for d in r.get("details", []) if not d.get("error")]
