@@ -542,6 +542,39 @@ func TestDeltaRemovalAndReconnect(t *testing.T) {
 	})
 }
 
+// TestSotWRemoval: state of the world cannot name a removed secret, but the
+// stream still gets a new version without it (Envoy keeps the old secret
+// until it expires; Delta removes it).
+func TestSotWRemoval(t *testing.T) {
+	h := newHarness(t)
+	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	s, err := h.client.StreamSecrets(as(t, cartUID), "default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	first, err := s.Next(as(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.src.deleteEntry("e1")
+	resp, err := s.Next(as(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(resp.GetResources()) != 0 || resp.GetVersionInfo() == first.GetVersionInfo() {
+		t.Fatalf("after removal: %d resources, version %q (was %q)", len(resp.GetResources()), resp.GetVersionInfo(), first.GetVersionInfo())
+	}
+	svid := h.ca.Issue(t, cartID)
+	h.src.setEntry("e1", svid, cartUID)
+	if _, err := s.Next(as(t)); err != nil {
+		t.Fatal(err)
+	}
+	if !sameSerial(leaf(t, s.Secret("default")), svid.Certificates[0]) {
+		t.Fatal("re-issued identity not sent")
+	}
+}
+
 func TestSotWReconnectGetsFullState(t *testing.T) {
 	h := newHarness(t)
 	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)

@@ -46,6 +46,20 @@ type Config struct {
 }
 
 // Server implements envoy.service.secret.v3.SecretDiscoveryService.
+//
+// Each stream attests its caller once, subscribes to the Source with the
+// caller's selectors and pushes every change (rotation, bundle change,
+// identity removed) as soon as the Source reports it. A caller that cannot
+// be attested gets PermissionDenied. A caller that is attested but holds no
+// identity (yet) is not refused: its request for "default" or a SPIFFE ID
+// stays pending, as Envoy expects of a secret that is not ready, and is
+// answered once the SVID exists, so Envoy may start before its entry is
+// synced. A name that can never be served (neither special, nor a SPIFFE or
+// trust domain ID) also stays pending and is logged and counted.
+//
+// State of the world cannot name a removed secret: after a removal the
+// stream gets a new version without it, and Envoy keeps the old secret
+// until it expires. Delta streams list it in removed_resources.
 type Server struct {
 	secretv3.UnimplementedSecretDiscoveryServiceServer
 
