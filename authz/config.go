@@ -13,7 +13,29 @@ import (
 	"github.com/sigilhq/sigil/authz/engine"
 )
 
-// FileConfig is the schema of authz.yaml. Unknown keys are errors.
+// FileConfig is the schema of authz.yaml. Unknown keys are errors that
+// name the key and its line. Every key, with its default:
+//
+//	listen: 127.0.0.1:9191          # or unix:///run/sigil/authz.sock
+//	metrics_listen: ""              # e.g. 127.0.0.1:9192: /metrics, /live, /ready
+//	decision_path: envoy/authz/allow
+//	dry_run: false                  # allow everything, log what would happen
+//	skip_request_body_parse: false
+//	gc_percent: 400                 # Go GC target; GOGC wins
+//	policy:                         # exactly one of dir, bundle_file, bundle_url
+//	  dir: /etc/sigil/policies
+//	  poll_interval: 1s
+//	shadow:                         # optional candidate, logged and counted only
+//	  bundle_url: https://bundles.example.org/authz.tar.gz
+//	decision_log:
+//	  file: /var/log/sigil/decisions.log
+//	  max_bytes: 0                  # rotate beyond this size; 0 never
+//	  max_backups: 5
+//	  stdout: false
+//	  http_url: ""                  # OPA-compatible decision log service
+//	  buffer: 4096                  # decisions waiting; beyond it, dropped and counted
+//	  mask_headers: [authorization, proxy-authorization, cookie, set-cookie, x-api-key, x-auth-token]
+//	  log_request: true             # needed by sigil policy replay
 type FileConfig struct {
 	Listen        string            `yaml:"listen"`
 	MetricsListen string            `yaml:"metrics_listen"`
