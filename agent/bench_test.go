@@ -104,3 +104,45 @@ type watcher struct{ ch chan<- *gsw.X509Context }
 
 func (w watcher) OnX509ContextUpdate(xc *gsw.X509Context) { w.ch <- xc }
 func (w watcher) OnX509ContextWatchError(error)           {}
+
+// BenchmarkFetchX509SVID is one go-spiffe FetchX509SVID call over the
+// agent's socket: connection, peer-credential attestation, the cache
+// lookup and the response.
+func BenchmarkFetchX509SVID(b *testing.B) {
+	tc := newTestCA(b, time.Hour)
+	tok := tc.token(b)
+	tc.entry(b, "spiffe://example.org/sigil/agent/join_token/"+tok, "spiffe://example.org/client", fmt.Sprintf("unix:uid:%d", os.Getuid()))
+	sock := filepath.Join(b.TempDir(), "agent.sock")
+	runAgent(b, tc, filepath.Join(b.TempDir(), "agent"), tok, serveSocket(b, sock))
+	waitSocket(b, sock)
+	ctx := context.Background()
+	client, err := gsw.New(ctx, gsw.WithAddr("unix://"+sock))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer client.Close()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := client.FetchX509SVID(ctx); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			b.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.Run("one-client", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := client.FetchX509SVID(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("new-connection", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := gsw.FetchX509SVID(ctx, gsw.WithAddr("unix://"+sock)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

@@ -480,6 +480,7 @@ func TestApplyRejectsBadResponses(t *testing.T) {
 	}{
 		{name: "no entry id", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{ent("", "spiffe://example.org/a", "unix:uid:1")}}},
 		{name: "bad spiffe id", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{ent("a", "http://x", "unix:uid:1")}}},
+		{name: "foreign trust domain", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{ent("a", "spiffe://other.org/a", "unix:uid:1")}}},
 		{name: "bad selector", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{ent("a", "spiffe://example.org/a", "nocolon")}}},
 		{name: "bad federates_with", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{{Id: "a", SpiffeId: "spiffe://example.org/a", Selectors: []string{"unix:uid:1"}, FederatesWith: []string{"Bad TD"}}}}},
 		{name: "bundles without ours", resp: &nodev1.SyncResponse{Bundles: []*adminv1.Bundle{bundlePB(t, "other.org", s.ca, 1)}}},

@@ -77,7 +77,7 @@ func (c *Cache) syncOnce(ctx context.Context) (progressed bool, err error) {
 func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	parsed := make(map[string]*entry, len(resp.GetEntries()))
 	for _, pb := range resp.GetEntries() {
-		e, err := parseEntry(pb)
+		e, err := parseEntry(pb, c.cfg.TrustDomain)
 		if err != nil {
 			return err
 		}
@@ -188,13 +188,16 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	return nil
 }
 
-func parseEntry(pb *adminv1.Entry) (*entry, error) {
+func parseEntry(pb *adminv1.Entry, td spiffeid.TrustDomain) (*entry, error) {
 	if pb.GetId() == "" {
 		return nil, errors.New("sync: entry without an id")
 	}
 	id, err := spiffeid.FromString(pb.GetSpiffeId())
 	if err != nil {
 		return nil, fmt.Errorf("sync: entry %s: spiffe id: %w", pb.GetId(), err)
+	}
+	if !id.MemberOf(td) {
+		return nil, fmt.Errorf("sync: entry %s: %s is not in trust domain %s", pb.GetId(), id, td)
 	}
 	sels, err := selector.ParseAll(pb.GetSelectors())
 	if err != nil {
