@@ -1,7 +1,10 @@
 package agent_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"crypto/x509"
 	"errors"
 	"log/slog"
@@ -28,6 +31,7 @@ import (
 	"github.com/sigilhq/sigil/ca/store/sqlite"
 	"github.com/sigilhq/sigil/ca/upstream"
 	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/testca"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -43,6 +47,7 @@ type testCA struct {
 	store *sqlite.Store
 	ca    *ca.CA
 	roots []*x509.Certificate
+	pki   *testca.CA // the roots x509pop node certificates chain to
 	stop  func()
 }
 
@@ -77,7 +82,8 @@ func newTestCA(t testing.TB, x509TTL time.Duration) *testCA {
 	}
 	addr := lis.Addr().String()
 	lis.Close()
-	tc := &testCA{t: t, dir: dir, addr: addr, store: st, ca: c, roots: roots}
+	pki := testca.New(t, spiffeid.RequireTrustDomainFromString("corp.example"))
+	tc := &testCA{t: t, dir: dir, addr: addr, store: st, ca: c, roots: roots, pki: pki}
 	tc.Start()
 	t.Cleanup(func() { tc.Stop() })
 	return tc
@@ -92,8 +98,12 @@ func (tc *testCA) Start() {
 	if err != nil {
 		t.Fatal(err)
 	}
+	xp, err := canodeattest.NewX509PoP(canodeattest.X509PoPConfig{TrustDomain: td, Roots: tc.pki.Roots()})
+	if err != nil {
+		t.Fatal(err)
+	}
 	node, err := nodeapi.New(nodeapi.Config{
-		TrustDomain: td, Store: tc.store, CA: tc.ca, Attestors: []canodeattest.Attestor{jt},
+		TrustDomain: td, Store: tc.store, CA: tc.ca, Attestors: []canodeattest.Attestor{jt, xp},
 		AgentSVIDTTL: 20 * time.Second, PollInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
@@ -412,4 +422,88 @@ func TestBootstrapErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestX509PoPAttestsAgainAfterEviction(t *testing.T) {
+	tc := newTestCA(t, time.Hour)
+	node := tc.pki.Issue(t, "spiffe://corp.example/node-1")
+	pop, err := nodeattest.NewX509PoP(node.Certificates, node.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(node.Certificates[0].Raw)
+	agentID := "spiffe://example.org/sigil/agent/x509pop/" + hex.EncodeToString(sum[:])
+	tc.entry(t, agentID, "spiffe://example.org/web", "unix:uid:1000")
+	a, reg, _, _ := runAgent(t, tc, filepath.Join(t.TempDir(), "agent"), "", func(c *agent.Config) { c.Attestor = pop })
+	sub := a.Cache().Subscribe(sels("unix:uid:1000"))
+	defer sub.Close()
+	waitFor(t, sub, "the web SVID", hasID("spiffe://example.org/web"))
+
+	if err := tc.store.DeleteAgent(context.Background(), "test", agentID); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for value(t, reg, "sigil_agent_attestations_total", "ok") < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the agent did not attest again after its eviction")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := tc.attestations(t); n != 2 {
+		t.Errorf("%d attestations on the CA, want 2", n)
+	}
+	// It keeps serving, and gets new SVIDs as the re-attested agent.
+	if _, err := tc.store.CreateEntries(context.Background(), "test", []store.Entry{{SPIFFEID: "spiffe://example.org/web2", ParentID: agentID, Selectors: mustSels(t, "unix:uid:1000", "unix:gid:5")}}); err != nil {
+		t.Fatal(err)
+	}
+	sub2 := a.Cache().Subscribe(sels("unix:uid:1000", "unix:gid:5"))
+	defer sub2.Close()
+	waitFor(t, sub2, "both SVIDs after re-attesting", func(u workloadapi.Update) bool { return len(u.Identities) == 2 })
+}
+
+func TestTaintedKeyReissuesAtOnce(t *testing.T) {
+	tc := newTestCA(t, time.Hour)
+	tok := tc.token(t)
+	tc.entry(t, "spiffe://example.org/sigil/agent/join_token/"+tok, "spiffe://example.org/web", "unix:uid:1000")
+	a, _, _, _ := runAgent(t, tc, filepath.Join(t.TempDir(), "agent"), tok)
+	sub := a.Cache().Subscribe(sels("unix:uid:1000"))
+	defer sub.Close()
+	first := waitFor(t, sub, "the web SVID", hasID("spiffe://example.org/web")).Identities[0].SVID
+
+	ctx := context.Background()
+	st, err := tc.ca.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old string
+	for _, k := range st.Keys {
+		if k.Kind == ca.X509 && k.State == ca.Active {
+			old = k.ID
+		}
+	}
+	if _, err := tc.ca.Prepare(ctx, ca.X509); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tc.ca.Activate(ctx, ca.X509); err != nil {
+		t.Fatal(err)
+	}
+	if err := tc.ca.Taint(ctx, ca.X509, old); err != nil {
+		t.Fatal(err)
+	}
+	u := waitFor(t, sub, "a web SVID from the new key", func(u workloadapi.Update) bool {
+		return len(u.Identities) == 1 && !bytes.Equal(u.Identities[0].SVID.Certificates[1].Raw, first.Certificates[1].Raw)
+	})
+	// An hour-long SVID is nowhere near rotation: only the taint explains it.
+	if got := u.Identities[0].SVID.Certificates[0].NotAfter.Sub(first.Certificates[0].NotAfter); got > 10*time.Minute {
+		t.Errorf("unexpected lifetime change %v", got)
+	}
+}
+
+func mustSels(t *testing.T, ss ...string) []selector.Selector {
+	t.Helper()
+	p, err := selector.ParseAll(ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
