@@ -60,11 +60,11 @@ func newAuthzCmd() *cobra.Command {
 
 // devAuthz prepares authz for `sigil dev`: listen on 127.0.0.1:9191, policies from dir/policies (seeded from the embedded policies/examples on first start), decision log at dir/decisions.log.
 func devAuthz(dir string, logger *slog.Logger) (run func(ctx context.Context) error, err error) {
-	return devAuthzAt(dir, authz.DefaultListen, logger)
+	return devAuthzAt(dir, authz.DefaultListen, logger, prometheus.NewRegistry())
 }
 
-// devAuthzAt is devAuthz on another address (tests).
-func devAuthzAt(dir, listen string, logger *slog.Logger) (func(ctx context.Context) error, error) {
+// devAuthzAt is devAuthz on another address, registering its metrics on reg.
+func devAuthzAt(dir, listen string, logger *slog.Logger, reg *prometheus.Registry) (func(ctx context.Context) error, error) {
 	pdir := filepath.Join(dir, "policies")
 	if err := seedPolicies(pdir); err != nil {
 		return nil, err
@@ -77,7 +77,7 @@ func devAuthzAt(dir, listen string, logger *slog.Logger) (func(ctx context.Conte
 	if err != nil {
 		return nil, err
 	}
-	return buildAuthz(context.Background(), rc, logger.With("component", "authz"), prometheus.NewRegistry())
+	return buildAuthz(context.Background(), rc, logger.With("component", "authz"), reg)
 }
 
 // seedPolicies copies the embedded dev policy into an empty or missing dir.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
 	"os"
@@ -50,7 +51,7 @@ func check(t *testing.T, client authv3.AuthorizationClient, src, dst, method, pa
 func TestDevAuthz(t *testing.T) {
 	dir := t.TempDir()
 	addr := freeAddr(t)
-	run, err := devAuthzAt(dir, addr, slog.New(slog.DiscardHandler))
+	run, err := devAuthzAt(dir, addr, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ const (
 )
 
 func newDevCmd() *cobra.Command {
-	var dir, trustDomain, serverAddress, healthAddress string
+	var dir, trustDomain, serverAddress, healthAddress, authzAddress string
 	cmd := &cobra.Command{
 		Use:   "dev",
 		Short: "Run CA, agent and authz on this machine with an embedded store",
@@ -57,14 +57,20 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 			}
 			defer stack.Close()
 
+			runAuthz, err := devAuthzAt(dir, authzAddress, logger, reg)
+			if err != nil {
+				return err
+			}
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return stack.Run(ctx) })
+			g.Go(func() error { return runAuthz(ctx) })
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Sigil dev is running (started in %s).\n", time.Since(started).Round(time.Millisecond))
 			fmt.Fprintf(out, "  trust domain   %s\n", cfg.TrustDomain.Name())
 			fmt.Fprintf(out, "  state          %s\n", dir)
 			fmt.Fprintf(out, "  admin socket   %s\n", cfg.AdminSocket)
 			fmt.Fprintf(out, "  ca server      %s (mTLS)\n", serverAddress)
+			fmt.Fprintf(out, "  authz          %s (Envoy ext_authz v3), policies in %s, decision log %s\n", authzAddress, filepath.Join(dir, "policies"), filepath.Join(dir, "decisions.log"))
 			fmt.Fprintf(out, "  health         http://%s/live  /ready  /metrics\n", healthAddress)
 			fmt.Fprintf(out, "Try:\n  sigil bundle show --format pem\n  sigil entry create --spiffe-id spiffe://%s/me --parent-id spiffe://%s/sigil/agent/dev --selector unix:uid:%d\n  sigil entry list\nCtrl-C stops.\n",
 				cfg.TrustDomain.Name(), cfg.TrustDomain.Name(), os.Getuid())
@@ -78,6 +84,7 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 	cmd.Flags().StringVar(&trustDomain, "trust-domain", "example.org", "trust domain")
 	cmd.Flags().StringVar(&serverAddress, "server-address", devServerAddress, "CA server (mTLS) address")
 	cmd.Flags().StringVar(&healthAddress, "health-address", devHealthAddress, "health and metrics address")
+	cmd.Flags().StringVar(&authzAddress, "authz-address", "127.0.0.1:9191", "ext_authz gRPC address")
 	return cmd
 }
 

@@ -2,15 +2,21 @@
 package dev
 
 import (
+	"context"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/sigilhq/sigil/internal/e2e"
 )
@@ -34,11 +40,44 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func startDev(t *testing.T, dir string) *e2e.Proc {
+func startDev(t *testing.T, dir string) (*e2e.Proc, string) {
 	t.Helper()
-	p := sigil.Start(t, "dev", "--dir", dir, "--server-address", "127.0.0.1:0", "--health-address", "127.0.0.1:0")
+	authzAddr := freeAddr(t)
+	p := sigil.Start(t, "dev", "--dir", dir, "--server-address", "127.0.0.1:0", "--health-address", "127.0.0.1:0", "--authz-address", authzAddr)
 	e2e.WaitForSocket(t, p, filepath.Join(dir, "admin.sock"), 30*time.Second)
-	return p
+	return p, authzAddr
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// authzServing asks the authz gRPC health service whether it serves.
+func authzServing(t *testing.T, addr string) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	var last error
+	for range 100 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
+		cancel()
+		if err == nil && resp.Status == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		last = err
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("authz at %s is not serving: %v", addr, last)
 }
 
 func TestDevLifecycle(t *testing.T) {
@@ -48,14 +87,18 @@ func TestDevLifecycle(t *testing.T) {
 
 	// 1. Start.
 	started := time.Now()
-	dev := startDev(t, dir)
+	dev, authzAddr := startDev(t, dir)
 	t.Logf("sigil dev ready in %s", time.Since(started))
+	authzServing(t, authzAddr)
+	if _, err := os.Stat(filepath.Join(dir, "policies")); err != nil {
+		t.Fatalf("dev did not seed its policy directory: %v", err)
+	}
 	if fi, err := os.Stat(sock); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("admin socket mode: %v %v, want 0600", fi.Mode().Perm(), err)
 	}
 
 	// 2. A second dev on the same directory is refused clearly.
-	if _, errOut, err := sigil.Run(t, "dev", "--dir", dir, "--server-address", "127.0.0.1:0", "--health-address", "127.0.0.1:0"); err == nil || !strings.Contains(errOut, "already running") {
+	if _, errOut, err := sigil.Run(t, "dev", "--dir", dir, "--server-address", "127.0.0.1:0", "--health-address", "127.0.0.1:0", "--authz-address", "127.0.0.1:0"); err == nil || !strings.Contains(errOut, "already running") {
 		t.Fatalf("second sigil dev: err=%v stderr=%q, want an 'already running' refusal", err, errOut)
 	}
 
