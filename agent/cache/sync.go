@@ -38,6 +38,11 @@ func (c *Cache) runSync(ctx context.Context) {
 		}
 		d := Backoff(attempt, c.cfg.RetryMin, c.cfg.RetryMax, c.cfg.Rand())
 		attempt++
+		if progressed && status.Code(err) == codes.Canceled {
+			// The agent replaced its connection (a renewed agent SVID):
+			// a healthy stream, reopened at once on the new one.
+			continue
+		}
 		if !sleep(ctx, d) {
 			return
 		}
