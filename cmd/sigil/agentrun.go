@@ -17,9 +17,11 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
 
 	"github.com/sigilhq/sigil/agent"
 	"github.com/sigilhq/sigil/agent/agentconfig"
+	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/attest/unix"
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/workloadapi"
@@ -103,7 +105,10 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 		logger.Warn("other users cannot reach the Workload API socket through its directory; workloads of other uids will fail to connect",
 			"socket", cfg.SocketPath, "dir_mode", fi.Mode().Perm().String())
 	}
-	ac.Serve = agent.ServeSocket(agent.SocketConfig{Path: cfg.SocketPath, Attestor: att, Metrics: wm, Logger: logger})
+	ac.Serve = agent.ServeSocket(agent.SocketConfig{
+		Path: cfg.SocketPath, Attestor: att, Metrics: wm, Logger: logger,
+		Register: []func(*grpc.Server, *cache.Cache) error{agent.SDS(att, logger.With("component", "sds"), reg)},
+	})
 	for _, m := range mods {
 		m(&ac)
 	}
