@@ -21,8 +21,8 @@ import (
 
 	"github.com/sigilhq/sigil/agent"
 	"github.com/sigilhq/sigil/agent/agentconfig"
-	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/attest/unix"
+	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/workloadapi"
 )
