@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -20,6 +22,9 @@ import (
 type Binary struct {
 	Path string
 	Env  []string // added to every process's environment
+	// Args go before the arguments of every Run and Start (AsUID puts
+	// setpriv's options and the program here).
+	Args []string
 }
 
 // Build compiles ./cmd/sigil into dir. Call it from TestMain.
@@ -35,12 +40,53 @@ func Build(dir string) (*Binary, error) {
 	return &Binary{Path: out}, nil
 }
 
+// BuildPackage compiles the main package pkg (a path relative to the module
+// root, e.g. "./hack/e2e/agent/mtlspeer") into dir/name and returns its path.
+func BuildPackage(dir, pkg, name string) (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", out, pkg)
+	cmd.Dir = root
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build %s: %v\n%s", pkg, err, b)
+	}
+	return out, nil
+}
+
+// Setpriv is the path of setpriv(1). The test fails, saying how to fix it,
+// when setpriv is missing or the test is not root (only root can run
+// workloads as other uids).
+func Setpriv(t testing.TB) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("this suite runs workloads as several uids and must run as root (e.g. sudo go test ./hack/e2e/...; hack/test.sh in CI runs as root); euid is %d", os.Geteuid())
+	}
+	p, err := exec.LookPath("setpriv")
+	if err != nil {
+		t.Fatalf("setpriv not found on PATH: install util-linux (Debian: apt-get install util-linux; hack/setup/10-base.sh does it): %v", err)
+	}
+	return p
+}
+
+// AsUID is program run as uid (with gid uid and no supplementary groups)
+// through setpriv. program must be executable by uid: its directory and
+// every parent must be searchable by others.
+func AsUID(setpriv, program string, uid int) *Binary {
+	id := strconv.Itoa(uid)
+	return &Binary{Path: setpriv, Args: []string{"--reuid=" + id, "--regid=" + id, "--clear-groups", "--", program}}
+}
+
+func (b *Binary) argv(args []string) []string {
+	return append(slices.Clone(b.Args), args...)
+}
+
 // Run runs sigil to completion with a timeout and returns its output.
 func (b *Binary) Run(t testing.TB, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, b.Path, args...)
+	cmd := exec.CommandContext(ctx, b.Path, b.argv(args)...)
 	cmd.Env = append(os.Environ(), b.Env...)
 	var o, e bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &o, &e
@@ -85,7 +131,7 @@ func (p *Proc) Output() string {
 func (b *Binary) Start(t testing.TB, args ...string) *Proc {
 	t.Helper()
 	p := &Proc{done: make(chan struct{})}
-	p.cmd = exec.Command(b.Path, args...)
+	p.cmd = exec.Command(b.Path, b.argv(args)...)
 	p.cmd.Env = append(os.Environ(), b.Env...)
 	p.cmd.Stdout, p.cmd.Stderr = p, p
 	if err := p.cmd.Start(); err != nil {
@@ -121,6 +167,35 @@ func (p *Proc) Interrupt(t testing.TB, timeout time.Duration) (time.Duration, er
 		t.Fatalf("sigil did not stop within %s of SIGINT", timeout)
 		return 0, nil
 	}
+}
+
+// Wait waits up to timeout for the process to exit by itself and returns
+// its exit error.
+func (p *Proc) Wait(t testing.TB, timeout time.Duration) error {
+	t.Helper()
+	select {
+	case <-p.done:
+		return p.err
+	case <-time.After(timeout):
+		t.Fatalf("process did not exit within %s\n%s", timeout, p.Output())
+		return nil
+	}
+}
+
+// WaitForOutput waits until the process has printed substr.
+func (p *Proc) WaitForOutput(t testing.TB, substr string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if strings.Contains(p.Output(), substr) {
+			return
+		}
+		if p.Exited() {
+			t.Fatalf("process exited (%v) before printing %q:\n%s", p.err, substr, p.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("process did not print %q within %s:\n%s", substr, timeout, p.Output())
 }
 
 // Exited reports whether the process has ended.

@@ -1,0 +1,467 @@
+// Package agent is the end-to-end suite for `sigil ca run` with `sigil agent
+// run`: workloads of several uids, spiffetls between them, and the faults of
+// issue 3; see README.md.
+package agent
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/sigilhq/sigil/internal/e2e"
+)
+
+const td = "e2e.test"
+
+// Workload uids: two with entries, one without.
+const (
+	uidServer = 64101
+	uidClient = 64102
+	uidNobody = 64103
+)
+
+const (
+	idServer = "spiffe://" + td + "/w/server"
+	idClient = "spiffe://" + td + "/w/client"
+	idRoot   = "spiffe://" + td + "/w/root"       // the test process itself (uid 0)
+	idExtra  = "spiffe://" + td + "/w/root-extra" // a second SVID for uid 0, deleted in step 3
+)
+
+var (
+	sigil    *e2e.Binary
+	mtlspeer string
+	binDir   string // 0755: readable and executable by the workload uids
+)
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sigil-e2e-agent-bin-")
+	if err == nil {
+		err = os.Chmod(dir, 0o755)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	sigil, err = e2e.Build(dir)
+	if err == nil {
+		mtlspeer, err = e2e.BuildPackage(dir, "./hack/e2e/agent/mtlspeer", "mtlspeer")
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one CA and one agent in a directory the workload uids can
+// traverse (t.TempDir() is 0700, so it is made here and removed in the
+// cleanup).
+type env struct {
+	dir, caConfig, agentConfig string
+	adminSock, agentSock       string
+	agentID                    string
+	ca, agent                  *e2e.Proc
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func writeFile(t *testing.T, path, data string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), mode); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "sigil-e2e-agent-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "sock"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{
+		dir:         dir,
+		caConfig:    filepath.Join(dir, "ca.yaml"),
+		agentConfig: filepath.Join(dir, "agent.yaml"),
+		adminSock:   filepath.Join(dir, "ca", "admin.sock"),
+		agentSock:   filepath.Join(dir, "sock", "agent.sock"),
+	}
+	// Short SVIDs so that a rotation happens within the test; the agent's
+	// own SVID lives longer so that a CA outage never makes it attest again.
+	writeFile(t, e.caConfig, fmt.Sprintf(`trust_domain: %s
+data_dir: %s
+server_address: %s
+ca_ttl: 10m
+x509_svid_ttl: 30s
+node_attestation:
+  agent_svid_ttl: 5m
+`, td, filepath.Join(dir, "ca"), freeAddr(t)), 0o600)
+	return e
+}
+
+func (e *env) admin(args ...string) []string { return append(args, "--admin-socket", e.adminSock) }
+
+func (e *env) startCA(t *testing.T) {
+	t.Helper()
+	os.Remove(e.adminSock) // a socket left by a killed CA would satisfy WaitForSocket
+	e.ca = sigil.Start(t, "ca", "run", "--config", e.caConfig)
+	e2e.WaitForSocket(t, e.ca, e.adminSock, 30*time.Second)
+}
+
+// enrol makes a join token, the bundle file and agent.yaml.
+func (e *env) enrol(t *testing.T) {
+	t.Helper()
+	tok := strings.TrimSpace(sigil.MustRun(t, e.admin("token", "create")...))
+	e.agentID = "spiffe://" + td + "/sigil/agent/join_token/" + tok
+	writeFile(t, filepath.Join(e.dir, "bundle.pem"), sigil.MustRun(t, e.admin("bundle", "show", "--format", "pem")...), 0o644)
+	writeFile(t, e.agentConfig, fmt.Sprintf(`trust_domain: %s
+server_address: %s
+data_dir: agent
+socket_path: %s
+trust_bundle_file: bundle.pem
+join_token: %s
+`, td, caServerAddress(t, e.caConfig), e.agentSock, tok), 0o600)
+}
+
+func caServerAddress(t *testing.T, caConfig string) string {
+	t.Helper()
+	b, err := os.ReadFile(caConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "server_address: "); ok {
+			return v
+		}
+	}
+	t.Fatal("no server_address in ca.yaml")
+	return ""
+}
+
+func (e *env) startAgent(t *testing.T) {
+	t.Helper()
+	e.agent = sigil.Start(t, "agent", "run", "--config", e.agentConfig)
+	e2e.WaitForSocket(t, e.agent, e.agentSock, 30*time.Second)
+}
+
+// createEntry creates an entry parented to the agent and returns its ID.
+func (e *env) createEntry(t *testing.T, spiffeID string, uid int) string {
+	t.Helper()
+	out := sigil.MustRun(t, e.admin("entry", "create", "-o", "json", "--spiffe-id", spiffeID, "--parent-id", e.agentID,
+		"--selector", fmt.Sprintf("unix:uid:%d", uid))...)
+	var resp struct {
+		Entries []struct {
+			ID string `json:"id"`
+		} `json:"entries"`
+	}
+	if err := json.Unmarshal([]byte(out), &resp); err != nil || len(resp.Entries) != 1 || resp.Entries[0].ID == "" {
+		t.Fatalf("entry create -o json printed %q (%v)", out, err)
+	}
+	return resp.Entries[0].ID
+}
+
+// printID runs `mtlspeer -print-id` as uid until it succeeds (the agent may
+// still be minting) and returns the printed SPIFFE ID.
+func (e *env) printID(t *testing.T, uid int) string {
+	t.Helper()
+	peer := e2e.AsUID(e2e.Setpriv(t), mtlspeer, uid)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out, errOut, err := peer.Run(t, "-socket", e.agentSock, "-print-id")
+		if err == nil {
+			return strings.TrimSpace(out)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mtlspeer -print-id as uid %d: %v\n%s%s", uid, err, out, errOut)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// watcher records what a go-spiffe X509Context watch sees.
+type watcher struct {
+	mu      sync.Mutex
+	updates []update
+	errs    []error
+	changed chan struct{}
+}
+
+type update struct {
+	at    time.Time
+	ids   []string
+	leafs []*x509.Certificate   // leaf of each SVID, same order as ids
+	chain [][]*x509.Certificate // intermediates of each SVID
+	roots []*x509.Certificate
+}
+
+func newWatcher() *watcher { return &watcher{changed: make(chan struct{}, 1)} }
+
+func (w *watcher) OnX509ContextUpdate(c *workloadapi.X509Context) {
+	u := update{at: time.Now()}
+	for _, s := range c.SVIDs {
+		u.ids = append(u.ids, s.ID.String())
+		u.leafs = append(u.leafs, s.Certificates[0])
+		u.chain = append(u.chain, s.Certificates[1:])
+	}
+	for _, b := range c.Bundles.Bundles() {
+		u.roots = append(u.roots, b.X509Authorities()...)
+	}
+	w.mu.Lock()
+	w.updates = append(w.updates, u)
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *watcher) OnX509ContextWatchError(err error) {
+	w.mu.Lock()
+	w.errs = append(w.errs, err)
+	w.mu.Unlock()
+	w.poke()
+}
+
+func (w *watcher) poke() {
+	select {
+	case w.changed <- struct{}{}:
+	default:
+	}
+}
+
+func (w *watcher) snapshot() ([]update, []error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return append([]update(nil), w.updates...), append([]error(nil), w.errs...)
+}
+
+// waitFor waits until ok holds for the latest update, or fails with why.
+func (w *watcher) waitFor(t *testing.T, timeout time.Duration, what string, ok func(update) bool) update {
+	t.Helper()
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		if us, _ := w.snapshot(); len(us) > 0 && ok(us[len(us)-1]) {
+			return us[len(us)-1]
+		}
+		select {
+		case <-w.changed:
+		case <-deadline.C:
+			us, errs := w.snapshot()
+			last := "none"
+			if len(us) > 0 {
+				last = fmt.Sprintf("%v at %s", us[len(us)-1].ids, us[len(us)-1].at.Format(time.RFC3339Nano))
+			}
+			t.Fatalf("%s: not seen within %s (updates: %d, last: %s; watch errors: %v)", what, timeout, len(us), last, errs)
+		}
+	}
+}
+
+func (u update) leaf(id string) *x509.Certificate {
+	for i, x := range u.ids {
+		if x == id {
+			return u.leafs[i]
+		}
+	}
+	return nil
+}
+
+// verifies checks that the SVID for id in u chains to u's roots.
+func (u update) verifies(t *testing.T, id string) {
+	t.Helper()
+	leaf := u.leaf(id)
+	if leaf == nil {
+		t.Fatalf("no SVID for %s in %v", id, u.ids)
+	}
+	pool := x509.NewCertPool()
+	for _, r := range u.roots {
+		pool.AddCert(r)
+	}
+	inter := x509.NewCertPool()
+	for i, x := range u.ids {
+		if x == id {
+			for _, c := range u.chain[i] {
+				inter.AddCert(c)
+			}
+		}
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Fatalf("SVID %s (serial %s) does not verify against the bundle: %v", id, leaf.SerialNumber, err)
+	}
+}
+
+func TestAgentEndToEnd(t *testing.T) {
+	setpriv := e2e.Setpriv(t)
+	e := newEnv(t)
+
+	// 1. A CA, an agent attested with a join token, entries for two uids
+	// and for the test process.
+	start := time.Now()
+	e.startCA(t)
+	e.enrol(t)
+	e.createEntry(t, idServer, uidServer)
+	e.createEntry(t, idClient, uidClient)
+	e.createEntry(t, idRoot, 0)
+	extraEntry := e.createEntry(t, idExtra, 0)
+	e.startAgent(t)
+	if got := e.printID(t, uidServer); got != idServer {
+		t.Fatalf("uid %d got SPIFFE ID %q, want %s", uidServer, got, idServer)
+	}
+	if got := e.printID(t, uidClient); got != idClient {
+		t.Fatalf("uid %d got SPIFFE ID %q, want %s", uidClient, got, idClient)
+	}
+	t.Logf("CA and agent up, both workloads served, in %s", time.Since(start).Round(time.Millisecond))
+	if !strings.Contains(e.agent.Output(), "node attested") {
+		t.Fatalf("the agent did not log its attestation:\n%s", e.agent.Output())
+	}
+
+	// A uid with no entry is refused with PermissionDenied.
+	nobody := e2e.AsUID(setpriv, sigil.Path, uidNobody)
+	if out, errOut, err := nobody.Run(t, "svid", "fetch", "--socket", e.agentSock, "--timeout", "5s"); err == nil || !strings.Contains(errOut, "PermissionDenied") {
+		t.Fatalf("svid fetch as uid %d (no entry): err=%v stdout=%q stderr=%q, want PermissionDenied", uidNobody, err, out, errOut)
+	}
+
+	// Two spiffetls programs complete mTLS, each authorizing the other's ID.
+	server := e2e.AsUID(setpriv, mtlspeer, uidServer)
+	client := e2e.AsUID(setpriv, mtlspeer, uidClient)
+	addr := freeAddr(t)
+	srv := server.Start(t, "-socket", e.agentSock, "-listen", addr, "-peer", idClient)
+	srv.WaitForOutput(t, "listening", 30*time.Second)
+	if out, errOut, err := client.Run(t, "-socket", e.agentSock, "-dial", addr, "-peer", idServer); err != nil || !strings.Contains(out, "reply to hello") {
+		t.Fatalf("mTLS client→server: err=%v stdout=%q stderr=%q", err, out, errOut)
+	}
+
+	// A client that expects another server ID refuses the server.
+	const idOther = "spiffe://" + td + "/w/other"
+	if out, errOut, err := client.Run(t, "-socket", e.agentSock, "-dial", addr, "-peer", idOther); err == nil || strings.Contains(out, "reply") {
+		t.Fatalf("client expecting %s accepted %s: stdout=%q stderr=%q", idOther, idServer, out, errOut)
+	} else {
+		t.Logf("client expecting another ID: %s", strings.TrimSpace(errOut))
+	}
+	// A server that accepts only another client ID refuses our client.
+	strictAddr := freeAddr(t)
+	strict := server.Start(t, "-socket", e.agentSock, "-listen", strictAddr, "-peer", idOther)
+	strict.WaitForOutput(t, "listening", 30*time.Second)
+	if out, errOut, err := client.Run(t, "-socket", e.agentSock, "-dial", strictAddr, "-peer", idServer); err == nil || strings.Contains(out, "reply") {
+		t.Fatalf("server accepting only %s served %s: stdout=%q stderr=%q", idOther, idClient, out, errOut)
+	} else {
+		t.Logf("server refusing our client: %s", strings.TrimSpace(errOut))
+	}
+
+	// A go-spiffe watcher in this process (uid 0) stays open from here on.
+	wctx, wcancel := context.WithCancel(context.Background())
+	wc, err := workloadapi.New(wctx, workloadapi.WithAddr("unix://"+e.agentSock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := newWatcher()
+	watchDone := make(chan error, 1)
+	go func() { watchDone <- wc.WatchX509Context(wctx, w) }()
+	t.Cleanup(func() { wcancel(); <-watchDone; wc.Close() })
+	first := w.waitFor(t, 10*time.Second, "first update with both uid-0 SVIDs", func(u update) bool {
+		return u.leaf(idRoot) != nil && u.leaf(idExtra) != nil
+	})
+	first.verifies(t, idRoot)
+
+	// 2a. Stop the CA: workloads keep valid SVIDs, the stream stays open.
+	_, errsBefore := w.snapshot()
+	if _, err := e.ca.Interrupt(t, 15*time.Second); err != nil {
+		t.Fatalf("CA exited with %v after SIGINT", err)
+	}
+	stopped := time.Now()
+	time.Sleep(2 * time.Second) // long enough for the agent to lose its CA stream
+	if got := e.printID(t, uidServer); got != idServer {
+		t.Fatalf("with the CA down, uid %d got %q", uidServer, got)
+	}
+	if out, errOut, err := sigil.Run(t, "svid", "fetch", "--socket", e.agentSock, "--timeout", "5s"); err != nil || !strings.Contains(out, idRoot) {
+		t.Fatalf("svid fetch with the CA down: err=%v stdout=%q stderr=%q", err, out, errOut)
+	}
+	us, errsDuring := w.snapshot()
+	if len(errsDuring) != len(errsBefore) {
+		t.Fatalf("the watch stream broke while the CA was down: %v", errsDuring[len(errsBefore):])
+	}
+	if last := us[len(us)-1].leaf(idRoot); last == nil || time.Now().After(last.NotAfter) {
+		t.Fatalf("with the CA down the workload holds no valid SVID: %v", us[len(us)-1].ids)
+	}
+
+	// 2b. Start it again: rotation resumes with no workload action.
+	e.startCA(t)
+	restarted := time.Now()
+	t.Logf("CA was down for %s", restarted.Sub(stopped).Round(time.Millisecond))
+	before := w.waitFor(t, time.Second, "current update", func(update) bool { return true }).leaf(idRoot)
+	rotated := w.waitFor(t, 45*time.Second, "an SVID rotated after the CA came back", func(u update) bool {
+		l := u.leaf(idRoot)
+		return l != nil && l.SerialNumber.Cmp(before.SerialNumber) != 0 && !l.NotBefore.Before(restarted.Add(-2*time.Second).Truncate(time.Second))
+	})
+	rotated.verifies(t, idRoot)
+	t.Logf("rotation after the CA came back: serial %s → %s, seen %s after the restart",
+		before.SerialNumber, rotated.leaf(idRoot).SerialNumber, rotated.at.Sub(restarted).Round(time.Millisecond))
+	if _, errs := w.snapshot(); len(errs) != len(errsBefore) {
+		t.Fatalf("the watch stream broke across the CA restart: %v", errs[len(errsBefore):])
+	}
+
+	// 2c. Restart the agent: it serves again without attesting again.
+	if _, err := e.agent.Interrupt(t, 15*time.Second); err != nil {
+		t.Fatalf("agent exited with %v after SIGINT", err)
+	}
+	e.startAgent(t)
+	if got := e.printID(t, uidClient); got != idClient {
+		t.Fatalf("after the agent restart uid %d got %q", uidClient, got)
+	}
+	if out := e.agent.Output(); strings.Contains(out, "node attested") || !strings.Contains(out, "using the persisted agent identity") {
+		t.Fatalf("the restarted agent attested again instead of using its persisted identity:\n%s", out)
+	}
+	var agents struct {
+		Agents []struct {
+			ID string `json:"id"`
+		} `json:"agents"`
+	}
+	out := sigil.MustRun(t, e.admin("agent", "list", "-o", "json")...)
+	if err := json.Unmarshal([]byte(out), &agents); err != nil || len(agents.Agents) != 1 || agents.Agents[0].ID != e.agentID {
+		t.Fatalf("agent list after the restart: %v\n%s\nwant exactly %s", err, out, e.agentID)
+	}
+	// The watcher reconnects by itself (go-spiffe backs off from 1 s).
+	w.waitFor(t, 15*time.Second, "an update after the agent restart", func(u update) bool { return u.at.After(stopped) && u.leaf(idRoot) != nil })
+
+	// 3. Deleting an entry removes that SVID from the workload's stream.
+	us, _ = w.snapshot()
+	since := len(us)
+	deleted := time.Now()
+	sigil.MustRun(t, e.admin("entry", "delete", extraEntry)...)
+	gone := w.waitFor(t, 5*time.Second, "the deleted entry's SVID leaving the stream", func(u update) bool {
+		return u.leaf(idExtra) == nil
+	})
+	if us, _ := w.snapshot(); len(us) <= since {
+		t.Fatal("no update after the delete")
+	}
+	if gone.leaf(idRoot) == nil {
+		t.Fatalf("deleting %s also removed %s: %v", idExtra, idRoot, gone.ids)
+	}
+	t.Logf("entry delete → SVID gone from the go-spiffe stream: %s (from the start of `sigil entry delete`)", gone.at.Sub(deleted).Round(time.Millisecond))
+	t.Logf("suite took %s", time.Since(start).Round(time.Millisecond))
+}
