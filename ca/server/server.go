@@ -39,6 +39,9 @@ type Identity interface {
 type Config struct {
 	AdminSocket   string // unix socket, created 0600
 	ServerAddress string // TCP, TLS with the CA's SVID; client SVIDs verified when given
+	// ServerListener, when set, is used instead of listening on ServerAddress
+	// (so a caller can learn the port before Run).
+	ServerListener net.Listener
 	HealthAddress string // HTTP: /live, /ready, /metrics
 	Services      []Registrar
 	Identity      Identity
@@ -83,11 +86,13 @@ func (s *Server) Run(ctx context.Context) error {
 	serveGRPC(ctx, g, local, unixLis)
 	s.cfg.Logger.Info("admin socket listening", "path", s.cfg.AdminSocket)
 
-	if s.cfg.ServerAddress != "" {
-		lis, err := net.Listen("tcp", s.cfg.ServerAddress)
-		if err != nil {
-			local.Stop()
-			return fmt.Errorf("listen on %s: %w", s.cfg.ServerAddress, err)
+	if s.cfg.ServerAddress != "" || s.cfg.ServerListener != nil {
+		lis := s.cfg.ServerListener
+		if lis == nil {
+			if lis, err = net.Listen("tcp", s.cfg.ServerAddress); err != nil {
+				local.Stop()
+				return fmt.Errorf("listen on %s: %w", s.cfg.ServerAddress, err)
+			}
 		}
 		remote := grpc.NewServer(append(opts, grpc.Creds(credentials.NewTLS(s.tlsConfig(ctx))))...)
 		for _, svc := range s.cfg.Services {

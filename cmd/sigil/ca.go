@@ -77,7 +77,8 @@ type caStack struct {
 }
 
 // buildCA chooses the backends the config names and wires them together.
-func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg *prometheus.Registry) (_ *caStack, err error) {
+// Each of mods may adjust the listeners' config.
+func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg *prometheus.Registry, mods ...func(*server.Config)) (_ *caStack, err error) {
 	s := &caStack{}
 	defer func() {
 		if err != nil {
@@ -180,10 +181,14 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 	}); err != nil {
 		return nil, err
 	}
-	if s.server, err = server.New(server.Config{
+	sc := server.Config{
 		AdminSocket: cfg.AdminSocket, ServerAddress: cfg.ServerAddress, HealthAddress: cfg.HealthAddress,
 		Services: []server.Registrar{adminSrv, s.node}, Identity: authority, Gatherer: reg, Logger: logger,
-	}); err != nil {
+	}
+	for _, m := range mods {
+		m(&sc)
+	}
+	if s.server, err = server.New(sc); err != nil {
 		return nil, err
 	}
 	return s, nil

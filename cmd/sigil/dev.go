@@ -1,17 +1,29 @@
 package main
 
 import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sigilhq/sigil/agent"
+	"github.com/sigilhq/sigil/agent/agentconfig"
 	"github.com/sigilhq/sigil/ca/caconfig"
+	"github.com/sigilhq/sigil/ca/server"
+	"github.com/sigilhq/sigil/ca/store"
 )
 
 // Default local addresses of `sigil dev`.
@@ -31,7 +43,13 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			started := time.Now()
-			if err := os.MkdirAll(dir, 0o700); err != nil {
+			// The directory is traversable by every user so that workloads
+			// of any uid reach DIR/agent.sock; what is secret in it (keys,
+			// database, admin socket, agent identity) is 0600/0700 itself.
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				return fmt.Errorf("dev dir: %w", err)
+			}
+			if err := os.Chmod(dir, 0o755); err != nil {
 				return fmt.Errorf("dev dir: %w", err)
 			}
 			unlock, err := lockDir(dir)
@@ -51,29 +69,49 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 			logger := newLogger(cmd)
 			reg := newRegistry()
 			ctx := cmd.Context()
-			stack, err := buildCA(ctx, cfg, logger, reg)
+			lis, err := net.Listen("tcp", serverAddress)
 			if err != nil {
+				return fmt.Errorf("ca server: %w", err)
+			}
+			stack, err := buildCA(ctx, cfg, logger, reg, func(c *server.Config) { c.ServerListener = lis })
+			if err != nil {
+				lis.Close()
 				return err
 			}
 			defer stack.Close()
+			devAgent, err := newDevAgent(ctx, stack, dir, lis.Addr().String(), logger.With("component", "agent"), reg)
+			if err != nil {
+				return err
+			}
 
 			runAuthz, err := devAuthzAt(dir, authzAddress, logger, reg)
 			if err != nil {
 				return err
 			}
+			ctx, stop := context.WithCancel(ctx)
+			defer stop()
 			g, ctx := errgroup.WithContext(ctx)
 			g.Go(func() error { return stack.Run(ctx) })
 			g.Go(func() error { return runAuthz(ctx) })
+			g.Go(func() error { return devAgent.Run(ctx) })
+			agentID, err := adoptDevAgent(ctx, stack.Store, dir, devAgent)
+			if err != nil {
+				stop()
+				g.Wait()
+				return err
+			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, "Sigil dev is running (started in %s).\n", time.Since(started).Round(time.Millisecond))
 			fmt.Fprintf(out, "  trust domain   %s\n", cfg.TrustDomain.Name())
 			fmt.Fprintf(out, "  state          %s\n", dir)
 			fmt.Fprintf(out, "  admin socket   %s\n", cfg.AdminSocket)
-			fmt.Fprintf(out, "  ca server      %s (mTLS)\n", serverAddress)
+			fmt.Fprintf(out, "  ca server      %s (mTLS)\n", lis.Addr())
+			fmt.Fprintf(out, "  agent          %s\n", agentID)
+			fmt.Fprintf(out, "  agent socket   %s (SPIFFE Workload API + Envoy SDS)\n", filepath.Join(dir, "agent.sock"))
 			fmt.Fprintf(out, "  authz          %s (Envoy ext_authz v3), policies in %s, decision log %s\n", authzAddress, filepath.Join(dir, "policies"), filepath.Join(dir, "decisions.log"))
 			fmt.Fprintf(out, "  health         http://%s/live  /ready  /metrics\n", healthAddress)
-			fmt.Fprintf(out, "Try:\n  sigil bundle show --format pem\n  sigil entry create --spiffe-id spiffe://%s/me --parent-id spiffe://%s/sigil/agent/dev --selector unix:uid:%d\n  sigil entry list\nCtrl-C stops.\n",
-				cfg.TrustDomain.Name(), cfg.TrustDomain.Name(), os.Getuid())
+			fmt.Fprintf(out, "Try:\n  sigil entry create --spiffe-id spiffe://%s/me --selector unix:uid:%d\n  sigil svid fetch\n  sigil bundle show --format pem\nCtrl-C stops.\n",
+				cfg.TrustDomain.Name(), os.Getuid())
 			err = g.Wait()
 			logger.Info("sigil dev stopped")
 			return err
@@ -104,4 +142,87 @@ func lockDir(dir string) (func(), error) {
 		return nil, fmt.Errorf("lock %s: %w", path, err)
 	}
 	return func() { f.Close() }, nil
+}
+
+// devAgentIDFile holds the dev agent's SPIFFE ID, the default parent of
+// `sigil entry create` on a dev admin socket in the same directory.
+const devAgentIDFile = "agent-id"
+
+// newDevAgent makes the one dev agent, attested with a join token made here.
+// A restart that finds a valid persisted agent identity does not use it.
+func newDevAgent(ctx context.Context, stack *caStack, dir, serverAddr string, logger *slog.Logger, reg *prometheus.Registry) (*agent.Agent, error) {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	token := hex.EncodeToString(b)
+	if err := stack.Store.CreateJoinToken(ctx, "sigil-dev", store.JoinToken{Token: token, ExpiresAt: time.Now().Add(10 * time.Minute)}); err != nil {
+		return nil, fmt.Errorf("dev join token: %w", err)
+	}
+	roots, err := stack.CA.Roots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := agentconfig.File{
+		TrustDomain:   stack.CA.TrustDomain().Name(),
+		ServerAddress: serverAddr,
+		DataDir:       filepath.Join(dir, "agent"),
+		SocketPath:    filepath.Join(dir, "agent.sock"),
+		JoinToken:     token,
+	}.Validate()
+	if err != nil {
+		return nil, err
+	}
+	return buildAgent(ctx, cfg, logger, reg, func(c *agent.Config) { c.BootstrapBundle = roots })
+}
+
+// adoptDevAgent waits for the dev agent to attest, and when its ID differs
+// from the previous run's (its persisted identity had expired, so it
+// attested again with a new token) moves the previous agent's entries to it:
+// in dev, entries belong to "the" agent, whatever its current ID.
+func adoptDevAgent(ctx context.Context, st store.Entries, dir string, a interface{ ID() (spiffeid.ID, bool) }) (spiffeid.ID, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	var id spiffeid.ID
+	for {
+		if got, ok := a.ID(); ok {
+			id = got
+			break
+		}
+		if time.Now().After(deadline) {
+			return spiffeid.ID{}, errors.New("the dev agent did not attest within 30s")
+		}
+		select {
+		case <-ctx.Done():
+			return spiffeid.ID{}, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	path := filepath.Join(dir, devAgentIDFile)
+	prev, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return id, err
+	}
+	if old := strings.TrimSpace(string(prev)); old != "" && old != id.String() {
+		entries, err := st.ListEntries(ctx, store.EntryFilter{ParentID: old})
+		if err != nil {
+			return id, err
+		}
+		for _, e := range entries {
+			e.ParentID = id.String()
+			if _, err := st.UpdateEntry(ctx, "sigil-dev", e); err != nil {
+				return id, fmt.Errorf("move entry %s to the new dev agent: %w", e.ID, err)
+			}
+		}
+	}
+	return id, os.WriteFile(path, []byte(id.String()+"\n"), 0o644)
+}
+
+// devParentID is the dev agent's ID when adminSocket is a dev admin socket.
+func devParentID(adminSocket string) (string, bool) {
+	b, err := os.ReadFile(filepath.Join(filepath.Dir(adminSocket), devAgentIDFile))
+	if err != nil {
+		return "", false
+	}
+	id := strings.TrimSpace(string(b))
+	return id, id != ""
 }

@@ -111,7 +111,12 @@ func newEntryCreateCmd() *cobra.Command {
 					return errors.New("--spiffe-id is required (or --file)")
 				}
 				if f.parentID == "" {
-					return errors.New("--parent-id is required")
+					id, ok := devParentID(adminSocket(cmd))
+					if !ok {
+						return errors.New("--parent-id is required (it defaults to the agent of `sigil dev` only on a dev admin socket)")
+					}
+					f.parentID = id
+					cmd.Flags().Set("parent-id", id)
 				}
 				if len(f.selectors) == 0 {
 					return errors.New("at least one --selector is required, e.g. --selector unix:uid:1000")

@@ -134,6 +134,12 @@ func TestDevLifecycle(t *testing.T) {
 		t.Fatalf("refused entries were written:\n%s", out)
 	}
 
+	// 4b. In dev, an entry without --parent-id goes to the dev agent, and
+	// the workload (this test's uid) gets its SVID from the agent socket.
+	const me = "spiffe://example.org/me"
+	sigil.MustRun(t, admin("entry", "create", "--spiffe-id", me, "--selector", fmt.Sprintf("unix:uid:%d", os.Getuid()))...)
+	svidFetch(t, dir, me)
+
 	// 5. Token and CA status.
 	if tok := strings.TrimSpace(sigil.MustRun(t, admin("token", "create")...)); len(tok) < 32 {
 		t.Fatalf("token create printed %q", tok)
@@ -158,6 +164,22 @@ func TestDevLifecycle(t *testing.T) {
 	if out := sigil.MustRun(t, admin("entry", "list")...); !strings.Contains(out, id) {
 		t.Fatalf("entry lost across a restart:\n%s", out)
 	}
+	svidFetch(t, dir, me)
+}
+
+// svidFetch waits until `sigil svid fetch` on the dev agent socket prints id.
+func svidFetch(t *testing.T, dir, id string) {
+	t.Helper()
+	var out, errOut string
+	for range 100 {
+		var err error
+		out, errOut, err = sigil.Run(t, "svid", "fetch", "--socket", filepath.Join(dir, "agent.sock"))
+		if err == nil && strings.Contains(out, id) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("sigil svid fetch never printed %s:\nstdout: %s\nstderr: %s", id, out, errOut)
 }
 
 func TestCARunRefusesUnknownConfigKey(t *testing.T) {
