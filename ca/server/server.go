@@ -42,11 +42,11 @@ type Config struct {
 	// ServerListener, when set, is used instead of listening on ServerAddress
 	// (so a caller can learn the port before Run).
 	ServerListener net.Listener
-	HealthAddress string // HTTP: /live, /ready, /metrics
-	Services      []Registrar
-	Identity      Identity
-	Gatherer      prometheus.Gatherer
-	Logger        *slog.Logger
+	HealthAddress  string // HTTP: /live, /ready, /metrics
+	Services       []Registrar
+	Identity       Identity
+	Gatherer       prometheus.Gatherer
+	Logger         *slog.Logger
 }
 
 // Server owns the listeners.
