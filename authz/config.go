@@ -18,6 +18,7 @@ import (
 //
 //	listen: 127.0.0.1:9191          # or unix:///run/sigil/authz.sock
 //	metrics_listen: ""              # e.g. 127.0.0.1:9192: /metrics, /live, /ready
+//	pprof: false                    # also serve /debug/pprof/ on metrics_listen
 //	decision_path: envoy/authz/allow
 //	dry_run: false                  # allow everything, log what would happen
 //	skip_request_body_parse: false
@@ -37,47 +38,50 @@ import (
 //	  mask_headers: [authorization, proxy-authorization, cookie, set-cookie, x-api-key, x-auth-token]
 //	  log_request: true             # needed by sigil policy replay
 type FileConfig struct {
-	Listen        string            `yaml:"listen"`
-	MetricsListen string            `yaml:"metrics_listen"`
-	DecisionPath  string            `yaml:"decision_path"`
-	DryRun        bool              `yaml:"dry_run"`
-	SkipBody      bool              `yaml:"skip_request_body_parse"`
-	Policy        *FilePolicySource `yaml:"policy"`
-	Shadow        *FilePolicySource `yaml:"shadow"`
-	DecisionLog   *FileDecisionLog  `yaml:"decision_log"`
-	GCPercent     *int              `yaml:"gc_percent"`
+	Listen        string            `yaml:"listen"`                  // 127.0.0.1:9191 (default) or unix:///run/sigil/authz.sock
+	MetricsListen string            `yaml:"metrics_listen"`          // /metrics, /live, /ready, e.g. 127.0.0.1:9192; empty disables
+	PProf         bool              `yaml:"pprof"`                   // also serve /debug/pprof/ on metrics_listen
+	DecisionPath  string            `yaml:"decision_path"`           // default envoy/authz/allow
+	DryRun        bool              `yaml:"dry_run"`                 // allow everything, log what would happen
+	SkipBody      bool              `yaml:"skip_request_body_parse"` // leave parsed_body undefined
+	Policy        *FilePolicySource `yaml:"policy"`                  // exactly one of dir, bundle_file, bundle_url
+	Shadow        *FilePolicySource `yaml:"shadow"`                  // optional candidate policy, evaluated, logged and counted only
+	DecisionLog   *FileDecisionLog  `yaml:"decision_log"`            // hash-chained JSON lines
+	GCPercent     *int              `yaml:"gc_percent"`              // Go GC target (default 400); GOGC wins
 }
 
 // FilePolicySource names exactly one policy source.
 type FilePolicySource struct {
-	Dir          string `yaml:"dir"`
-	BundleFile   string `yaml:"bundle_file"`
-	BundleURL    string `yaml:"bundle_url"`
-	PollInterval string `yaml:"poll_interval"`
+	Dir          string `yaml:"dir"`           // a directory of .rego and data files, hot-reloaded
+	BundleFile   string `yaml:"bundle_file"`   // an OPA bundle (.tar.gz)
+	BundleURL    string `yaml:"bundle_url"`    // an OPA bundle over HTTP (ETag aware)
+	PollInterval string `yaml:"poll_interval"` // default 1s
 }
 
 // FileDecisionLog configures the decision log sinks.
 type FileDecisionLog struct {
-	File        string   `yaml:"file"`
-	MaxBytes    int64    `yaml:"max_bytes"`
-	MaxBackups  int      `yaml:"max_backups"`
-	Stdout      bool     `yaml:"stdout"`
-	HTTPURL     string   `yaml:"http_url"`
-	Buffer      int      `yaml:"buffer"`
-	MaskHeaders []string `yaml:"mask_headers"`
-	LogRequest  *bool    `yaml:"log_request"`
+	File        string   `yaml:"file"`         // log file (0600)
+	MaxBytes    int64    `yaml:"max_bytes"`    // rotate beyond this size; 0 never
+	MaxBackups  int      `yaml:"max_backups"`  // rotated files kept (default 5)
+	Stdout      bool     `yaml:"stdout"`       // also write to stdout
+	HTTPURL     string   `yaml:"http_url"`     // OPA-compatible decision log service
+	Buffer      int      `yaml:"buffer"`       // decisions waiting to be written; beyond it dropped and counted (default 4096)
+	MaskHeaders []string `yaml:"mask_headers"` // headers whose values are masked (default authorization, cookie, ...)
+	LogRequest  *bool    `yaml:"log_request"`  // keep the masked request, needed by sigil policy replay (default true)
 }
 
 // RunConfig is the validated configuration.
 type RunConfig struct {
 	Listen        string
 	MetricsListen string
-	DecisionPath  string
-	DryRun        bool
-	SkipBody      bool
-	Policy        PolicySource
-	Shadow        *PolicySource
-	DecisionLog   DecisionLogConfig
+	// PProf serves Go's profiling handlers on MetricsListen.
+	PProf        bool
+	DecisionPath string
+	DryRun       bool
+	SkipBody     bool
+	Policy       PolicySource
+	Shadow       *PolicySource
+	DecisionLog  DecisionLogConfig
 	// GCPercent is the Go GC target for a dedicated authz process
 	// (default 400: the live heap is a few MB, so the default 100 collects
 	// very often under load). The GOGC environment variable wins.
@@ -128,11 +132,15 @@ func (fc FileConfig) Validate() (RunConfig, error) {
 	rc := RunConfig{
 		Listen:        fc.Listen,
 		MetricsListen: fc.MetricsListen,
+		PProf:         fc.PProf,
 		DryRun:        fc.DryRun,
 		SkipBody:      fc.SkipBody,
 	}
 	if rc.Listen == "" {
 		rc.Listen = DefaultListen
+	}
+	if rc.PProf && rc.MetricsListen == "" {
+		return rc, errors.New("config pprof: needs metrics_listen")
 	}
 	rc.GCPercent = 400
 	if fc.GCPercent != nil {

@@ -21,6 +21,8 @@ func TestParseConfig(t *testing.T) {
 		{"bad path", "decision_path: data.x[_]\npolicy:\n  dir: p\n", "decision_path"},
 		{"bad url", "policy:\n  bundle_url: ftp://x\n", "bundle_url"},
 		{"wrong type", "dry_run: maybe\npolicy:\n  dir: p\n", "line 1"},
+		{"pprof without metrics listener", "pprof: true\npolicy:\n  dir: p\n", "pprof: needs metrics_listen"},
+		{"pprof", "pprof: true\nmetrics_listen: 127.0.0.1:9192\npolicy:\n  dir: p\n", ""},
 		{"gc too low", "gc_percent: 5\npolicy:\n  dir: p\n", "gc_percent"},
 	}
 	for _, tt := range tests {

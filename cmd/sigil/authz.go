@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -179,7 +180,7 @@ func buildAuthz(ctx context.Context, rc authz.RunConfig, logger *slog.Logger, re
 			lis.Close()
 			return nil, fmt.Errorf("authz metrics listen: %w", err)
 		}
-		runs = append(runs, func(ctx context.Context) error { return serveMetrics(ctx, mlis, reg, eng) })
+		runs = append(runs, func(ctx context.Context) error { return serveMetrics(ctx, mlis, reg, eng, rc.PProf) })
 	}
 
 	return func(ctx context.Context) error {
@@ -191,8 +192,15 @@ func buildAuthz(ctx context.Context, rc authz.RunConfig, logger *slog.Logger, re
 	}, nil
 }
 
-func serveMetrics(ctx context.Context, lis net.Listener, reg *prometheus.Registry, eng *engine.Engine) error {
+func serveMetrics(ctx context.Context, lis net.Listener, reg *prometheus.Registry, eng *engine.Engine, withPProf bool) error {
 	mux := http.NewServeMux()
+	if withPProf {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	}
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("/live", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, _ *http.Request) {

@@ -19,6 +19,16 @@ export PATH=$SIGIL_TOOLS:$PATH
 DURATION=${DURATION:-10s}
 RATE=${RATE:-2000}
 CONC=${CONC:-32}
+# CPU pinning (taskset lists; empty = no pinning): by default the server
+# under test runs on CPU 1 and ghz on CPU 0, the same for every server.
+SERVER_CPUS=${SERVER_CPUS-1}
+CLIENT_CPUS=${CLIENT_CPUS-0}
+# Which servers to measure (any of sigil sigil-log plugin plugin-gogc).
+SERVERS=${SERVERS:-sigil sigil-log plugin plugin-gogc}
+# SIGIL_BIN: measure this sigil binary instead of building ./cmd/sigil.
+# MAX_LOAD: wait (up to 5 min) until the 1-minute load average is below it
+# before each measurement; the load is reported with every figure.
+MAX_LOAD=${MAX_LOAD:-1.5}
 WORK=$(mktemp -d)
 PIDS=()
 cleanup() {
@@ -31,7 +41,19 @@ trap cleanup EXIT
 "$ROOT/hack/setup/40-opa-envoy-plugin.sh"
 "$ROOT/hack/setup/41-ghz.sh"
 cd "$ROOT"
-go build -o "$WORK/sigil" ./cmd/sigil
+if [[ -n ${SIGIL_BIN:-} ]]; then cp "$SIGIL_BIN" "$WORK/sigil"; else go build -o "$WORK/sigil" ./cmd/sigil; fi
+# taskset execs its command, so $! of a pinned server is the server's pid.
+SERVER_PIN=() CLIENT_PIN=()
+if [[ -n $SERVER_CPUS ]]; then SERVER_PIN=(taskset -c "$SERVER_CPUS"); fi
+if [[ -n $CLIENT_CPUS ]]; then CLIENT_PIN=(taskset -c "$CLIENT_CPUS"); fi
+ghzc() { "${CLIENT_PIN[@]}" ghz "$@"; }
+wait_quiet() { # wait until the 1-minute load average is below MAX_LOAD
+	for _ in $(seq 1 60); do
+		awk -v m="$MAX_LOAD" '{exit !($1 < m)}' /proc/loadavg && return 0
+		sleep 5
+	done
+	echo "load average stayed above $MAX_LOAD; measuring anyway" >&2
+}
 go run ./hack/bench/authz/protoset "$WORK/authz.protoset"
 POLICY=$ROOT/authz/testdata/bench/policy
 REQ=$ROOT/authz/testdata/bench/allow.json
@@ -53,13 +75,15 @@ cpu_ticks() { # pid: user+system clock ticks of the server process
 measure() { # name addr pid
 	local name=$1 addr=$2 pid=$3
 	wait_ready "$addr"
-	ghz --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
+	wait_quiet
+	cut -d' ' -f1-3 /proc/loadavg >"$WORK/$name-load"
+	ghzc --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
 		-D "$REQ" -c "$CONC" -z 3s "$addr" >/dev/null # warm up
-	ghz --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
+	ghzc --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
 		-D "$REQ" --rps "$RATE" -c 16 -z "$DURATION" --format json "$addr" >"$WORK/$name-rate.json"
 	local t0
 	t0=$(cpu_ticks "$pid")
-	ghz --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
+	ghzc --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
 		-D "$REQ" -c "$CONC" -z "$DURATION" --format json "$addr" >"$WORK/$name-sat.json"
 	echo $(($(cpu_ticks "$pid") - t0)) >"$WORK/$name-ticks"
 }
@@ -76,19 +100,17 @@ start_sigil() { # name with_log
 			echo "  max_bytes: 1073741824"
 		fi
 	} >"$WORK/$name.yaml"
-	"$WORK/sigil" authz run --config "$WORK/$name.yaml" 2>"$WORK/$name.err" &
+	"${SERVER_PIN[@]}" "$WORK/sigil" authz run --config "$WORK/$name.yaml" 2>"$WORK/$name.err" &
 	PIDS+=($!)
 	measure "$name" 127.0.0.1:19191 "${PIDS[-1]}"
 	kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 }
 
-start_sigil sigil no
-start_sigil sigil-log yes
 
 start_plugin() { # name, then env assignments
 	local name=$1
 	shift
-	env "$@" opa-envoy-plugin run --server --addr=127.0.0.1:18181 --diagnostic-addr=127.0.0.1:18282 --log-level=error \
+	"${SERVER_PIN[@]}" env "$@" opa-envoy-plugin run --server --addr=127.0.0.1:18181 --diagnostic-addr=127.0.0.1:18282 --log-level=error \
 		--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:19192 \
 		--set=plugins.envoy_ext_authz_grpc.path=envoy/authz/allow "$POLICY" 2>"$WORK/$name.err" &
 	PIDS+=($!)
@@ -98,17 +120,25 @@ start_plugin() { # name, then env assignments
 
 # sigil authz run sets GC percent 400 (config gc_percent); the plugin is
 # measured at Go's default and at the same setting.
-start_plugin plugin
-start_plugin plugin-gogc GOGC=400
+for s in $SERVERS; do
+	case $s in
+	sigil) start_sigil sigil no ;;
+	sigil-log) start_sigil sigil-log yes ;;
+	plugin) start_plugin plugin ;;
+	plugin-gogc) start_plugin plugin-gogc GOGC=400 ;;
+	*) echo "unknown server $s" >&2; exit 2 ;;
+	esac
+done
 
-python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" "$SERVERS" "$SERVER_CPUS" "$CLIENT_CPUS" <<'PY'
 import json, sys
-work, rate, conc, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+work, rate, conc, hz, servers, scpu, ccpu = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(), sys.argv[6], sys.argv[7]
+labels = {"sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
 def pct(lat, p):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * p))] / 1e6
-print(f"{'server':<26}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}   {'sat. decisions/s':>17}{'errors':>8}{'server CPU us/decision':>24}")
-for name, label in [("sigil", "sigil (no decision log)"), ("sigil-log", "sigil (decision log on)"), ("plugin", "opa-envoy-plugin"), ("plugin-gogc", "opa-envoy-plugin GOGC=400")]:
+print(f"{'server':<26}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}   {'sat. decisions/s':>17}{'errors':>8}{'CPU us/decision':>17}   load avg (1/5/15 min)")
+for name in servers:
     r = json.load(open(f"{work}/{name}-rate.json"))
     s = json.load(open(f"{work}/{name}-sat.json"))
     lat = [d["latency"] for d in r.get("details", []) if not d.get("error")]
@@ -116,6 +146,8 @@ for name, label in [("sigil", "sigil (no decision log)"), ("sigil-log", "sigil (
     serrs = sum(v for k, v in s["statusCodeDistribution"].items() if k != "OK")
     ticks = int(open(f"{work}/{name}-ticks").read())
     cpu_us = ticks / hz * 1e6 / max(1, s["count"])
-    print(f"{label:<26}{pct(lat,.5):>9.3f}{pct(lat,.99):>9.3f}{pct(lat,.999):>10.3f}{errs:>8}   {s['rps']:>17.0f}{serrs:>8}{cpu_us:>24.1f}")
-print(f"(fixed rate {rate} rps, ghz -c 16; saturation ghz -c {conc}; client and server share the machine)")
+    load = open(f"{work}/{name}-load").read().strip()
+    print(f"{labels[name]:<26}{pct(lat,.5):>9.3f}{pct(lat,.99):>9.3f}{pct(lat,.999):>10.3f}{errs:>8}   {s['rps']:>17.0f}{serrs:>8}{cpu_us:>17.1f}   {load}")
+pinning = f"server pinned to CPU {scpu}, ghz to CPU {ccpu}" if scpu or ccpu else "no pinning: client and server share both cores"
+print(f"(fixed rate {rate} rps, ghz -c 16; saturation ghz -c {conc}; {pinning})")
 PY
