@@ -14,21 +14,21 @@ import (
 
 // File is the YAML schema of agent.yaml.
 type File struct {
-	TrustDomain     string       `yaml:"trust_domain"`
-	ServerAddress   string       `yaml:"server_address"`
-	DataDir         string       `yaml:"data_dir"`
-	SocketPath      string       `yaml:"socket_path"`
-	TrustBundleFile string       `yaml:"trust_bundle_file"`
-	JoinToken       string       `yaml:"join_token"`
-	X509PoP         *X509PoPFile `yaml:"x509pop"`
-	WorkloadKeyType string       `yaml:"workload_key_type"`
-	HealthAddress   string       `yaml:"health_address"`
+	TrustDomain     string       `yaml:"trust_domain"`      // required, e.g. example.org
+	ServerAddress   string       `yaml:"server_address"`    // required: host:port of the CA
+	DataDir         string       `yaml:"data_dir"`          // required: the agent's persisted identity (0700)
+	SocketPath      string       `yaml:"socket_path"`       // Workload API + SDS socket (default DATA_DIR/agent.sock); its directory must be reachable by workloads
+	TrustBundleFile string       `yaml:"trust_bundle_file"` // PEM roots to trust the CA by before the first attestation
+	JoinToken       string       `yaml:"join_token"`        // node attestation with a one-time token from `sigil token create`
+	X509PoP         *X509PoPFile `yaml:"x509pop"`           // or node attestation with an existing node certificate
+	WorkloadKeyType string       `yaml:"workload_key_type"` // keys made for workloads: ec-p256 (default) | ec-p384 | rsa-2048
+	HealthAddress   string       `yaml:"health_address"`    // /live, /ready, /metrics; empty disables
 }
 
 // X509PoPFile names the node's certificate and key for x509pop attestation.
 type X509PoPFile struct {
-	CertFile string `yaml:"cert_file"`
-	KeyFile  string `yaml:"key_file"`
+	CertFile string `yaml:"cert_file"` // PEM: node certificate, then intermediates
+	KeyFile  string `yaml:"key_file"`  // PEM private key of the node certificate (0600)
 }
 
 // Config is the validated configuration.

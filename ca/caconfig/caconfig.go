@@ -15,23 +15,23 @@ import (
 
 // File is the YAML schema of ca.yaml.
 type File struct {
-	TrustDomain   string         `yaml:"trust_domain"`
-	DataDir       string         `yaml:"data_dir"`
-	InstanceID    string         `yaml:"instance_id"`
-	AdminSocket   string         `yaml:"admin_socket"`
-	ServerAddress string         `yaml:"server_address"`
-	HealthAddress string         `yaml:"health_address"`
-	KeyType       string         `yaml:"key_type"`
-	CATTL         string         `yaml:"ca_ttl"`
-	X509SVIDTTL   string         `yaml:"x509_svid_ttl"`
-	JWTSVIDTTL    string         `yaml:"jwt_svid_ttl"`
-	JWTIssuer     string         `yaml:"jwt_issuer"`
-	RefreshHint   string         `yaml:"bundle_refresh_hint"`
-	Store         StoreFile      `yaml:"store"`
-	KeyManager    KeyManagerFile `yaml:"key_manager"`
-	Upstream      UpstreamFile   `yaml:"upstream"`
+	TrustDomain   string         `yaml:"trust_domain"`        // required, e.g. example.org
+	DataDir       string         `yaml:"data_dir"`            // required; keys, root certificate, SQLite database, admin socket (0700)
+	InstanceID    string         `yaml:"instance_id"`         // names this replica's key journal; distinct per replica on a shared store (default primary)
+	AdminSocket   string         `yaml:"admin_socket"`        // local admin API, mode 0600 (default DATA_DIR/admin.sock)
+	ServerAddress string         `yaml:"server_address"`      // node API and admin API over mTLS, e.g. 0.0.0.0:8443; empty disables
+	HealthAddress string         `yaml:"health_address"`      // /live, /ready, /metrics, e.g. 127.0.0.1:9988; empty disables
+	KeyType       string         `yaml:"key_type"`            // CA keys: ec-p256 (default) | ec-p384 | rsa-2048 | rsa-3072 | rsa-4096
+	CATTL         string         `yaml:"ca_ttl"`              // signing key life; prepared at 1/2, activated at 5/6 (default 24h)
+	X509SVIDTTL   string         `yaml:"x509_svid_ttl"`       // default 1h
+	JWTSVIDTTL    string         `yaml:"jwt_svid_ttl"`        // default 5m
+	JWTIssuer     string         `yaml:"jwt_issuer"`          // optional iss claim of JWT-SVIDs
+	RefreshHint   string         `yaml:"bundle_refresh_hint"` // spiffe_refresh_hint of the published bundle (default 5m)
+	Store         StoreFile      `yaml:"store"`               // where entries, agents, bundles and the journal live
+	KeyManager    KeyManagerFile `yaml:"key_manager"`         // where the CA's private keys live
+	Upstream      UpstreamFile   `yaml:"upstream"`            // who signs the CA's signing certificates
 
-	NodeAttestation NodeAttestationFile `yaml:"node_attestation"`
+	NodeAttestation NodeAttestationFile `yaml:"node_attestation"` // how agents prove their nodes
 }
 
 // NodeAttestationFile configures how agents prove their nodes. Join tokens
