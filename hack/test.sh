@@ -49,7 +49,7 @@ step "go test ./..."
 go test -count=1 ./...
 
 step "go test -race (packages with concurrency)"
-race_pkgs=$(go list ./ca/... ./authz/... ./internal/... 2>/dev/null)
+race_pkgs=$(go list ./ca/... ./agent/... ./sds/... ./authz/... ./internal/... 2>/dev/null)
 go test -race -count=1 $race_pkgs
 
 if [ "$FUZZTIME" != "0" ]; then
