@@ -58,13 +58,18 @@ const hashSuffixLen = len(hashMember) + 64 + 2
 
 // seal appends the hash member to a marshalled entry.
 func seal(obj []byte) []byte {
-	body := obj[:len(obj)-1] // drop '}'
-	sum := sha256.Sum256(body)
-	out := make([]byte, 0, len(body)+hashSuffixLen)
-	out = append(out, body...)
-	out = append(out, hashMember...)
-	out = hex.AppendEncode(out, sum[:])
-	return append(out, '"', '}')
+	out := make([]byte, 0, len(obj)-1+hashSuffixLen)
+	return appendSeal(append(out, obj...), 0)
+}
+
+// appendSeal seals the marshalled entry dst[start:] in place: its closing
+// '}' becomes the hash member and a new '}'.
+func appendSeal(dst []byte, start int) []byte {
+	dst = dst[:len(dst)-1] // drop '}'
+	sum := sha256.Sum256(dst[start:])
+	dst = append(dst, hashMember...)
+	dst = hex.AppendEncode(dst, sum[:])
+	return append(dst, '"', '}')
 }
 
 // LineHash is the value the next line's Prev must carry.

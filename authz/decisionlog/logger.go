@@ -2,7 +2,8 @@ package decisionlog
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +16,8 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
-// Sink receives batches of complete lines (without newlines).
+// Sink receives batches of complete lines (without newlines). The lines
+// are valid only until Write returns: the Logger reuses their memory.
 type Sink interface {
 	Write(ctx context.Context, lines [][]byte) error
 }
@@ -117,7 +119,9 @@ func (l *Logger) Run(ctx context.Context) error {
 			}
 		}
 	}()
-	var prevHash string
+	// prev is the hex hash of the last line written, empty before the
+	// first line ever.
+	prev := make([]byte, 0, 64)
 	var seq uint64
 	for _, s := range l.cfg.Sinks {
 		t, ok := s.(Tailer)
@@ -133,10 +137,16 @@ func (l *Logger) Run(ctx context.Context) error {
 			if err != nil {
 				return fmt.Errorf("decision log tail is not a valid line (run sigil audit verify): %w", err)
 			}
-			seq, prevHash = e.Seq, LineHash(last)
+			seq = e.Seq
+			prev = append(prev[:0], LineHash(last)...)
 		}
 		break
 	}
+	// Lines of a batch are encoded back to back into arena, reused after
+	// every flush (sinks do not keep lines), and requests into reqBuf.
+	const arenaKeep = 4 << 20
+	arena := make([]byte, 0, 256<<10)
+	var reqBuf []byte
 	batch := make([][]byte, 0, 256)
 	flush := func(wctx context.Context) {
 		if len(batch) == 0 {
@@ -147,23 +157,36 @@ func (l *Logger) Run(ctx context.Context) error {
 				l.cfg.Logger.Error("write decision log", "error", err, "lines", len(batch))
 			}
 		}
+		clear(batch)
 		batch = batch[:0]
+		if cap(arena) > arenaKeep {
+			arena = make([]byte, 0, 256<<10)
+		}
+		arena = arena[:0]
 	}
 	add := func(r record) {
-		seq++
-		r.e.Seq, r.e.Prev = seq, prevHash
+		r.e.Seq = seq + 1
 		if l.cfg.LogRequest && r.req != nil {
-			r.e.Request = l.maskedRequest(r.req)
+			reqBuf = l.maskedRequest(reqBuf[:0], r.req)
+			r.e.Request = reqBuf
 		}
-		obj, err := json.Marshal(&r.e)
+		start := len(arena)
+		var err error
+		arena, err = appendEntry(arena, &r.e, prev)
 		if err != nil {
-			seq--
+			arena = arena[:start]
 			l.cfg.Logger.Error("encode decision", "error", err, "decision_id", r.e.DecisionID)
 			return
 		}
-		line := seal(obj)
-		prevHash = LineHash(line)
+		seq++
+		arena = appendSeal(arena, start)
+		line := arena[start:len(arena):len(arena)]
+		sum := sha256.Sum256(line)
+		prev = hex.AppendEncode(prev[:0], sum[:])
 		batch = append(batch, line)
+		if cap(reqBuf) > arenaKeep {
+			reqBuf = nil
+		}
 	}
 	// Audit writes outlive cancellation of ctx.
 	wctx := context.WithoutCancel(ctx)
@@ -198,8 +221,9 @@ func (l *Logger) Run(ctx context.Context) error {
 }
 
 // maskedRequest masks secret headers in req, which the Logger owns (see
-// Record), and encodes it.
-func (l *Logger) maskedRequest(req *authv3.CheckRequest) []byte {
+// Record), and appends its encoding to dst; on failure the request is
+// left out (nil).
+func (l *Logger) maskedRequest(dst []byte, req *authv3.CheckRequest) []byte {
 	h := req.GetAttributes().GetRequest().GetHttp()
 	for k := range h.GetHeaders() {
 		if _, ok := l.masked[strings.ToLower(k)]; ok {
@@ -211,7 +235,7 @@ func (l *Logger) maskedRequest(req *authv3.CheckRequest) []byte {
 			maskHeaderValue(hv)
 		}
 	}
-	b, err := proto.Marshal(req)
+	b, err := proto.MarshalOptions{}.MarshalAppend(dst, req)
 	if err != nil {
 		return nil
 	}
