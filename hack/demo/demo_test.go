@@ -406,11 +406,13 @@ func TestDemo(t *testing.T) {
 
 	step(7, "live CA rotation while the frontend keeps calling")
 	oldKey := activeX509Key(t, adminSock)
-	waitFor(t, "both services on the active key", 30*time.Second, procs, func() (bool, string) {
+	// A second of calls on the old certificates first.
+	target := fs.Requests + rate
+	waitFor(t, "both services on the active key", 60*time.Second, procs, func() (bool, string) {
 		readFrontend()
 		readBackend()
-		return fs.SVID.Signer == oldKey && bs.SVID.Signer == oldKey,
-			fmt.Sprintf("frontend signer %s, backend signer %s, active %s", fs.SVID.Signer, bs.SVID.Signer, oldKey)
+		return fs.SVID.Signer == oldKey && bs.SVID.Signer == oldKey && fs.Requests >= target,
+			fmt.Sprintf("frontend signer %s, backend signer %s, active %s, %d calls (want %d)", fs.SVID.Signer, bs.SVID.Signer, oldKey, fs.Requests, target)
 	})
 	before := fs
 	say("active x509 key %s signed both SVIDs; frontend so far: %d calls, %d failed", meshdemo.Short(oldKey), before.Requests, before.Failed)
@@ -442,6 +444,18 @@ func TestDemo(t *testing.T) {
 				fs.SVID.Signer, fs.BackendSigner, bs.SVID.Signer, bs.Callers[idFrontend], newKey)
 	})
 	rotation := time.Since(rotationStart)
+	say("both services hold SVIDs signed by %s and see each other's new certificates %s after the taint",
+		meshdemo.Short(newKey), rotation.Round(time.Millisecond))
+	// Keep calling for about two seconds on the new certificates, then
+	// stop the loop.
+	target = fs.Requests + 2*rate
+	waitFor(t, "calls on the new certificates", 60*time.Second, procs, func() (bool, string) {
+		readFrontend()
+		return fs.Requests >= target, fmt.Sprintf("%d calls, want %d", fs.Requests, target)
+	})
+	if _, err := frontend.Interrupt(t, 15*time.Second); err != nil {
+		t.Errorf("frontend exited with %v:\n%s", err, frontend.Output())
+	}
 	say("what the services saw (their own output):")
 	for _, p := range []*e2e.Proc{backend, frontend} {
 		for _, line := range strings.Split(p.Output(), "\n") {
@@ -449,17 +463,6 @@ func TestDemo(t *testing.T) {
 				say("    %s", line)
 			}
 		}
-	}
-	say("both services hold SVIDs signed by %s and see each other's new certificates %s after the taint",
-		meshdemo.Short(newKey), rotation.Round(time.Millisecond))
-	// Keep calling a little on the new certificates, then stop the loop.
-	target := fs.Requests + 20
-	waitFor(t, "calls on the new certificates", 60*time.Second, procs, func() (bool, string) {
-		readFrontend()
-		return fs.Requests >= target, fmt.Sprintf("%d calls, want %d", fs.Requests, target)
-	})
-	if _, err := frontend.Interrupt(t, 15*time.Second); err != nil {
-		t.Errorf("frontend exited with %v:\n%s", err, frontend.Output())
 	}
 	var final frontendStatus
 	fout := frontend.Output()
@@ -477,7 +480,7 @@ func TestDemo(t *testing.T) {
 	if fs.Failed != 0 {
 		t.Errorf("%d calls failed (last: %s); want none", fs.Failed, fs.LastFailure)
 	}
-	if during < 20 {
+	if during < 2*rate {
 		t.Errorf("only %d calls across the rotation; the loop stalled", during)
 	}
 
