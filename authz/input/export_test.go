@@ -7,3 +7,6 @@ func NewReflectiveBuilder(opts Options) *Builder {
 	b.reflectOnly = true
 	return b
 }
+
+// MaxCachedIDs bounds the per-principal cache of a Builder.
+const MaxCachedIDs = maxCachedIDs

@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -78,8 +80,34 @@ type Builder struct {
 	fields  map[protoreflect.FieldDescriptor]*ast.Term
 	headers map[string]*ast.Term
 	version *ast.Term
+	// ids caches the input.sigil object of each principal seen (a mesh
+	// has few; parsing and building them was a fifth of Build). Values
+	// are immutable *ast.Term, nil for principals that are not SPIFFE
+	// IDs. Cleared when it reaches maxCachedIDs entries.
+	ids    sync.Map
+	idsLen atomic.Int64
 	// reflectOnly builds the eager reference form (tests compare both).
 	reflectOnly bool
+}
+
+// maxCachedIDs bounds Builder.ids.
+const maxCachedIDs = 4096
+
+// idTerm is idTerm(principal), cached.
+func (b *Builder) idTerm(principal string) *ast.Term {
+	if principal == "" {
+		return nil
+	}
+	if t, ok := b.ids.Load(principal); ok {
+		return t.(*ast.Term)
+	}
+	t := idTerm(principal)
+	if b.idsLen.Add(1) > maxCachedIDs {
+		b.ids.Clear()
+		b.idsLen.Store(1)
+	}
+	b.ids.Store(principal, t)
+	return t
 }
 
 // NewBuilder prepares a Builder for CheckRequests.
@@ -184,48 +212,24 @@ func (b *Builder) addParsed(req *authv3.CheckRequest, lazy bool, insert func(k, 
 	}
 	dst := req.GetAttributes().GetDestination().GetPrincipal()
 	if lazy {
-		insert(keySigil, ast.NewTerm(ast.LazyObject(sigilMap(src, dst))))
+		insert(keySigil, ast.NewTerm(ast.LazyObject(b.sigilMap(src, dst))))
 	} else {
 		insert(keySigil, sigilTerm(src, dst))
 	}
 	return nil
 }
 
-// sigilMap is input.sigil in lazy form.
-func sigilMap(src, dst string) map[string]any {
+// sigilMap is input.sigil in lazy form; the per-principal objects are
+// shared, immutable and eager.
+func (b *Builder) sigilMap(src, dst string) map[string]any {
 	m := make(map[string]any, 2)
-	if v := idMap(src); v != nil {
-		m["source"] = v
+	if t := b.idTerm(src); t != nil {
+		m["source"] = t.Value
 	}
-	if v := idMap(dst); v != nil {
-		m["destination"] = v
+	if t := b.idTerm(dst); t != nil {
+		m["destination"] = t.Value
 	}
 	return m
-}
-
-func idMap(principal string) map[string]any {
-	if principal == "" {
-		return nil
-	}
-	id, err := spiffeid.FromString(principal)
-	if err != nil {
-		return nil
-	}
-	p := id.Path()
-	var segs []any
-	if p != "" {
-		parts := strings.Split(strings.TrimPrefix(p, "/"), "/")
-		segs = make([]any, len(parts))
-		for i, s := range parts {
-			segs[i] = ast.String(s)
-		}
-	}
-	return map[string]any{
-		"id":           ast.String(id.String()),
-		"trust_domain": ast.String(id.TrustDomain().Name()),
-		"path":         ast.String(p),
-		"segments":     segs,
-	}
 }
 
 // sigilTerm is input.sigil: {"source": ID, "destination": ID} where each ID

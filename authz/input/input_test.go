@@ -3,6 +3,7 @@ package input_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -183,6 +184,41 @@ func BenchmarkBuild(b *testing.B) {
 	for b.Loop() {
 		if _, err := builder.Build(req); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// One Builder serves every request: its per-principal cache must give the
+// same inputs as a fresh eager build, also past its bound and concurrently.
+func TestSharedBuilderCache(t *testing.T) {
+	fast := input.NewBuilder(input.Options{})
+	slow := input.NewReflectiveBuilder(input.Options{})
+	base := loadRequest(t, "06-bearer-header")
+	n := input.MaxCachedIDs + input.MaxCachedIDs/2
+	errc := make(chan error, 4)
+	for w := range 4 {
+		go func() {
+			for i := w; i < n; i += 4 {
+				req := proto.Clone(base).(*authv3.CheckRequest)
+				// Principals repeat (cache hits) and overflow the bound;
+				// some are not SPIFFE IDs.
+				req.Attributes.Source.Principal = fmt.Sprintf("spiffe://example.org/ns/n%d/sa/s", i%(n/2))
+				if i%7 == 0 {
+					req.Attributes.Destination.Principal = fmt.Sprintf("not an id %d", i)
+				}
+				a, errA := fast.Build(req)
+				b, errB := slow.Build(req)
+				if errA != nil || errB != nil || a.Compare(b) != 0 {
+					errc <- fmt.Errorf("request %d: cached %v (%v) != eager %v (%v)", i, a, errA, b, errB)
+					return
+				}
+			}
+			errc <- nil
+		}()
+	}
+	for range 4 {
+		if err := <-errc; err != nil {
+			t.Fatal(err)
 		}
 	}
 }
