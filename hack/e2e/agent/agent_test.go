@@ -73,6 +73,7 @@ func TestMain(m *testing.M) {
 type env struct {
 	dir, caConfig, agentConfig string
 	adminSock, agentSock       string
+	caAddr                     string // the CA's node API; the same across a restart
 	agentID                    string
 	ca, agent                  *e2e.Proc
 }
@@ -113,6 +114,7 @@ func newEnv(t *testing.T) *env {
 		agentConfig: filepath.Join(dir, "agent.yaml"),
 		adminSock:   filepath.Join(dir, "ca", "admin.sock"),
 		agentSock:   filepath.Join(dir, "sock", "agent.sock"),
+		caAddr:      freeAddr(t),
 	}
 	// Short SVIDs so that a rotation happens within the test; the agent's
 	// own SVID lives longer so that a CA outage never makes it attest again.
@@ -123,7 +125,7 @@ ca_ttl: 10m
 x509_svid_ttl: 30s
 node_attestation:
   agent_svid_ttl: 5m
-`, td, filepath.Join(dir, "ca"), freeAddr(t)), 0o600)
+`, td, filepath.Join(dir, "ca"), e.caAddr), 0o600)
 	return e
 }
 
@@ -148,22 +150,7 @@ data_dir: agent
 socket_path: %s
 trust_bundle_file: bundle.pem
 join_token: %s
-`, td, caServerAddress(t, e.caConfig), e.agentSock, tok), 0o600)
-}
-
-func caServerAddress(t *testing.T, caConfig string) string {
-	t.Helper()
-	b, err := os.ReadFile(caConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "server_address: "); ok {
-			return v
-		}
-	}
-	t.Fatal("no server_address in ca.yaml")
-	return ""
+`, td, e.caAddr, e.agentSock, tok), 0o600)
 }
 
 func (e *env) startAgent(t *testing.T) {
@@ -436,6 +423,9 @@ func TestAgentEndToEnd(t *testing.T) {
 	}
 	if out := e.agent.Output(); strings.Contains(out, "node attested") || !strings.Contains(out, "using the persisted agent identity") {
 		t.Fatalf("the restarted agent attested again instead of using its persisted identity:\n%s", out)
+	}
+	if strings.Contains(e.ca.Output(), "agent attested") {
+		t.Fatalf("the CA saw a new attestation after the agent restart:\n%s", e.ca.Output())
 	}
 	var agents struct {
 		Agents []struct {
