@@ -375,39 +375,58 @@ func TestAgentEndToEnd(t *testing.T) {
 	})
 	first.verifies(t, idRoot)
 
-	// 2a. Stop the CA: workloads keep valid SVIDs, the stream stays open.
+	// 2a. Stop the CA and keep it down past the point where the workload's
+	// SVID is due for rotation (half its life, ±10% jitter): the workloads
+	// keep their valid SVIDs and the stream stays open.
 	_, errsBefore := w.snapshot()
 	if _, err := e.ca.Interrupt(t, 15*time.Second); err != nil {
 		t.Fatalf("CA exited with %v after SIGINT", err)
 	}
 	stopped := time.Now()
-	time.Sleep(2 * time.Second) // long enough for the agent to lose its CA stream
+	time.Sleep(2 * time.Second) // long enough for the agent to lose its CA stream and for an in-flight update to land
 	if got := e.printID(t, uidServer); got != idServer {
 		t.Fatalf("with the CA down, uid %d got %q", uidServer, got)
 	}
 	if out, errOut, err := sigil.Run(t, "svid", "fetch", "--socket", e.agentSock, "--timeout", "5s"); err != nil || !strings.Contains(out, idRoot) {
 		t.Fatalf("svid fetch with the CA down: err=%v stdout=%q stderr=%q", err, out, errOut)
 	}
+	us, _ := w.snapshot()
+	held := us[len(us)-1].leaf(idRoot) // nothing newer can be minted while the CA is down
+	if held == nil || time.Now().After(held.NotAfter) {
+		t.Fatalf("with the CA down the workload holds no valid SVID: %v", us[len(us)-1].ids)
+	}
+	due := held.NotBefore.Add(held.NotAfter.Sub(held.NotBefore) * 6 / 10)
+	time.Sleep(time.Until(due))
+	if got := e.printID(t, uidClient); got != idClient {
+		t.Fatalf("with the CA down past the rotation point, uid %d got %q", uidClient, got)
+	}
 	us, errsDuring := w.snapshot()
 	if len(errsDuring) != len(errsBefore) {
 		t.Fatalf("the watch stream broke while the CA was down: %v", errsDuring[len(errsBefore):])
 	}
-	if last := us[len(us)-1].leaf(idRoot); last == nil || time.Now().After(last.NotAfter) {
-		t.Fatalf("with the CA down the workload holds no valid SVID: %v", us[len(us)-1].ids)
+	if last := us[len(us)-1].leaf(idRoot); last == nil || !last.Equal(held) || time.Now().After(held.NotAfter) {
+		t.Fatalf("with the CA down past the rotation point the workload does not hold its unexpired SVID (serial %s): %v", held.SerialNumber, us[len(us)-1].ids)
 	}
 
-	// 2b. Start it again: rotation resumes with no workload action.
+	// 2b. Start it again: rotation resumes with no workload action, before
+	// the SVID held through the outage expires.
 	e.startCA(t)
 	restarted := time.Now()
-	t.Logf("CA was down for %s", restarted.Sub(stopped).Round(time.Millisecond))
-	before := w.waitFor(t, time.Second, "current update", func(update) bool { return true }).leaf(idRoot)
+	t.Logf("CA was down for %s; the held SVID was due for rotation from %s after the stop and expires %s after the restart",
+		restarted.Sub(stopped).Round(time.Millisecond), due.Sub(stopped).Round(time.Millisecond), held.NotAfter.Sub(restarted).Round(time.Millisecond))
 	rotated := w.waitFor(t, 45*time.Second, "an SVID rotated after the CA came back", func(u update) bool {
 		l := u.leaf(idRoot)
-		return l != nil && l.SerialNumber.Cmp(before.SerialNumber) != 0 && !l.NotBefore.Before(restarted.Add(-2*time.Second).Truncate(time.Second))
+		return l != nil && l.SerialNumber.Cmp(held.SerialNumber) != 0
 	})
 	rotated.verifies(t, idRoot)
+	if rotated.at.After(held.NotAfter) {
+		t.Fatalf("the rotated SVID arrived at %s, after the held one expired at %s", rotated.at, held.NotAfter)
+	}
+	// Only the restarted CA can have minted it: the held SVID is the last
+	// one minted before the stop (the CA backdates NotBefore, so that
+	// field cannot tell).
 	t.Logf("rotation after the CA came back: serial %s → %s, seen %s after the restart",
-		before.SerialNumber, rotated.leaf(idRoot).SerialNumber, rotated.at.Sub(restarted).Round(time.Millisecond))
+		held.SerialNumber, rotated.leaf(idRoot).SerialNumber, rotated.at.Sub(restarted).Round(time.Millisecond))
 	if _, errs := w.snapshot(); len(errs) != len(errsBefore) {
 		t.Fatalf("the watch stream broke across the CA restart: %v", errs[len(errsBefore):])
 	}
