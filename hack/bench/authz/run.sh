@@ -23,8 +23,10 @@ CONC=${CONC:-32}
 # under test runs on CPU 1 and ghz on CPU 0, the same for every server.
 SERVER_CPUS=${SERVER_CPUS-1}
 CLIENT_CPUS=${CLIENT_CPUS-0}
-# Which servers to measure (any of sigil sigil-log plugin plugin-gogc).
-SERVERS=${SERVERS:-sigil sigil-log plugin plugin-gogc}
+# Which servers to measure (any of floor sigil sigil-log plugin plugin-gogc);
+# floor is the gRPC health check on Sigil's server: what transport, ghz
+# and the machine cost without any policy.
+SERVERS=${SERVERS:-floor sigil sigil-log plugin plugin-gogc}
 # SIGIL_BIN: measure this sigil binary instead of building ./cmd/sigil.
 # MAX_LOAD: wait (up to 5 min) until the 1-minute load average is below it
 # before each measurement; the load is reported with every figure.
@@ -57,11 +59,12 @@ wait_quiet() { # wait until the 1-minute load average is below MAX_LOAD
 go run ./hack/bench/authz/protoset "$WORK/authz.protoset"
 POLICY=$ROOT/authz/testdata/bench/policy
 REQ=$ROOT/authz/testdata/bench/allow.json
+CALL=envoy.service.auth.v3.Authorization/Check
 
 wait_ready() { # addr
 	for _ in $(seq 1 300); do
 		if ghz --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
-			-D "$REQ" -n 1 -c 1 "$1" >/dev/null 2>&1; then return 0; fi
+			-D "$ROOT/authz/testdata/bench/allow.json" -n 1 -c 1 "$1" >/dev/null 2>&1; then return 0; fi
 		sleep 0.2
 	done
 	echo "server at $1 never became ready" >&2
@@ -77,13 +80,13 @@ measure() { # name addr pid
 	wait_ready "$addr"
 	wait_quiet
 	cut -d' ' -f1-3 /proc/loadavg >"$WORK/$name-load"
-	ghzc --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
+	ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
 		-D "$REQ" -c "$CONC" -z 3s "$addr" >/dev/null # warm up
-	ghzc --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
+	ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
 		-D "$REQ" --rps "$RATE" -c 16 -z "$DURATION" --format json "$addr" >"$WORK/$name-rate.json"
 	local t0
 	t0=$(cpu_ticks "$pid")
-	ghzc --insecure --protoset "$WORK/authz.protoset" --call envoy.service.auth.v3.Authorization/Check \
+	ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
 		-D "$REQ" -c "$CONC" -z "$DURATION" --format json "$addr" >"$WORK/$name-sat.json"
 	echo $(($(cpu_ticks "$pid") - t0)) >"$WORK/$name-ticks"
 }
@@ -123,6 +126,9 @@ start_plugin() { # name, then env assignments
 for s in $SERVERS; do
 	case $s in
 	sigil) start_sigil sigil no ;;
+	floor) # gRPC health checks on the same server: transport, no policy
+		echo '{}' >"$WORK/health.json"
+		REQ=$WORK/health.json CALL=grpc.health.v1.Health/Check start_sigil floor no ;;
 	sigil-log) start_sigil sigil-log yes ;;
 	plugin) start_plugin plugin ;;
 	plugin-gogc) start_plugin plugin-gogc GOGC=400 ;;
@@ -133,7 +139,7 @@ done
 python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" "$SERVERS" "$SERVER_CPUS" "$CLIENT_CPUS" <<'PY'
 import json, sys
 work, rate, conc, hz, servers, scpu, ccpu = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(), sys.argv[6], sys.argv[7]
-labels = {"sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
+labels = {"floor": "floor: gRPC health check", "sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
 def pct(lat, p):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * p))] / 1e6

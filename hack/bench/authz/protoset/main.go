@@ -1,5 +1,5 @@
 // Command protoset writes the FileDescriptorSet of envoy.service.auth.v3
-// (with every dependency) so ghz can call Check without .proto files.
+// and grpc.health.v1 (with every dependency) so ghz can call Check without .proto files.
 package main
 
 import (
@@ -7,6 +7,7 @@ import (
 	"os"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -33,6 +34,7 @@ func main() {
 		set.File = append(set.File, protodesc.ToFileDescriptorProto(fd))
 	}
 	add(authv3.File_envoy_service_auth_v3_external_auth_proto)
+	add(healthpb.File_grpc_health_v1_health_proto) // the transport floor run.sh measures
 	b, err := proto.Marshal(set)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
