@@ -54,17 +54,26 @@ func BuildPackage(dir, pkg, name string) (string, error) {
 	return out, nil
 }
 
-// Setpriv is the path of setpriv(1). The test fails, saying how to fix it,
-// when setpriv is missing or the test is not root (only root can run
+// SetprivPath is the path of setpriv(1), or an error saying how to fix
+// it when setpriv is missing or the process is not root (only root can run
 // workloads as other uids).
-func Setpriv(t testing.TB) string {
-	t.Helper()
+func SetprivPath() (string, error) {
 	if os.Geteuid() != 0 {
-		t.Fatalf("this suite runs workloads as several uids and must run as root (e.g. sudo go test ./hack/e2e/...; hack/test.sh in CI runs as root); euid is %d", os.Geteuid())
+		return "", fmt.Errorf("this suite runs workloads as several uids through setpriv and must run as root (sudo go test ./hack/e2e/...; hack/test.sh runs as root in CI); euid is %d", os.Geteuid())
 	}
 	p, err := exec.LookPath("setpriv")
 	if err != nil {
-		t.Fatalf("setpriv not found on PATH: install util-linux (Debian: apt-get install util-linux; hack/setup/10-base.sh does it): %v", err)
+		return "", fmt.Errorf("setpriv not found on PATH: install util-linux (Debian: apt-get install util-linux; hack/setup/50-setpriv.sh does it): %w", err)
+	}
+	return p, nil
+}
+
+// Setpriv is SetprivPath that fails the test with its how-to-fix message.
+func Setpriv(t testing.TB) string {
+	t.Helper()
+	p, err := SetprivPath()
+	if err != nil {
+		t.Fatal(err)
 	}
 	return p
 }

@@ -44,6 +44,11 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	// Fail before building anything when the suite cannot run at all.
+	if _, err := e2e.SetprivPath(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL:", err)
+		os.Exit(1)
+	}
 	dir, err := os.MkdirTemp("", "sigil-e2e-agent-bin-")
 	if err == nil {
 		err = os.Chmod(dir, 0o755)
