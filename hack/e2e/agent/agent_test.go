@@ -344,9 +344,13 @@ func TestAgentEndToEnd(t *testing.T) {
 	addr := freeAddr(t)
 	srv := server.Start(t, "-socket", e.agentSock, "-listen", addr, "-peer", idClient)
 	srv.WaitForOutput(t, "listening", 30*time.Second)
-	if out, errOut, err := client.Run(t, "-socket", e.agentSock, "-dial", addr, "-peer", idServer); err != nil || !strings.Contains(out, "reply to hello") {
-		t.Fatalf("mTLS client→server: err=%v stdout=%q stderr=%q", err, out, errOut)
+	roundTrip := func(when string) {
+		t.Helper()
+		if out, errOut, err := client.Run(t, "-socket", e.agentSock, "-dial", addr, "-peer", idServer); err != nil || !strings.Contains(out, "reply to hello") {
+			t.Fatalf("mTLS client→server %s: err=%v stdout=%q stderr=%q", when, err, out, errOut)
+		}
 	}
+	roundTrip("")
 
 	// A client that expects another server ID refuses the server.
 	const idOther = "spiffe://" + td + "/w/other"
@@ -436,6 +440,9 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatalf("the watch stream broke across the CA restart: %v", errs[len(errsBefore):])
 	}
 
+	// The server, untouched since step 1, still completes mTLS.
+	roundTrip("after the CA restart")
+
 	// 2c. Restart the agent: it serves again without attesting again.
 	if _, err := e.agent.Interrupt(t, 15*time.Second); err != nil {
 		t.Fatalf("agent exited with %v after SIGINT", err)
@@ -463,6 +470,8 @@ func TestAgentEndToEnd(t *testing.T) {
 	// The watcher reconnects by itself (go-spiffe backs off from 1 s).
 	back := w.waitFor(t, 15*time.Second, "an update after the agent restart", func(u update) bool { return u.at.After(agentRestarted) && u.leaf(idRoot) != nil })
 	t.Logf("the go-spiffe watcher was served again %s after the agent restart", back.at.Sub(agentRestarted).Round(time.Millisecond))
+
+	roundTrip("after the agent restart")
 
 	// 3. Deleting an entry removes that SVID from the workload's stream.
 	us, _ = w.snapshot()

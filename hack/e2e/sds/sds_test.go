@@ -206,6 +206,12 @@ func TestSDSEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { client.Close() })
+	// A second connection, as a second Envoy on the node (same uid) would have.
+	client2, err := envoytest.Dial(s.agentSock, envoytest.Node("sidecar~127.0.0.1~e2e-envoy-2~e2e.svc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client2.Close() })
 	svid := s.workloadSVID(t)
 	if svid.ID.String() != idEnvoy {
 		t.Fatalf("this process got %s, want %s", svid.ID, idEnvoy)
@@ -216,6 +222,10 @@ func TestSDSEndToEnd(t *testing.T) {
 	// on SotW, Delta and Fetch.
 	var streams []stream
 	for i := range 3 {
+		client := client
+		if i == 2 {
+			client = client2
+		}
 		sotw, err := client.StreamSecrets(timeout(t, time.Minute), "default", "ROOTCA")
 		if err != nil {
 			t.Fatal(err)
