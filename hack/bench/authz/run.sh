@@ -9,6 +9,11 @@
 # Server CPU per decision (user+system ticks of the server process during
 # the saturation run, from /proc) is the figure least distorted when client
 # and servers share the cores.
+# By default the server under test is pinned to CPU 1 and ghz to CPU 0
+# (taskset; both servers alike), so client and server do not steal each
+# other's core; with GOMAXPROCS following the affinity, each server runs on
+# one core. Saturation is then bounded by the server (the floor row shows
+# ghz's own ceiling is higher).
 # Needs opa-envoy-plugin and ghz (hack/setup/40-opa-envoy-plugin.sh,
 # hack/setup/41-ghz.sh). Figures are reported, never asserted.
 set -euo pipefail
@@ -23,10 +28,11 @@ CONC=${CONC:-32}
 # under test runs on CPU 1 and ghz on CPU 0, the same for every server.
 SERVER_CPUS=${SERVER_CPUS-1}
 CLIENT_CPUS=${CLIENT_CPUS-0}
-# Which servers to measure (any of floor sigil sigil-log plugin plugin-gogc);
+# Which servers to measure (any of floor sigil sigil-log plugin plugin-gogc
+# sigil-gogc1600 plugin-gogc1600);
 # floor is the gRPC health check on Sigil's server: what transport, ghz
 # and the machine cost without any policy.
-SERVERS=${SERVERS:-floor sigil sigil-log plugin plugin-gogc}
+SERVERS=${SERVERS:-floor sigil sigil-log plugin plugin-gogc sigil-gogc1600 plugin-gogc1600}
 # SIGIL_BIN: measure this sigil binary instead of building ./cmd/sigil.
 # MAX_LOAD: wait (up to 5 min) until the 1-minute load average is below it
 # before each measurement; the load is reported with every figure.
@@ -91,8 +97,9 @@ measure() { # name addr pid
 	echo $(($(cpu_ticks "$pid") - t0)) >"$WORK/$name-ticks"
 }
 
-start_sigil() { # name with_log
+start_sigil() { # name with_log, then env assignments
 	local name=$1 log=$2
+	shift 2
 	{
 		echo "listen: 127.0.0.1:19191"
 		echo "policy:"
@@ -103,7 +110,7 @@ start_sigil() { # name with_log
 			echo "  max_bytes: 1073741824"
 		fi
 	} >"$WORK/$name.yaml"
-	"${SERVER_PIN[@]}" "$WORK/sigil" authz run --config "$WORK/$name.yaml" 2>"$WORK/$name.err" &
+	"${SERVER_PIN[@]}" env "$@" "$WORK/sigil" authz run --config "$WORK/$name.yaml" 2>"$WORK/$name.err" &
 	PIDS+=($!)
 	measure "$name" 127.0.0.1:19191 "${PIDS[-1]}"
 	kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
@@ -132,6 +139,10 @@ for s in $SERVERS; do
 	sigil-log) start_sigil sigil-log yes ;;
 	plugin) start_plugin plugin ;;
 	plugin-gogc) start_plugin plugin-gogc GOGC=400 ;;
+	# Both at GOGC=1600 (heap goal ~64 MB here): fewer collections, and
+	# idle stream workers' stacks are shrunk (and regrown) less often.
+	sigil-gogc1600) start_sigil sigil-gogc1600 no GOGC=1600 ;;
+	plugin-gogc1600) start_plugin plugin-gogc1600 GOGC=1600 ;;
 	*) echo "unknown server $s" >&2; exit 2 ;;
 	esac
 done
@@ -139,11 +150,11 @@ done
 python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" "$SERVERS" "$SERVER_CPUS" "$CLIENT_CPUS" <<'PY'
 import json, sys
 work, rate, conc, hz, servers, scpu, ccpu = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(), sys.argv[6], sys.argv[7]
-labels = {"floor": "floor: gRPC health check", "sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
+labels = {"sigil-gogc1600": "sigil GOGC=1600", "plugin-gogc1600": "opa-envoy-plugin GOGC=1600", "floor": "floor: gRPC health check", "sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
 def pct(lat, p):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * p))] / 1e6
-print(f"{'server':<26}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}   {'sat. decisions/s':>17}{'errors':>8}{'CPU us/decision':>17}   load avg (1/5/15 min)")
+print(f"{'server':<28}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}   {'sat. decisions/s':>17}{'errors':>8}{'CPU us/decision':>17}   load avg (1/5/15 min)")
 for name in servers:
     r = json.load(open(f"{work}/{name}-rate.json"))
     s = json.load(open(f"{work}/{name}-sat.json"))
@@ -153,7 +164,7 @@ for name in servers:
     ticks = int(open(f"{work}/{name}-ticks").read())
     cpu_us = ticks / hz * 1e6 / max(1, s["count"])
     load = open(f"{work}/{name}-load").read().strip()
-    print(f"{labels[name]:<26}{pct(lat,.5):>9.3f}{pct(lat,.99):>9.3f}{pct(lat,.999):>10.3f}{errs:>8}   {s['rps']:>17.0f}{serrs:>8}{cpu_us:>17.1f}   {load}")
+    print(f"{labels[name]:<28}{pct(lat,.5):>9.3f}{pct(lat,.99):>9.3f}{pct(lat,.999):>10.3f}{errs:>8}   {s['rps']:>17.0f}{serrs:>8}{cpu_us:>17.1f}   {load}")
 pinning = f"server pinned to CPU {scpu}, ghz to CPU {ccpu}" if scpu or ccpu else "no pinning: client and server share both cores"
 print(f"(fixed rate {rate} rps, ghz -c 16; saturation ghz -c {conc}; {pinning})")
 PY
