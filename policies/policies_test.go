@@ -19,6 +19,7 @@ func TestRego(t *testing.T) {
 		{"lib"},
 		{"lib", "examples/shop"},
 		{"lib", "examples/grpc"},
+		{"lib", "examples/demo"},
 	} {
 		t.Run(filepath.Join(paths...), func(t *testing.T) {
 			var out bytes.Buffer
