@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/ca/store/record"
 )
 
 var _ store.Store = (*Store)(nil)
@@ -153,7 +154,7 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 }
 
 // stamp is the store's current time as kept.
-func (s *Store) stamp() time.Time { return micro(s.now()) }
+func (s *Store) stamp() time.Time { return record.Micro(s.now()) }
 
 // bump adds n to the global revision and returns the new value. It holds
 // the counter's row lock until the transaction ends.
@@ -167,7 +168,7 @@ func bump(ctx context.Context, tx pgx.Tx, n int) (int64, error) {
 
 // audit writes one audit event inside tx.
 func (s *Store) audit(ctx context.Context, tx pgx.Tx, ev store.AuditEvent) (store.AuditEvent, error) {
-	ev, err := checkAudit(ev, s.stamp())
+	ev, err := record.CheckAudit(ev, s.stamp())
 	if err != nil {
 		return ev, err
 	}
@@ -186,4 +187,4 @@ func isUnique(err error) bool {
 	return errors.As(err, &pe) && pe.Code == "23505"
 }
 
-func utc(t time.Time) time.Time { return micro(t) }
+func utc(t time.Time) time.Time { return record.Micro(t) }

@@ -8,14 +8,15 @@ import (
 	"time"
 
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/ca/store/record"
 )
 
 // CreateAgent records a newly attested agent.
 func (s *Store) CreateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error) {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return store.Agent{}, fmt.Errorf("create agent %s: %w", a.ID, err)
 	}
-	a, err := checkAgent(a)
+	a, err := record.CheckAgent(a)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("create agent: %w", err)
 	}
@@ -24,8 +25,8 @@ func (s *Store) CreateAgent(ctx context.Context, actor string, a store.Agent) (s
 		a.UpdatedAt = a.CreatedAt
 		_, err := tx.Exec(ctx, `INSERT INTO agents (id, attestation_type, serial, expires_at, selectors, banned, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
-			a.ID, a.AttestationType, a.Serial, micro(a.ExpiresAt), encodeSelectors(a.Selectors), a.Banned,
-			micro(a.CreatedAt), micro(a.UpdatedAt))
+			a.ID, a.AttestationType, a.Serial, record.Micro(a.ExpiresAt), record.EncodeSelectors(a.Selectors), a.Banned,
+			record.Micro(a.CreatedAt), record.Micro(a.UpdatedAt))
 		if isUnique(err) {
 			return fmt.Errorf("create agent %s: %w", a.ID, store.ErrDuplicate)
 		}
@@ -46,7 +47,7 @@ func agentAudit(actor, action string, a store.Agent) store.AuditEvent {
 		Actor:  actor,
 		Action: action,
 		Target: a.ID,
-		Details: details(map[string]any{
+		Details: record.Details(map[string]any{
 			"attestation_type": a.AttestationType,
 			"serial":           a.Serial,
 			"banned":           a.Banned,
@@ -56,10 +57,10 @@ func agentAudit(actor, action string, a store.Agent) store.AuditEvent {
 
 // UpdateAgent replaces the agent with a.ID (a ban is an update with Banned set).
 func (s *Store) UpdateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error) {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return store.Agent{}, fmt.Errorf("update agent %s: %w", a.ID, err)
 	}
-	a, err := checkAgent(a)
+	a, err := record.CheckAgent(a)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("update agent: %w", err)
 	}
@@ -76,7 +77,7 @@ func (s *Store) UpdateAgent(ctx context.Context, actor string, a store.Agent) (s
 		a.UpdatedAt = s.stamp()
 		_, err = tx.Exec(ctx, `UPDATE agents SET attestation_type = $1, serial = $2, expires_at = $3, selectors = $4, banned = $5, updated_at = $6
 			WHERE id = $7`,
-			a.AttestationType, a.Serial, micro(a.ExpiresAt), encodeSelectors(a.Selectors), a.Banned, micro(a.UpdatedAt), a.ID)
+			a.AttestationType, a.Serial, record.Micro(a.ExpiresAt), record.EncodeSelectors(a.Selectors), a.Banned, record.Micro(a.UpdatedAt), a.ID)
 		if err != nil {
 			return fmt.Errorf("update agent %s: %w", a.ID, err)
 		}
@@ -91,7 +92,7 @@ func (s *Store) UpdateAgent(ctx context.Context, actor string, a store.Agent) (s
 
 // DeleteAgent evicts the agent.
 func (s *Store) DeleteAgent(ctx context.Context, actor string, id string) error {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return fmt.Errorf("evict agent %s: %w", id, err)
 	}
 	return s.write(ctx, func(tx pgx.Tx) error {
@@ -153,7 +154,7 @@ func scanAgent(row scanner) (store.Agent, error) {
 		return store.Agent{}, err
 	}
 	var err error
-	if a.Selectors, err = decodeSelectors(sels); err != nil {
+	if a.Selectors, err = record.DecodeSelectors(sels); err != nil {
 		return store.Agent{}, fmt.Errorf("agent %s: %w", a.ID, err)
 	}
 	a.Banned = banned
@@ -165,7 +166,7 @@ func scanAgent(row scanner) (store.Agent, error) {
 
 // CreateJoinToken records a join token. The store keeps only its SHA-256.
 func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinToken) error {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return fmt.Errorf("create join token: %w", err)
 	}
 	if t.Token == "" {
@@ -175,7 +176,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 		return fmt.Errorf("create join token: %w: no expiry", store.ErrInvalid)
 	}
 	return s.write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)`, tokenHash(t.Token), micro(t.ExpiresAt))
+		_, err := tx.Exec(ctx, `INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)`, record.TokenHash(t.Token), record.Micro(t.ExpiresAt))
 		if isUnique(err) {
 			return fmt.Errorf("create join token: %w", store.ErrDuplicate)
 		}
@@ -185,8 +186,8 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 		_, err = s.audit(ctx, tx, store.AuditEvent{
 			Actor:   actor,
 			Action:  "token.create",
-			Target:  tokenTarget(t.Token),
-			Details: details(map[string]any{"expires_at": micro(t.ExpiresAt)}),
+			Target:  record.TokenTarget(t.Token),
+			Details: record.Details(map[string]any{"expires_at": record.Micro(t.ExpiresAt)}),
 		})
 		return err
 	})
@@ -195,11 +196,11 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 // ConsumeJoinToken deletes the token and returns it.
 func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (store.JoinToken, error) {
 	// Compare at the precision the store keeps.
-	now = micro(now)
+	now = record.Micro(now)
 	var expires time.Time
 	err := s.write(ctx, func(tx pgx.Tx) error {
 		var exp time.Time
-		err := tx.QueryRow(ctx, `DELETE FROM join_tokens WHERE token_hash = $1 RETURNING expires_at`, tokenHash(token)).Scan(&exp)
+		err := tx.QueryRow(ctx, `DELETE FROM join_tokens WHERE token_hash = $1 RETURNING expires_at`, record.TokenHash(token)).Scan(&exp)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("consume join token: %w", store.ErrNotFound)
 		}
@@ -210,8 +211,8 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Tim
 		_, err = s.audit(ctx, tx, store.AuditEvent{
 			Actor:   "ca",
 			Action:  "token.consume",
-			Target:  tokenTarget(token),
-			Details: details(map[string]any{"expired": now.After(expires)}),
+			Target:  record.TokenTarget(token),
+			Details: record.Details(map[string]any{"expired": now.After(expires)}),
 		})
 		return err
 	})
@@ -229,14 +230,14 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Tim
 func (s *Store) PruneJoinTokens(ctx context.Context, now time.Time) (int, error) {
 	var n int64
 	err := s.write(ctx, func(tx pgx.Tx) error {
-		res, err := tx.Exec(ctx, `DELETE FROM join_tokens WHERE expires_at < $1`, micro(now))
+		res, err := tx.Exec(ctx, `DELETE FROM join_tokens WHERE expires_at < $1`, record.Micro(now))
 		if err != nil {
 			return err
 		}
 		if n = res.RowsAffected(); n == 0 {
 			return nil
 		}
-		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: "ca", Action: "token.prune", Details: details(map[string]any{"deleted": n})})
+		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: "ca", Action: "token.prune", Details: record.Details(map[string]any{"deleted": n})})
 		return err
 	})
 	if err != nil {
@@ -247,10 +248,10 @@ func (s *Store) PruneJoinTokens(ctx context.Context, now time.Time) (int, error)
 
 // SetBundle creates or replaces a bundle.
 func (s *Store) SetBundle(ctx context.Context, actor string, b store.Bundle) error {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return fmt.Errorf("set bundle %s: %w", b.TrustDomain, err)
 	}
-	b, err := checkBundle(b)
+	b, err := record.CheckBundle(b)
 	if err != nil {
 		return fmt.Errorf("set bundle: %w", err)
 	}
@@ -259,7 +260,7 @@ func (s *Store) SetBundle(ctx context.Context, actor string, b store.Bundle) err
 			VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (trust_domain) DO UPDATE SET x509_authorities = excluded.x509_authorities,
 				jwt_authorities = excluded.jwt_authorities, refresh_hint = excluded.refresh_hint, sequence = excluded.sequence`,
-			b.TrustDomain, encodeX509Authorities(b.X509Authorities), encodeJWTAuthorities(b.JWTAuthorities), int64(b.RefreshHint), int64(b.Sequence))
+			b.TrustDomain, record.EncodeX509Authorities(b.X509Authorities), record.EncodeJWTAuthorities(b.JWTAuthorities), int64(b.RefreshHint), int64(b.Sequence))
 		if err != nil {
 			return fmt.Errorf("set bundle %s: %w", b.TrustDomain, err)
 		}
@@ -277,7 +278,7 @@ func bundleAudit(actor string, b store.Bundle) store.AuditEvent {
 		Actor:  actor,
 		Action: "bundle.set",
 		Target: b.TrustDomain,
-		Details: details(map[string]any{
+		Details: record.Details(map[string]any{
 			"sequence":         b.Sequence,
 			"x509_authorities": len(b.X509Authorities),
 			"jwt_key_ids":      kids,
@@ -289,7 +290,7 @@ const bundleColumns = `trust_domain, x509_authorities, jwt_authorities, refresh_
 
 // GetBundle returns the bundle of the trust domain.
 func (s *Store) GetBundle(ctx context.Context, trustDomain string) (store.Bundle, error) {
-	td, err := canonicalTD(trustDomain)
+	td, err := record.CanonicalTD(trustDomain)
 	if err != nil {
 		return store.Bundle{}, fmt.Errorf("get bundle: %w", err)
 	}
@@ -334,10 +335,10 @@ func scanBundle(row scanner) (store.Bundle, error) {
 		return store.Bundle{}, err
 	}
 	var err error
-	if b.X509Authorities, err = decodeX509Authorities(x509); err != nil {
+	if b.X509Authorities, err = record.DecodeX509Authorities(x509); err != nil {
 		return store.Bundle{}, fmt.Errorf("bundle %s: %w", b.TrustDomain, err)
 	}
-	if b.JWTAuthorities, err = decodeJWTAuthorities(jwt); err != nil {
+	if b.JWTAuthorities, err = record.DecodeJWTAuthorities(jwt); err != nil {
 		return store.Bundle{}, fmt.Errorf("bundle %s: %w", b.TrustDomain, err)
 	}
 	b.RefreshHint = time.Duration(hint)
@@ -347,10 +348,10 @@ func scanBundle(row scanner) (store.Bundle, error) {
 
 // DeleteBundle deletes the bundle of the trust domain.
 func (s *Store) DeleteBundle(ctx context.Context, actor string, trustDomain string) error {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return fmt.Errorf("delete bundle %s: %w", trustDomain, err)
 	}
-	td, err := canonicalTD(trustDomain)
+	td, err := record.CanonicalTD(trustDomain)
 	if err != nil {
 		return fmt.Errorf("delete bundle: %w", err)
 	}
@@ -377,7 +378,7 @@ func (s *Store) SaveJournal(ctx context.Context, caID string, doc []byte) error 
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO journals (ca_id, doc, updated_at) VALUES ($1, $2, $3)
 		ON CONFLICT (ca_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`,
-		caID, doc, micro(s.stamp()))
+		caID, doc, record.Micro(s.stamp()))
 	if err != nil {
 		return fmt.Errorf("save journal %s: %w", caID, err)
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/ca/store/record"
 )
 
 const entryColumns = `id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dns_names, federates_with, admin, downstream, revision, created_at`
@@ -18,7 +19,7 @@ const entryColumns = `id, spiffe_id, parent_id, selectors, x509_ttl, jwt_ttl, dn
 // CreateEntries creates all entries or none, one revision and one
 // entry.create audit event per entry.
 func (s *Store) CreateEntries(ctx context.Context, actor string, entries []store.Entry) ([]store.Entry, error) {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return nil, fmt.Errorf("create entries: %w", err)
 	}
 	if len(entries) == 0 {
@@ -28,11 +29,11 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, entries []store
 	keys := make([]string, len(entries))
 	seen := make(map[string]int, len(entries))
 	for i, e := range entries {
-		e, err := checkEntry(e)
+		e, err := record.CheckEntry(e)
 		if err != nil {
 			return nil, fmt.Errorf("create entry %d: %w", i, err)
 		}
-		keys[i] = dupKey(e)
+		keys[i] = record.DupKey(e)
 		if j, ok := seen[keys[i]]; ok {
 			return nil, fmt.Errorf("create entry %d (%s): same spiffe id, parent id and selectors as entry %d: %w", i, e.SPIFFEID, j, store.ErrDuplicate)
 		}
@@ -51,8 +52,8 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, entries []store
 			e.Revision = last - int64(len(out)) + int64(i) + 1
 			e.CreatedAt = now
 			_, err := tx.ExecContext(ctx, `INSERT INTO entries (`+entryColumns+`, dup_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-				e.ID, e.SPIFFEID, e.ParentID, encodeSelectors(e.Selectors), int64(e.X509TTL), int64(e.JWTTTL),
-				encodeStrings(e.DNSNames), encodeStrings(e.FederatesWith), boolInt(e.Admin), boolInt(e.Downstream),
+				e.ID, e.SPIFFEID, e.ParentID, record.EncodeSelectors(e.Selectors), int64(e.X509TTL), int64(e.JWTTTL),
+				record.EncodeStrings(e.DNSNames), record.EncodeStrings(e.FederatesWith), boolInt(e.Admin), boolInt(e.Downstream),
 				e.Revision, e.CreatedAt.UnixMicro(), keys[i])
 			if isUnique(err) {
 				return fmt.Errorf("create entry %d (%s): an entry with the same spiffe id, parent id and selectors exists: %w", i, e.SPIFFEID, store.ErrDuplicate)
@@ -77,7 +78,7 @@ func entryAudit(actor, action string, e store.Entry) store.AuditEvent {
 		Actor:  actor,
 		Action: action,
 		Target: e.ID,
-		Details: details(map[string]any{
+		Details: record.Details(map[string]any{
 			"spiffe_id": e.SPIFFEID,
 			"parent_id": e.ParentID,
 			"revision":  e.Revision,
@@ -87,13 +88,13 @@ func entryAudit(actor, action string, e store.Entry) store.AuditEvent {
 
 // UpdateEntry replaces the entry with e.ID.
 func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (store.Entry, error) {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return store.Entry{}, fmt.Errorf("update entry %s: %w", e.ID, err)
 	}
 	if e.ID == "" {
 		return store.Entry{}, fmt.Errorf("update entry: %w: empty id", store.ErrInvalid)
 	}
-	e, err := checkEntry(e)
+	e, err := record.CheckEntry(e)
 	if err != nil {
 		return store.Entry{}, fmt.Errorf("update entry %s: %w", e.ID, err)
 	}
@@ -117,8 +118,8 @@ func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (s
 		e.CreatedAt = fromMicro(created)
 		_, err = tx.ExecContext(ctx, `UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, dup_key = ?, x509_ttl = ?, jwt_ttl = ?,
 			dns_names = ?, federates_with = ?, admin = ?, downstream = ?, revision = ? WHERE id = ?`,
-			e.SPIFFEID, e.ParentID, encodeSelectors(e.Selectors), dupKey(e), int64(e.X509TTL), int64(e.JWTTTL),
-			encodeStrings(e.DNSNames), encodeStrings(e.FederatesWith), boolInt(e.Admin), boolInt(e.Downstream), e.Revision, e.ID)
+			e.SPIFFEID, e.ParentID, record.EncodeSelectors(e.Selectors), record.DupKey(e), int64(e.X509TTL), int64(e.JWTTTL),
+			record.EncodeStrings(e.DNSNames), record.EncodeStrings(e.FederatesWith), boolInt(e.Admin), boolInt(e.Downstream), e.Revision, e.ID)
 		if isUnique(err) {
 			return fmt.Errorf("update entry %s: another entry has the same spiffe id, parent id and selectors: %w", e.ID, store.ErrDuplicate)
 		}
@@ -137,7 +138,7 @@ func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (s
 // DeleteEntry deletes the entry and returns it, its Revision set to the
 // revision of the deletion.
 func (s *Store) DeleteEntry(ctx context.Context, actor string, id string) (store.Entry, error) {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return store.Entry{}, fmt.Errorf("delete entry %s: %w", id, err)
 	}
 	var e store.Entry
@@ -284,13 +285,13 @@ func scanEntry(row scanner) (store.Entry, error) {
 	if err != nil {
 		return store.Entry{}, err
 	}
-	if e.Selectors, err = decodeSelectors(sels); err != nil {
+	if e.Selectors, err = record.DecodeSelectors(sels); err != nil {
 		return store.Entry{}, fmt.Errorf("entry %s: %w", e.ID, err)
 	}
-	if e.DNSNames, err = decodeStrings(dns); err != nil {
+	if e.DNSNames, err = record.DecodeStrings(dns); err != nil {
 		return store.Entry{}, fmt.Errorf("entry %s: %w", e.ID, err)
 	}
-	if e.FederatesWith, err = decodeStrings(fed); err != nil {
+	if e.FederatesWith, err = record.DecodeStrings(fed); err != nil {
 		return store.Entry{}, fmt.Errorf("entry %s: %w", e.ID, err)
 	}
 	e.X509TTL = time.Duration(x509TTL)

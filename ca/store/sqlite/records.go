@@ -8,14 +8,15 @@ import (
 	"time"
 
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/ca/store/record"
 )
 
 // CreateAgent records a newly attested agent.
 func (s *Store) CreateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error) {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return store.Agent{}, fmt.Errorf("create agent %s: %w", a.ID, err)
 	}
-	a, err := checkAgent(a)
+	a, err := record.CheckAgent(a)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("create agent: %w", err)
 	}
@@ -24,7 +25,7 @@ func (s *Store) CreateAgent(ctx context.Context, actor string, a store.Agent) (s
 		a.UpdatedAt = a.CreatedAt
 		_, err := tx.ExecContext(ctx, `INSERT INTO agents (id, attestation_type, serial, expires_at, selectors, banned, created_at, updated_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-			a.ID, a.AttestationType, a.Serial, a.ExpiresAt.UnixMicro(), encodeSelectors(a.Selectors), boolInt(a.Banned),
+			a.ID, a.AttestationType, a.Serial, a.ExpiresAt.UnixMicro(), record.EncodeSelectors(a.Selectors), boolInt(a.Banned),
 			a.CreatedAt.UnixMicro(), a.UpdatedAt.UnixMicro())
 		if isUnique(err) {
 			return fmt.Errorf("create agent %s: %w", a.ID, store.ErrDuplicate)
@@ -46,7 +47,7 @@ func agentAudit(actor, action string, a store.Agent) store.AuditEvent {
 		Actor:  actor,
 		Action: action,
 		Target: a.ID,
-		Details: details(map[string]any{
+		Details: record.Details(map[string]any{
 			"attestation_type": a.AttestationType,
 			"serial":           a.Serial,
 			"banned":           a.Banned,
@@ -56,10 +57,10 @@ func agentAudit(actor, action string, a store.Agent) store.AuditEvent {
 
 // UpdateAgent replaces the agent with a.ID (a ban is an update with Banned set).
 func (s *Store) UpdateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error) {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return store.Agent{}, fmt.Errorf("update agent %s: %w", a.ID, err)
 	}
-	a, err := checkAgent(a)
+	a, err := record.CheckAgent(a)
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("update agent: %w", err)
 	}
@@ -76,7 +77,7 @@ func (s *Store) UpdateAgent(ctx context.Context, actor string, a store.Agent) (s
 		a.UpdatedAt = s.stamp()
 		_, err = tx.ExecContext(ctx, `UPDATE agents SET attestation_type = ?, serial = ?, expires_at = ?, selectors = ?, banned = ?, updated_at = ?
 			WHERE id = ?`,
-			a.AttestationType, a.Serial, a.ExpiresAt.UnixMicro(), encodeSelectors(a.Selectors), boolInt(a.Banned), a.UpdatedAt.UnixMicro(), a.ID)
+			a.AttestationType, a.Serial, a.ExpiresAt.UnixMicro(), record.EncodeSelectors(a.Selectors), boolInt(a.Banned), a.UpdatedAt.UnixMicro(), a.ID)
 		if err != nil {
 			return fmt.Errorf("update agent %s: %w", a.ID, err)
 		}
@@ -91,7 +92,7 @@ func (s *Store) UpdateAgent(ctx context.Context, actor string, a store.Agent) (s
 
 // DeleteAgent evicts the agent.
 func (s *Store) DeleteAgent(ctx context.Context, actor string, id string) error {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return fmt.Errorf("evict agent %s: %w", id, err)
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
@@ -153,7 +154,7 @@ func scanAgent(row scanner) (store.Agent, error) {
 		return store.Agent{}, err
 	}
 	var err error
-	if a.Selectors, err = decodeSelectors(sels); err != nil {
+	if a.Selectors, err = record.DecodeSelectors(sels); err != nil {
 		return store.Agent{}, fmt.Errorf("agent %s: %w", a.ID, err)
 	}
 	a.Banned = banned != 0
@@ -165,7 +166,7 @@ func scanAgent(row scanner) (store.Agent, error) {
 
 // CreateJoinToken records a join token. The store keeps only its SHA-256.
 func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinToken) error {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return fmt.Errorf("create join token: %w", err)
 	}
 	if t.Token == "" {
@@ -175,7 +176,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 		return fmt.Errorf("create join token: %w: no expiry", store.ErrInvalid)
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO join_tokens (token_hash, expires_at) VALUES (?, ?)`, tokenHash(t.Token), t.ExpiresAt.UnixMicro())
+		_, err := tx.ExecContext(ctx, `INSERT INTO join_tokens (token_hash, expires_at) VALUES (?, ?)`, record.TokenHash(t.Token), t.ExpiresAt.UnixMicro())
 		if isUnique(err) {
 			return fmt.Errorf("create join token: %w", store.ErrDuplicate)
 		}
@@ -185,8 +186,8 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 		_, err = s.audit(ctx, tx, store.AuditEvent{
 			Actor:   actor,
 			Action:  "token.create",
-			Target:  tokenTarget(t.Token),
-			Details: details(map[string]any{"expires_at": micro(t.ExpiresAt)}),
+			Target:  record.TokenTarget(t.Token),
+			Details: record.Details(map[string]any{"expires_at": record.Micro(t.ExpiresAt)}),
 		})
 		return err
 	})
@@ -195,11 +196,11 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 // ConsumeJoinToken deletes the token and returns it.
 func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Time) (store.JoinToken, error) {
 	// Compare at the precision the store keeps.
-	now = micro(now)
+	now = record.Micro(now)
 	var expires time.Time
 	err := s.write(ctx, func(tx *sql.Tx) error {
 		var exp int64
-		err := tx.QueryRowContext(ctx, `DELETE FROM join_tokens WHERE token_hash = ? RETURNING expires_at`, tokenHash(token)).Scan(&exp)
+		err := tx.QueryRowContext(ctx, `DELETE FROM join_tokens WHERE token_hash = ? RETURNING expires_at`, record.TokenHash(token)).Scan(&exp)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("consume join token: %w", store.ErrNotFound)
 		}
@@ -210,8 +211,8 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Tim
 		_, err = s.audit(ctx, tx, store.AuditEvent{
 			Actor:   "ca",
 			Action:  "token.consume",
-			Target:  tokenTarget(token),
-			Details: details(map[string]any{"expired": now.After(expires)}),
+			Target:  record.TokenTarget(token),
+			Details: record.Details(map[string]any{"expired": now.After(expires)}),
 		})
 		return err
 	})
@@ -236,7 +237,7 @@ func (s *Store) PruneJoinTokens(ctx context.Context, now time.Time) (int, error)
 		if n, err = res.RowsAffected(); err != nil || n == 0 {
 			return err
 		}
-		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: "ca", Action: "token.prune", Details: details(map[string]any{"deleted": n})})
+		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: "ca", Action: "token.prune", Details: record.Details(map[string]any{"deleted": n})})
 		return err
 	})
 	if err != nil {
@@ -247,10 +248,10 @@ func (s *Store) PruneJoinTokens(ctx context.Context, now time.Time) (int, error)
 
 // SetBundle creates or replaces a bundle.
 func (s *Store) SetBundle(ctx context.Context, actor string, b store.Bundle) error {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return fmt.Errorf("set bundle %s: %w", b.TrustDomain, err)
 	}
-	b, err := checkBundle(b)
+	b, err := record.CheckBundle(b)
 	if err != nil {
 		return fmt.Errorf("set bundle: %w", err)
 	}
@@ -259,7 +260,7 @@ func (s *Store) SetBundle(ctx context.Context, actor string, b store.Bundle) err
 			VALUES (?, ?, ?, ?, ?)
 			ON CONFLICT (trust_domain) DO UPDATE SET x509_authorities = excluded.x509_authorities,
 				jwt_authorities = excluded.jwt_authorities, refresh_hint = excluded.refresh_hint, sequence = excluded.sequence`,
-			b.TrustDomain, encodeX509Authorities(b.X509Authorities), encodeJWTAuthorities(b.JWTAuthorities), int64(b.RefreshHint), int64(b.Sequence))
+			b.TrustDomain, record.EncodeX509Authorities(b.X509Authorities), record.EncodeJWTAuthorities(b.JWTAuthorities), int64(b.RefreshHint), int64(b.Sequence))
 		if err != nil {
 			return fmt.Errorf("set bundle %s: %w", b.TrustDomain, err)
 		}
@@ -277,7 +278,7 @@ func bundleAudit(actor string, b store.Bundle) store.AuditEvent {
 		Actor:  actor,
 		Action: "bundle.set",
 		Target: b.TrustDomain,
-		Details: details(map[string]any{
+		Details: record.Details(map[string]any{
 			"sequence":         b.Sequence,
 			"x509_authorities": len(b.X509Authorities),
 			"jwt_key_ids":      kids,
@@ -289,7 +290,7 @@ const bundleColumns = `trust_domain, x509_authorities, jwt_authorities, refresh_
 
 // GetBundle returns the bundle of the trust domain.
 func (s *Store) GetBundle(ctx context.Context, trustDomain string) (store.Bundle, error) {
-	td, err := canonicalTD(trustDomain)
+	td, err := record.CanonicalTD(trustDomain)
 	if err != nil {
 		return store.Bundle{}, fmt.Errorf("get bundle: %w", err)
 	}
@@ -334,10 +335,10 @@ func scanBundle(row scanner) (store.Bundle, error) {
 		return store.Bundle{}, err
 	}
 	var err error
-	if b.X509Authorities, err = decodeX509Authorities(x509); err != nil {
+	if b.X509Authorities, err = record.DecodeX509Authorities(x509); err != nil {
 		return store.Bundle{}, fmt.Errorf("bundle %s: %w", b.TrustDomain, err)
 	}
-	if b.JWTAuthorities, err = decodeJWTAuthorities(jwt); err != nil {
+	if b.JWTAuthorities, err = record.DecodeJWTAuthorities(jwt); err != nil {
 		return store.Bundle{}, fmt.Errorf("bundle %s: %w", b.TrustDomain, err)
 	}
 	b.RefreshHint = time.Duration(hint)
@@ -347,10 +348,10 @@ func scanBundle(row scanner) (store.Bundle, error) {
 
 // DeleteBundle deletes the bundle of the trust domain.
 func (s *Store) DeleteBundle(ctx context.Context, actor string, trustDomain string) error {
-	if err := checkActor(actor); err != nil {
+	if err := record.CheckActor(actor); err != nil {
 		return fmt.Errorf("delete bundle %s: %w", trustDomain, err)
 	}
-	td, err := canonicalTD(trustDomain)
+	td, err := record.CanonicalTD(trustDomain)
 	if err != nil {
 		return fmt.Errorf("delete bundle: %w", err)
 	}

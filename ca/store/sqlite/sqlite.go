@@ -19,6 +19,7 @@ import (
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/ca/store/record"
 )
 
 var _ store.Store = (*Store)(nil)
@@ -198,7 +199,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 }
 
 // stamp is the store's current time as kept.
-func (s *Store) stamp() time.Time { return micro(s.now()) }
+func (s *Store) stamp() time.Time { return record.Micro(s.now()) }
 
 // bump adds n to the global revision and returns the new value.
 func bump(ctx context.Context, tx *sql.Tx, n int) (int64, error) {
@@ -212,7 +213,7 @@ func bump(ctx context.Context, tx *sql.Tx, n int) (int64, error) {
 
 // audit writes one audit event inside tx.
 func (s *Store) audit(ctx context.Context, tx *sql.Tx, ev store.AuditEvent) (store.AuditEvent, error) {
-	ev, err := checkAudit(ev, s.stamp())
+	ev, err := record.CheckAudit(ev, s.stamp())
 	if err != nil {
 		return ev, err
 	}

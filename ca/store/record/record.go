@@ -1,7 +1,4 @@
-package sqlite
-
-// This file is kept in step with ../postgres/check.go: both backends must
-// accept and reject exactly the same records.
+package record
 
 import (
 	"crypto/sha256"
@@ -19,9 +16,9 @@ import (
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
-// checkEntry validates e and returns a copy with normalized selectors and
+// CheckEntry validates e and returns a copy with normalized selectors and
 // no aliasing of the caller's slices.
-func checkEntry(e store.Entry) (store.Entry, error) {
+func CheckEntry(e store.Entry) (store.Entry, error) {
 	if _, err := spiffeid.FromString(e.SPIFFEID); err != nil {
 		return e, fmt.Errorf("%w: entry spiffe id %q: %w", store.ErrInvalid, e.SPIFFEID, err)
 	}
@@ -31,7 +28,7 @@ func checkEntry(e store.Entry) (store.Entry, error) {
 	if len(e.Selectors) == 0 {
 		return e, fmt.Errorf("%w: entry %s: no selectors", store.ErrInvalid, e.SPIFFEID)
 	}
-	sels, err := checkSelectors(e.Selectors)
+	sels, err := CheckSelectors(e.Selectors)
 	if err != nil {
 		return e, fmt.Errorf("entry %s: %w", e.SPIFFEID, err)
 	}
@@ -53,14 +50,14 @@ func checkEntry(e store.Entry) (store.Entry, error) {
 			return e, fmt.Errorf("%w: entry %s: federates with %q: want a trust domain name like example.org", store.ErrInvalid, e.SPIFFEID, td)
 		}
 	}
-	e.DNSNames = emptyNil(slices.Clone(e.DNSNames))
-	e.FederatesWith = emptyNil(slices.Clone(e.FederatesWith))
+	e.DNSNames = EmptyNil(slices.Clone(e.DNSNames))
+	e.FederatesWith = EmptyNil(slices.Clone(e.FederatesWith))
 	return e, nil
 }
 
-// checkSelectors validates every selector and returns a sorted,
+// CheckSelectors validates every selector and returns a sorted,
 // deduplicated copy (nil when there are none).
-func checkSelectors(in []selector.Selector) ([]selector.Selector, error) {
+func CheckSelectors(in []selector.Selector) ([]selector.Selector, error) {
 	if len(in) == 0 {
 		return nil, nil
 	}
@@ -72,10 +69,10 @@ func checkSelectors(in []selector.Selector) ([]selector.Selector, error) {
 	return selector.Normalize(slices.Clone(in)), nil
 }
 
-// dupKey identifies an entry for the duplicate check: its SPIFFE ID, parent
+// DupKey identifies an entry for the duplicate check: its SPIFFE ID, parent
 // ID and normalized selector set. It is a hash so that the unique index stays
 // small whatever the length of the selectors.
-func dupKey(e store.Entry) string {
+func DupKey(e store.Entry) string {
 	h := sha256.New()
 	h.Write([]byte(e.SPIFFEID))
 	h.Write([]byte{0})
@@ -87,25 +84,25 @@ func dupKey(e store.Entry) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
-func checkAgent(a store.Agent) (store.Agent, error) {
+func CheckAgent(a store.Agent) (store.Agent, error) {
 	if _, err := spiffeid.FromString(a.ID); err != nil {
 		return a, fmt.Errorf("%w: agent id %q: %w", store.ErrInvalid, a.ID, err)
 	}
 	if a.AttestationType == "" {
 		return a, fmt.Errorf("%w: agent %s: empty attestation type", store.ErrInvalid, a.ID)
 	}
-	sels, err := checkSelectors(a.Selectors)
+	sels, err := CheckSelectors(a.Selectors)
 	if err != nil {
 		return a, fmt.Errorf("agent %s: %w", a.ID, err)
 	}
 	a.Selectors = sels
-	a.ExpiresAt = micro(a.ExpiresAt)
+	a.ExpiresAt = Micro(a.ExpiresAt)
 	return a, nil
 }
 
-// checkBundle validates b and returns it with a canonical trust domain name.
-func checkBundle(b store.Bundle) (store.Bundle, error) {
-	td, err := canonicalTD(b.TrustDomain)
+// CheckBundle validates b and returns it with a canonical trust domain name.
+func CheckBundle(b store.Bundle) (store.Bundle, error) {
+	td, err := CanonicalTD(b.TrustDomain)
 	if err != nil {
 		return b, err
 	}
@@ -134,9 +131,9 @@ func checkBundle(b store.Bundle) (store.Bundle, error) {
 	return b, nil
 }
 
-// canonicalTD accepts "example.org" or "spiffe://example.org" and returns
+// CanonicalTD accepts "example.org" or "spiffe://example.org" and returns
 // the name.
-func canonicalTD(s string) (string, error) {
+func CanonicalTD(s string) (string, error) {
 	td, err := spiffeid.TrustDomainFromString(s)
 	if err != nil {
 		return "", fmt.Errorf("%w: trust domain %q: %w", store.ErrInvalid, s, err)
@@ -144,16 +141,16 @@ func canonicalTD(s string) (string, error) {
 	return td.Name(), nil
 }
 
-func checkActor(actor string) error {
+func CheckActor(actor string) error {
 	if actor == "" {
 		return fmt.Errorf("%w: empty actor", store.ErrInvalid)
 	}
 	return nil
 }
 
-// checkAudit validates ev and fills its defaults.
-func checkAudit(ev store.AuditEvent, now time.Time) (store.AuditEvent, error) {
-	if err := checkActor(ev.Actor); err != nil {
+// CheckAudit validates ev and fills its defaults.
+func CheckAudit(ev store.AuditEvent, now time.Time) (store.AuditEvent, error) {
+	if err := CheckActor(ev.Actor); err != nil {
 		return ev, fmt.Errorf("audit event: %w", err)
 	}
 	if ev.Action == "" {
@@ -164,43 +161,43 @@ func checkAudit(ev store.AuditEvent, now time.Time) (store.AuditEvent, error) {
 	}
 	var obj map[string]json.RawMessage
 	if err := json.Unmarshal([]byte(ev.Details), &obj); err != nil || obj == nil {
-		return ev, fmt.Errorf("%w: audit event %s: details are not a JSON object", store.ErrInvalid, ev.Action)
+		return ev, fmt.Errorf("%w: audit event %s: Details are not a JSON object", store.ErrInvalid, ev.Action)
 	}
 	if ev.Time.IsZero() {
 		ev.Time = now
 	}
-	ev.Time = micro(ev.Time)
+	ev.Time = Micro(ev.Time)
 	return ev, nil
 }
 
-// tokenTarget names a join token in the audit trail without revealing it.
-func tokenTarget(token string) string {
-	return "sha256:" + tokenHash(token)
+// TokenTarget names a join token in the audit trail without revealing it.
+func TokenTarget(token string) string {
+	return "sha256:" + TokenHash(token)
 }
 
-// tokenHash is the key under which a join token is kept, so that a copy of
+// TokenHash is the key under which a join token is kept, so that a copy of
 // the database does not hold usable tokens.
-func tokenHash(token string) string {
+func TokenHash(token string) string {
 	sum := sha256.Sum256([]byte(token))
 	return hex.EncodeToString(sum[:])
 }
 
-// details encodes an audit event's details; v is always a map or struct of
+// Details encodes an audit event's Details; v is always a map or struct of
 // plain values, so encoding cannot fail.
-func details(v any) string {
+func Details(v any) string {
 	b, err := json.Marshal(v)
 	if err != nil {
-		panic(fmt.Sprintf("encode audit details: %v", err))
+		panic(fmt.Sprintf("encode audit Details: %v", err))
 	}
 	return string(b)
 }
 
-// micro is t in UTC at microsecond precision: what the store keeps.
-func micro(t time.Time) time.Time {
+// Micro is t in UTC at microsecond precision: what the store keeps.
+func Micro(t time.Time) time.Time {
 	return time.UnixMicro(t.UnixMicro()).UTC()
 }
 
-func emptyNil[T any](s []T) []T {
+func EmptyNil[T any](s []T) []T {
 	if len(s) == 0 {
 		return nil
 	}
@@ -214,15 +211,15 @@ type jwtAuthority struct {
 	ExpiresAt int64  `json:"exp"` // unix microseconds
 }
 
-func encodeJWTAuthorities(in []store.JWTAuthority) string {
+func EncodeJWTAuthorities(in []store.JWTAuthority) string {
 	out := make([]jwtAuthority, len(in))
 	for i, a := range in {
 		out[i] = jwtAuthority{KeyID: a.KeyID, PublicKey: a.PublicKey, ExpiresAt: a.ExpiresAt.UnixMicro()}
 	}
-	return details(out)
+	return Details(out)
 }
 
-func decodeJWTAuthorities(s string) ([]store.JWTAuthority, error) {
+func DecodeJWTAuthorities(s string) ([]store.JWTAuthority, error) {
 	var in []jwtAuthority
 	if err := json.Unmarshal([]byte(s), &in); err != nil {
 		return nil, fmt.Errorf("decode jwt authorities: %w", err)
@@ -237,42 +234,42 @@ func decodeJWTAuthorities(s string) ([]store.JWTAuthority, error) {
 	return out, nil
 }
 
-func encodeX509Authorities(in [][]byte) string { return details(in) }
+func EncodeX509Authorities(in [][]byte) string { return Details(in) }
 
-func decodeX509Authorities(s string) ([][]byte, error) {
+func DecodeX509Authorities(s string) ([][]byte, error) {
 	var out [][]byte
 	if err := json.Unmarshal([]byte(s), &out); err != nil {
 		return nil, fmt.Errorf("decode x509 authorities: %w", err)
 	}
-	return emptyNil(out), nil
+	return EmptyNil(out), nil
 }
 
-func encodeStrings(in []string) string {
+func EncodeStrings(in []string) string {
 	if in == nil {
 		in = []string{}
 	}
-	return details(in)
+	return Details(in)
 }
 
-func decodeStrings(s string) ([]string, error) {
+func DecodeStrings(s string) ([]string, error) {
 	var out []string
 	if err := json.Unmarshal([]byte(s), &out); err != nil {
 		return nil, fmt.Errorf("decode string list: %w", err)
 	}
-	return emptyNil(out), nil
+	return EmptyNil(out), nil
 }
 
-func encodeSelectors(in []selector.Selector) string {
+func EncodeSelectors(in []selector.Selector) string {
 	if in == nil {
 		in = []selector.Selector{}
 	}
-	return details(in)
+	return Details(in)
 }
 
-func decodeSelectors(s string) ([]selector.Selector, error) {
+func DecodeSelectors(s string) ([]selector.Selector, error) {
 	var out []selector.Selector
 	if err := json.Unmarshal([]byte(s), &out); err != nil {
 		return nil, fmt.Errorf("decode selectors: %w", err)
 	}
-	return emptyNil(out), nil
+	return EmptyNil(out), nil
 }
