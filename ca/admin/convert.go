@@ -1,38 +1,17 @@
 package admin
 
 import (
-	"time"
-
-	"google.golang.org/protobuf/types/known/durationpb"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/apiconv"
 	"github.com/sigilhq/sigil/internal/selector"
 )
-
-func entryToProto(e store.Entry) *adminv1.Entry {
-	return &adminv1.Entry{
-		Id:            e.ID,
-		SpiffeId:      e.SPIFFEID,
-		ParentId:      e.ParentID,
-		Selectors:     selector.Strings(e.Selectors),
-		X509Ttl:       durationOrNil(e.X509TTL),
-		JwtTtl:        durationOrNil(e.JWTTTL),
-		DnsNames:      e.DNSNames,
-		FederatesWith: e.FederatesWith,
-		Admin:         e.Admin,
-		Downstream:    e.Downstream,
-		Revision:      e.Revision,
-		CreatedAt:     timeOrNil(e.CreatedAt),
-	}
-}
 
 func entriesToProto(es []store.Entry) []*adminv1.Entry {
 	out := make([]*adminv1.Entry, len(es))
 	for i, e := range es {
-		out[i] = entryToProto(e)
+		out[i] = apiconv.EntryToProto(e)
 	}
 	return out
 }
@@ -42,29 +21,12 @@ func agentToProto(a store.Agent) *adminv1.Agent {
 		Id:              a.ID,
 		AttestationType: a.AttestationType,
 		Serial:          a.Serial,
-		ExpiresAt:       timeOrNil(a.ExpiresAt),
+		ExpiresAt:       apiconv.TimeOrNil(a.ExpiresAt),
 		Selectors:       selector.Strings(a.Selectors),
 		Banned:          a.Banned,
-		CreatedAt:       timeOrNil(a.CreatedAt),
-		UpdatedAt:       timeOrNil(a.UpdatedAt),
+		CreatedAt:       apiconv.TimeOrNil(a.CreatedAt),
+		UpdatedAt:       apiconv.TimeOrNil(a.UpdatedAt),
 	}
-}
-
-func bundleToProto(b store.Bundle) *adminv1.Bundle {
-	out := &adminv1.Bundle{
-		TrustDomain:     b.TrustDomain,
-		X509Authorities: b.X509Authorities,
-		RefreshHint:     durationOrNil(b.RefreshHint),
-		Sequence:        b.Sequence,
-	}
-	for _, j := range b.JWTAuthorities {
-		out.JwtAuthorities = append(out.JwtAuthorities, &adminv1.JWTAuthority{
-			KeyId:     j.KeyID,
-			PublicKey: j.PublicKey,
-			ExpiresAt: timeOrNil(j.ExpiresAt),
-		})
-	}
-	return out
 }
 
 func keyToProto(k ca.KeyStatus) *adminv1.CAKey {
@@ -72,8 +34,8 @@ func keyToProto(k ca.KeyStatus) *adminv1.CAKey {
 		Kind:      kindToProto(k.Kind),
 		Id:        k.ID,
 		State:     string(k.State),
-		NotBefore: timeOrNil(k.NotBefore),
-		NotAfter:  timeOrNil(k.NotAfter),
+		NotBefore: apiconv.TimeOrNil(k.NotBefore),
+		NotAfter:  apiconv.TimeOrNil(k.NotAfter),
 		Tainted:   k.Tainted,
 	}
 }
@@ -101,24 +63,10 @@ func kindFromProto(k adminv1.KeyKind) (ca.KeyKind, error) {
 func auditToProto(ev store.AuditEvent) *adminv1.AuditEvent {
 	return &adminv1.AuditEvent{
 		Id:      ev.ID,
-		Time:    timeOrNil(ev.Time),
+		Time:    apiconv.TimeOrNil(ev.Time),
 		Actor:   ev.Actor,
 		Action:  ev.Action,
 		Target:  ev.Target,
 		Details: ev.Details,
 	}
-}
-
-func durationOrNil(d time.Duration) *durationpb.Duration {
-	if d == 0 {
-		return nil
-	}
-	return durationpb.New(d)
-}
-
-func timeOrNil(t time.Time) *timestamppb.Timestamp {
-	if t.IsZero() {
-		return nil
-	}
-	return timestamppb.New(t)
 }

@@ -21,6 +21,7 @@ import (
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/apiconv"
 )
 
 // maxBundleBytes bounds a bundle document given to SetBundle.
@@ -93,7 +94,7 @@ func (s *Server) UpdateEntry(ctx context.Context, req *adminv1.UpdateEntryReques
 		return nil, s.fail(ctx, "update entry", fmt.Sprintf("entry %q", e.ID), err)
 	}
 	s.log.InfoContext(ctx, "entry updated", "actor", actor, "entry_id", out.ID, "spiffe_id", out.SPIFFEID)
-	return &adminv1.UpdateEntryResponse{Entry: entryToProto(out)}, nil
+	return &adminv1.UpdateEntryResponse{Entry: apiconv.EntryToProto(out)}, nil
 }
 
 // DeleteEntry deletes an entry and returns what it was.
@@ -110,7 +111,7 @@ func (s *Server) DeleteEntry(ctx context.Context, req *adminv1.DeleteEntryReques
 		return nil, s.fail(ctx, "delete entry", fmt.Sprintf("entry %q", req.GetId()), err)
 	}
 	s.log.InfoContext(ctx, "entry deleted", "actor", actor, "entry_id", out.ID, "spiffe_id", out.SPIFFEID)
-	return &adminv1.DeleteEntryResponse{Entry: entryToProto(out)}, nil
+	return &adminv1.DeleteEntryResponse{Entry: apiconv.EntryToProto(out)}, nil
 }
 
 // GetEntry returns one entry.
@@ -125,7 +126,7 @@ func (s *Server) GetEntry(ctx context.Context, req *adminv1.GetEntryRequest) (*a
 	if err != nil {
 		return nil, s.fail(ctx, "get entry", fmt.Sprintf("entry %q", req.GetId()), err)
 	}
-	return &adminv1.GetEntryResponse{Entry: entryToProto(e)}, nil
+	return &adminv1.GetEntryResponse{Entry: apiconv.EntryToProto(e)}, nil
 }
 
 // ListEntries returns the entries matching the filters, ordered by ID.
@@ -257,7 +258,7 @@ func (s *Server) GetBundle(ctx context.Context, req *adminv1.GetBundleRequest) (
 	if err != nil {
 		return nil, s.fail(ctx, "get bundle", fmt.Sprintf("bundle of %s", td.Name()), err)
 	}
-	return &adminv1.GetBundleResponse{Bundle: bundleToProto(b)}, nil
+	return &adminv1.GetBundleResponse{Bundle: apiconv.BundleToProto(b)}, nil
 }
 
 // ListBundles returns every stored bundle, ours and federated ones.
@@ -271,7 +272,7 @@ func (s *Server) ListBundles(ctx context.Context, _ *adminv1.ListBundlesRequest)
 	}
 	out := make([]*adminv1.Bundle, len(bs))
 	for i, b := range bs {
-		out[i] = bundleToProto(b)
+		out[i] = apiconv.BundleToProto(b)
 	}
 	return &adminv1.ListBundlesResponse{Bundles: out}, nil
 }
@@ -312,7 +313,7 @@ func (s *Server) SetBundle(ctx context.Context, req *adminv1.SetBundleRequest) (
 		return nil, s.fail(ctx, "set bundle", fmt.Sprintf("bundle of %s", td.Name()), err)
 	}
 	s.log.InfoContext(ctx, "bundle set", "actor", actor, "trust_domain", td.Name(), "x509_authorities", len(b.X509Authorities), "jwt_authorities", len(b.JWTAuthorities))
-	return &adminv1.SetBundleResponse{Bundle: bundleToProto(b)}, nil
+	return &adminv1.SetBundleResponse{Bundle: apiconv.BundleToProto(b)}, nil
 }
 
 // DeleteBundle forgets a federated trust domain's bundle.

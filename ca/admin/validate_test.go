@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	"github.com/sigilhq/sigil/internal/apiconv"
 )
 
 func TestDNSName(t *testing.T) {
@@ -71,7 +72,7 @@ func FuzzEntryFromProto(f *testing.F) {
 		if !got.MemberOf(s.td) || strings.HasPrefix(got.Path(), "/sigil/") || e.X509TTL < 0 || e.X509TTL > MaxX509TTL || len(e.Selectors) != 1 {
 			t.Fatalf("accepted a bad entry %+v", e)
 		}
-		again, err := s.entryFromProto("entry", entryToProto(e))
+		again, err := s.entryFromProto("entry", apiconv.EntryToProto(e))
 		if err != nil {
 			t.Fatalf("accepted entry not accepted again: %v", err)
 		}

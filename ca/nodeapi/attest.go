@@ -22,6 +22,7 @@ import (
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/nodeattest"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/apiconv"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -235,7 +236,7 @@ func (s *Server) agentSVID(ctx context.Context, svid *ca.X509SVID) (*nodev1.Agen
 	for i, c := range svid.Certificates {
 		chain[i] = c.Raw
 	}
-	return &nodev1.AgentSVID{SpiffeId: svid.ID.String(), CertChain: chain, Bundle: bundleToProto(b)}, nil
+	return &nodev1.AgentSVID{SpiffeId: svid.ID.String(), CertChain: chain, Bundle: apiconv.BundleToProto(b)}, nil
 }
 
 // parseAgentCSR checks an agent's CSR: parseable, within ca.MaxCSRSize,

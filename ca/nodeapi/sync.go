@@ -15,6 +15,7 @@ import (
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/apiconv"
 )
 
 // snapshot is what the watcher last saw.
@@ -224,7 +225,7 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1
 	tainted, revoked := s.cfg.CA.TaintedX509()
 	resp := &nodev1.SyncResponse{
 		Revision:          changes.Revision,
-		Bundles:           bundlesToProto(bundles),
+		Bundles:           apiconv.BundlesToProto(bundles),
 		TaintedX509KeyIds: tainted,
 		RevokedX509KeyIds: revoked,
 	}
@@ -244,12 +245,12 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1
 	if full {
 		resp.Full = true
 		for _, e := range set.entries {
-			resp.Entries = append(resp.Entries, entryToProto(e))
+			resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
 		}
 	} else {
 		for _, e := range changes.Updated {
 			if authorized[e.ID] {
-				resp.Entries = append(resp.Entries, entryToProto(e))
+				resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
 			} else {
 				// It may have been the agent's before this change.
 				resp.DeletedEntryIds = append(resp.DeletedEntryIds, e.ID)
@@ -266,7 +267,7 @@ func (s *Server) incremental(ctx context.Context, c *caller, st *syncState, snap
 	resp := &nodev1.SyncResponse{}
 	changed := false
 	if snap.bundleKey != st.bundleKey {
-		resp.Bundles = bundlesToProto(snap.bundles)
+		resp.Bundles = apiconv.BundlesToProto(snap.bundles)
 		st.bundleKey = snap.bundleKey
 		changed = true
 	}
@@ -313,7 +314,7 @@ func (s *Server) applyChanges(ctx context.Context, c *caller, st *syncState, cha
 		for _, e := range set.entries {
 			now[e.ID] = true
 			if !st.sent[e.ID] || updated[e.ID] {
-				resp.Entries = append(resp.Entries, entryToProto(e))
+				resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
 			}
 		}
 		for id := range st.sent {
@@ -329,7 +330,7 @@ func (s *Server) applyChanges(ctx context.Context, c *caller, st *syncState, cha
 		mine := (e.ParentID == c.id.String() || st.aliasIDs[e.ParentID]) && !reserved(e.SPIFFEID, s.caID)
 		switch {
 		case mine:
-			resp.Entries = append(resp.Entries, entryToProto(e))
+			resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
 			st.sent[e.ID] = true
 		case st.sent[e.ID]:
 			resp.DeletedEntryIds = append(resp.DeletedEntryIds, e.ID)
