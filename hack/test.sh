@@ -12,7 +12,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export SIGIL_TOOLS="${SIGIL_TOOLS:-$PWD/.cache/tools}"
+# Built peers live outside the checkout, one file per tool and version
+# (NAME@VERSION, with NAME linked to it), so a fresh clone reuses them.
+export SIGIL_TOOLS="${SIGIL_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sigil/tools}"
 mkdir -p "$SIGIL_TOOLS"
 export PATH="$SIGIL_TOOLS:$PATH"
 FUZZTIME="${FUZZTIME:-5s}"

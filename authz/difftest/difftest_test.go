@@ -28,7 +28,7 @@ import (
 	"github.com/sigilhq/sigil/authz/policysrc"
 )
 
-const howToGet = "opa-envoy-plugin v1.10.0-envoy is needed: run hack/setup/40-opa-envoy-plugin.sh (builds it into .cache/tools) and put it on PATH, or set SIGIL_OPA_ENVOY_PLUGIN to its path"
+const howToGet = "opa-envoy-plugin v1.10.0-envoy is needed: run hack/setup/40-opa-envoy-plugin.sh (builds it into ~/.cache/sigil/tools) and put it on PATH, or set SIGIL_OPA_ENVOY_PLUGIN to its path"
 
 // pluginAddr is the ext_authz address of the one opa-envoy-plugin process
 // this test binary starts, or "" with pluginErr set.

@@ -19,7 +19,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
-export SIGIL_TOOLS=${SIGIL_TOOLS:-$ROOT/.cache/tools}
+export SIGIL_TOOLS=${SIGIL_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/sigil/tools}
 export PATH=$SIGIL_TOOLS:$PATH
 DURATION=${DURATION:-10s}
 RATE=${RATE:-2000}
