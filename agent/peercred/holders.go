@@ -141,34 +141,25 @@ func (s *scanner) forEachPID(f func(pid int) (bool, error)) error {
 	}
 	defer unix.Close(fd)
 	buf := make([]byte, 16384)
-	for {
-		n, err := unix.Getdents(fd, buf)
-		if err != nil {
-			return fmt.Errorf("find connection holders: list %s: %w", s.procDir, err)
-		}
-		if n == 0 {
+	cont := true
+	var fErr error // from f or the budget, already worded
+	err = readDir(fd, buf, func(name []byte) error {
+		pid, ok := atoiPID(name)
+		if !ok || !cont {
 			return nil
 		}
-		cont := true
-		err = eachName(buf[:n], func(name []byte) error {
-			pid, ok := atoiPID(name)
-			if !ok || !cont {
-				return nil
-			}
-			if err := s.spend(); err != nil {
-				return err
-			}
-			var err error
-			cont, err = f(pid)
-			return err
-		})
-		if err != nil {
-			return err
+		if fErr = s.spend(); fErr == nil {
+			cont, fErr = f(pid)
 		}
-		if !cont {
-			return nil
-		}
+		return fErr
+	})
+	if fErr != nil {
+		return fErr
 	}
+	if err != nil {
+		return fmt.Errorf("find connection holders: list %s: %w", s.procDir, err)
+	}
+	return nil
 }
 
 // holds reports whether any thread of process pid has a descriptor for
@@ -184,38 +175,35 @@ func (s *scanner) holds(pid int) (bool, error) {
 	}
 	defer unix.Close(tfd)
 	var tids []int
-	for {
-		n, err := unix.Getdents(tfd, s.dirBuf)
-		if err != nil {
-			if gone(err) {
-				return false, nil
+	err = readDir(tfd, s.dirBuf, func(name []byte) error {
+		if tid, ok := atoiPID(name); ok {
+			if err := s.spend(); err != nil {
+				return err
 			}
-			return false, fmt.Errorf("find connection holders: threads of pid %d: %w", pid, err)
+			tids = append(tids, tid)
 		}
-		if n == 0 {
-			break
+		return nil
+	})
+	if err != nil {
+		if gone(err) {
+			return false, nil
 		}
-		err = eachName(s.dirBuf[:n], func(name []byte) error {
-			if tid, ok := atoiPID(name); ok {
-				if err := s.spend(); err != nil {
-					return err
-				}
-				tids = append(tids, tid)
-			}
-			return nil
-		})
-		if err != nil {
+		if errors.Is(err, errBudget) {
 			return false, err
 		}
+		return false, fmt.Errorf("find connection holders: threads of pid %d: %w", pid, err)
 	}
 	var tables []int // a thread of each distinct descriptor table read
 	for _, tid := range tids {
 		if sharesTable(tables, tid) {
 			continue
 		}
-		found, err := s.threadHolds(tfd, pid, tid)
+		found, skip, err := s.threadHolds(tfd, pid, tid)
 		if err != nil || found {
 			return found, err
+		}
+		if skip {
+			return false, nil
 		}
 		tables = append(tables, tid)
 	}
@@ -235,59 +223,57 @@ func sharesTable(tables []int, tid int) bool {
 	return false
 }
 
-func (s *scanner) threadHolds(tfd, pid, tid int) (bool, error) {
+// threadHolds reports whether thread tid of pid has a descriptor for the
+// target socket, or that pid is an ancestor whose descriptors cannot be
+// read (skip the rest of its threads).
+func (s *scanner) threadHolds(tfd, pid, tid int) (found, skip bool, err error) {
 	dir := strconv.Itoa(tid) + "/fd"
 	fd, err := unix.Openat(tfd, dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		if gone(err) {
-			return false, nil
+			return false, false, nil
 		}
 		if denied(err) && s.isAncestor(pid) {
-			return false, nil
+			return false, true, nil
 		}
-		return false, fmt.Errorf("find connection holders: descriptors of pid %d thread %d: %w", pid, tid, err)
+		return false, false, fmt.Errorf("find connection holders: descriptors of pid %d thread %d: %w", pid, tid, err)
 	}
 	defer unix.Close(fd)
-	found, skip := false, false
-	for !found && !skip {
-		n, err := unix.Getdents(fd, s.dirBuf)
+	var fErr error // already worded
+	err = readDir(fd, s.dirBuf, func(name []byte) error {
+		if found || skip || name[0] == '.' {
+			return nil
+		}
+		if fErr = s.spend(); fErr != nil {
+			return fErr
+		}
+		m, err := unix.Readlinkat(fd, string(name), s.link)
 		if err != nil {
 			if gone(err) {
-				return false, nil
+				return nil // closed since listed
 			}
-			return false, fmt.Errorf("find connection holders: descriptors of pid %d thread %d: %w", pid, tid, err)
-		}
-		if n == 0 {
-			break
-		}
-		err = eachName(s.dirBuf[:n], func(name []byte) error {
-			if found || skip || name[0] == '.' {
+			if denied(err) && s.isAncestor(pid) {
+				skip = true
 				return nil
 			}
-			if err := s.spend(); err != nil {
-				return err
-			}
-			m, err := unix.Readlinkat(fd, string(name), s.link)
-			if err != nil {
-				if gone(err) {
-					return nil // closed since listed
-				}
-				if denied(err) && s.isAncestor(pid) {
-					skip = true
-					return nil
-				}
-				return fmt.Errorf("find connection holders: descriptor %s of pid %d: %w", name, pid, err)
-			}
-			if bytes.Equal(s.link[:m], s.target) {
-				found = true
-			}
-			return nil
-		})
-		if err != nil {
-			return false, err
+			fErr = fmt.Errorf("find connection holders: descriptor %s of pid %d: %w", name, pid, err)
+			return fErr
 		}
+		if bytes.Equal(s.link[:m], s.target) {
+			found = true
+		}
+		return nil
+	})
+	if fErr != nil {
+		return false, false, fErr
 	}
-	return found, nil
+	if err != nil {
+		if gone(err) {
+			return false, false, nil
+		}
+		return false, false, fmt.Errorf("find connection holders: descriptors of pid %d thread %d: %w", pid, tid, err)
+	}
+	return found, skip, nil
 }
 
 // isAncestor reports whether pid is the process running this code or one
@@ -352,6 +338,33 @@ func denied(err error) bool {
 func gone(err error) bool {
 	return errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ESRCH)
 }
+
+// readDir calls f with the name of every entry of the directory fd, read
+// with buf. The names under /proc that the scan reads (PIDs, TIDs,
+// descriptor numbers) are short, so a read that leaves more than
+// maxNumericDirent bytes of buf unused is the last one: that saves a
+// getdents call per directory.
+func readDir(fd int, buf []byte, f func(name []byte) error) error {
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+		if err := eachName(buf[:n], f); err != nil {
+			return err
+		}
+		if len(buf)-n > maxNumericDirent {
+			return nil
+		}
+	}
+}
+
+// maxNumericDirent exceeds the size of a linux_dirent64 whose name is a
+// number (19 bytes of header, 20 digits, NUL, padding to 8 bytes).
+const maxNumericDirent = 64
 
 // eachName calls f with the name of every linux_dirent64 in b.
 func eachName(b []byte, f func(name []byte) error) error {
