@@ -78,6 +78,11 @@ type process struct {
 	closed    bool
 	startTime uint64 // used when pidfd == -1
 	procDir   string
+
+	// peerIno is the inode of the client end of the connection, for
+	// SoleHolder; peerErr says why it is unknown.
+	peerIno uint64
+	peerErr error
 }
 
 func (p *process) check(pid int32) error {
@@ -222,11 +227,19 @@ func handshake(conn net.Conn, procDir string) (Info, *process, error) {
 		cred           *unix.Ucred
 		pidfd          = -1
 		credErr, fdErr error
+		st             unix.Stat_t
+		cookie         uint64
+		statErr        error
 	)
 	if err := raw.Control(func(fd uintptr) {
 		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
 		if credErr != nil {
 			return
+		}
+		// Our end's inode, to ask the kernel for the client end's.
+		statErr = unix.Fstat(int(fd), &st)
+		if c, err := unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE); err == nil {
+			cookie = c
 		}
 		pidfd, fdErr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_PEERPIDFD)
 		if fdErr != nil {
@@ -274,6 +287,11 @@ func handshake(conn net.Conn, procDir string) (Info, *process, error) {
 		}
 	default:
 		return Info{}, nil, fmt.Errorf("peercred: read SO_PEERPIDFD: %w", fdErr)
+	}
+	if statErr != nil {
+		proc.peerErr = fmt.Errorf("stat socket: %w", statErr)
+	} else {
+		proc.peerIno, proc.peerErr = peerInode(st.Ino, cookie)
 	}
 	info := Info{
 		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},

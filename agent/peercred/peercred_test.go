@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -16,19 +17,60 @@ import (
 
 // The test binary doubles as a peer: with SIGIL_PEERCRED_CONNECT set it
 // connects to that socket, says "ok" on stdout and waits for stdin to close.
+// With SIGIL_PEERCRED_SHARE=keep it first starts a child that holds the
+// connection too (as fd 3, until its stdin closes) and says "ok <child
+// pid>"; with SIGIL_PEERCRED_SHARE=handoff it also closes its own copy.
 func TestMain(m *testing.M) {
+	if os.Getenv("SIGIL_PEERCRED_HOLD") != "" {
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(0)
+	}
 	if sock := os.Getenv("SIGIL_PEERCRED_CONNECT"); sock != "" {
 		c, err := net.Dial("unix", sock)
 		if err != nil {
 			os.Stdout.WriteString("dial: " + err.Error() + "\n")
 			os.Exit(2)
 		}
-		os.Stdout.WriteString("ok\n")
+		if share := os.Getenv("SIGIL_PEERCRED_SHARE"); share != "" {
+			pid, err := shareConn(c, share == "handoff")
+			if err != nil {
+				os.Stdout.WriteString("share: " + err.Error() + "\n")
+				os.Exit(2)
+			}
+			os.Stdout.WriteString("ok " + strconv.Itoa(pid) + "\n")
+		} else {
+			os.Stdout.WriteString("ok\n")
+		}
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		c.Close()
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// shareConn starts a child of this binary holding a copy of c; with
+// handoff, c is closed here.
+func shareConn(c net.Conn, handoff bool) (int, error) {
+	f, err := c.(*net.UnixConn).File()
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), "SIGIL_PEERCRED_HOLD=1")
+	cmd.Stdin = os.Stdin // ends when the test closes our stdin
+	cmd.ExtraFiles = []*os.File{f}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	if handoff {
+		c.Close()
+	}
+	return cmd.Process.Pid, nil
 }
 
 // peer is a child process connected to a listener, and the server side of
@@ -38,6 +80,7 @@ type peer struct {
 	stdin io.WriteCloser
 	conn  net.Conn
 	info  peercred.Info
+	line  string // what the peer said: "ok" or "ok <child pid>"
 }
 
 // worldDir is a temporary directory every user can enter, holding a copy of
@@ -67,6 +110,12 @@ func worldDir(t *testing.T) (dir, exe string) {
 
 func startPeer(t *testing.T, argv ...string) *peer {
 	t.Helper()
+	return startPeerEnv(t, nil, argv...)
+}
+
+// startPeerEnv is startPeer with extra environment for the peer.
+func startPeerEnv(t *testing.T, env []string, argv ...string) *peer {
+	t.Helper()
 	dir, exe := worldDir(t)
 	sock := filepath.Join(dir, "s.sock")
 	ln, err := net.Listen("unix", sock)
@@ -79,7 +128,7 @@ func startPeer(t *testing.T, argv ...string) *peer {
 	}
 	argv = append(argv, exe)
 	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "SIGIL_PEERCRED_CONNECT="+sock)
+	cmd.Env = append(append(os.Environ(), "SIGIL_PEERCRED_CONNECT="+sock), env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -98,7 +147,7 @@ func startPeer(t *testing.T, argv ...string) *peer {
 		_ = cmd.Wait()
 	})
 	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if line != "ok\n" {
+	if !strings.HasPrefix(line, "ok") {
 		t.Fatalf("peer %v: %q %v", argv, line, err)
 	}
 	raw, err := ln.Accept()
@@ -115,7 +164,7 @@ func startPeer(t *testing.T, argv ...string) *peer {
 	if !ok {
 		t.Fatalf("auth info is %T", ai)
 	}
-	return &peer{cmd: cmd, stdin: stdin, conn: conn, info: info}
+	return &peer{cmd: cmd, stdin: stdin, conn: conn, info: info, line: strings.TrimSpace(line)}
 }
 
 func TestHandshake(t *testing.T) {

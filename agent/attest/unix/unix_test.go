@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -14,7 +15,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sigilhq/sigil/agent/attest/unix"
 	"github.com/sigilhq/sigil/agent/peercred"
@@ -373,7 +376,7 @@ func TestMaxHashBytes(t *testing.T) {
 }
 
 func TestNewRejects(t *testing.T) {
-	for _, cfg := range []unix.Config{{HashCacheSize: -1}, {MaxHashBytes: -1}} {
+	for _, cfg := range []unix.Config{{HashCacheSize: -1}, {MaxHashBytes: -1}, {MaxScanEntries: -1}} {
 		if _, err := unix.New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)
 		}
@@ -417,8 +420,38 @@ func FuzzParseGroups(f *testing.F) {
 	})
 }
 
+// When the search for other holders of the connection cannot finish (here:
+// its bound is too small), the executable and group selectors are
+// withheld; uid and gid remain.
+func TestAttestScanBound(t *testing.T) {
+	dir := worldDir(t)
+	exe := filepath.Join(dir, "app")
+	copyExe(t, exe, "")
+	w := start(t, dir, exe)
+	logs := &lockedBuffer{}
+	a := newAttestor(t, unix.Config{MaxScanEntries: 2, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	sels, err := a.Attest(t.Context(), w.info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := selector.Strings(sels)
+	for _, s := range got {
+		if strings.HasPrefix(s, "unix:path:") || strings.HasPrefix(s, "unix:sha256:") || strings.HasPrefix(s, "unix:supplementary_") {
+			t.Fatalf("process selector %s given though the scan did not finish: %v", s, got)
+		}
+	}
+	if !slices.Contains(got, "unix:uid:0") || !slices.Contains(got, "unix:gid:0") {
+		t.Fatalf("uid and gid missing: %v", got)
+	}
+	if a.Stats().ExeWithheld != 1 || !strings.Contains(logs.String(), "cannot tell whether the workload connection is shared") {
+		t.Fatalf("stats %+v, log:\n%s", a.Stats(), logs.String())
+	}
+}
+
 // BenchmarkAttest measures one attestation of a live process whose
-// executable digest is cached.
+// executable digest is cached, including the search of every process for
+// other holders of its connection: with the processes this machine has,
+// and with 1,000 more (sleep processes, killed after).
 func BenchmarkAttest(b *testing.B) {
 	dir := b.TempDir()
 	exe := filepath.Join(dir, "app")
@@ -428,10 +461,66 @@ func BenchmarkAttest(b *testing.B) {
 	if _, err := a.Attest(b.Context(), w.info); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := a.Attest(b.Context(), w.info); err != nil {
-			b.Fatal(err)
+	run := func(b *testing.B) {
+		b.ReportAllocs()
+		// Wall time on a shared machine measures its load too: report the
+		// process's CPU time per attestation as well.
+		var before, after syscall.Rusage
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+		for b.Loop() {
+			sels, err := a.Attest(b.Context(), w.info)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if !slices.Contains(selector.Strings(sels), "unix:path:"+exe) {
+				b.Fatalf("no path selector: %v", selector.Strings(sels))
+			}
+		}
+		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
+		cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
+		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+		b.ReportMetric(float64(countProcs(b)), "procs")
+	}
+	b.Run("machine", run)
+	b.Run("plus1000", func(b *testing.B) {
+		sleepers(b, 1000)
+		run(b)
+	})
+}
+
+// sleepers starts n sleep processes, killed when b ends.
+func sleepers(b *testing.B, n int) {
+	b.Helper()
+	sleep, err := exec.LookPath("sleep")
+	if err != nil {
+		b.Fatal("sleep not found: install coreutils")
+	}
+	cmds := make([]*exec.Cmd, 0, n)
+	b.Cleanup(func() {
+		for _, c := range cmds {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+	})
+	for range n {
+		c := exec.Command(sleep, "600")
+		if err := c.Start(); err != nil {
+			b.Fatalf("start sleeper %d: %v", len(cmds), err)
+		}
+		cmds = append(cmds, c)
+	}
+}
+
+func countProcs(b *testing.B) int {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		b.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if _, err := strconv.Atoi(e.Name()); err == nil {
+			n++
 		}
 	}
+	return n
 }
