@@ -83,6 +83,12 @@ type CA struct {
 // ErrNotReady is returned by signing calls before Init succeeded.
 var ErrNotReady = errors.New("ca has no active key yet")
 
+// ErrStateMismatch is wrapped by Init when the store and the key manager or
+// upstream hold different CAs' state: an emptied, new or foreign database
+// beside keys that have signed before. The CA then refuses to start rather
+// than make new keys over the old ones.
+var ErrStateMismatch = errors.New("ca state mismatch")
+
 // New checks cfg and fills defaults. It does no I/O: call Init.
 func New(cfg Config) (*CA, error) {
 	if cfg.TrustDomain.IsZero() {
@@ -144,11 +150,17 @@ func (c *CA) Init(ctx context.Context) error {
 	var doc journalDoc
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		if err := c.checkFirstStart(ctx); err != nil {
+			return err
+		}
 		doc = journalDoc{Version: journalVersion, NextSeq: 1}
 	case err != nil:
 		return fmt.Errorf("load ca journal: %w", err)
 	default:
 		if doc, err = decodeJournal(raw); err != nil {
+			return err
+		}
+		if err := c.checkRoots(ctx, doc); err != nil {
 			return err
 		}
 	}
@@ -204,12 +216,12 @@ func (c *CA) loadX509(ctx context.Context, rec x509Record) (*x509Slot, error) {
 		}
 		chain[i] = cert
 	}
-	signer, err := c.cfg.Keys.Signer(ctx, rec.KeyName)
+	signer, err := c.signerFor(ctx, rec.KeyName)
 	if err != nil {
 		return nil, fmt.Errorf("ca journal: x509 key %s: %w", rec.ID, err)
 	}
 	if !publicKeysEqual(signer.Public(), chain[0].PublicKey) {
-		return nil, fmt.Errorf("ca journal: x509 key %s: key %q does not match its certificate", rec.ID, rec.KeyName)
+		return nil, fmt.Errorf("%w: ca journal: x509 key %s: key %q in the key manager is not the key of its certificate: %s", ErrStateMismatch, rec.ID, rec.KeyName, mismatchHint)
 	}
 	return &x509Slot{rec: rec, cert: chain[0], chain: chain, signer: signer, self: newSelfBundle(c.cfg.TrustDomain, chain[0])}, nil
 }
@@ -219,12 +231,12 @@ func (c *CA) loadJWT(ctx context.Context, rec jwtRecord) (*jwtSlot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca journal: jwt key %s: %w", rec.ID, err)
 	}
-	signer, err := c.cfg.Keys.Signer(ctx, rec.KeyName)
+	signer, err := c.signerFor(ctx, rec.KeyName)
 	if err != nil {
 		return nil, fmt.Errorf("ca journal: jwt key %s: %w", rec.ID, err)
 	}
 	if !publicKeysEqual(signer.Public(), pub) {
-		return nil, fmt.Errorf("ca journal: jwt key %s: key %q does not match the journal", rec.ID, rec.KeyName)
+		return nil, fmt.Errorf("%w: ca journal: jwt key %s: key %q in the key manager is not the key the journal names: %s", ErrStateMismatch, rec.ID, rec.KeyName, mismatchHint)
 	}
 	return &jwtSlot{rec: rec, public: pub, signer: signer}, nil
 }

@@ -115,7 +115,7 @@ func preparedIndex(doc journalDoc, kind KeyKind) (int, bool) {
 // prepareInto makes a new key of kind and adds it as prepared, replacing
 // any prepared one.
 func (c *CA) prepareInto(ctx context.Context, doc *journalDoc, kind KeyKind, now time.Time) error {
-	name := fmt.Sprintf("%s-%d", kind, doc.NextSeq)
+	name := keyName(kind, doc.NextSeq)
 	doc.NextSeq++
 	signer, err := c.cfg.Keys.GenerateKey(ctx, name, c.cfg.KeyType)
 	if err != nil {

@@ -114,6 +114,42 @@ func checkLeafKey(pub crypto.PublicKey) error {
 type SVIDParams struct {
 	TTL      time.Duration // 0: the CA's default
 	DNSNames []string      // the entry's DNS names; the CSR may ask for a subset
+	// EntryID names the registration entry the SVID is issued for. It is
+	// recorded in the certificate (see EntryIDFromCert) so that rights held
+	// by the entry, such as admin, stay with that entry and do not spread to
+	// other entries that share its SPIFFE ID. Empty for agent SVIDs.
+	EntryID string
+}
+
+// oidSerialNumber is the X.520 serialNumber attribute of a subject name. The
+// CA puts the entry ID there: a standard attribute that every X.509 parser
+// reads (go-spiffe and TLS ignore it), with no private OID to register.
+var oidSerialNumber = asn1.ObjectIdentifier{2, 5, 4, 5}
+
+// MaxEntryIDLen bounds the entry ID recorded in an SVID.
+const MaxEntryIDLen = 128
+
+// EntryIDFromCert returns the registration entry ID that the CA recorded
+// in an X509-SVID it signed, or "" when there is none (agent SVIDs, the CA's
+// own, SVIDs of other issuers). A subject with more than one serialNumber
+// attribute is not one the CA made and yields "". Only the CA's signature
+// makes the value meaningful: call it on a verified chain's leaf.
+func EntryIDFromCert(cert *x509.Certificate) string {
+	id := ""
+	n := 0
+	for _, atv := range cert.Subject.Names {
+		if !atv.Type.Equal(oidSerialNumber) {
+			continue
+		}
+		n++
+		if s, ok := atv.Value.(string); ok {
+			id = s
+		}
+	}
+	if n != 1 || len(id) > MaxEntryIDLen {
+		return ""
+	}
+	return id
 }
 
 // X509SVID is a signed, checked SVID chain: leaf, then the CA's chain up to
@@ -140,7 +176,10 @@ func (c *CA) SignX509SVID(ctx context.Context, csr *CSR, p SVIDParams) (*X509SVI
 	if ttl <= 0 {
 		ttl = c.cfg.X509SVIDTTL
 	}
-	svid, err := c.signLeaf(csr.ID, csr.PublicKey, p.DNSNames, ttl)
+	if len(p.EntryID) > MaxEntryIDLen {
+		return nil, fmt.Errorf("%w: entry id longer than %d bytes", ErrInvalidCSR, MaxEntryIDLen)
+	}
+	svid, err := c.signLeaf(csr.ID, csr.PublicKey, p.DNSNames, ttl, p.EntryID)
 	c.cfg.Metrics.signed(X509, err)
 	if err != nil {
 		return nil, fmt.Errorf("sign x509-svid for %s: %w", csr.ID, err)
@@ -148,7 +187,7 @@ func (c *CA) SignX509SVID(ctx context.Context, csr *CSR, p SVIDParams) (*X509SVI
 	return svid, nil
 }
 
-func (c *CA) signLeaf(id spiffeid.ID, pub crypto.PublicKey, dns []string, ttl time.Duration) (*X509SVID, error) {
+func (c *CA) signLeaf(id spiffeid.ID, pub crypto.PublicKey, dns []string, ttl time.Duration, entryID string) (*X509SVID, error) {
 	st := c.cur.Load()
 	if st == nil || st.activeX509 == nil {
 		return nil, ErrNotReady
@@ -173,7 +212,7 @@ func (c *CA) signLeaf(id spiffeid.ID, pub crypto.PublicKey, dns []string, ttl ti
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{Organization: []string{"Sigil"}},
+		Subject:               pkix.Name{Organization: []string{"Sigil"}, SerialNumber: entryID},
 		URIs:                  []*url.URL{id.URL()},
 		DNSNames:              dns,
 		NotBefore:             notBefore,
@@ -213,7 +252,7 @@ func (c *CA) refreshServerSVID(ctx context.Context, force bool) error {
 	if err != nil {
 		return fmt.Errorf("ca server key: %w", err)
 	}
-	svid, err := c.signLeaf(c.id, key.Public(), nil, c.cfg.X509SVIDTTL)
+	svid, err := c.signLeaf(c.id, key.Public(), nil, c.cfg.X509SVIDTTL, "")
 	if err != nil {
 		return fmt.Errorf("ca server svid: %w", err)
 	}

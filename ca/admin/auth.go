@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"errors"
 	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 
+	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/store"
 )
 
@@ -37,7 +39,7 @@ func (s *Server) ServerOptions() []grpc.ServerOption {
 
 // UnaryInterceptor authenticates every Admin call: a call over a unix socket
 // is the local admin; a call over TLS must carry a verified client
-// certificate whose SPIFFE ID belongs to an admin registration entry.
+// X509-SVID issued for a registration entry that has admin set.
 // Anything else is refused with PermissionDenied.
 func (s *Server) UnaryInterceptor() grpc.UnaryServerInterceptor {
 	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
@@ -90,27 +92,39 @@ func (s *Server) authenticate(ctx context.Context) (string, error) {
 	return "", status.Error(codes.PermissionDenied, "admin api: callers need the local admin socket or an admin SVID over mTLS")
 }
 
+// authenticateTLS admits a verified X509-SVID of our trust domain only when
+// the registration entry the CA recorded in it (ca.EntryIDFromCert) still
+// exists, is for exactly the SVID's SPIFFE ID and has admin set. Rights
+// follow the entry, not the SPIFFE ID: another entry sharing the ID, an
+// agent's SVID and the CA's own never get them.
 func (s *Server) authenticateTLS(ctx context.Context, info credentials.TLSInfo) (string, error) {
 	chains := info.State.VerifiedChains
 	if len(chains) == 0 || len(chains[0]) == 0 {
 		return "", status.Error(codes.PermissionDenied, "admin api: a verified client X509-SVID is required")
 	}
-	id, err := x509svid.IDFromCert(chains[0][0])
+	leaf := chains[0][0]
+	id, err := x509svid.IDFromCert(leaf)
 	if err != nil {
 		return "", status.Error(codes.PermissionDenied, "admin api: client certificate is not an X509-SVID")
 	}
 	if !id.MemberOf(s.td) {
 		return "", status.Errorf(codes.PermissionDenied, "admin api: %s is not in trust domain %s", id, s.td)
 	}
-	entries, err := s.store.ListEntries(ctx, store.EntryFilter{SPIFFEID: id.String()})
-	if err != nil {
-		s.log.Error("look up admin entries", "spiffe_id", id.String(), "error", err)
-		return "", status.Error(codes.Unavailable, "admin api: cannot check the caller's entries")
+	entryID := ca.EntryIDFromCert(leaf)
+	if entryID == "" {
+		return "", status.Errorf(codes.PermissionDenied, "admin api: the SVID of %s names no registration entry (agent and CA SVIDs are never admin)", id)
 	}
-	for _, e := range entries {
-		if e.Admin {
-			return id.String(), nil
-		}
+	e, err := s.store.GetEntry(ctx, entryID)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return "", status.Errorf(codes.PermissionDenied, "admin api: entry %s of %s no longer exists", entryID, id)
+	case err != nil:
+		s.log.Error("look up admin entry", "spiffe_id", id.String(), "entry_id", entryID, "error", err)
+		return "", status.Error(codes.Unavailable, "admin api: cannot check the caller's entry")
+	case e.SPIFFEID != id.String():
+		return "", status.Errorf(codes.PermissionDenied, "admin api: entry %s is for another SPIFFE ID than %s", entryID, id)
+	case !e.Admin:
+		return "", status.Errorf(codes.PermissionDenied, "admin api: entry %s of %s is not an admin entry", entryID, id)
 	}
-	return "", status.Errorf(codes.PermissionDenied, "admin api: %s is not an admin identity", id)
+	return id.String(), nil
 }

@@ -2,6 +2,9 @@ package admin
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -25,7 +28,9 @@ import (
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/ca"
+	"github.com/sigilhq/sigil/ca/keys"
 	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/upstream"
 	"github.com/sigilhq/sigil/internal/testca"
 )
 
@@ -169,19 +174,81 @@ func rootsPEM(c *testca.CA) []byte {
 	return out
 }
 
-// serveTLS serves srv over mTLS on 127.0.0.1 with a server SVID from ours,
-// verifying client certificates against the roots of every CA in trusted,
-// and returns the address.
-func serveTLS(t *testing.T, srv *Server, ours *testca.CA, trusted ...*testca.CA) string {
+// issuer is a real Sigil CA (memory keys, self-signed root, its journal in
+// a SQLite store), signing SVIDs the way the node API does.
+type issuer struct {
+	ca    *ca.CA
+	roots []*x509.Certificate
+}
+
+// newIssuer starts a CA for td keeping its journal in st, or in a store of
+// its own when st is nil.
+func newIssuer(t *testing.T, td spiffeid.TrustDomain, st *sqlite.Store) *issuer {
 	t.Helper()
-	pool := x509.NewCertPool()
-	for _, c := range trusted {
-		for _, r := range c.Roots() {
-			pool.AddCert(r)
+	ctx := context.Background()
+	dir := t.TempDir()
+	if st == nil {
+		var err error
+		if st, err = sqlite.Open(ctx, filepath.Join(dir, "sigil.db")); err != nil {
+			t.Fatal(err)
 		}
+		t.Cleanup(func() { st.Close() })
+	}
+	km := keys.NewMemory()
+	up, err := upstream.NewSelfSigned(ctx, upstream.SelfSignedConfig{TrustDomain: td, Keys: km, CertPath: filepath.Join(dir, "root.crt")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ca.New(ca.Config{TrustDomain: td, Store: st, Keys: km, Upstream: up})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	roots, err := up.Roots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &issuer{ca: c, roots: roots}
+}
+
+// issue signs an SVID for id on behalf of entryID ("" for none, as for an
+// agent's own SVID).
+func (i *issuer) issue(t *testing.T, id, entryID string, dns ...string) *x509svid.SVID {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svid, err := i.ca.SignX509SVID(context.Background(),
+		&ca.CSR{ID: spiffeid.RequireFromString(id), PublicKey: key.Public(), DNSNames: dns},
+		ca.SVIDParams{DNSNames: dns, EntryID: entryID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &x509svid.SVID{ID: svid.ID, Certificates: svid.Certificates, PrivateKey: key}
+}
+
+func (i *issuer) pool() *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, r := range i.roots {
+		p.AddCert(r)
+	}
+	return p
+}
+
+// serveTLS serves srv over mTLS on 127.0.0.1 with a server SVID from ours,
+// verifying client certificates against ours and the extra roots (as the
+// CA does with every root of its bundle), and returns the address.
+func serveTLS(t *testing.T, srv *Server, ours *issuer, extra ...*x509.Certificate) string {
+	t.Helper()
+	pool := ours.pool()
+	for _, r := range extra {
+		pool.AddCert(r)
 	}
 	cfg := &tls.Config{
-		Certificates: []tls.Certificate{tlsCert(ours.Issue(t, "spiffe://example.org/sigil/ca", testca.WithDNSNames("localhost")))},
+		Certificates: []tls.Certificate{tlsCert(ours.issue(t, "spiffe://example.org/sigil/ca", "", "localhost"))},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pool,
 		MinVersion:   tls.VersionTLS12,
@@ -199,9 +266,9 @@ func serveTLS(t *testing.T, srv *Server, ours *testca.CA, trusted ...*testca.CA)
 
 // dialTLS connects to addr presenting client (if any), trusting ours for
 // the server.
-func dialTLS(t *testing.T, addr string, ours *testca.CA, client *x509svid.SVID) adminv1.AdminClient {
+func dialTLS(t *testing.T, addr string, ours *issuer, client *x509svid.SVID) adminv1.AdminClient {
 	t.Helper()
-	cfg := &tls.Config{RootCAs: ours.RootPool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
+	cfg := &tls.Config{RootCAs: ours.pool(), ServerName: "localhost", MinVersion: tls.VersionTLS12}
 	if client != nil {
 		cfg.Certificates = []tls.Certificate{tlsCert(client)}
 	}

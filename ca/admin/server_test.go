@@ -17,9 +17,11 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
@@ -541,31 +543,37 @@ func TestCAErrors(t *testing.T) {
 	}
 }
 
+// createEntry creates en over the local socket and returns it with its ID.
+func (e *env) createEntry(t *testing.T, en *adminv1.Entry) *adminv1.Entry {
+	t.Helper()
+	out, err := e.client.CreateEntries(context.Background(), &adminv1.CreateEntriesRequest{Entries: []*adminv1.Entry{en}})
+	if err != nil {
+		t.Fatalf("create entry %s: %v", en.GetSpiffeId(), err)
+	}
+	return out.GetEntries()[0]
+}
+
 func TestAuthMTLS(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	const adminID = "spiffe://example.org/ops/alice"
 	const userID = "spiffe://example.org/ops/bob"
-	for _, en := range []*adminv1.Entry{
-		{SpiffeId: adminID, ParentId: agentID, Selectors: []string{"unix:uid:1"}, Admin: true},
-		{SpiffeId: userID, ParentId: agentID, Selectors: []string{"unix:uid:2"}},
-	} {
-		if _, err := e.client.CreateEntries(ctx, &adminv1.CreateEntriesRequest{Entries: []*adminv1.Entry{en}}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ours := testca.New(t, td)
-	foreign := testca.New(t, td) // same trust domain name, another root
+	adminEntry := e.createEntry(t, &adminv1.Entry{SpiffeId: adminID, ParentId: agentID, Selectors: []string{"unix:uid:1"}, Admin: true})
+	userEntry := e.createEntry(t, &adminv1.Entry{SpiffeId: userID, ParentId: agentID, Selectors: []string{"unix:uid:2"}})
+	ours := newIssuer(t, td, e.store)
+	foreign := newIssuer(t, td, nil) // same trust domain name, another root
 	// A federated trust domain whose roots the TLS layer accepts: its SVIDs
 	// pass the handshake and must be refused by the admin check.
 	federated := testca.New(t, spiffeid.RequireTrustDomainFromString("evil.org"))
-	addr := serveTLS(t, e.srv, ours, ours, federated)
+	addr := serveTLS(t, e.srv, ours, federated.Roots()...)
 
-	adminCert := ours.Issue(t, adminID)
-	userCert := ours.Issue(t, userID)
-	unregistered := ours.Issue(t, "spiffe://example.org/ops/eve")
+	adminCert := ours.issue(t, adminID, adminEntry.GetId())
+	userCert := ours.issue(t, userID, userEntry.GetId())
+	unregistered := ours.issue(t, "spiffe://example.org/ops/eve", "no-such-entry")
 	otherTD := federated.Issue(t, "spiffe://evil.org/ops/alice")
-	forged := foreign.Issue(t, adminID)
+	// A foreign CA can write any entry ID into its certificates: TLS must
+	// refuse them before the entry is ever looked up.
+	forged := foreign.issue(t, adminID, adminEntry.GetId())
 
 	t.Run("admin svid", func(t *testing.T) {
 		c := dialTLS(t, addr, ours, adminCert)
@@ -592,7 +600,7 @@ func TestAuthMTLS(t *testing.T) {
 		{name: "svid without entry", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, unregistered) }, code: codes.PermissionDenied},
 		{name: "foreign trust domain svid", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, otherTD) }, code: codes.PermissionDenied},
 		// The TLS handshake itself fails: the server does not trust the issuer.
-		{name: "cert from a foreign ca", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, forged) }, code: codes.Unavailable},
+		{name: "entry forged by a foreign ca", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, forged) }, code: codes.Unavailable},
 		{name: "no client cert", c: func() adminv1.AdminClient { return dialTLS(t, addr, ours, nil) }, code: codes.Unavailable},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -600,6 +608,70 @@ func TestAuthMTLS(t *testing.T) {
 			wantCode(t, err, tt.code)
 		})
 	}
+}
+
+// Admin rights belong to the entry an SVID was issued for, not to its
+// SPIFFE ID: entry B shares admin entry A's SPIFFE ID under another agent,
+// and B's SVID must not reach the admin API.
+func TestAdminRightsFollowTheEntry(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const sharedID = "spiffe://example.org/ops/deploy"
+	const agent2 = "spiffe://example.org/sigil/agent/join_token/other"
+	a := e.createEntry(t, &adminv1.Entry{SpiffeId: sharedID, ParentId: agentID, Selectors: []string{"unix:uid:1"}, Admin: true})
+	b := e.createEntry(t, &adminv1.Entry{SpiffeId: sharedID, ParentId: agent2, Selectors: []string{"unix:uid:1000"}})
+	ours := newIssuer(t, td, e.store)
+	addr := serveTLS(t, e.srv, ours)
+	call := func(svid *x509svid.SVID) error {
+		_, err := dialTLS(t, addr, ours, svid).ListEntries(ctx, &adminv1.ListEntriesRequest{})
+		return err
+	}
+
+	t.Run("entry A is admin", func(t *testing.T) {
+		if err := call(ours.issue(t, sharedID, a.GetId())); err != nil {
+			t.Fatalf("A refused: %v", err)
+		}
+	})
+	t.Run("entry B shares the ID but is not admin", func(t *testing.T) {
+		wantCode(t, call(ours.issue(t, sharedID, b.GetId())), codes.PermissionDenied, "not an admin entry")
+	})
+	t.Run("an agent or CA svid names no entry", func(t *testing.T) {
+		// Even an admin entry whose SPIFFE ID is an agent's does not make
+		// the agent's own SVID an admin one.
+		e.createEntry(t, &adminv1.Entry{SpiffeId: "spiffe://example.org/ops/agentlike", ParentId: agentID, Selectors: []string{"unix:uid:3"}, Admin: true})
+		wantCode(t, call(ours.issue(t, "spiffe://example.org/ops/agentlike", "")), codes.PermissionDenied, "names no registration entry")
+		caSVID, err := ours.ca.GetX509SVID()
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, call(caSVID), codes.PermissionDenied, "names no registration entry")
+	})
+	t.Run("an entry ID for another SPIFFE ID", func(t *testing.T) {
+		wantCode(t, call(ours.issue(t, "spiffe://example.org/ops/mallory", a.GetId())), codes.PermissionDenied, "is for another SPIFFE ID")
+	})
+	t.Run("A after its admin flag is cleared", func(t *testing.T) {
+		svid := ours.issue(t, sharedID, a.GetId())
+		if err := call(svid); err != nil {
+			t.Fatalf("A refused before the change: %v", err)
+		}
+		cleared := proto.Clone(a).(*adminv1.Entry)
+		cleared.Admin = false
+		if _, err := e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: cleared}); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, call(svid), codes.PermissionDenied, "not an admin entry")
+	})
+	t.Run("A after it is deleted", func(t *testing.T) {
+		admin2 := e.createEntry(t, &adminv1.Entry{SpiffeId: sharedID, ParentId: agentID, Selectors: []string{"unix:uid:4"}, Admin: true})
+		svid := ours.issue(t, sharedID, admin2.GetId())
+		if err := call(svid); err != nil {
+			t.Fatalf("refused before the delete: %v", err)
+		}
+		if _, err := e.client.DeleteEntry(ctx, &adminv1.DeleteEntryRequest{Id: admin2.GetId()}); err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, call(svid), codes.PermissionDenied, "no longer exists")
+	})
 }
 
 // Plain TCP without TLS is neither the local socket nor an admin SVID.

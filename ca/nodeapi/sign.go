@@ -84,7 +84,7 @@ func (s *Server) signOne(ctx context.Context, z *authorizer, r *nodev1.CSRForEnt
 	if csr.ID.String() != e.SPIFFEID {
 		return nil, fmt.Errorf("%w: csr is for %s but entry %s is for %s", errRefused, csr.ID, e.ID, e.SPIFFEID)
 	}
-	svid, err := s.cfg.CA.SignX509SVID(ctx, csr, ca.SVIDParams{TTL: e.X509TTL, DNSNames: e.DNSNames})
+	svid, err := s.cfg.CA.SignX509SVID(ctx, csr, ca.SVIDParams{TTL: e.X509TTL, DNSNames: e.DNSNames, EntryID: e.ID})
 	if errors.Is(err, ca.ErrInvalidCSR) {
 		return nil, fmt.Errorf("%w: %v", errRefused, err)
 	}

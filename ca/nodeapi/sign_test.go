@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
 )
@@ -138,6 +139,14 @@ func TestSignUsesEntryTTLAndDNSNames(t *testing.T) {
 	}
 	if !slices.Equal(leaf.DNSNames, []string{"web.example.org"}) || res[0].GetCaKeyId() == "" {
 		t.Fatalf("dns names %v, ca key %q", leaf.DNSNames, res[0].GetCaKeyId())
+	}
+	// The SVID names its entry (admin rights follow it); the agent's own
+	// SVID names none, so no entry's rights can ever reach an agent.
+	if got := ca.EntryIDFromCert(leaf); got != w.ID {
+		t.Fatalf("svid names entry %q, want %q", got, w.ID)
+	}
+	if got := ca.EntryIDFromCert(a.svid.Certificates[0]); got != "" {
+		t.Fatalf("agent svid names entry %q, want none", got)
 	}
 }
 

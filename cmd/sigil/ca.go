@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -150,6 +151,9 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 		return nil, err
 	}
 	if err := authority.Init(ctx); err != nil {
+		if errors.Is(err, ca.ErrStateMismatch) {
+			return nil, fmt.Errorf("%w\n(data_dir %s, %s)", err, cfg.DataDir, describeState(cfg))
+		}
 		return nil, err
 	}
 	authority.RegisterExpiry(reg)
@@ -192,6 +196,29 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 		return nil, err
 	}
 	return s, nil
+}
+
+// describeState names where the store, keys and root of cfg live, for an
+// operator who must find out which of them belongs to another CA. It never
+// shows a DSN or PKCS#11 URI, which may carry a password or PIN.
+func describeState(cfg caconfig.Config) string {
+	var parts []string
+	if cfg.Store.Type == "sqlite" {
+		parts = append(parts, "store "+cfg.Store.Path)
+	} else {
+		parts = append(parts, "store "+cfg.Store.Type)
+	}
+	if cfg.KeyManager.Type == "disk" {
+		parts = append(parts, "keys "+cfg.KeyManager.Dir)
+	} else {
+		parts = append(parts, "keys "+cfg.KeyManager.Type)
+	}
+	if cfg.Upstream.Type == "self_signed" {
+		parts = append(parts, "root "+cfg.Upstream.CertPath)
+	} else {
+		parts = append(parts, "upstream "+cfg.Upstream.Type)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // Run serves and rotates until ctx ends.
