@@ -25,7 +25,7 @@ import (
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/ca"
-	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/internal/testca"
 )
 
@@ -91,7 +91,7 @@ var _ Authority = (*fakeAuthority)(nil)
 
 type env struct {
 	srv    *Server
-	store  *sqlite.Store
+	store  *sqlstore.Store
 	auth   *fakeAuthority
 	client adminv1.AdminClient
 	socket string
@@ -103,7 +103,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "sigil.db"), sqlite.WithClock(func() time.Time { return testNow }))
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db"), sqlstore.WithClock(func() time.Time { return testNow }))
 	if err != nil {
 		t.Fatalf("open sqlite store: %v", err)
 	}
