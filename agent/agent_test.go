@@ -28,7 +28,7 @@ import (
 	canodeattest "github.com/sigilhq/sigil/ca/nodeattest"
 	"github.com/sigilhq/sigil/ca/server"
 	"github.com/sigilhq/sigil/ca/store"
-	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
@@ -44,7 +44,7 @@ type testCA struct {
 	t     testing.TB
 	dir   string
 	addr  string
-	store *sqlite.Store
+	store *sqlstore.Store
 	ca    *ca.CA
 	roots []*x509.Certificate
 	pki   *testca.CA // the roots x509pop node certificates chain to
@@ -55,7 +55,7 @@ func newTestCA(t testing.TB, x509TTL time.Duration) *testCA {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "sigil.db"))
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db"))
 	if err != nil {
 		t.Fatalf("open sqlite store: %v", err)
 	}

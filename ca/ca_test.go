@@ -30,7 +30,7 @@ import (
 
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/keys"
-	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
 	"github.com/sigilhq/sigil/internal/hsmtest"
 )
@@ -58,7 +58,7 @@ func (c *clock) Add(d time.Duration) {
 type env struct {
 	ca    *ca.CA
 	clock *clock
-	store *sqlite.Store
+	store *sqlstore.Store
 	keys  ca.KeyManager
 	up    ca.Upstream
 	dir   string
@@ -70,7 +70,7 @@ func newEnv(t testing.TB, opts ...envOpt) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "sigil.db"))
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,7 +9,7 @@ import (
 
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/keys"
-	"github.com/sigilhq/sigil/ca/store/postgres"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/internal/pgtest"
 )
 
@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 // published bundle, so an SVID from either verifies everywhere.
 func TestReplicasShareOneBundle(t *testing.T) {
 	ctx := context.Background()
-	st, err := postgres.Open(ctx, pgtest.Start(t))
+	st, err := sqlstore.OpenPostgres(ctx, pgtest.Start(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/keys"
-	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
 )
 
@@ -21,7 +21,7 @@ import (
 func startFromDir(t *testing.T, dir string) (c *ca.CA, stop func(), err error) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "sigil.db"))
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

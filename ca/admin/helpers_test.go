@@ -29,7 +29,7 @@ import (
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/keys"
-	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
 	"github.com/sigilhq/sigil/internal/testca"
 )
@@ -96,7 +96,7 @@ var _ Authority = (*fakeAuthority)(nil)
 
 type env struct {
 	srv    *Server
-	store  *sqlite.Store
+	store  *sqlstore.Store
 	auth   *fakeAuthority
 	client adminv1.AdminClient
 	socket string
@@ -108,7 +108,7 @@ func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "sigil.db"), sqlite.WithClock(func() time.Time { return testNow }))
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db"), sqlstore.WithClock(func() time.Time { return testNow }))
 	if err != nil {
 		t.Fatalf("open sqlite store: %v", err)
 	}
@@ -183,13 +183,13 @@ type issuer struct {
 
 // newIssuer starts a CA for td keeping its journal in st, or in a store of
 // its own when st is nil.
-func newIssuer(t *testing.T, td spiffeid.TrustDomain, st *sqlite.Store) *issuer {
+func newIssuer(t *testing.T, td spiffeid.TrustDomain, st *sqlstore.Store) *issuer {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
 	if st == nil {
 		var err error
-		if st, err = sqlite.Open(ctx, filepath.Join(dir, "sigil.db")); err != nil {
+		if st, err = sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db")); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })

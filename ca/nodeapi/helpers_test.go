@@ -39,7 +39,7 @@ import (
 	"github.com/sigilhq/sigil/ca/nodeattest"
 	"github.com/sigilhq/sigil/ca/server"
 	"github.com/sigilhq/sigil/ca/store"
-	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
@@ -61,7 +61,7 @@ func (c *clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
 type env struct {
 	ctx   context.Context
 	clock *clock
-	store *sqlite.Store
+	store *sqlstore.Store
 	ca    *ca.CA
 	srv   *nodeapi.Server
 	reg   *prometheus.Registry
@@ -78,7 +78,7 @@ func newEnv(t testing.TB, opts ...func(*nodeapi.Config)) *env {
 	ctx := context.Background()
 	dir := t.TempDir()
 	clk := &clock{}
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "sigil.db"), sqlite.WithClock(clk.Now))
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db"), sqlstore.WithClock(clk.Now))
 	if err != nil {
 		t.Fatalf("open sqlite store: %v", err)
 	}

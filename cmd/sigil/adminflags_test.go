@@ -18,7 +18,7 @@ import (
 
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/admin"
-	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 )
 
 var cliNow = time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
@@ -58,7 +58,7 @@ func (r *recordingAuthority) Revoke(_ context.Context, k ca.KeyKind, id string) 
 
 type cliEnv struct {
 	socket string
-	store  *sqlite.Store
+	store  *sqlstore.Store
 	auth   *recordingAuthority
 }
 
@@ -67,7 +67,7 @@ type cliEnv struct {
 func startAdmin(t *testing.T) *cliEnv {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := sqlite.Open(context.Background(), filepath.Join(dir, "sigil.db"), sqlite.WithClock(func() time.Time { return cliNow }))
+	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(dir, "sigil.db"), sqlstore.WithClock(func() time.Time { return cliNow }))
 	if err != nil {
 		t.Fatalf("open sqlite: %v", err)
 	}

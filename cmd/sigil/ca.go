@@ -21,8 +21,7 @@ import (
 	"github.com/sigilhq/sigil/ca/nodeattest"
 	"github.com/sigilhq/sigil/ca/server"
 	"github.com/sigilhq/sigil/ca/store"
-	"github.com/sigilhq/sigil/ca/store/postgres"
-	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
 )
 
@@ -91,13 +90,13 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 	}
 	switch cfg.Store.Type {
 	case "sqlite":
-		st, err := sqlite.Open(ctx, cfg.Store.Path)
+		st, err := sqlstore.OpenSQLite(ctx, cfg.Store.Path)
 		if err != nil {
 			return nil, err
 		}
 		s.Store = st
 	case "postgres":
-		st, err := postgres.Open(ctx, cfg.Store.DSN)
+		st, err := sqlstore.OpenPostgres(ctx, cfg.Store.DSN)
 		if err != nil {
 			return nil, err
 		}

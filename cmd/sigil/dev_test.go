@@ -10,7 +10,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sigilhq/sigil/ca/store"
-	"github.com/sigilhq/sigil/ca/store/sqlite"
+	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -23,7 +23,7 @@ func (f fixedID) ID() (spiffeid.ID, bool) { return spiffeid.ID(f), true }
 func TestAdoptDevAgentMovesEntries(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
-	st, err := sqlite.Open(ctx, filepath.Join(dir, "sigil.db"))
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Makes sure PostgreSQL's server binaries (initdb, postgres) are installed:
-# the ca/store/postgres tests start a real, throwaway server through
+# the ca/store/sqlstore PostgreSQL tests start a real, throwaway server through
 # internal/pgtest. On Debian as root it installs the postgresql package when
 # missing; elsewhere it says what to install and exits 1.
 #
@@ -37,7 +37,7 @@ if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
 	exit 1
 fi
 
-echo "missing: PostgreSQL server binaries (initdb, postgres) for the ca/store/postgres tests." >&2
+echo "missing: PostgreSQL server binaries (initdb, postgres) for the ca/store/sqlstore PostgreSQL tests." >&2
 echo "  Debian/Ubuntu: apt-get install postgresql    Fedora: dnf install postgresql-server" >&2
 echo "  macOS: brew install postgresql               or set SIGIL_POSTGRES_BIN to a directory holding initdb and postgres" >&2
 exit 1

@@ -1,10 +1,10 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5"
 	"strings"
 	"time"
 
@@ -40,7 +40,7 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, entries []store
 		seen[keys[i]] = i
 		out[i] = e
 	}
-	err := s.write(ctx, func(tx pgx.Tx) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
 		last, err := bump(ctx, tx, len(out))
 		if err != nil {
 			return err
@@ -51,10 +51,10 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, entries []store
 			e.ID = uuid.NewString()
 			e.Revision = last - int64(len(out)) + int64(i) + 1
 			e.CreatedAt = now
-			_, err := tx.Exec(ctx, `INSERT INTO entries (`+entryColumns+`, dup_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
+			_, err := tx.ExecContext(ctx, `INSERT INTO entries (`+entryColumns+`, dup_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)`,
 				e.ID, e.SPIFFEID, e.ParentID, record.EncodeSelectors(e.Selectors), int64(e.X509TTL), int64(e.JWTTTL),
 				record.EncodeStrings(e.DNSNames), record.EncodeStrings(e.FederatesWith), e.Admin, e.Downstream,
-				e.Revision, record.Micro(e.CreatedAt), keys[i])
+				e.Revision, e.CreatedAt, keys[i])
 			if isUnique(err) {
 				return fmt.Errorf("create entry %d (%s): an entry with the same spiffe id, parent id and selectors exists: %w", i, e.SPIFFEID, store.ErrDuplicate)
 			}
@@ -98,15 +98,14 @@ func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (s
 	if err != nil {
 		return store.Entry{}, fmt.Errorf("update entry %s: %w", e.ID, err)
 	}
-	err = s.write(ctx, func(tx pgx.Tx) error {
+	err = s.write(ctx, func(tx *sql.Tx) error {
 		rev, err := bump(ctx, tx, 1)
 		if err != nil {
 			return err
 		}
 		var stored int64
-		var created time.Time
-		err = tx.QueryRow(ctx, `SELECT revision, created_at FROM entries WHERE id = $1`, e.ID).Scan(&stored, &created)
-		if errors.Is(err, pgx.ErrNoRows) {
+		err = tx.QueryRowContext(ctx, `SELECT revision, created_at FROM entries WHERE id = $1`, e.ID).Scan(&stored, timeCol{&e.CreatedAt})
+		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("update entry %s: %w", e.ID, store.ErrNotFound)
 		}
 		if err != nil {
@@ -116,8 +115,7 @@ func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (s
 			return fmt.Errorf("update entry %s at revision %d: stored revision is %d: %w", e.ID, e.Revision, stored, store.ErrConflict)
 		}
 		e.Revision = rev
-		e.CreatedAt = utc(created)
-		_, err = tx.Exec(ctx, `UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, dup_key = $4, x509_ttl = $5, jwt_ttl = $6,
+		_, err = tx.ExecContext(ctx, `UPDATE entries SET spiffe_id = $1, parent_id = $2, selectors = $3, dup_key = $4, x509_ttl = $5, jwt_ttl = $6,
 			dns_names = $7, federates_with = $8, admin = $9, downstream = $10, revision = $11 WHERE id = $12`,
 			e.SPIFFEID, e.ParentID, record.EncodeSelectors(e.Selectors), record.DupKey(e), int64(e.X509TTL), int64(e.JWTTTL),
 			record.EncodeStrings(e.DNSNames), record.EncodeStrings(e.FederatesWith), e.Admin, e.Downstream, e.Revision, e.ID)
@@ -143,23 +141,23 @@ func (s *Store) DeleteEntry(ctx context.Context, actor string, id string) (store
 		return store.Entry{}, fmt.Errorf("delete entry %s: %w", id, err)
 	}
 	var e store.Entry
-	err := s.write(ctx, func(tx pgx.Tx) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
 		rev, err := bump(ctx, tx, 1)
 		if err != nil {
 			return err
 		}
-		e, err = scanEntry(tx.QueryRow(ctx, `SELECT `+entryColumns+` FROM entries WHERE id = $1`, id))
-		if errors.Is(err, pgx.ErrNoRows) {
+		e, err = scanEntry(tx.QueryRowContext(ctx, `SELECT `+entryColumns+` FROM entries WHERE id = $1`, id))
+		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("delete entry %s: %w", id, store.ErrNotFound)
 		}
 		if err != nil {
 			return fmt.Errorf("delete entry %s: %w", id, err)
 		}
 		e.Revision = rev
-		if _, err := tx.Exec(ctx, `DELETE FROM entries WHERE id = $1`, id); err != nil {
+		if _, err := tx.ExecContext(ctx, `DELETE FROM entries WHERE id = $1`, id); err != nil {
 			return fmt.Errorf("delete entry %s: %w", id, err)
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO entry_tombstones (id, revision) VALUES ($1, $2)`, id, rev); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO entry_tombstones (id, revision) VALUES ($1, $2)`, id, rev); err != nil {
 			return fmt.Errorf("delete entry %s: %w", id, err)
 		}
 		_, err = s.audit(ctx, tx, entryAudit(actor, "entry.delete", e))
@@ -173,8 +171,8 @@ func (s *Store) DeleteEntry(ctx context.Context, actor string, id string) (store
 
 // GetEntry returns the entry with the ID.
 func (s *Store) GetEntry(ctx context.Context, id string) (store.Entry, error) {
-	e, err := scanEntry(s.pool.QueryRow(ctx, `SELECT `+entryColumns+` FROM entries WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
+	e, err := scanEntry(s.r.QueryRowContext(ctx, `SELECT `+entryColumns+` FROM entries WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
 		return store.Entry{}, fmt.Errorf("get entry %s: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
@@ -200,7 +198,7 @@ func (s *Store) ListEntries(ctx context.Context, f store.EntryFilter) ([]store.E
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	q += ` ORDER BY id`
-	out, err := queryEntries(ctx, s.pool, q, args...)
+	out, err := queryEntries(ctx, s.r, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list entries: %w", err)
 	}
@@ -213,10 +211,10 @@ func (s *Store) EntriesSince(ctx context.Context, rev int64) (store.EntryChanges
 		return store.EntryChanges{}, fmt.Errorf("entries since %d: %w: negative revision", rev, store.ErrInvalid)
 	}
 	var ch store.EntryChanges
-	// Repeatable read: the revision and the changes come from one snapshot.
-	opts := pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}
-	err := pgx.BeginTxFunc(ctx, s.pool, opts, func(tx pgx.Tx) error {
-		if err := tx.QueryRow(ctx, `SELECT value FROM revision WHERE id = 1`).Scan(&ch.Revision); err != nil {
+	// One snapshot: repeatable read in PostgreSQL, any read transaction in SQLite.
+	opts := &sql.TxOptions{Isolation: sql.LevelRepeatableRead, ReadOnly: true}
+	err := inTx(ctx, s.r, opts, func(tx *sql.Tx) error {
+		if err := tx.QueryRowContext(ctx, `SELECT value FROM revision WHERE id = 1`).Scan(&ch.Revision); err != nil {
 			return err
 		}
 		var err error
@@ -224,7 +222,7 @@ func (s *Store) EntriesSince(ctx context.Context, rev int64) (store.EntryChanges
 		if err != nil || rev == 0 {
 			return err
 		}
-		rows, err := tx.Query(ctx, `SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY revision`, rev)
+		rows, err := tx.QueryContext(ctx, `SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY revision`, rev)
 		if err != nil {
 			return err
 		}
@@ -247,18 +245,18 @@ func (s *Store) EntriesSince(ctx context.Context, rev int64) (store.EntryChanges
 // Revision returns the global revision.
 func (s *Store) Revision(ctx context.Context) (int64, error) {
 	var rev int64
-	if err := s.pool.QueryRow(ctx, `SELECT value FROM revision WHERE id = 1`).Scan(&rev); err != nil {
+	if err := s.r.QueryRowContext(ctx, `SELECT value FROM revision WHERE id = 1`).Scan(&rev); err != nil {
 		return 0, fmt.Errorf("read revision: %w", err)
 	}
 	return rev, nil
 }
 
 type querier interface {
-	Query(ctx context.Context, q string, args ...any) (pgx.Rows, error)
+	QueryContext(ctx context.Context, q string, args ...any) (*sql.Rows, error)
 }
 
 func queryEntries(ctx context.Context, db querier, q string, args ...any) ([]store.Entry, error) {
-	rows, err := db.Query(ctx, q, args...)
+	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
@@ -278,13 +276,11 @@ type scanner interface{ Scan(dest ...any) error }
 
 func scanEntry(row scanner) (store.Entry, error) {
 	var (
-		e                 store.Entry
-		sels, dns, fed    string
-		x509TTL, jwtTTL   int64
-		admin, downstream bool
-		created           time.Time
+		e               store.Entry
+		sels, dns, fed  string
+		x509TTL, jwtTTL int64
 	)
-	err := row.Scan(&e.ID, &e.SPIFFEID, &e.ParentID, &sels, &x509TTL, &jwtTTL, &dns, &fed, &admin, &downstream, &e.Revision, &created)
+	err := row.Scan(&e.ID, &e.SPIFFEID, &e.ParentID, &sels, &x509TTL, &jwtTTL, &dns, &fed, &e.Admin, &e.Downstream, &e.Revision, timeCol{&e.CreatedAt})
 	if err != nil {
 		return store.Entry{}, err
 	}
@@ -299,8 +295,5 @@ func scanEntry(row scanner) (store.Entry, error) {
 	}
 	e.X509TTL = time.Duration(x509TTL)
 	e.JWTTTL = time.Duration(jwtTTL)
-	e.Admin = admin
-	e.Downstream = downstream
-	e.CreatedAt = utc(created)
 	return e, nil
 }

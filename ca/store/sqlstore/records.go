@@ -1,10 +1,10 @@
-package postgres
+package sqlstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/jackc/pgx/v5"
 	"time"
 
 	"github.com/sigilhq/sigil/ca/store"
@@ -20,13 +20,13 @@ func (s *Store) CreateAgent(ctx context.Context, actor string, a store.Agent) (s
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("create agent: %w", err)
 	}
-	err = s.write(ctx, func(tx pgx.Tx) error {
+	err = s.write(ctx, func(tx *sql.Tx) error {
 		a.CreatedAt = s.stamp()
 		a.UpdatedAt = a.CreatedAt
-		_, err := tx.Exec(ctx, `INSERT INTO agents (id, attestation_type, serial, expires_at, selectors, banned, created_at, updated_at)
+		_, err := tx.ExecContext(ctx, `INSERT INTO agents (id, attestation_type, serial, expires_at, selectors, banned, created_at, updated_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
 			a.ID, a.AttestationType, a.Serial, record.Micro(a.ExpiresAt), record.EncodeSelectors(a.Selectors), a.Banned,
-			record.Micro(a.CreatedAt), record.Micro(a.UpdatedAt))
+			a.CreatedAt, a.UpdatedAt)
 		if isUnique(err) {
 			return fmt.Errorf("create agent %s: %w", a.ID, store.ErrDuplicate)
 		}
@@ -64,20 +64,18 @@ func (s *Store) UpdateAgent(ctx context.Context, actor string, a store.Agent) (s
 	if err != nil {
 		return store.Agent{}, fmt.Errorf("update agent: %w", err)
 	}
-	err = s.write(ctx, func(tx pgx.Tx) error {
-		var created time.Time
-		err := tx.QueryRow(ctx, `SELECT created_at FROM agents WHERE id = $1`, a.ID).Scan(&created)
-		if errors.Is(err, pgx.ErrNoRows) {
+	err = s.write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `SELECT created_at FROM agents WHERE id = $1`, a.ID).Scan(timeCol{&a.CreatedAt})
+		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("update agent %s: %w", a.ID, store.ErrNotFound)
 		}
 		if err != nil {
 			return fmt.Errorf("update agent %s: %w", a.ID, err)
 		}
-		a.CreatedAt = utc(created)
 		a.UpdatedAt = s.stamp()
-		_, err = tx.Exec(ctx, `UPDATE agents SET attestation_type = $1, serial = $2, expires_at = $3, selectors = $4, banned = $5, updated_at = $6
+		_, err = tx.ExecContext(ctx, `UPDATE agents SET attestation_type = $1, serial = $2, expires_at = $3, selectors = $4, banned = $5, updated_at = $6
 			WHERE id = $7`,
-			a.AttestationType, a.Serial, record.Micro(a.ExpiresAt), record.EncodeSelectors(a.Selectors), a.Banned, record.Micro(a.UpdatedAt), a.ID)
+			a.AttestationType, a.Serial, record.Micro(a.ExpiresAt), record.EncodeSelectors(a.Selectors), a.Banned, a.UpdatedAt, a.ID)
 		if err != nil {
 			return fmt.Errorf("update agent %s: %w", a.ID, err)
 		}
@@ -95,12 +93,12 @@ func (s *Store) DeleteAgent(ctx context.Context, actor string, id string) error 
 	if err := record.CheckActor(actor); err != nil {
 		return fmt.Errorf("evict agent %s: %w", id, err)
 	}
-	return s.write(ctx, func(tx pgx.Tx) error {
-		res, err := tx.Exec(ctx, `DELETE FROM agents WHERE id = $1`, id)
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM agents WHERE id = $1`, id)
 		if err != nil {
 			return fmt.Errorf("evict agent %s: %w", id, err)
 		}
-		if res.RowsAffected() == 0 {
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return fmt.Errorf("evict agent %s: %w", id, store.ErrNotFound)
 		}
 		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: actor, Action: "agent.evict", Target: id})
@@ -112,8 +110,8 @@ const agentColumns = `id, attestation_type, serial, expires_at, selectors, banne
 
 // GetAgent returns the agent with the ID.
 func (s *Store) GetAgent(ctx context.Context, id string) (store.Agent, error) {
-	a, err := scanAgent(s.pool.QueryRow(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = $1`, id))
-	if errors.Is(err, pgx.ErrNoRows) {
+	a, err := scanAgent(s.r.QueryRowContext(ctx, `SELECT `+agentColumns+` FROM agents WHERE id = $1`, id))
+	if errors.Is(err, sql.ErrNoRows) {
 		return store.Agent{}, fmt.Errorf("get agent %s: %w", id, store.ErrNotFound)
 	}
 	if err != nil {
@@ -124,7 +122,7 @@ func (s *Store) GetAgent(ctx context.Context, id string) (store.Agent, error) {
 
 // ListAgents returns every agent ordered by ID.
 func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id`)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id`)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
@@ -145,22 +143,16 @@ func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
 
 func scanAgent(row scanner) (store.Agent, error) {
 	var (
-		a                         store.Agent
-		sels                      string
-		banned                    bool
-		expires, created, updated time.Time
+		a    store.Agent
+		sels string
 	)
-	if err := row.Scan(&a.ID, &a.AttestationType, &a.Serial, &expires, &sels, &banned, &created, &updated); err != nil {
+	if err := row.Scan(&a.ID, &a.AttestationType, &a.Serial, timeCol{&a.ExpiresAt}, &sels, &a.Banned, timeCol{&a.CreatedAt}, timeCol{&a.UpdatedAt}); err != nil {
 		return store.Agent{}, err
 	}
 	var err error
 	if a.Selectors, err = record.DecodeSelectors(sels); err != nil {
 		return store.Agent{}, fmt.Errorf("agent %s: %w", a.ID, err)
 	}
-	a.Banned = banned
-	a.ExpiresAt = utc(expires)
-	a.CreatedAt = utc(created)
-	a.UpdatedAt = utc(updated)
 	return a, nil
 }
 
@@ -175,8 +167,8 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 	if t.ExpiresAt.IsZero() {
 		return fmt.Errorf("create join token: %w: no expiry", store.ErrInvalid)
 	}
-	return s.write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)`, record.TokenHash(t.Token), record.Micro(t.ExpiresAt))
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)`, record.TokenHash(t.Token), record.Micro(t.ExpiresAt))
 		if isUnique(err) {
 			return fmt.Errorf("create join token: %w", store.ErrDuplicate)
 		}
@@ -198,16 +190,14 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Tim
 	// Compare at the precision the store keeps.
 	now = record.Micro(now)
 	var expires time.Time
-	err := s.write(ctx, func(tx pgx.Tx) error {
-		var exp time.Time
-		err := tx.QueryRow(ctx, `DELETE FROM join_tokens WHERE token_hash = $1 RETURNING expires_at`, record.TokenHash(token)).Scan(&exp)
-		if errors.Is(err, pgx.ErrNoRows) {
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		err := tx.QueryRowContext(ctx, `DELETE FROM join_tokens WHERE token_hash = $1 RETURNING expires_at`, record.TokenHash(token)).Scan(timeCol{&expires})
+		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("consume join token: %w", store.ErrNotFound)
 		}
 		if err != nil {
 			return fmt.Errorf("consume join token: %w", err)
 		}
-		expires = utc(exp)
 		_, err = s.audit(ctx, tx, store.AuditEvent{
 			Actor:   "ca",
 			Action:  "token.consume",
@@ -229,13 +219,13 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Tim
 // were any, writes one token.prune audit event.
 func (s *Store) PruneJoinTokens(ctx context.Context, now time.Time) (int, error) {
 	var n int64
-	err := s.write(ctx, func(tx pgx.Tx) error {
-		res, err := tx.Exec(ctx, `DELETE FROM join_tokens WHERE expires_at < $1`, record.Micro(now))
+	err := s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM join_tokens WHERE expires_at < $1`, record.Micro(now))
 		if err != nil {
 			return err
 		}
-		if n = res.RowsAffected(); n == 0 {
-			return nil
+		if n, err = res.RowsAffected(); err != nil || n == 0 {
+			return err
 		}
 		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: "ca", Action: "token.prune", Details: record.Details(map[string]any{"deleted": n})})
 		return err
@@ -255,8 +245,8 @@ func (s *Store) SetBundle(ctx context.Context, actor string, b store.Bundle) err
 	if err != nil {
 		return fmt.Errorf("set bundle: %w", err)
 	}
-	return s.write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO bundles (trust_domain, x509_authorities, jwt_authorities, refresh_hint, sequence)
+	return s.write(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO bundles (trust_domain, x509_authorities, jwt_authorities, refresh_hint, sequence)
 			VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (trust_domain) DO UPDATE SET x509_authorities = excluded.x509_authorities,
 				jwt_authorities = excluded.jwt_authorities, refresh_hint = excluded.refresh_hint, sequence = excluded.sequence`,
@@ -294,8 +284,8 @@ func (s *Store) GetBundle(ctx context.Context, trustDomain string) (store.Bundle
 	if err != nil {
 		return store.Bundle{}, fmt.Errorf("get bundle: %w", err)
 	}
-	b, err := scanBundle(s.pool.QueryRow(ctx, `SELECT `+bundleColumns+` FROM bundles WHERE trust_domain = $1`, td))
-	if errors.Is(err, pgx.ErrNoRows) {
+	b, err := scanBundle(s.r.QueryRowContext(ctx, `SELECT `+bundleColumns+` FROM bundles WHERE trust_domain = $1`, td))
+	if errors.Is(err, sql.ErrNoRows) {
 		return store.Bundle{}, fmt.Errorf("get bundle %s: %w", td, store.ErrNotFound)
 	}
 	if err != nil {
@@ -306,7 +296,7 @@ func (s *Store) GetBundle(ctx context.Context, trustDomain string) (store.Bundle
 
 // ListBundles returns every bundle ordered by trust domain.
 func (s *Store) ListBundles(ctx context.Context) ([]store.Bundle, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+bundleColumns+` FROM bundles ORDER BY trust_domain`)
+	rows, err := s.r.QueryContext(ctx, `SELECT `+bundleColumns+` FROM bundles ORDER BY trust_domain`)
 	if err != nil {
 		return nil, fmt.Errorf("list bundles: %w", err)
 	}
@@ -355,12 +345,12 @@ func (s *Store) DeleteBundle(ctx context.Context, actor string, trustDomain stri
 	if err != nil {
 		return fmt.Errorf("delete bundle: %w", err)
 	}
-	return s.write(ctx, func(tx pgx.Tx) error {
-		res, err := tx.Exec(ctx, `DELETE FROM bundles WHERE trust_domain = $1`, td)
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `DELETE FROM bundles WHERE trust_domain = $1`, td)
 		if err != nil {
 			return fmt.Errorf("delete bundle %s: %w", td, err)
 		}
-		if res.RowsAffected() == 0 {
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
 			return fmt.Errorf("delete bundle %s: %w", td, store.ErrNotFound)
 		}
 		_, err = s.audit(ctx, tx, store.AuditEvent{Actor: actor, Action: "bundle.delete", Target: td})
@@ -376,9 +366,9 @@ func (s *Store) SaveJournal(ctx context.Context, caID string, doc []byte) error 
 	if doc == nil {
 		doc = []byte{}
 	}
-	_, err := s.pool.Exec(ctx, `INSERT INTO journals (ca_id, doc, updated_at) VALUES ($1, $2, $3)
+	_, err := s.w.ExecContext(ctx, `INSERT INTO journals (ca_id, doc, updated_at) VALUES ($1, $2, $3)
 		ON CONFLICT (ca_id) DO UPDATE SET doc = excluded.doc, updated_at = excluded.updated_at`,
-		caID, doc, record.Micro(s.stamp()))
+		caID, doc, s.stamp())
 	if err != nil {
 		return fmt.Errorf("save journal %s: %w", caID, err)
 	}
@@ -388,8 +378,8 @@ func (s *Store) SaveJournal(ctx context.Context, caID string, doc []byte) error 
 // LoadJournal returns the key journal of a CA instance.
 func (s *Store) LoadJournal(ctx context.Context, caID string) ([]byte, error) {
 	var doc []byte
-	err := s.pool.QueryRow(ctx, `SELECT doc FROM journals WHERE ca_id = $1`, caID).Scan(&doc)
-	if errors.Is(err, pgx.ErrNoRows) {
+	err := s.r.QueryRowContext(ctx, `SELECT doc FROM journals WHERE ca_id = $1`, caID).Scan(&doc)
+	if errors.Is(err, sql.ErrNoRows) {
 		return nil, fmt.Errorf("load journal %s: %w", caID, store.ErrNotFound)
 	}
 	if err != nil {
@@ -403,7 +393,7 @@ func (s *Store) LoadJournal(ctx context.Context, caID string) ([]byte, error) {
 
 // AppendAudit writes one audit event; a zero Time is set to now.
 func (s *Store) AppendAudit(ctx context.Context, ev store.AuditEvent) (store.AuditEvent, error) {
-	err := s.write(ctx, func(tx pgx.Tx) error {
+	err := s.write(ctx, func(tx *sql.Tx) error {
 		var err error
 		ev, err = s.audit(ctx, tx, ev)
 		return err
@@ -425,7 +415,7 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 		q += ` LIMIT $2`
 		args = append(args, f.Limit)
 	}
-	rows, err := s.pool.Query(ctx, q, args...)
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
@@ -433,11 +423,9 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 	var out []store.AuditEvent
 	for rows.Next() {
 		var ev store.AuditEvent
-		var t time.Time
-		if err := rows.Scan(&ev.ID, &t, &ev.Actor, &ev.Action, &ev.Target, &ev.Details); err != nil {
+		if err := rows.Scan(&ev.ID, timeCol{&ev.Time}, &ev.Actor, &ev.Action, &ev.Target, &ev.Details); err != nil {
 			return nil, fmt.Errorf("list audit: %w", err)
 		}
-		ev.Time = utc(t)
 		out = append(out, ev)
 	}
 	if err := rows.Err(); err != nil {

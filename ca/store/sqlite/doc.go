@@ -1,3 +1,0 @@
-// Package sqlite implements the CA datastore (store.Store) on an embedded
-// SQLite database file, through the pure-Go modernc.org/sqlite driver.
-package sqlite
