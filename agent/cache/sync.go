@@ -13,8 +13,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -193,7 +193,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	return nil
 }
 
-func parseEntry(pb *adminv1.Entry, td spiffeid.TrustDomain) (*entry, error) {
+func parseEntry(pb *typesv1.Entry, td spiffeid.TrustDomain) (*entry, error) {
 	if pb.GetId() == "" {
 		return nil, errors.New("sync: entry without an id")
 	}
@@ -220,7 +220,7 @@ func parseEntry(pb *adminv1.Entry, td spiffeid.TrustDomain) (*entry, error) {
 }
 
 // BundleFromProto converts a node API bundle into go-spiffe's type.
-func BundleFromProto(pb *adminv1.Bundle) (*spiffebundle.Bundle, error) {
+func BundleFromProto(pb *typesv1.Bundle) (*spiffebundle.Bundle, error) {
 	td, err := spiffeid.TrustDomainFromString(pb.GetTrustDomain())
 	if err != nil {
 		return nil, fmt.Errorf("bundle trust domain %q: %w", pb.GetTrustDomain(), err)

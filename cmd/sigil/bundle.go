@@ -14,6 +14,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 )
 
 // maxBundleFile bounds a bundle file given to `bundle set`.
@@ -61,7 +62,7 @@ func newBundleShowCmd() *cobra.Command {
 }
 
 // bundlePEM prints the X.509 authorities as PEM certificates.
-func bundlePEM(b *adminv1.Bundle) ([]byte, error) {
+func bundlePEM(b *typesv1.Bundle) ([]byte, error) {
 	var buf bytes.Buffer
 	for _, der := range b.GetX509Authorities() {
 		if err := pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der}); err != nil {
@@ -72,7 +73,7 @@ func bundlePEM(b *adminv1.Bundle) ([]byte, error) {
 }
 
 // bundleSPIFFE prints the bundle as a SPIFFE bundle (JWKS) document.
-func bundleSPIFFE(b *adminv1.Bundle) ([]byte, error) {
+func bundleSPIFFE(b *typesv1.Bundle) ([]byte, error) {
 	td, err := spiffeid.TrustDomainFromString(b.GetTrustDomain())
 	if err != nil {
 		return nil, fmt.Errorf("bundle trust domain %q: %w", b.GetTrustDomain(), err)
