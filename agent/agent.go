@@ -27,6 +27,7 @@ import (
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/svidstore"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/internal/bundleconv"
 )
 
 // ServeFunc serves workloads (Workload API, SDS) from the cache until ctx
@@ -298,7 +299,7 @@ func (a *Agent) checkAgentSVID(res *nodev1.AgentSVID, key crypto.Signer) (*x509s
 	}
 	var roots []*x509.Certificate
 	if b := res.GetBundle(); b != nil {
-		sb, err := cache.BundleFromProto(b)
+		sb, err := bundleconv.FromProto(b)
 		if err != nil {
 			return nil, nil, fmt.Errorf("bundle from the CA: %w", err)
 		}

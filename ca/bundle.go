@@ -11,9 +11,10 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/sigilhq/sigil/ca/apiconv"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/bundleconv"
 )
 
 // publishBundle writes our trust domain's bundle to the store when its
@@ -89,44 +90,13 @@ func sameAuthorities(a, b store.Bundle) bool {
 	})
 }
 
-// ToSPIFFEBundle converts a stored bundle into go-spiffe's type, carrying the
-// sequence number and refresh hint.
-func ToSPIFFEBundle(b store.Bundle) (*spiffebundle.Bundle, error) {
-	td, err := spiffeid.TrustDomainFromString(b.TrustDomain)
-	if err != nil {
-		return nil, fmt.Errorf("bundle trust domain: %w", err)
-	}
-	out := spiffebundle.New(td)
-	for _, der := range b.X509Authorities {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("bundle %s: x509 authority: %w", td, err)
-		}
-		out.AddX509Authority(cert)
-	}
-	for _, a := range b.JWTAuthorities {
-		pub, err := x509.ParsePKIXPublicKey(a.PublicKey)
-		if err != nil {
-			return nil, fmt.Errorf("bundle %s: jwt authority %s: %w", td, a.KeyID, err)
-		}
-		if err := out.AddJWTAuthority(a.KeyID, pub); err != nil {
-			return nil, fmt.Errorf("bundle %s: %w", td, err)
-		}
-	}
-	out.SetSequenceNumber(b.Sequence)
-	if b.RefreshHint > 0 {
-		out.SetRefreshHint(b.RefreshHint)
-	}
-	return out, nil
-}
-
 // Bundle returns our trust domain's current bundle from the store.
 func (c *CA) Bundle(ctx context.Context) (*spiffebundle.Bundle, error) {
 	b, err := c.cfg.Store.GetBundle(ctx, c.cfg.TrustDomain.Name())
 	if err != nil {
 		return nil, fmt.Errorf("get bundle: %w", err)
 	}
-	return ToSPIFFEBundle(b)
+	return bundleconv.FromProto(apiconv.BundleToProto(b))
 }
 
 // JWTBundle is the current set of JWT keys as go-spiffe's type.

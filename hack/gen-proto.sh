@@ -11,5 +11,5 @@ protoc \
 	--proto_path=. \
 	--go_out=. --go_opt=module=github.com/sigilhq/sigil \
 	--go-grpc_out=. --go-grpc_opt=module=github.com/sigilhq/sigil \
-	api/admin/v1/admin.proto api/node/v1/node.proto
+	api/types/v1/types.proto api/admin/v1/admin.proto api/node/v1/node.proto
 gofmt -l api/ | (! grep .) || { echo "gen-proto: generated code not gofmt-clean" >&2; exit 1; }

@@ -5,13 +5,13 @@ import (
 	"runtime"
 	"testing"
 
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 )
 
 func fill(b *testing.B, c *Cache, n int) {
 	b.Helper()
-	entries := make([]*adminv1.Entry, 0, n)
+	entries := make([]*typesv1.Entry, 0, n)
 	for i := range n {
 		entries = append(entries, ent(fmt.Sprintf("e%06d", i), fmt.Sprintf("spiffe://example.org/w/%d", i), "unix:uid:1", fmt.Sprintf("unix:path:/bin/%d", i)))
 	}
@@ -45,7 +45,7 @@ func BenchmarkChangeToSubscriber(b *testing.B) {
 				if i%2 == 1 {
 					extra = "unix:path:/bin/7"
 				}
-				if err := c.Apply(&nodev1.SyncResponse{Revision: int64(i + 2), Entries: []*adminv1.Entry{
+				if err := c.Apply(&nodev1.SyncResponse{Revision: int64(i + 2), Entries: []*typesv1.Entry{
 					ent("e000007", "spiffe://example.org/w/7", "unix:uid:1", extra),
 				}}); err != nil {
 					b.Fatal(err)

@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sigilhq/sigil/agent/workloadapi"
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -74,7 +74,7 @@ type Cache struct {
 }
 
 type entry struct {
-	pb       *adminv1.Entry
+	pb       *typesv1.Entry
 	id       spiffeid.ID
 	sels     []selector.Selector
 	feds     []spiffeid.TrustDomain

@@ -17,8 +17,8 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/sigilhq/sigil/agent/workloadapi"
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
 )
@@ -164,13 +164,13 @@ func newTestCache(t testing.TB, batch int) (*Cache, *signer, *fakeClock) {
 	return c, s, clk
 }
 
-func ent(id, spiffeID string, sels ...string) *adminv1.Entry {
-	return &adminv1.Entry{Id: id, SpiffeId: spiffeID, ParentId: "spiffe://example.org/sigil/agent/x", Selectors: sels}
+func ent(id, spiffeID string, sels ...string) *typesv1.Entry {
+	return &typesv1.Entry{Id: id, SpiffeId: spiffeID, ParentId: "spiffe://example.org/sigil/agent/x", Selectors: sels}
 }
 
-func bundlePB(t *testing.T, tdName string, ca *testca.CA, seq uint64) *adminv1.Bundle {
+func bundlePB(t *testing.T, tdName string, ca *testca.CA, seq uint64) *typesv1.Bundle {
 	t.Helper()
-	b := &adminv1.Bundle{TrustDomain: tdName, Sequence: seq}
+	b := &typesv1.Bundle{TrustDomain: tdName, Sequence: seq}
 	for _, r := range ca.Roots() {
 		b.X509Authorities = append(b.X509Authorities, r.Raw)
 	}
@@ -252,11 +252,11 @@ func TestSubscribeFanOut(t *testing.T) {
 	c, s, _ := newTestCache(t, 100)
 	fedCA := testca.New(t, spiffeid.RequireTrustDomainFromString("partner.org"))
 	own := bundlePB(t, "example.org", s.ca, 1)
-	mustApply(t, c, &nodev1.SyncResponse{Revision: 3, Full: true, Entries: []*adminv1.Entry{
+	mustApply(t, c, &nodev1.SyncResponse{Revision: 3, Full: true, Entries: []*typesv1.Entry{
 		ent("a", "spiffe://example.org/web", "unix:uid:1000"),
 		ent("b", "spiffe://example.org/web-admin", "unix:uid:1000", "unix:gid:50"),
 		ent("c", "spiffe://example.org/db", "unix:uid:2000"),
-	}, Bundles: []*adminv1.Bundle{own, bundlePB(t, "partner.org", fedCA, 1)}})
+	}, Bundles: []*typesv1.Bundle{own, bundlePB(t, "partner.org", fedCA, 1)}})
 
 	web := c.Subscribe(sels("unix:uid:1000", "unix:gid:1"))
 	defer web.Close()
@@ -285,7 +285,7 @@ func TestSubscribeFanOut(t *testing.T) {
 	t.Run("federates_with", func(t *testing.T) {
 		e := ent("c", "spiffe://example.org/db", "unix:uid:2000")
 		e.FederatesWith = []string{"partner.org"}
-		mustApply(t, c, &nodev1.SyncResponse{Revision: 4, Entries: []*adminv1.Entry{e}})
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 4, Entries: []*typesv1.Entry{e}})
 		u := latest(t, db)
 		if len(u.FederatedBundles) != 1 || u.FederatedBundles[fedCA.TrustDomain()] == nil || len(u.Identities) != 1 {
 			t.Errorf("federated = %v, identities %v", u.FederatedBundles, ids(u))
@@ -293,14 +293,14 @@ func TestSubscribeFanOut(t *testing.T) {
 		noUpdate(t, web)
 	})
 	t.Run("selector change moves an identity", func(t *testing.T) {
-		mustApply(t, c, &nodev1.SyncResponse{Revision: 5, Entries: []*adminv1.Entry{ent("b", "spiffe://example.org/web-admin", "unix:uid:1000", "unix:gid:1")}})
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 5, Entries: []*typesv1.Entry{ent("b", "spiffe://example.org/web-admin", "unix:uid:1000", "unix:gid:1")}})
 		if got := ids(latest(t, web)); len(got) != 2 {
 			t.Errorf("web sees %v", got)
 		}
 		noUpdate(t, db)
 	})
 	t.Run("spiffe id change drops the old SVID until re-minted", func(t *testing.T) {
-		mustApply(t, c, &nodev1.SyncResponse{Revision: 6, Entries: []*adminv1.Entry{ent("c", "spiffe://example.org/db2", "unix:uid:2000")}})
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 6, Entries: []*typesv1.Entry{ent("c", "spiffe://example.org/db2", "unix:uid:2000")}})
 		if got := ids(latest(t, db)); len(got) != 0 {
 			t.Errorf("db sees %v before re-minting", got)
 		}
@@ -316,7 +316,7 @@ func TestSubscribeFanOut(t *testing.T) {
 		}
 	})
 	t.Run("bundle change reaches everyone", func(t *testing.T) {
-		mustApply(t, c, &nodev1.SyncResponse{Revision: 7, Bundles: []*adminv1.Bundle{bundlePB(t, "example.org", s.ca, 2)}})
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 7, Bundles: []*typesv1.Bundle{bundlePB(t, "example.org", s.ca, 2)}})
 		for _, sub := range []workloadapi.Subscription{web, db, nobody} {
 			if seq, _ := latest(t, sub).Bundle.SequenceNumber(); seq != 2 {
 				t.Errorf("sequence %d", seq)
@@ -324,7 +324,7 @@ func TestSubscribeFanOut(t *testing.T) {
 		}
 	})
 	t.Run("full replacement drops missing entries", func(t *testing.T) {
-		mustApply(t, c, &nodev1.SyncResponse{Revision: 9, Full: true, Entries: []*adminv1.Entry{ent("c", "spiffe://example.org/db", "unix:uid:2000")}})
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 9, Full: true, Entries: []*typesv1.Entry{ent("c", "spiffe://example.org/db", "unix:uid:2000")}})
 		if got := ids(latest(t, web)); len(got) != 0 {
 			t.Errorf("web sees %v", got)
 		}
@@ -334,7 +334,7 @@ func TestSubscribeFanOut(t *testing.T) {
 	})
 	t.Run("closed subscription gets nothing", func(t *testing.T) {
 		web.Close()
-		mustApply(t, c, &nodev1.SyncResponse{Revision: 10, Entries: []*adminv1.Entry{ent("z", "spiffe://example.org/z", "unix:uid:1000")}})
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 10, Entries: []*typesv1.Entry{ent("z", "spiffe://example.org/z", "unix:uid:1000")}})
 		mustMint(t, c)
 		noUpdate(t, web)
 	})
@@ -345,11 +345,11 @@ func TestLatestWins(t *testing.T) {
 	sub := c.Subscribe(sels("unix:uid:1"))
 	defer sub.Close()
 	for i := range 5 {
-		mustApply(t, c, &nodev1.SyncResponse{Revision: int64(i + 1), Entries: []*adminv1.Entry{ent("e", "spiffe://example.org/e", "unix:uid:1")}})
+		mustApply(t, c, &nodev1.SyncResponse{Revision: int64(i + 1), Entries: []*typesv1.Entry{ent("e", "spiffe://example.org/e", "unix:uid:1")}})
 		mustMint(t, c)
 		mustApply(t, c, &nodev1.SyncResponse{Revision: int64(i + 1), DeletedEntryIds: []string{"e"}})
 	}
-	mustApply(t, c, &nodev1.SyncResponse{Revision: 9, Entries: []*adminv1.Entry{ent("last", "spiffe://example.org/last", "unix:uid:1")}})
+	mustApply(t, c, &nodev1.SyncResponse{Revision: 9, Entries: []*typesv1.Entry{ent("last", "spiffe://example.org/last", "unix:uid:1")}})
 	mustMint(t, c)
 	if got := ids(latest(t, sub)); len(got) != 1 || got[0] != "last=spiffe://example.org/last" {
 		t.Errorf("got %v, want only the latest state", got)
@@ -359,7 +359,7 @@ func TestLatestWins(t *testing.T) {
 
 func TestMintBatchesAndRotation(t *testing.T) {
 	c, s, clk := newTestCache(t, 100)
-	var entries []*adminv1.Entry
+	var entries []*typesv1.Entry
 	for i := range 250 {
 		entries = append(entries, ent(string(rune('A'+i/26))+string(rune('a'+i%26))+"-"+time.Duration(i).String(), "spiffe://example.org/w/"+time.Duration(i).String(), "unix:uid:1"))
 	}
@@ -423,10 +423,10 @@ func TestMintBatchesAndRotation(t *testing.T) {
 		}
 	})
 	t.Run("changed dns names re-issue, keeping the old SVID meanwhile", func(t *testing.T) {
-		e := proto.Clone(entries[1]).(*adminv1.Entry)
+		e := proto.Clone(entries[1]).(*typesv1.Entry)
 		e.DnsNames = []string{"new.example.org"}
 		e.X509Ttl = durationpb.New(time.Hour)
-		mustApply(t, c, &nodev1.SyncResponse{Revision: 4, Entries: []*adminv1.Entry{e}})
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 4, Entries: []*typesv1.Entry{e}})
 		if u := latest(t, sub); len(u.Identities) != 250 {
 			t.Errorf("%d identities", len(u.Identities))
 		}
@@ -452,7 +452,7 @@ func TestMintBatchesAndRotation(t *testing.T) {
 		}
 	})
 	t.Run("refused CSR waits its own backoff", func(t *testing.T) {
-		mustApply(t, c, &nodev1.SyncResponse{Revision: 5, Entries: []*adminv1.Entry{ent("refused", "spiffe://example.org/refused", "unix:uid:1")}})
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 5, Entries: []*typesv1.Entry{ent("refused", "spiffe://example.org/refused", "unix:uid:1")}})
 		s.refuse["refused"] = true
 		before := s.calls
 		next := mustMint(t, c)
@@ -478,13 +478,13 @@ func TestApplyRejectsBadResponses(t *testing.T) {
 		name string
 		resp *nodev1.SyncResponse
 	}{
-		{name: "no entry id", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{ent("", "spiffe://example.org/a", "unix:uid:1")}}},
-		{name: "bad spiffe id", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{ent("a", "http://x", "unix:uid:1")}}},
-		{name: "foreign trust domain", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{ent("a", "spiffe://other.org/a", "unix:uid:1")}}},
-		{name: "bad selector", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{ent("a", "spiffe://example.org/a", "nocolon")}}},
-		{name: "bad federates_with", resp: &nodev1.SyncResponse{Entries: []*adminv1.Entry{{Id: "a", SpiffeId: "spiffe://example.org/a", Selectors: []string{"unix:uid:1"}, FederatesWith: []string{"Bad TD"}}}}},
-		{name: "bundles without ours", resp: &nodev1.SyncResponse{Bundles: []*adminv1.Bundle{bundlePB(t, "other.org", s.ca, 1)}}},
-		{name: "bad bundle cert", resp: &nodev1.SyncResponse{Bundles: []*adminv1.Bundle{{TrustDomain: "example.org", X509Authorities: [][]byte{{1, 2}}}}}},
+		{name: "no entry id", resp: &nodev1.SyncResponse{Entries: []*typesv1.Entry{ent("", "spiffe://example.org/a", "unix:uid:1")}}},
+		{name: "bad spiffe id", resp: &nodev1.SyncResponse{Entries: []*typesv1.Entry{ent("a", "http://x", "unix:uid:1")}}},
+		{name: "foreign trust domain", resp: &nodev1.SyncResponse{Entries: []*typesv1.Entry{ent("a", "spiffe://other.org/a", "unix:uid:1")}}},
+		{name: "bad selector", resp: &nodev1.SyncResponse{Entries: []*typesv1.Entry{ent("a", "spiffe://example.org/a", "nocolon")}}},
+		{name: "bad federates_with", resp: &nodev1.SyncResponse{Entries: []*typesv1.Entry{{Id: "a", SpiffeId: "spiffe://example.org/a", Selectors: []string{"unix:uid:1"}, FederatesWith: []string{"Bad TD"}}}}},
+		{name: "bundles without ours", resp: &nodev1.SyncResponse{Bundles: []*typesv1.Bundle{bundlePB(t, "other.org", s.ca, 1)}}},
+		{name: "bad bundle cert", resp: &nodev1.SyncResponse{Bundles: []*typesv1.Bundle{{TrustDomain: "example.org", X509Authorities: [][]byte{{1, 2}}}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -501,7 +501,7 @@ func TestApplyRejectsBadResponses(t *testing.T) {
 
 func TestFetchJWTSVID(t *testing.T) {
 	c, s, clk := newTestCache(t, 100)
-	mustApply(t, c, &nodev1.SyncResponse{Revision: 1, Full: true, Entries: []*adminv1.Entry{
+	mustApply(t, c, &nodev1.SyncResponse{Revision: 1, Full: true, Entries: []*typesv1.Entry{
 		ent("a", "spiffe://example.org/a", "unix:uid:1"),
 		ent("a2", "spiffe://example.org/a", "unix:uid:1", "unix:gid:1"),
 		ent("b", "spiffe://example.org/b", "unix:uid:1"),

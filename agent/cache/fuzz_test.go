@@ -5,8 +5,8 @@ import (
 
 	"google.golang.org/protobuf/proto"
 
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 )
 
 // FuzzApply feeds arbitrary Sync responses to a cache holding SVIDs: it
@@ -19,16 +19,16 @@ func FuzzApply(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	seed(&nodev1.SyncResponse{Revision: 2, Entries: []*adminv1.Entry{ent("a", "spiffe://example.org/a", "unix:uid:1")}})
+	seed(&nodev1.SyncResponse{Revision: 2, Entries: []*typesv1.Entry{ent("a", "spiffe://example.org/a", "unix:uid:1")}})
 	seed(&nodev1.SyncResponse{Revision: 3, Full: true, DeletedEntryIds: []string{"b"}, TaintedX509KeyIds: []string{"k1"}})
-	seed(&nodev1.SyncResponse{Revision: 4, RevokedX509KeyIds: []string{"k1"}, Bundles: []*adminv1.Bundle{{TrustDomain: "example.org"}}})
+	seed(&nodev1.SyncResponse{Revision: 4, RevokedX509KeyIds: []string{"k1"}, Bundles: []*typesv1.Bundle{{TrustDomain: "example.org"}}})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		var resp nodev1.SyncResponse
 		if err := proto.Unmarshal(data, &resp); err != nil {
 			return
 		}
 		c, _, _ := newTestCache(t, 100)
-		mustApply(t, c, &nodev1.SyncResponse{Revision: 1, Full: true, Entries: []*adminv1.Entry{
+		mustApply(t, c, &nodev1.SyncResponse{Revision: 1, Full: true, Entries: []*typesv1.Entry{
 			ent("a", "spiffe://example.org/a", "unix:uid:1"), ent("b", "spiffe://example.org/b", "unix:uid:2"),
 		}})
 		mustMint(t, c)

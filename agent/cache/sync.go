@@ -13,8 +13,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
+	"github.com/sigilhq/sigil/internal/bundleconv"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -92,7 +93,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	if len(resp.GetBundles()) > 0 {
 		bundles = make(map[spiffeid.TrustDomain]*spiffebundle.Bundle, len(resp.GetBundles()))
 		for _, pb := range resp.GetBundles() {
-			b, err := BundleFromProto(pb)
+			b, err := bundleconv.FromProto(pb)
 			if err != nil {
 				return err
 			}
@@ -193,7 +194,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	return nil
 }
 
-func parseEntry(pb *adminv1.Entry, td spiffeid.TrustDomain) (*entry, error) {
+func parseEntry(pb *typesv1.Entry, td spiffeid.TrustDomain) (*entry, error) {
 	if pb.GetId() == "" {
 		return nil, errors.New("sync: entry without an id")
 	}
@@ -217,36 +218,6 @@ func parseEntry(pb *adminv1.Entry, td spiffeid.TrustDomain) (*entry, error) {
 		e.feds = append(e.feds, td)
 	}
 	return e, nil
-}
-
-// BundleFromProto converts a node API bundle into go-spiffe's type.
-func BundleFromProto(pb *adminv1.Bundle) (*spiffebundle.Bundle, error) {
-	td, err := spiffeid.TrustDomainFromString(pb.GetTrustDomain())
-	if err != nil {
-		return nil, fmt.Errorf("bundle trust domain %q: %w", pb.GetTrustDomain(), err)
-	}
-	b := spiffebundle.New(td)
-	for _, der := range pb.GetX509Authorities() {
-		cert, err := parseCert(der)
-		if err != nil {
-			return nil, fmt.Errorf("bundle %s: x509 authority: %w", td, err)
-		}
-		b.AddX509Authority(cert)
-	}
-	for _, a := range pb.GetJwtAuthorities() {
-		pub, err := parsePKIX(a.GetPublicKey())
-		if err != nil {
-			return nil, fmt.Errorf("bundle %s: jwt authority %s: %w", td, a.GetKeyId(), err)
-		}
-		if err := b.AddJWTAuthority(a.GetKeyId(), pub); err != nil {
-			return nil, fmt.Errorf("bundle %s: %w", td, err)
-		}
-	}
-	b.SetSequenceNumber(pb.GetSequence())
-	if d := pb.GetRefreshHint().AsDuration(); d > 0 {
-		b.SetRefreshHint(d)
-	}
-	return b, nil
 }
 
 func sameBundles(a, b map[spiffeid.TrustDomain]*spiffebundle.Bundle) bool {

@@ -2,14 +2,15 @@ package admin
 
 import (
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/ca"
+	"github.com/sigilhq/sigil/ca/apiconv"
 	"github.com/sigilhq/sigil/ca/store"
-	"github.com/sigilhq/sigil/internal/apiconv"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
-func entriesToProto(es []store.Entry) []*adminv1.Entry {
-	out := make([]*adminv1.Entry, len(es))
+func entriesToProto(es []store.Entry) []*typesv1.Entry {
+	out := make([]*typesv1.Entry, len(es))
 	for i, e := range es {
 		out[i] = apiconv.EntryToProto(e)
 	}

@@ -19,9 +19,10 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/ca"
+	"github.com/sigilhq/sigil/ca/apiconv"
 	"github.com/sigilhq/sigil/ca/store"
-	"github.com/sigilhq/sigil/internal/apiconv"
 )
 
 // maxBundleBytes bounds a bundle document given to SetBundle.
@@ -270,7 +271,7 @@ func (s *Server) ListBundles(ctx context.Context, _ *adminv1.ListBundlesRequest)
 	if err != nil {
 		return nil, s.fail(ctx, "list bundles", "bundles", err)
 	}
-	out := make([]*adminv1.Bundle, len(bs))
+	out := make([]*typesv1.Bundle, len(bs))
 	for i, b := range bs {
 		out[i] = apiconv.BundleToProto(b)
 	}

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
@@ -36,8 +37,8 @@ const (
 	cartID  = "spiffe://example.org/ns/shop/sa/cart"
 )
 
-func cartEntry() *adminv1.Entry {
-	return &adminv1.Entry{
+func cartEntry() *typesv1.Entry {
+	return &typesv1.Entry{
 		SpiffeId:      cartID,
 		ParentId:      agentID,
 		Selectors:     []string{"unix:uid:1000", "unix:gid:1000"},
@@ -52,7 +53,7 @@ func TestEntryRoundTrip(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 
-	created, err := e.client.CreateEntries(ctx, &adminv1.CreateEntriesRequest{Entries: []*adminv1.Entry{cartEntry()}})
+	created, err := e.client.CreateEntries(ctx, &adminv1.CreateEntriesRequest{Entries: []*typesv1.Entry{cartEntry()}})
 	if err != nil {
 		t.Fatalf("CreateEntries: %v", err)
 	}
@@ -114,7 +115,7 @@ func TestEntryRoundTrip(t *testing.T) {
 	_, err = e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: upd})
 	wantCode(t, err, codes.Aborted, c.GetId())
 
-	_, err = e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: &adminv1.Entry{Id: "nope", SpiffeId: cartID, ParentId: agentID, Selectors: []string{"unix:uid:1"}}})
+	_, err = e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: &typesv1.Entry{Id: "nope", SpiffeId: cartID, ParentId: agentID, Selectors: []string{"unix:uid:1"}}})
 	wantCode(t, err, codes.NotFound, "nope")
 
 	d, err := e.client.DeleteEntry(ctx, &adminv1.DeleteEntryRequest{Id: c.GetId()})
@@ -149,10 +150,10 @@ func TestEntryRoundTrip(t *testing.T) {
 func TestCreateEntriesValidation(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
-	if _, err := e.client.CreateEntries(ctx, &adminv1.CreateEntriesRequest{Entries: []*adminv1.Entry{cartEntry()}}); err != nil {
+	if _, err := e.client.CreateEntries(ctx, &adminv1.CreateEntriesRequest{Entries: []*typesv1.Entry{cartEntry()}}); err != nil {
 		t.Fatalf("seed: %v", err)
 	}
-	with := func(f func(*adminv1.Entry)) *adminv1.Entry {
+	with := func(f func(*typesv1.Entry)) *typesv1.Entry {
 		en := cartEntry()
 		en.SpiffeId = "spiffe://example.org/fresh"
 		f(en)
@@ -160,56 +161,56 @@ func TestCreateEntriesValidation(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		entries []*adminv1.Entry
+		entries []*typesv1.Entry
 		code    codes.Code
 		parts   []string
 	}{
 		{"no entries", nil, codes.InvalidArgument, []string{"entries"}},
-		{"foreign trust domain", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://evil.org/x" })},
+		{"foreign trust domain", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.SpiffeId = "spiffe://evil.org/x" })},
 			codes.InvalidArgument, []string{"entries[0].spiffe_id", "example.org"}},
-		{"foreign parent", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.ParentId = "spiffe://evil.org/agent" })},
+		{"foreign parent", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.ParentId = "spiffe://evil.org/agent" })},
 			codes.InvalidArgument, []string{"entries[0].parent_id"}},
-		{"malformed spiffe id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "https://example.org/x" })},
+		{"malformed spiffe id", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.SpiffeId = "https://example.org/x" })},
 			codes.InvalidArgument, []string{"entries[0].spiffe_id", "not a SPIFFE ID"}},
-		{"query in spiffe id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://example.org/x?a=b" })},
+		{"query in spiffe id", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.SpiffeId = "spiffe://example.org/x?a=b" })},
 			codes.InvalidArgument, []string{"entries[0].spiffe_id"}},
-		{"fragment in parent id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.ParentId = "spiffe://example.org/x#y" })},
+		{"fragment in parent id", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.ParentId = "spiffe://example.org/x#y" })},
 			codes.InvalidArgument, []string{"entries[0].parent_id"}},
-		{"missing parent", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.ParentId = "" })},
+		{"missing parent", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.ParentId = "" })},
 			codes.InvalidArgument, []string{"entries[0].parent_id", "required"}},
-		{"trust domain id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://example.org" })},
+		{"trust domain id", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.SpiffeId = "spiffe://example.org" })},
 			codes.InvalidArgument, []string{"entries[0].spiffe_id", "path"}},
-		{"ca id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://example.org/sigil/ca" })},
+		{"ca id", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.SpiffeId = "spiffe://example.org/sigil/ca" })},
 			codes.InvalidArgument, []string{"entries[0].spiffe_id", "reserved"}},
-		{"agent id", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.SpiffeId = agentID + "x" })},
+		{"agent id", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.SpiffeId = agentID + "x" })},
 			codes.InvalidArgument, []string{"entries[0].spiffe_id", "reserved"}},
-		{"own parent", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.ParentId = e.SpiffeId })},
+		{"own parent", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.ParentId = e.SpiffeId })},
 			codes.InvalidArgument, []string{"entries[0].parent_id"}},
-		{"no selectors", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.Selectors = nil })},
+		{"no selectors", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.Selectors = nil })},
 			codes.InvalidArgument, []string{"entries[0].selectors", "at least one"}},
-		{"bad selector", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.Selectors = []string{"unix:uid:1", "nocolon"} })},
+		{"bad selector", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.Selectors = []string{"unix:uid:1", "nocolon"} })},
 			codes.InvalidArgument, []string{"entries[0].selectors[1]", "nocolon"}},
-		{"negative x509 ttl", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.X509Ttl = durationpb.New(-time.Second) })},
+		{"negative x509 ttl", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.X509Ttl = durationpb.New(-time.Second) })},
 			codes.InvalidArgument, []string{"entries[0].x509_ttl", "negative"}},
-		{"negative jwt ttl", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.JwtTtl = durationpb.New(-time.Second) })},
+		{"negative jwt ttl", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.JwtTtl = durationpb.New(-time.Second) })},
 			codes.InvalidArgument, []string{"entries[0].jwt_ttl", "negative"}},
-		{"x509 ttl too long", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.X509Ttl = durationpb.New(31 * 24 * time.Hour) })},
+		{"x509 ttl too long", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.X509Ttl = durationpb.New(31 * 24 * time.Hour) })},
 			codes.InvalidArgument, []string{"entries[0].x509_ttl", "maximum"}},
-		{"bad dns name", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.DnsNames = []string{"ok.example", "bad_name.example"} })},
+		{"bad dns name", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.DnsNames = []string{"ok.example", "bad_name.example"} })},
 			codes.InvalidArgument, []string{"entries[0].dns_names[1]", "bad_name"}},
-		{"bad federated trust domain", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.FederatesWith = []string{"Not A TD"} })},
+		{"bad federated trust domain", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.FederatesWith = []string{"Not A TD"} })},
 			codes.InvalidArgument, []string{"entries[0].federates_with[0]"}},
-		{"federates with ourselves", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.FederatesWith = []string{"example.org"} })},
+		{"federates with ourselves", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.FederatesWith = []string{"example.org"} })},
 			codes.InvalidArgument, []string{"entries[0].federates_with[0]", "own"}},
-		{"id set by client", []*adminv1.Entry{with(func(e *adminv1.Entry) { e.Id = "mine" })},
+		{"id set by client", []*typesv1.Entry{with(func(e *typesv1.Entry) { e.Id = "mine" })},
 			codes.InvalidArgument, []string{"entries[0].id"}},
-		{"second entry bad", []*adminv1.Entry{with(func(*adminv1.Entry) {}), with(func(e *adminv1.Entry) { e.SpiffeId = "spiffe://evil.org/x" })},
+		{"second entry bad", []*typesv1.Entry{with(func(*typesv1.Entry) {}), with(func(e *typesv1.Entry) { e.SpiffeId = "spiffe://evil.org/x" })},
 			codes.InvalidArgument, []string{"entries[1].spiffe_id"}},
-		{"duplicate of stored entry", []*adminv1.Entry{with(func(*adminv1.Entry) {}), cartEntry()},
+		{"duplicate of stored entry", []*typesv1.Entry{with(func(*typesv1.Entry) {}), cartEntry()},
 			codes.AlreadyExists, []string{"already exists"}},
-		{"duplicate within batch", []*adminv1.Entry{with(func(*adminv1.Entry) {}), with(func(*adminv1.Entry) {})},
+		{"duplicate within batch", []*typesv1.Entry{with(func(*typesv1.Entry) {}), with(func(*typesv1.Entry) {})},
 			codes.AlreadyExists, []string{"already exists"}},
-		{"single duplicate", []*adminv1.Entry{cartEntry()},
+		{"single duplicate", []*typesv1.Entry{cartEntry()},
 			codes.AlreadyExists, []string{cartID, agentID}},
 	}
 	for _, tt := range tests {
@@ -544,9 +545,9 @@ func TestCAErrors(t *testing.T) {
 }
 
 // createEntry creates en over the local socket and returns it with its ID.
-func (e *env) createEntry(t *testing.T, en *adminv1.Entry) *adminv1.Entry {
+func (e *env) createEntry(t *testing.T, en *typesv1.Entry) *typesv1.Entry {
 	t.Helper()
-	out, err := e.client.CreateEntries(context.Background(), &adminv1.CreateEntriesRequest{Entries: []*adminv1.Entry{en}})
+	out, err := e.client.CreateEntries(context.Background(), &adminv1.CreateEntriesRequest{Entries: []*typesv1.Entry{en}})
 	if err != nil {
 		t.Fatalf("create entry %s: %v", en.GetSpiffeId(), err)
 	}
@@ -558,8 +559,8 @@ func TestAuthMTLS(t *testing.T) {
 	ctx := context.Background()
 	const adminID = "spiffe://example.org/ops/alice"
 	const userID = "spiffe://example.org/ops/bob"
-	adminEntry := e.createEntry(t, &adminv1.Entry{SpiffeId: adminID, ParentId: agentID, Selectors: []string{"unix:uid:1"}, Admin: true})
-	userEntry := e.createEntry(t, &adminv1.Entry{SpiffeId: userID, ParentId: agentID, Selectors: []string{"unix:uid:2"}})
+	adminEntry := e.createEntry(t, &typesv1.Entry{SpiffeId: adminID, ParentId: agentID, Selectors: []string{"unix:uid:1"}, Admin: true})
+	userEntry := e.createEntry(t, &typesv1.Entry{SpiffeId: userID, ParentId: agentID, Selectors: []string{"unix:uid:2"}})
 	ours := newIssuer(t, td, e.store)
 	foreign := newIssuer(t, td, nil) // same trust domain name, another root
 	// A federated trust domain whose roots the TLS layer accepts: its SVIDs
@@ -618,8 +619,8 @@ func TestAdminRightsFollowTheEntry(t *testing.T) {
 	ctx := context.Background()
 	const sharedID = "spiffe://example.org/ops/deploy"
 	const agent2 = "spiffe://example.org/sigil/agent/join_token/other"
-	a := e.createEntry(t, &adminv1.Entry{SpiffeId: sharedID, ParentId: agentID, Selectors: []string{"unix:uid:1"}, Admin: true})
-	b := e.createEntry(t, &adminv1.Entry{SpiffeId: sharedID, ParentId: agent2, Selectors: []string{"unix:uid:1000"}})
+	a := e.createEntry(t, &typesv1.Entry{SpiffeId: sharedID, ParentId: agentID, Selectors: []string{"unix:uid:1"}, Admin: true})
+	b := e.createEntry(t, &typesv1.Entry{SpiffeId: sharedID, ParentId: agent2, Selectors: []string{"unix:uid:1000"}})
 	ours := newIssuer(t, td, e.store)
 	addr := serveTLS(t, e.srv, ours)
 	call := func(svid *x509svid.SVID) error {
@@ -638,7 +639,7 @@ func TestAdminRightsFollowTheEntry(t *testing.T) {
 	t.Run("an agent or CA svid names no entry", func(t *testing.T) {
 		// Even an admin entry whose SPIFFE ID is an agent's does not make
 		// the agent's own SVID an admin one.
-		e.createEntry(t, &adminv1.Entry{SpiffeId: "spiffe://example.org/ops/agentlike", ParentId: agentID, Selectors: []string{"unix:uid:3"}, Admin: true})
+		e.createEntry(t, &typesv1.Entry{SpiffeId: "spiffe://example.org/ops/agentlike", ParentId: agentID, Selectors: []string{"unix:uid:3"}, Admin: true})
 		wantCode(t, call(ours.issue(t, "spiffe://example.org/ops/agentlike", "")), codes.PermissionDenied, "names no registration entry")
 		caSVID, err := ours.ca.GetX509SVID()
 		if err != nil {
@@ -654,7 +655,7 @@ func TestAdminRightsFollowTheEntry(t *testing.T) {
 		if err := call(svid); err != nil {
 			t.Fatalf("A refused before the change: %v", err)
 		}
-		cleared := proto.Clone(a).(*adminv1.Entry)
+		cleared := proto.Clone(a).(*typesv1.Entry)
 		cleared.Admin = false
 		if _, err := e.client.UpdateEntry(ctx, &adminv1.UpdateEntryRequest{Entry: cleared}); err != nil {
 			t.Fatal(err)
@@ -662,7 +663,7 @@ func TestAdminRightsFollowTheEntry(t *testing.T) {
 		wantCode(t, call(svid), codes.PermissionDenied, "not an admin entry")
 	})
 	t.Run("A after it is deleted", func(t *testing.T) {
-		admin2 := e.createEntry(t, &adminv1.Entry{SpiffeId: sharedID, ParentId: agentID, Selectors: []string{"unix:uid:4"}, Admin: true})
+		admin2 := e.createEntry(t, &typesv1.Entry{SpiffeId: sharedID, ParentId: agentID, Selectors: []string{"unix:uid:4"}, Admin: true})
 		svid := ours.issue(t, sharedID, admin2.GetId())
 		if err := call(svid); err != nil {
 			t.Fatalf("refused before the delete: %v", err)

@@ -8,7 +8,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
 )
@@ -29,7 +29,7 @@ const reservedPath = "/sigil/"
 
 // entryFromProto validates e and converts it. prefix names e in messages
 // ("entries[2]" or "entry").
-func (s *Server) entryFromProto(prefix string, e *adminv1.Entry) (store.Entry, error) {
+func (s *Server) entryFromProto(prefix string, e *typesv1.Entry) (store.Entry, error) {
 	if e == nil {
 		return store.Entry{}, invalid(prefix, "missing")
 	}

@@ -10,8 +10,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
-	"github.com/sigilhq/sigil/internal/apiconv"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
+	"github.com/sigilhq/sigil/ca/apiconv"
 )
 
 func TestDNSName(t *testing.T) {
@@ -59,7 +59,7 @@ func FuzzEntryFromProto(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, id, parent, sel, dns, fed string, ttlSeconds int64) {
-		in := &adminv1.Entry{SpiffeId: id, ParentId: parent, Selectors: []string{sel}, DnsNames: []string{dns},
+		in := &typesv1.Entry{SpiffeId: id, ParentId: parent, Selectors: []string{sel}, DnsNames: []string{dns},
 			FederatesWith: []string{fed}, X509Ttl: durationpb.New(time.Duration(ttlSeconds) * time.Second)}
 		e, err := s.entryFromProto("entry", in)
 		if err != nil {

@@ -20,9 +20,9 @@ import (
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/ca"
+	"github.com/sigilhq/sigil/ca/apiconv"
 	"github.com/sigilhq/sigil/ca/nodeattest"
 	"github.com/sigilhq/sigil/ca/store"
-	"github.com/sigilhq/sigil/internal/apiconv"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 

@@ -14,8 +14,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/ca/apiconv"
 	"github.com/sigilhq/sigil/ca/store"
-	"github.com/sigilhq/sigil/internal/apiconv"
 )
 
 // snapshot is what the watcher last saw.

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -10,10 +9,10 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
-	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
+	"github.com/sigilhq/sigil/internal/bundleconv"
 )
 
 // maxBundleFile bounds a bundle file given to `bundle set`.
@@ -61,7 +60,7 @@ func newBundleShowCmd() *cobra.Command {
 }
 
 // bundlePEM prints the X.509 authorities as PEM certificates.
-func bundlePEM(b *adminv1.Bundle) ([]byte, error) {
+func bundlePEM(b *typesv1.Bundle) ([]byte, error) {
 	var buf bytes.Buffer
 	for _, der := range b.GetX509Authorities() {
 		if err := pem.Encode(&buf, &pem.Block{Type: "CERTIFICATE", Bytes: der}); err != nil {
@@ -72,35 +71,14 @@ func bundlePEM(b *adminv1.Bundle) ([]byte, error) {
 }
 
 // bundleSPIFFE prints the bundle as a SPIFFE bundle (JWKS) document.
-func bundleSPIFFE(b *adminv1.Bundle) ([]byte, error) {
-	td, err := spiffeid.TrustDomainFromString(b.GetTrustDomain())
+func bundleSPIFFE(b *typesv1.Bundle) ([]byte, error) {
+	sb, err := bundleconv.FromProto(b)
 	if err != nil {
-		return nil, fmt.Errorf("bundle trust domain %q: %w", b.GetTrustDomain(), err)
+		return nil, err
 	}
-	sb := spiffebundle.New(td)
-	for _, der := range b.GetX509Authorities() {
-		cert, err := x509.ParseCertificate(der)
-		if err != nil {
-			return nil, fmt.Errorf("bundle of %s: x509 authority: %w", td, err)
-		}
-		sb.AddX509Authority(cert)
-	}
-	for _, j := range b.GetJwtAuthorities() {
-		key, err := x509.ParsePKIXPublicKey(j.GetPublicKey())
-		if err != nil {
-			return nil, fmt.Errorf("bundle of %s: jwt authority %q: %w", td, j.GetKeyId(), err)
-		}
-		if err := sb.AddJWTAuthority(j.GetKeyId(), key); err != nil {
-			return nil, fmt.Errorf("bundle of %s: jwt authority %q: %w", td, j.GetKeyId(), err)
-		}
-	}
-	if h := b.GetRefreshHint(); h != nil {
-		sb.SetRefreshHint(h.AsDuration())
-	}
-	sb.SetSequenceNumber(b.GetSequence())
 	doc, err := sb.Marshal()
 	if err != nil {
-		return nil, fmt.Errorf("bundle of %s: %w", td, err)
+		return nil, fmt.Errorf("bundle of %s: %w", sb.TrustDomain(), err)
 	}
 	var buf bytes.Buffer
 	if err := json.Indent(&buf, doc, "", "  "); err != nil {

@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/adminclient"
 )
 
@@ -47,7 +48,7 @@ var entryFlagNames = []string{"spiffe-id", "parent-id", "selector", "x509-ttl", 
 
 // apply sets on e the fields whose flags were given (all of them when
 // all is true).
-func (f *entryFlags) apply(cmd *cobra.Command, e *adminv1.Entry, all bool) {
+func (f *entryFlags) apply(cmd *cobra.Command, e *typesv1.Entry, all bool) {
 	set := func(name string) bool { return all || cmd.Flags().Changed(name) }
 	if set("spiffe-id") {
 		e.SpiffeId = f.spiffeID
@@ -95,7 +96,7 @@ func newEntryCreateCmd() *cobra.Command {
 			if err := checkOutput(output); err != nil {
 				return err
 			}
-			var entries []*adminv1.Entry
+			var entries []*typesv1.Entry
 			if file != "" {
 				for _, n := range entryFlagNames {
 					if cmd.Flags().Changed(n) {
@@ -121,7 +122,7 @@ func newEntryCreateCmd() *cobra.Command {
 				if len(f.selectors) == 0 {
 					return errors.New("at least one --selector is required, e.g. --selector unix:uid:1000")
 				}
-				e := &adminv1.Entry{}
+				e := &typesv1.Entry{}
 				f.apply(cmd, e, true)
 				if f.x509TTL == 0 {
 					e.X509Ttl = nil
@@ -129,7 +130,7 @@ func newEntryCreateCmd() *cobra.Command {
 				if f.jwtTTL == 0 {
 					e.JwtTtl = nil
 				}
-				entries = []*adminv1.Entry{e}
+				entries = []*typesv1.Entry{e}
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.CreateEntries(cmd.Context(), &adminv1.CreateEntriesRequest{Entries: entries})
@@ -149,7 +150,7 @@ func newEntryCreateCmd() *cobra.Command {
 	return cmd
 }
 
-func readEntryFile(cmd *cobra.Command, path string) ([]*adminv1.Entry, error) {
+func readEntryFile(cmd *cobra.Command, path string) ([]*typesv1.Entry, error) {
 	var r io.Reader = cmd.InOrStdin()
 	if path != "-" {
 		fh, err := os.Open(path)
@@ -283,7 +284,7 @@ func newEntryDeleteCmd() *cobra.Command {
 	}
 }
 
-func printEntryTable(w io.Writer, entries []*adminv1.Entry) error {
+func printEntryTable(w io.Writer, entries []*typesv1.Entry) error {
 	tw := newTable(w)
 	fmt.Fprintln(tw, "ID\tSPIFFE ID\tPARENT ID\tSELECTORS\tX509 TTL\tJWT TTL\tFLAGS")
 	for _, e := range entries {
@@ -293,7 +294,7 @@ func printEntryTable(w io.Writer, entries []*adminv1.Entry) error {
 	return tw.Flush()
 }
 
-func printEntry(w io.Writer, e *adminv1.Entry) error {
+func printEntry(w io.Writer, e *typesv1.Entry) error {
 	tw := newTable(w)
 	rows := []struct{ k, v string }{
 		{"ID", e.GetId()},
@@ -322,7 +323,7 @@ func fmtTTL(d *durationpb.Duration) string {
 	return d.AsDuration().String()
 }
 
-func entryFlagsText(e *adminv1.Entry) string {
+func entryFlagsText(e *typesv1.Entry) string {
 	var fl []string
 	if e.GetAdmin() {
 		fl = append(fl, "admin")

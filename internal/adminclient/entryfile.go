@@ -12,7 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"gopkg.in/yaml.v3"
 
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 )
 
 // MaxEntryFile bounds an entry file.
@@ -38,7 +38,7 @@ var unknownField = regexp.MustCompile(`^line (\d+): field (.+) not found in type
 // spiffe_id, parent_id, selectors, x509_ttl and jwt_ttl (durations such as
 // "1h"), dns_names, federates_with, admin and downstream. It decodes
 // strictly: an unknown key is an error naming the key and its line.
-func DecodeEntries(r io.Reader) ([]*adminv1.Entry, error) {
+func DecodeEntries(r io.Reader) ([]*typesv1.Entry, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxEntryFile+1))
 	if err != nil {
 		return nil, fmt.Errorf("read entry file: %w", err)
@@ -62,7 +62,7 @@ func DecodeEntries(r io.Reader) ([]*adminv1.Entry, error) {
 	if len(in) == 0 {
 		return nil, errors.New("entry file holds no entries")
 	}
-	out := make([]*adminv1.Entry, len(in))
+	out := make([]*typesv1.Entry, len(in))
 	for i, e := range in {
 		x509TTL, err := duration(fmt.Sprintf("entries[%d].x509_ttl", i), e.X509TTL)
 		if err != nil {
@@ -72,7 +72,7 @@ func DecodeEntries(r io.Reader) ([]*adminv1.Entry, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[i] = &adminv1.Entry{
+		out[i] = &typesv1.Entry{
 			SpiffeId:      e.SPIFFEID,
 			ParentId:      e.ParentID,
 			Selectors:     e.Selectors,

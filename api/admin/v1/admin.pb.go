@@ -14,6 +14,7 @@
 package adminv1
 
 import (
+	v1 "github.com/sigilhq/sigil/api/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	durationpb "google.golang.org/protobuf/types/known/durationpb"
@@ -128,149 +129,16 @@ func (KeyKind) EnumDescriptor() ([]byte, []int) {
 	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
-// Entry is a registration entry.
-type Entry struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // set by the CA
-	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	ParentId      string                 `protobuf:"bytes,3,opt,name=parent_id,json=parentId,proto3" json:"parent_id,omitempty"`
-	Selectors     []string               `protobuf:"bytes,4,rep,name=selectors,proto3" json:"selectors,omitempty"`            // "type:value", e.g. "unix:uid:1000"
-	X509Ttl       *durationpb.Duration   `protobuf:"bytes,5,opt,name=x509_ttl,json=x509Ttl,proto3" json:"x509_ttl,omitempty"` // unset or 0: CA default
-	JwtTtl        *durationpb.Duration   `protobuf:"bytes,6,opt,name=jwt_ttl,json=jwtTtl,proto3" json:"jwt_ttl,omitempty"`    // unset or 0: CA default
-	DnsNames      []string               `protobuf:"bytes,7,rep,name=dns_names,json=dnsNames,proto3" json:"dns_names,omitempty"`
-	FederatesWith []string               `protobuf:"bytes,8,rep,name=federates_with,json=federatesWith,proto3" json:"federates_with,omitempty"` // trust domain names
-	Admin         bool                   `protobuf:"varint,9,opt,name=admin,proto3" json:"admin,omitempty"`
-	Downstream    bool                   `protobuf:"varint,10,opt,name=downstream,proto3" json:"downstream,omitempty"`
-	Revision      int64                  `protobuf:"varint,11,opt,name=revision,proto3" json:"revision,omitempty"` // set by the CA
-	CreatedAt     *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Entry) Reset() {
-	*x = Entry{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[0]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Entry) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Entry) ProtoMessage() {}
-
-func (x *Entry) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[0]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Entry.ProtoReflect.Descriptor instead.
-func (*Entry) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{0}
-}
-
-func (x *Entry) GetId() string {
-	if x != nil {
-		return x.Id
-	}
-	return ""
-}
-
-func (x *Entry) GetSpiffeId() string {
-	if x != nil {
-		return x.SpiffeId
-	}
-	return ""
-}
-
-func (x *Entry) GetParentId() string {
-	if x != nil {
-		return x.ParentId
-	}
-	return ""
-}
-
-func (x *Entry) GetSelectors() []string {
-	if x != nil {
-		return x.Selectors
-	}
-	return nil
-}
-
-func (x *Entry) GetX509Ttl() *durationpb.Duration {
-	if x != nil {
-		return x.X509Ttl
-	}
-	return nil
-}
-
-func (x *Entry) GetJwtTtl() *durationpb.Duration {
-	if x != nil {
-		return x.JwtTtl
-	}
-	return nil
-}
-
-func (x *Entry) GetDnsNames() []string {
-	if x != nil {
-		return x.DnsNames
-	}
-	return nil
-}
-
-func (x *Entry) GetFederatesWith() []string {
-	if x != nil {
-		return x.FederatesWith
-	}
-	return nil
-}
-
-func (x *Entry) GetAdmin() bool {
-	if x != nil {
-		return x.Admin
-	}
-	return false
-}
-
-func (x *Entry) GetDownstream() bool {
-	if x != nil {
-		return x.Downstream
-	}
-	return false
-}
-
-func (x *Entry) GetRevision() int64 {
-	if x != nil {
-		return x.Revision
-	}
-	return 0
-}
-
-func (x *Entry) GetCreatedAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.CreatedAt
-	}
-	return nil
-}
-
 type CreateEntriesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries       []*v1.Entry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateEntriesRequest) Reset() {
 	*x = CreateEntriesRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[0]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -282,7 +150,7 @@ func (x *CreateEntriesRequest) String() string {
 func (*CreateEntriesRequest) ProtoMessage() {}
 
 func (x *CreateEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[0]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -295,10 +163,10 @@ func (x *CreateEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntriesRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{0}
 }
 
-func (x *CreateEntriesRequest) GetEntries() []*Entry {
+func (x *CreateEntriesRequest) GetEntries() []*v1.Entry {
 	if x != nil {
 		return x.Entries
 	}
@@ -307,14 +175,14 @@ func (x *CreateEntriesRequest) GetEntries() []*Entry {
 
 type CreateEntriesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries       []*v1.Entry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CreateEntriesResponse) Reset() {
 	*x = CreateEntriesResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -326,7 +194,7 @@ func (x *CreateEntriesResponse) String() string {
 func (*CreateEntriesResponse) ProtoMessage() {}
 
 func (x *CreateEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -339,10 +207,10 @@ func (x *CreateEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntriesResponse.ProtoReflect.Descriptor instead.
 func (*CreateEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{1}
 }
 
-func (x *CreateEntriesResponse) GetEntries() []*Entry {
+func (x *CreateEntriesResponse) GetEntries() []*v1.Entry {
 	if x != nil {
 		return x.Entries
 	}
@@ -351,14 +219,14 @@ func (x *CreateEntriesResponse) GetEntries() []*Entry {
 
 type UpdateEntryRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entry         *Entry                 `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	Entry         *v1.Entry              `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateEntryRequest) Reset() {
 	*x = UpdateEntryRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -370,7 +238,7 @@ func (x *UpdateEntryRequest) String() string {
 func (*UpdateEntryRequest) ProtoMessage() {}
 
 func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -383,10 +251,10 @@ func (x *UpdateEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryRequest.ProtoReflect.Descriptor instead.
 func (*UpdateEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{2}
 }
 
-func (x *UpdateEntryRequest) GetEntry() *Entry {
+func (x *UpdateEntryRequest) GetEntry() *v1.Entry {
 	if x != nil {
 		return x.Entry
 	}
@@ -395,14 +263,14 @@ func (x *UpdateEntryRequest) GetEntry() *Entry {
 
 type UpdateEntryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entry         *Entry                 `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	Entry         *v1.Entry              `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *UpdateEntryResponse) Reset() {
 	*x = UpdateEntryResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +282,7 @@ func (x *UpdateEntryResponse) String() string {
 func (*UpdateEntryResponse) ProtoMessage() {}
 
 func (x *UpdateEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,10 +295,10 @@ func (x *UpdateEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateEntryResponse.ProtoReflect.Descriptor instead.
 func (*UpdateEntryResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{3}
 }
 
-func (x *UpdateEntryResponse) GetEntry() *Entry {
+func (x *UpdateEntryResponse) GetEntry() *v1.Entry {
 	if x != nil {
 		return x.Entry
 	}
@@ -446,7 +314,7 @@ type DeleteEntryRequest struct {
 
 func (x *DeleteEntryRequest) Reset() {
 	*x = DeleteEntryRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -458,7 +326,7 @@ func (x *DeleteEntryRequest) String() string {
 func (*DeleteEntryRequest) ProtoMessage() {}
 
 func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -471,7 +339,7 @@ func (x *DeleteEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryRequest.ProtoReflect.Descriptor instead.
 func (*DeleteEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *DeleteEntryRequest) GetId() string {
@@ -483,14 +351,14 @@ func (x *DeleteEntryRequest) GetId() string {
 
 type DeleteEntryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entry         *Entry                 `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	Entry         *v1.Entry              `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *DeleteEntryResponse) Reset() {
 	*x = DeleteEntryResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -502,7 +370,7 @@ func (x *DeleteEntryResponse) String() string {
 func (*DeleteEntryResponse) ProtoMessage() {}
 
 func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -515,10 +383,10 @@ func (x *DeleteEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteEntryResponse.ProtoReflect.Descriptor instead.
 func (*DeleteEntryResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{5}
 }
 
-func (x *DeleteEntryResponse) GetEntry() *Entry {
+func (x *DeleteEntryResponse) GetEntry() *v1.Entry {
 	if x != nil {
 		return x.Entry
 	}
@@ -534,7 +402,7 @@ type GetEntryRequest struct {
 
 func (x *GetEntryRequest) Reset() {
 	*x = GetEntryRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -546,7 +414,7 @@ func (x *GetEntryRequest) String() string {
 func (*GetEntryRequest) ProtoMessage() {}
 
 func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -559,7 +427,7 @@ func (x *GetEntryRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryRequest.ProtoReflect.Descriptor instead.
 func (*GetEntryRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *GetEntryRequest) GetId() string {
@@ -571,14 +439,14 @@ func (x *GetEntryRequest) GetId() string {
 
 type GetEntryResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entry         *Entry                 `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
+	Entry         *v1.Entry              `protobuf:"bytes,1,opt,name=entry,proto3" json:"entry,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetEntryResponse) Reset() {
 	*x = GetEntryResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +458,7 @@ func (x *GetEntryResponse) String() string {
 func (*GetEntryResponse) ProtoMessage() {}
 
 func (x *GetEntryResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,10 +471,10 @@ func (x *GetEntryResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetEntryResponse.ProtoReflect.Descriptor instead.
 func (*GetEntryResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{7}
 }
 
-func (x *GetEntryResponse) GetEntry() *Entry {
+func (x *GetEntryResponse) GetEntry() *v1.Entry {
 	if x != nil {
 		return x.Entry
 	}
@@ -623,7 +491,7 @@ type ListEntriesRequest struct {
 
 func (x *ListEntriesRequest) Reset() {
 	*x = ListEntriesRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -635,7 +503,7 @@ func (x *ListEntriesRequest) String() string {
 func (*ListEntriesRequest) ProtoMessage() {}
 
 func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -648,7 +516,7 @@ func (x *ListEntriesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesRequest.ProtoReflect.Descriptor instead.
 func (*ListEntriesRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{9}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ListEntriesRequest) GetParentId() string {
@@ -667,14 +535,14 @@ func (x *ListEntriesRequest) GetSpiffeId() string {
 
 type ListEntriesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Entries       []*Entry               `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	Entries       []*v1.Entry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListEntriesResponse) Reset() {
 	*x = ListEntriesResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -686,7 +554,7 @@ func (x *ListEntriesResponse) String() string {
 func (*ListEntriesResponse) ProtoMessage() {}
 
 func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -699,10 +567,10 @@ func (x *ListEntriesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEntriesResponse.ProtoReflect.Descriptor instead.
 func (*ListEntriesResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{10}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
-func (x *ListEntriesResponse) GetEntries() []*Entry {
+func (x *ListEntriesResponse) GetEntries() []*v1.Entry {
 	if x != nil {
 		return x.Entries
 	}
@@ -718,7 +586,7 @@ type CreateJoinTokenRequest struct {
 
 func (x *CreateJoinTokenRequest) Reset() {
 	*x = CreateJoinTokenRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -730,7 +598,7 @@ func (x *CreateJoinTokenRequest) String() string {
 func (*CreateJoinTokenRequest) ProtoMessage() {}
 
 func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -743,7 +611,7 @@ func (x *CreateJoinTokenRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenRequest.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{11}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
@@ -763,7 +631,7 @@ type CreateJoinTokenResponse struct {
 
 func (x *CreateJoinTokenResponse) Reset() {
 	*x = CreateJoinTokenResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -775,7 +643,7 @@ func (x *CreateJoinTokenResponse) String() string {
 func (*CreateJoinTokenResponse) ProtoMessage() {}
 
 func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -788,7 +656,7 @@ func (x *CreateJoinTokenResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateJoinTokenResponse.ProtoReflect.Descriptor instead.
 func (*CreateJoinTokenResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{12}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *CreateJoinTokenResponse) GetToken() string {
@@ -821,7 +689,7 @@ type Agent struct {
 
 func (x *Agent) Reset() {
 	*x = Agent{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -833,7 +701,7 @@ func (x *Agent) String() string {
 func (*Agent) ProtoMessage() {}
 
 func (x *Agent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -846,7 +714,7 @@ func (x *Agent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Agent.ProtoReflect.Descriptor instead.
 func (*Agent) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{13}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Agent) GetId() string {
@@ -913,7 +781,7 @@ type ListAgentsRequest struct {
 
 func (x *ListAgentsRequest) Reset() {
 	*x = ListAgentsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -925,7 +793,7 @@ func (x *ListAgentsRequest) String() string {
 func (*ListAgentsRequest) ProtoMessage() {}
 
 func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -938,7 +806,7 @@ func (x *ListAgentsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsRequest.ProtoReflect.Descriptor instead.
 func (*ListAgentsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{14}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 type ListAgentsResponse struct {
@@ -950,7 +818,7 @@ type ListAgentsResponse struct {
 
 func (x *ListAgentsResponse) Reset() {
 	*x = ListAgentsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -962,7 +830,7 @@ func (x *ListAgentsResponse) String() string {
 func (*ListAgentsResponse) ProtoMessage() {}
 
 func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -975,7 +843,7 @@ func (x *ListAgentsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAgentsResponse.ProtoReflect.Descriptor instead.
 func (*ListAgentsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{15}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *ListAgentsResponse) GetAgents() []*Agent {
@@ -994,7 +862,7 @@ type EvictAgentRequest struct {
 
 func (x *EvictAgentRequest) Reset() {
 	*x = EvictAgentRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1006,7 +874,7 @@ func (x *EvictAgentRequest) String() string {
 func (*EvictAgentRequest) ProtoMessage() {}
 
 func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1019,7 +887,7 @@ func (x *EvictAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentRequest.ProtoReflect.Descriptor instead.
 func (*EvictAgentRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{16}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *EvictAgentRequest) GetId() string {
@@ -1037,7 +905,7 @@ type EvictAgentResponse struct {
 
 func (x *EvictAgentResponse) Reset() {
 	*x = EvictAgentResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1049,7 +917,7 @@ func (x *EvictAgentResponse) String() string {
 func (*EvictAgentResponse) ProtoMessage() {}
 
 func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1062,7 +930,7 @@ func (x *EvictAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use EvictAgentResponse.ProtoReflect.Descriptor instead.
 func (*EvictAgentResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{17}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 type BanAgentRequest struct {
@@ -1074,7 +942,7 @@ type BanAgentRequest struct {
 
 func (x *BanAgentRequest) Reset() {
 	*x = BanAgentRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +954,7 @@ func (x *BanAgentRequest) String() string {
 func (*BanAgentRequest) ProtoMessage() {}
 
 func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +967,7 @@ func (x *BanAgentRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentRequest.ProtoReflect.Descriptor instead.
 func (*BanAgentRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{18}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *BanAgentRequest) GetId() string {
@@ -1118,7 +986,7 @@ type BanAgentResponse struct {
 
 func (x *BanAgentResponse) Reset() {
 	*x = BanAgentResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1130,7 +998,7 @@ func (x *BanAgentResponse) String() string {
 func (*BanAgentResponse) ProtoMessage() {}
 
 func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1143,7 +1011,7 @@ func (x *BanAgentResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BanAgentResponse.ProtoReflect.Descriptor instead.
 func (*BanAgentResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{19}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *BanAgentResponse) GetAgent() *Agent {
@@ -1151,142 +1019,6 @@ func (x *BanAgentResponse) GetAgent() *Agent {
 		return x.Agent
 	}
 	return nil
-}
-
-type JWTAuthority struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	KeyId         string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
-	PublicKey     []byte                 `protobuf:"bytes,2,opt,name=public_key,json=publicKey,proto3" json:"public_key,omitempty"` // PKIX DER
-	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *JWTAuthority) Reset() {
-	*x = JWTAuthority{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *JWTAuthority) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*JWTAuthority) ProtoMessage() {}
-
-func (x *JWTAuthority) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use JWTAuthority.ProtoReflect.Descriptor instead.
-func (*JWTAuthority) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{20}
-}
-
-func (x *JWTAuthority) GetKeyId() string {
-	if x != nil {
-		return x.KeyId
-	}
-	return ""
-}
-
-func (x *JWTAuthority) GetPublicKey() []byte {
-	if x != nil {
-		return x.PublicKey
-	}
-	return nil
-}
-
-func (x *JWTAuthority) GetExpiresAt() *timestamppb.Timestamp {
-	if x != nil {
-		return x.ExpiresAt
-	}
-	return nil
-}
-
-type Bundle struct {
-	state           protoimpl.MessageState `protogen:"open.v1"`
-	TrustDomain     string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
-	X509Authorities [][]byte               `protobuf:"bytes,2,rep,name=x509_authorities,json=x509Authorities,proto3" json:"x509_authorities,omitempty"` // DER certificates
-	JwtAuthorities  []*JWTAuthority        `protobuf:"bytes,3,rep,name=jwt_authorities,json=jwtAuthorities,proto3" json:"jwt_authorities,omitempty"`
-	RefreshHint     *durationpb.Duration   `protobuf:"bytes,4,opt,name=refresh_hint,json=refreshHint,proto3" json:"refresh_hint,omitempty"`
-	Sequence        uint64                 `protobuf:"varint,5,opt,name=sequence,proto3" json:"sequence,omitempty"`
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
-}
-
-func (x *Bundle) Reset() {
-	*x = Bundle{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Bundle) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Bundle) ProtoMessage() {}
-
-func (x *Bundle) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Bundle.ProtoReflect.Descriptor instead.
-func (*Bundle) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{21}
-}
-
-func (x *Bundle) GetTrustDomain() string {
-	if x != nil {
-		return x.TrustDomain
-	}
-	return ""
-}
-
-func (x *Bundle) GetX509Authorities() [][]byte {
-	if x != nil {
-		return x.X509Authorities
-	}
-	return nil
-}
-
-func (x *Bundle) GetJwtAuthorities() []*JWTAuthority {
-	if x != nil {
-		return x.JwtAuthorities
-	}
-	return nil
-}
-
-func (x *Bundle) GetRefreshHint() *durationpb.Duration {
-	if x != nil {
-		return x.RefreshHint
-	}
-	return nil
-}
-
-func (x *Bundle) GetSequence() uint64 {
-	if x != nil {
-		return x.Sequence
-	}
-	return 0
 }
 
 type GetBundleRequest struct {
@@ -1298,7 +1030,7 @@ type GetBundleRequest struct {
 
 func (x *GetBundleRequest) Reset() {
 	*x = GetBundleRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1310,7 +1042,7 @@ func (x *GetBundleRequest) String() string {
 func (*GetBundleRequest) ProtoMessage() {}
 
 func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1323,7 +1055,7 @@ func (x *GetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleRequest.ProtoReflect.Descriptor instead.
 func (*GetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{22}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *GetBundleRequest) GetTrustDomain() string {
@@ -1335,14 +1067,14 @@ func (x *GetBundleRequest) GetTrustDomain() string {
 
 type GetBundleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Bundle        *Bundle                `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Bundle        *v1.Bundle             `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *GetBundleResponse) Reset() {
 	*x = GetBundleResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1354,7 +1086,7 @@ func (x *GetBundleResponse) String() string {
 func (*GetBundleResponse) ProtoMessage() {}
 
 func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1367,10 +1099,10 @@ func (x *GetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBundleResponse.ProtoReflect.Descriptor instead.
 func (*GetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{23}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{20}
 }
 
-func (x *GetBundleResponse) GetBundle() *Bundle {
+func (x *GetBundleResponse) GetBundle() *v1.Bundle {
 	if x != nil {
 		return x.Bundle
 	}
@@ -1385,7 +1117,7 @@ type ListBundlesRequest struct {
 
 func (x *ListBundlesRequest) Reset() {
 	*x = ListBundlesRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1397,7 +1129,7 @@ func (x *ListBundlesRequest) String() string {
 func (*ListBundlesRequest) ProtoMessage() {}
 
 func (x *ListBundlesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1410,19 +1142,19 @@ func (x *ListBundlesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBundlesRequest.ProtoReflect.Descriptor instead.
 func (*ListBundlesRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{24}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{21}
 }
 
 type ListBundlesResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Bundles       []*Bundle              `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"`
+	Bundles       []*v1.Bundle           `protobuf:"bytes,1,rep,name=bundles,proto3" json:"bundles,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ListBundlesResponse) Reset() {
 	*x = ListBundlesResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1434,7 +1166,7 @@ func (x *ListBundlesResponse) String() string {
 func (*ListBundlesResponse) ProtoMessage() {}
 
 func (x *ListBundlesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1447,10 +1179,10 @@ func (x *ListBundlesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBundlesResponse.ProtoReflect.Descriptor instead.
 func (*ListBundlesResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{25}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{22}
 }
 
-func (x *ListBundlesResponse) GetBundles() []*Bundle {
+func (x *ListBundlesResponse) GetBundles() []*v1.Bundle {
 	if x != nil {
 		return x.Bundles
 	}
@@ -1468,7 +1200,7 @@ type SetBundleRequest struct {
 
 func (x *SetBundleRequest) Reset() {
 	*x = SetBundleRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1480,7 +1212,7 @@ func (x *SetBundleRequest) String() string {
 func (*SetBundleRequest) ProtoMessage() {}
 
 func (x *SetBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1493,7 +1225,7 @@ func (x *SetBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBundleRequest.ProtoReflect.Descriptor instead.
 func (*SetBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{26}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *SetBundleRequest) GetTrustDomain() string {
@@ -1519,14 +1251,14 @@ func (x *SetBundleRequest) GetData() []byte {
 
 type SetBundleResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Bundle        *Bundle                `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	Bundle        *v1.Bundle             `protobuf:"bytes,1,opt,name=bundle,proto3" json:"bundle,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SetBundleResponse) Reset() {
 	*x = SetBundleResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1538,7 +1270,7 @@ func (x *SetBundleResponse) String() string {
 func (*SetBundleResponse) ProtoMessage() {}
 
 func (x *SetBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1551,10 +1283,10 @@ func (x *SetBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetBundleResponse.ProtoReflect.Descriptor instead.
 func (*SetBundleResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{27}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{24}
 }
 
-func (x *SetBundleResponse) GetBundle() *Bundle {
+func (x *SetBundleResponse) GetBundle() *v1.Bundle {
 	if x != nil {
 		return x.Bundle
 	}
@@ -1570,7 +1302,7 @@ type DeleteBundleRequest struct {
 
 func (x *DeleteBundleRequest) Reset() {
 	*x = DeleteBundleRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1582,7 +1314,7 @@ func (x *DeleteBundleRequest) String() string {
 func (*DeleteBundleRequest) ProtoMessage() {}
 
 func (x *DeleteBundleRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1595,7 +1327,7 @@ func (x *DeleteBundleRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBundleRequest.ProtoReflect.Descriptor instead.
 func (*DeleteBundleRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{28}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *DeleteBundleRequest) GetTrustDomain() string {
@@ -1613,7 +1345,7 @@ type DeleteBundleResponse struct {
 
 func (x *DeleteBundleResponse) Reset() {
 	*x = DeleteBundleResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1625,7 +1357,7 @@ func (x *DeleteBundleResponse) String() string {
 func (*DeleteBundleResponse) ProtoMessage() {}
 
 func (x *DeleteBundleResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1638,7 +1370,7 @@ func (x *DeleteBundleResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteBundleResponse.ProtoReflect.Descriptor instead.
 func (*DeleteBundleResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{29}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{26}
 }
 
 type CAKey struct {
@@ -1655,7 +1387,7 @@ type CAKey struct {
 
 func (x *CAKey) Reset() {
 	*x = CAKey{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1667,7 +1399,7 @@ func (x *CAKey) String() string {
 func (*CAKey) ProtoMessage() {}
 
 func (x *CAKey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1680,7 +1412,7 @@ func (x *CAKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAKey.ProtoReflect.Descriptor instead.
 func (*CAKey) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CAKey) GetKind() KeyKind {
@@ -1733,7 +1465,7 @@ type CAStatusRequest struct {
 
 func (x *CAStatusRequest) Reset() {
 	*x = CAStatusRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1745,7 +1477,7 @@ func (x *CAStatusRequest) String() string {
 func (*CAStatusRequest) ProtoMessage() {}
 
 func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1758,7 +1490,7 @@ func (x *CAStatusRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusRequest.ProtoReflect.Descriptor instead.
 func (*CAStatusRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{28}
 }
 
 type CAStatusResponse struct {
@@ -1771,7 +1503,7 @@ type CAStatusResponse struct {
 
 func (x *CAStatusResponse) Reset() {
 	*x = CAStatusResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1783,7 +1515,7 @@ func (x *CAStatusResponse) String() string {
 func (*CAStatusResponse) ProtoMessage() {}
 
 func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1796,7 +1528,7 @@ func (x *CAStatusResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAStatusResponse.ProtoReflect.Descriptor instead.
 func (*CAStatusResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CAStatusResponse) GetTrustDomain() string {
@@ -1822,7 +1554,7 @@ type PrepareCARequest struct {
 
 func (x *PrepareCARequest) Reset() {
 	*x = PrepareCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1834,7 +1566,7 @@ func (x *PrepareCARequest) String() string {
 func (*PrepareCARequest) ProtoMessage() {}
 
 func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1847,7 +1579,7 @@ func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCARequest.ProtoReflect.Descriptor instead.
 func (*PrepareCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *PrepareCARequest) GetKind() KeyKind {
@@ -1866,7 +1598,7 @@ type PrepareCAResponse struct {
 
 func (x *PrepareCAResponse) Reset() {
 	*x = PrepareCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1878,7 +1610,7 @@ func (x *PrepareCAResponse) String() string {
 func (*PrepareCAResponse) ProtoMessage() {}
 
 func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1891,7 +1623,7 @@ func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCAResponse.ProtoReflect.Descriptor instead.
 func (*PrepareCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PrepareCAResponse) GetKey() *CAKey {
@@ -1910,7 +1642,7 @@ type ActivateCARequest struct {
 
 func (x *ActivateCARequest) Reset() {
 	*x = ActivateCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +1654,7 @@ func (x *ActivateCARequest) String() string {
 func (*ActivateCARequest) ProtoMessage() {}
 
 func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +1667,7 @@ func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCARequest.ProtoReflect.Descriptor instead.
 func (*ActivateCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ActivateCARequest) GetKind() KeyKind {
@@ -1954,7 +1686,7 @@ type ActivateCAResponse struct {
 
 func (x *ActivateCAResponse) Reset() {
 	*x = ActivateCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1966,7 +1698,7 @@ func (x *ActivateCAResponse) String() string {
 func (*ActivateCAResponse) ProtoMessage() {}
 
 func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1979,7 +1711,7 @@ func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCAResponse.ProtoReflect.Descriptor instead.
 func (*ActivateCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ActivateCAResponse) GetKey() *CAKey {
@@ -1999,7 +1731,7 @@ type TaintCARequest struct {
 
 func (x *TaintCARequest) Reset() {
 	*x = TaintCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2011,7 +1743,7 @@ func (x *TaintCARequest) String() string {
 func (*TaintCARequest) ProtoMessage() {}
 
 func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2024,7 +1756,7 @@ func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCARequest.ProtoReflect.Descriptor instead.
 func (*TaintCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *TaintCARequest) GetKind() KeyKind {
@@ -2049,7 +1781,7 @@ type TaintCAResponse struct {
 
 func (x *TaintCAResponse) Reset() {
 	*x = TaintCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2061,7 +1793,7 @@ func (x *TaintCAResponse) String() string {
 func (*TaintCAResponse) ProtoMessage() {}
 
 func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2074,7 +1806,7 @@ func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCAResponse.ProtoReflect.Descriptor instead.
 func (*TaintCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 type RevokeCARequest struct {
@@ -2087,7 +1819,7 @@ type RevokeCARequest struct {
 
 func (x *RevokeCARequest) Reset() {
 	*x = RevokeCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2099,7 +1831,7 @@ func (x *RevokeCARequest) String() string {
 func (*RevokeCARequest) ProtoMessage() {}
 
 func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2112,7 +1844,7 @@ func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCARequest.ProtoReflect.Descriptor instead.
 func (*RevokeCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *RevokeCARequest) GetKind() KeyKind {
@@ -2137,7 +1869,7 @@ type RevokeCAResponse struct {
 
 func (x *RevokeCAResponse) Reset() {
 	*x = RevokeCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2149,7 +1881,7 @@ func (x *RevokeCAResponse) String() string {
 func (*RevokeCAResponse) ProtoMessage() {}
 
 func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2162,7 +1894,7 @@ func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCAResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 type AuditEvent struct {
@@ -2179,7 +1911,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2191,7 +1923,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2204,7 +1936,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AuditEvent) GetId() int64 {
@@ -2259,7 +1991,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2271,7 +2003,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2284,7 +2016,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *ListAuditRequest) GetAfterId() int64 {
@@ -2310,7 +2042,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2054,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2067,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ListAuditResponse) GetEvents() []*AuditEvent {
@@ -2349,45 +2081,28 @@ var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x18api/admin/v1/admin.proto\x12\x0esigil.admin.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xaa\x03\n" +
-	"\x05Entry\x12\x0e\n" +
-	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1b\n" +
-	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\x12\x1b\n" +
-	"\tparent_id\x18\x03 \x01(\tR\bparentId\x12\x1c\n" +
-	"\tselectors\x18\x04 \x03(\tR\tselectors\x124\n" +
-	"\bx509_ttl\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\ax509Ttl\x122\n" +
-	"\ajwt_ttl\x18\x06 \x01(\v2\x19.google.protobuf.DurationR\x06jwtTtl\x12\x1b\n" +
-	"\tdns_names\x18\a \x03(\tR\bdnsNames\x12%\n" +
-	"\x0efederates_with\x18\b \x03(\tR\rfederatesWith\x12\x14\n" +
-	"\x05admin\x18\t \x01(\bR\x05admin\x12\x1e\n" +
-	"\n" +
-	"downstream\x18\n" +
-	" \x01(\bR\n" +
-	"downstream\x12\x1a\n" +
-	"\brevision\x18\v \x01(\x03R\brevision\x129\n" +
-	"\n" +
-	"created_at\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\"G\n" +
+	"\x18api/admin/v1/admin.proto\x12\x0esigil.admin.v1\x1a\x18api/types/v1/types.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"G\n" +
 	"\x14CreateEntriesRequest\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.sigil.admin.v1.EntryR\aentries\"H\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.sigil.types.v1.EntryR\aentries\"H\n" +
 	"\x15CreateEntriesResponse\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.sigil.admin.v1.EntryR\aentries\"A\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.sigil.types.v1.EntryR\aentries\"A\n" +
 	"\x12UpdateEntryRequest\x12+\n" +
-	"\x05entry\x18\x01 \x01(\v2\x15.sigil.admin.v1.EntryR\x05entry\"B\n" +
+	"\x05entry\x18\x01 \x01(\v2\x15.sigil.types.v1.EntryR\x05entry\"B\n" +
 	"\x13UpdateEntryResponse\x12+\n" +
-	"\x05entry\x18\x01 \x01(\v2\x15.sigil.admin.v1.EntryR\x05entry\"$\n" +
+	"\x05entry\x18\x01 \x01(\v2\x15.sigil.types.v1.EntryR\x05entry\"$\n" +
 	"\x12DeleteEntryRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"B\n" +
 	"\x13DeleteEntryResponse\x12+\n" +
-	"\x05entry\x18\x01 \x01(\v2\x15.sigil.admin.v1.EntryR\x05entry\"!\n" +
+	"\x05entry\x18\x01 \x01(\v2\x15.sigil.types.v1.EntryR\x05entry\"!\n" +
 	"\x0fGetEntryRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x10GetEntryResponse\x12+\n" +
-	"\x05entry\x18\x01 \x01(\v2\x15.sigil.admin.v1.EntryR\x05entry\"N\n" +
+	"\x05entry\x18\x01 \x01(\v2\x15.sigil.types.v1.EntryR\x05entry\"N\n" +
 	"\x12ListEntriesRequest\x12\x1b\n" +
 	"\tparent_id\x18\x01 \x01(\tR\bparentId\x12\x1b\n" +
 	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\"F\n" +
 	"\x13ListEntriesResponse\x12/\n" +
-	"\aentries\x18\x01 \x03(\v2\x15.sigil.admin.v1.EntryR\aentries\"E\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.sigil.types.v1.EntryR\aentries\"E\n" +
 	"\x16CreateJoinTokenRequest\x12+\n" +
 	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"j\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
@@ -2415,32 +2130,20 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fBanAgentRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"?\n" +
 	"\x10BanAgentResponse\x12+\n" +
-	"\x05agent\x18\x01 \x01(\v2\x15.sigil.admin.v1.AgentR\x05agent\"\x7f\n" +
-	"\fJWTAuthority\x12\x15\n" +
-	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12\x1d\n" +
-	"\n" +
-	"public_key\x18\x02 \x01(\fR\tpublicKey\x129\n" +
-	"\n" +
-	"expires_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\"\xf7\x01\n" +
-	"\x06Bundle\x12!\n" +
-	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
-	"\x10x509_authorities\x18\x02 \x03(\fR\x0fx509Authorities\x12E\n" +
-	"\x0fjwt_authorities\x18\x03 \x03(\v2\x1c.sigil.admin.v1.JWTAuthorityR\x0ejwtAuthorities\x12<\n" +
-	"\frefresh_hint\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\vrefreshHint\x12\x1a\n" +
-	"\bsequence\x18\x05 \x01(\x04R\bsequence\"5\n" +
+	"\x05agent\x18\x01 \x01(\v2\x15.sigil.admin.v1.AgentR\x05agent\"5\n" +
 	"\x10GetBundleRequest\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"C\n" +
 	"\x11GetBundleResponse\x12.\n" +
-	"\x06bundle\x18\x01 \x01(\v2\x16.sigil.admin.v1.BundleR\x06bundle\"\x14\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x16.sigil.types.v1.BundleR\x06bundle\"\x14\n" +
 	"\x12ListBundlesRequest\"G\n" +
 	"\x13ListBundlesResponse\x120\n" +
-	"\abundles\x18\x01 \x03(\v2\x16.sigil.admin.v1.BundleR\abundles\"\x7f\n" +
+	"\abundles\x18\x01 \x03(\v2\x16.sigil.types.v1.BundleR\abundles\"\x7f\n" +
 	"\x10SetBundleRequest\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x124\n" +
 	"\x06format\x18\x02 \x01(\x0e2\x1c.sigil.admin.v1.BundleFormatR\x06format\x12\x12\n" +
 	"\x04data\x18\x03 \x01(\fR\x04data\"C\n" +
 	"\x11SetBundleResponse\x12.\n" +
-	"\x06bundle\x18\x01 \x01(\v2\x16.sigil.admin.v1.BundleR\x06bundle\"8\n" +
+	"\x06bundle\x18\x01 \x01(\v2\x16.sigil.types.v1.BundleR\x06bundle\"8\n" +
 	"\x13DeleteBundleRequest\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"\x16\n" +
 	"\x14DeleteBundleResponse\"\xe8\x01\n" +
@@ -2530,137 +2233,130 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(BundleFormat)(0),               // 0: sigil.admin.v1.BundleFormat
 	(KeyKind)(0),                    // 1: sigil.admin.v1.KeyKind
-	(*Entry)(nil),                   // 2: sigil.admin.v1.Entry
-	(*CreateEntriesRequest)(nil),    // 3: sigil.admin.v1.CreateEntriesRequest
-	(*CreateEntriesResponse)(nil),   // 4: sigil.admin.v1.CreateEntriesResponse
-	(*UpdateEntryRequest)(nil),      // 5: sigil.admin.v1.UpdateEntryRequest
-	(*UpdateEntryResponse)(nil),     // 6: sigil.admin.v1.UpdateEntryResponse
-	(*DeleteEntryRequest)(nil),      // 7: sigil.admin.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),     // 8: sigil.admin.v1.DeleteEntryResponse
-	(*GetEntryRequest)(nil),         // 9: sigil.admin.v1.GetEntryRequest
-	(*GetEntryResponse)(nil),        // 10: sigil.admin.v1.GetEntryResponse
-	(*ListEntriesRequest)(nil),      // 11: sigil.admin.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),     // 12: sigil.admin.v1.ListEntriesResponse
-	(*CreateJoinTokenRequest)(nil),  // 13: sigil.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 14: sigil.admin.v1.CreateJoinTokenResponse
-	(*Agent)(nil),                   // 15: sigil.admin.v1.Agent
-	(*ListAgentsRequest)(nil),       // 16: sigil.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),      // 17: sigil.admin.v1.ListAgentsResponse
-	(*EvictAgentRequest)(nil),       // 18: sigil.admin.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),      // 19: sigil.admin.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),         // 20: sigil.admin.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),        // 21: sigil.admin.v1.BanAgentResponse
-	(*JWTAuthority)(nil),            // 22: sigil.admin.v1.JWTAuthority
-	(*Bundle)(nil),                  // 23: sigil.admin.v1.Bundle
-	(*GetBundleRequest)(nil),        // 24: sigil.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),       // 25: sigil.admin.v1.GetBundleResponse
-	(*ListBundlesRequest)(nil),      // 26: sigil.admin.v1.ListBundlesRequest
-	(*ListBundlesResponse)(nil),     // 27: sigil.admin.v1.ListBundlesResponse
-	(*SetBundleRequest)(nil),        // 28: sigil.admin.v1.SetBundleRequest
-	(*SetBundleResponse)(nil),       // 29: sigil.admin.v1.SetBundleResponse
-	(*DeleteBundleRequest)(nil),     // 30: sigil.admin.v1.DeleteBundleRequest
-	(*DeleteBundleResponse)(nil),    // 31: sigil.admin.v1.DeleteBundleResponse
-	(*CAKey)(nil),                   // 32: sigil.admin.v1.CAKey
-	(*CAStatusRequest)(nil),         // 33: sigil.admin.v1.CAStatusRequest
-	(*CAStatusResponse)(nil),        // 34: sigil.admin.v1.CAStatusResponse
-	(*PrepareCARequest)(nil),        // 35: sigil.admin.v1.PrepareCARequest
-	(*PrepareCAResponse)(nil),       // 36: sigil.admin.v1.PrepareCAResponse
-	(*ActivateCARequest)(nil),       // 37: sigil.admin.v1.ActivateCARequest
-	(*ActivateCAResponse)(nil),      // 38: sigil.admin.v1.ActivateCAResponse
-	(*TaintCARequest)(nil),          // 39: sigil.admin.v1.TaintCARequest
-	(*TaintCAResponse)(nil),         // 40: sigil.admin.v1.TaintCAResponse
-	(*RevokeCARequest)(nil),         // 41: sigil.admin.v1.RevokeCARequest
-	(*RevokeCAResponse)(nil),        // 42: sigil.admin.v1.RevokeCAResponse
-	(*AuditEvent)(nil),              // 43: sigil.admin.v1.AuditEvent
-	(*ListAuditRequest)(nil),        // 44: sigil.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 45: sigil.admin.v1.ListAuditResponse
-	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
+	(*CreateEntriesRequest)(nil),    // 2: sigil.admin.v1.CreateEntriesRequest
+	(*CreateEntriesResponse)(nil),   // 3: sigil.admin.v1.CreateEntriesResponse
+	(*UpdateEntryRequest)(nil),      // 4: sigil.admin.v1.UpdateEntryRequest
+	(*UpdateEntryResponse)(nil),     // 5: sigil.admin.v1.UpdateEntryResponse
+	(*DeleteEntryRequest)(nil),      // 6: sigil.admin.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),     // 7: sigil.admin.v1.DeleteEntryResponse
+	(*GetEntryRequest)(nil),         // 8: sigil.admin.v1.GetEntryRequest
+	(*GetEntryResponse)(nil),        // 9: sigil.admin.v1.GetEntryResponse
+	(*ListEntriesRequest)(nil),      // 10: sigil.admin.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),     // 11: sigil.admin.v1.ListEntriesResponse
+	(*CreateJoinTokenRequest)(nil),  // 12: sigil.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil), // 13: sigil.admin.v1.CreateJoinTokenResponse
+	(*Agent)(nil),                   // 14: sigil.admin.v1.Agent
+	(*ListAgentsRequest)(nil),       // 15: sigil.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),      // 16: sigil.admin.v1.ListAgentsResponse
+	(*EvictAgentRequest)(nil),       // 17: sigil.admin.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),      // 18: sigil.admin.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),         // 19: sigil.admin.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),        // 20: sigil.admin.v1.BanAgentResponse
+	(*GetBundleRequest)(nil),        // 21: sigil.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),       // 22: sigil.admin.v1.GetBundleResponse
+	(*ListBundlesRequest)(nil),      // 23: sigil.admin.v1.ListBundlesRequest
+	(*ListBundlesResponse)(nil),     // 24: sigil.admin.v1.ListBundlesResponse
+	(*SetBundleRequest)(nil),        // 25: sigil.admin.v1.SetBundleRequest
+	(*SetBundleResponse)(nil),       // 26: sigil.admin.v1.SetBundleResponse
+	(*DeleteBundleRequest)(nil),     // 27: sigil.admin.v1.DeleteBundleRequest
+	(*DeleteBundleResponse)(nil),    // 28: sigil.admin.v1.DeleteBundleResponse
+	(*CAKey)(nil),                   // 29: sigil.admin.v1.CAKey
+	(*CAStatusRequest)(nil),         // 30: sigil.admin.v1.CAStatusRequest
+	(*CAStatusResponse)(nil),        // 31: sigil.admin.v1.CAStatusResponse
+	(*PrepareCARequest)(nil),        // 32: sigil.admin.v1.PrepareCARequest
+	(*PrepareCAResponse)(nil),       // 33: sigil.admin.v1.PrepareCAResponse
+	(*ActivateCARequest)(nil),       // 34: sigil.admin.v1.ActivateCARequest
+	(*ActivateCAResponse)(nil),      // 35: sigil.admin.v1.ActivateCAResponse
+	(*TaintCARequest)(nil),          // 36: sigil.admin.v1.TaintCARequest
+	(*TaintCAResponse)(nil),         // 37: sigil.admin.v1.TaintCAResponse
+	(*RevokeCARequest)(nil),         // 38: sigil.admin.v1.RevokeCARequest
+	(*RevokeCAResponse)(nil),        // 39: sigil.admin.v1.RevokeCAResponse
+	(*AuditEvent)(nil),              // 40: sigil.admin.v1.AuditEvent
+	(*ListAuditRequest)(nil),        // 41: sigil.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 42: sigil.admin.v1.ListAuditResponse
+	(*v1.Entry)(nil),                // 43: sigil.types.v1.Entry
+	(*durationpb.Duration)(nil),     // 44: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 45: google.protobuf.Timestamp
+	(*v1.Bundle)(nil),               // 46: sigil.types.v1.Bundle
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	46, // 0: sigil.admin.v1.Entry.x509_ttl:type_name -> google.protobuf.Duration
-	46, // 1: sigil.admin.v1.Entry.jwt_ttl:type_name -> google.protobuf.Duration
-	47, // 2: sigil.admin.v1.Entry.created_at:type_name -> google.protobuf.Timestamp
-	2,  // 3: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.admin.v1.Entry
-	2,  // 4: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.admin.v1.Entry
-	2,  // 5: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.admin.v1.Entry
-	2,  // 6: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.admin.v1.Entry
-	2,  // 7: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.admin.v1.Entry
-	2,  // 8: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.admin.v1.Entry
-	2,  // 9: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.admin.v1.Entry
-	46, // 10: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	47, // 11: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	47, // 12: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	47, // 13: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	47, // 14: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
-	15, // 15: sigil.admin.v1.ListAgentsResponse.agents:type_name -> sigil.admin.v1.Agent
-	15, // 16: sigil.admin.v1.BanAgentResponse.agent:type_name -> sigil.admin.v1.Agent
-	47, // 17: sigil.admin.v1.JWTAuthority.expires_at:type_name -> google.protobuf.Timestamp
-	22, // 18: sigil.admin.v1.Bundle.jwt_authorities:type_name -> sigil.admin.v1.JWTAuthority
-	46, // 19: sigil.admin.v1.Bundle.refresh_hint:type_name -> google.protobuf.Duration
-	23, // 20: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.admin.v1.Bundle
-	23, // 21: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.admin.v1.Bundle
-	0,  // 22: sigil.admin.v1.SetBundleRequest.format:type_name -> sigil.admin.v1.BundleFormat
-	23, // 23: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.admin.v1.Bundle
-	1,  // 24: sigil.admin.v1.CAKey.kind:type_name -> sigil.admin.v1.KeyKind
-	47, // 25: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	47, // 26: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
-	32, // 27: sigil.admin.v1.CAStatusResponse.keys:type_name -> sigil.admin.v1.CAKey
-	1,  // 28: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	32, // 29: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 30: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	32, // 31: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 32: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	1,  // 33: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	47, // 34: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	43, // 35: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
-	3,  // 36: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
-	5,  // 37: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
-	7,  // 38: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
-	9,  // 39: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
-	11, // 40: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
-	13, // 41: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
-	16, // 42: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
-	18, // 43: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
-	20, // 44: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
-	24, // 45: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
-	26, // 46: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
-	28, // 47: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
-	30, // 48: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
-	33, // 49: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
-	35, // 50: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
-	37, // 51: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
-	39, // 52: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
-	41, // 53: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
-	44, // 54: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
-	4,  // 55: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
-	6,  // 56: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
-	8,  // 57: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
-	10, // 58: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
-	12, // 59: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
-	14, // 60: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
-	17, // 61: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
-	19, // 62: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
-	21, // 63: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
-	25, // 64: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
-	27, // 65: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
-	29, // 66: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
-	31, // 67: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
-	34, // 68: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
-	36, // 69: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
-	38, // 70: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
-	40, // 71: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
-	42, // 72: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
-	45, // 73: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
-	55, // [55:74] is the sub-list for method output_type
-	36, // [36:55] is the sub-list for method input_type
-	36, // [36:36] is the sub-list for extension type_name
-	36, // [36:36] is the sub-list for extension extendee
-	0,  // [0:36] is the sub-list for field type_name
+	43, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
+	43, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	43, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
+	43, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	43, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	43, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	43, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	44, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	45, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	45, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	45, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	14, // 12: sigil.admin.v1.ListAgentsResponse.agents:type_name -> sigil.admin.v1.Agent
+	14, // 13: sigil.admin.v1.BanAgentResponse.agent:type_name -> sigil.admin.v1.Agent
+	46, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	46, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
+	0,  // 16: sigil.admin.v1.SetBundleRequest.format:type_name -> sigil.admin.v1.BundleFormat
+	46, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	1,  // 18: sigil.admin.v1.CAKey.kind:type_name -> sigil.admin.v1.KeyKind
+	45, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	45, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	29, // 21: sigil.admin.v1.CAStatusResponse.keys:type_name -> sigil.admin.v1.CAKey
+	1,  // 22: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 23: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 24: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 25: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 26: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	1,  // 27: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	45, // 28: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	40, // 29: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
+	2,  // 30: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
+	4,  // 31: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
+	6,  // 32: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
+	8,  // 33: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
+	10, // 34: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
+	12, // 35: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
+	15, // 36: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
+	17, // 37: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
+	19, // 38: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
+	21, // 39: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
+	23, // 40: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
+	25, // 41: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
+	27, // 42: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
+	30, // 43: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
+	32, // 44: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
+	34, // 45: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
+	36, // 46: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
+	38, // 47: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
+	41, // 48: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
+	3,  // 49: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
+	5,  // 50: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
+	7,  // 51: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
+	9,  // 52: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
+	11, // 53: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
+	13, // 54: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
+	16, // 55: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
+	18, // 56: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
+	20, // 57: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
+	22, // 58: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
+	24, // 59: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
+	26, // 60: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
+	28, // 61: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
+	31, // 62: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
+	33, // 63: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
+	35, // 64: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
+	37, // 65: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
+	39, // 66: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
+	42, // 67: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
+	49, // [49:68] is the sub-list for method output_type
+	30, // [30:49] is the sub-list for method input_type
+	30, // [30:30] is the sub-list for extension type_name
+	30, // [30:30] is the sub-list for extension extendee
+	0,  // [0:30] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -2674,7 +2370,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   41,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -16,7 +16,7 @@
 package nodev1
 
 import (
-	v1 "github.com/sigilhq/sigil/api/admin/v1"
+	v1 "github.com/sigilhq/sigil/api/types/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
@@ -864,7 +864,7 @@ var File_api_node_v1_node_proto protoreflect.FileDescriptor
 
 const file_api_node_v1_node_proto_rawDesc = "" +
 	"\n" +
-	"\x16api/node/v1/node.proto\x12\rsigil.node.v1\x1a\x18api/admin/v1/admin.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n" +
+	"\x16api/node/v1/node.proto\x12\rsigil.node.v1\x1a\x18api/types/v1/types.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x7f\n" +
 	"\rAttestRequest\x125\n" +
 	"\x06params\x18\x01 \x01(\v2\x1b.sigil.node.v1.AttestParamsH\x00R\x06params\x12/\n" +
 	"\x12challenge_response\x18\x02 \x01(\fH\x00R\x11challengeResponseB\x06\n" +
@@ -882,7 +882,7 @@ const file_api_node_v1_node_proto_rawDesc = "" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1d\n" +
 	"\n" +
 	"cert_chain\x18\x02 \x03(\fR\tcertChain\x12.\n" +
-	"\x06bundle\x18\x03 \x01(\v2\x16.sigil.admin.v1.BundleR\x06bundle\"%\n" +
+	"\x06bundle\x18\x03 \x01(\v2\x16.sigil.types.v1.BundleR\x06bundle\"%\n" +
 	"\x11RenewAgentRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"B\n" +
 	"\x12RenewAgentResponse\x12,\n" +
@@ -892,9 +892,9 @@ const file_api_node_v1_node_proto_rawDesc = "" +
 	"\fSyncResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12/\n" +
-	"\aentries\x18\x03 \x03(\v2\x15.sigil.admin.v1.EntryR\aentries\x12*\n" +
+	"\aentries\x18\x03 \x03(\v2\x15.sigil.types.v1.EntryR\aentries\x12*\n" +
 	"\x11deleted_entry_ids\x18\x04 \x03(\tR\x0fdeletedEntryIds\x120\n" +
-	"\abundles\x18\x05 \x03(\v2\x16.sigil.admin.v1.BundleR\abundles\x12/\n" +
+	"\abundles\x18\x05 \x03(\v2\x16.sigil.types.v1.BundleR\abundles\x12/\n" +
 	"\x14tainted_x509_key_ids\x18\x06 \x03(\tR\x11taintedX509KeyIds\x12/\n" +
 	"\x14revoked_x509_key_ids\x18\a \x03(\tR\x11revokedX509KeyIds\"F\n" +
 	"\x14SignX509SVIDsRequest\x12.\n" +
@@ -954,17 +954,17 @@ var file_api_node_v1_node_proto_goTypes = []any{
 	(*SignResult)(nil),            // 11: sigil.node.v1.SignResult
 	(*MintJWTSVIDRequest)(nil),    // 12: sigil.node.v1.MintJWTSVIDRequest
 	(*MintJWTSVIDResponse)(nil),   // 13: sigil.node.v1.MintJWTSVIDResponse
-	(*v1.Bundle)(nil),             // 14: sigil.admin.v1.Bundle
-	(*v1.Entry)(nil),              // 15: sigil.admin.v1.Entry
+	(*v1.Bundle)(nil),             // 14: sigil.types.v1.Bundle
+	(*v1.Entry)(nil),              // 15: sigil.types.v1.Entry
 	(*timestamppb.Timestamp)(nil), // 16: google.protobuf.Timestamp
 }
 var file_api_node_v1_node_proto_depIdxs = []int32{
 	1,  // 0: sigil.node.v1.AttestRequest.params:type_name -> sigil.node.v1.AttestParams
 	3,  // 1: sigil.node.v1.AttestResponse.result:type_name -> sigil.node.v1.AgentSVID
-	14, // 2: sigil.node.v1.AgentSVID.bundle:type_name -> sigil.admin.v1.Bundle
+	14, // 2: sigil.node.v1.AgentSVID.bundle:type_name -> sigil.types.v1.Bundle
 	3,  // 3: sigil.node.v1.RenewAgentResponse.svid:type_name -> sigil.node.v1.AgentSVID
-	15, // 4: sigil.node.v1.SyncResponse.entries:type_name -> sigil.admin.v1.Entry
-	14, // 5: sigil.node.v1.SyncResponse.bundles:type_name -> sigil.admin.v1.Bundle
+	15, // 4: sigil.node.v1.SyncResponse.entries:type_name -> sigil.types.v1.Entry
+	14, // 5: sigil.node.v1.SyncResponse.bundles:type_name -> sigil.types.v1.Bundle
 	9,  // 6: sigil.node.v1.SignX509SVIDsRequest.csrs:type_name -> sigil.node.v1.CSRForEntry
 	11, // 7: sigil.node.v1.SignX509SVIDsResponse.results:type_name -> sigil.node.v1.SignResult
 	16, // 8: sigil.node.v1.MintJWTSVIDResponse.expires_at:type_name -> google.protobuf.Timestamp

@@ -6,14 +6,14 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
 // EntryToProto converts a registration entry.
-func EntryToProto(e store.Entry) *adminv1.Entry {
-	return &adminv1.Entry{
+func EntryToProto(e store.Entry) *typesv1.Entry {
+	return &typesv1.Entry{
 		Id:            e.ID,
 		SpiffeId:      e.SPIFFEID,
 		ParentId:      e.ParentID,
@@ -30,15 +30,15 @@ func EntryToProto(e store.Entry) *adminv1.Entry {
 }
 
 // BundleToProto converts a trust bundle.
-func BundleToProto(b store.Bundle) *adminv1.Bundle {
-	out := &adminv1.Bundle{
+func BundleToProto(b store.Bundle) *typesv1.Bundle {
+	out := &typesv1.Bundle{
 		TrustDomain:     b.TrustDomain,
 		X509Authorities: b.X509Authorities,
 		RefreshHint:     DurationOrNil(b.RefreshHint),
 		Sequence:        b.Sequence,
 	}
 	for _, j := range b.JWTAuthorities {
-		out.JwtAuthorities = append(out.JwtAuthorities, &adminv1.JWTAuthority{
+		out.JwtAuthorities = append(out.JwtAuthorities, &typesv1.JWTAuthority{
 			KeyId:     j.KeyID,
 			PublicKey: j.PublicKey,
 			ExpiresAt: TimeOrNil(j.ExpiresAt),
@@ -48,8 +48,8 @@ func BundleToProto(b store.Bundle) *adminv1.Bundle {
 }
 
 // BundlesToProto converts trust bundles.
-func BundlesToProto(bs []store.Bundle) []*adminv1.Bundle {
-	out := make([]*adminv1.Bundle, len(bs))
+func BundlesToProto(bs []store.Bundle) []*typesv1.Bundle {
+	out := make([]*typesv1.Bundle, len(bs))
 	for i, b := range bs {
 		out[i] = BundleToProto(b)
 	}

@@ -1,3 +1,0 @@
-// Package apiconv converts store records into the API messages that the
-// admin and node APIs share.
-package apiconv
