@@ -134,7 +134,7 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// Cache is the agent's SVID cache: the workloadapi.Source to serve.
+// Cache is the agent's SVID cache: the source the Workload API and SDS serve.
 func (a *Agent) Cache() *cache.Cache { return a.cache }
 
 // ID is the agent's SPIFFE ID once it has an identity.

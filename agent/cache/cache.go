@@ -19,7 +19,6 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/internal/selector"
@@ -31,8 +30,6 @@ type Client interface {
 	SignX509SVIDs(ctx context.Context, in *nodev1.SignX509SVIDsRequest, opts ...grpc.CallOption) (*nodev1.SignX509SVIDsResponse, error)
 	MintJWTSVID(ctx context.Context, in *nodev1.MintJWTSVIDRequest, opts ...grpc.CallOption) (*nodev1.MintJWTSVIDResponse, error)
 }
-
-var _ workloadapi.Source = (*Cache)(nil)
 
 // Config configures a Cache.
 type Config struct {

@@ -16,11 +16,11 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
+	"github.com/sigilhq/sigil/internal/workload"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -212,18 +212,18 @@ func mustMint(t *testing.T, c *Cache) time.Time {
 }
 
 // latest takes the Update waiting on a subscription, failing if none is.
-func latest(t *testing.T, sub workloadapi.Subscription) workloadapi.Update {
+func latest(t *testing.T, sub workload.Subscription) workload.Update {
 	t.Helper()
 	select {
 	case u := <-sub.Updates():
 		return u
 	default:
 		t.Fatal("no update waiting")
-		return workloadapi.Update{}
+		return workload.Update{}
 	}
 }
 
-func noUpdate(t *testing.T, sub workloadapi.Subscription) {
+func noUpdate(t *testing.T, sub workload.Subscription) {
 	t.Helper()
 	select {
 	case u := <-sub.Updates():
@@ -232,7 +232,7 @@ func noUpdate(t *testing.T, sub workloadapi.Subscription) {
 	}
 }
 
-func ids(u workloadapi.Update) []string {
+func ids(u workload.Update) []string {
 	var out []string
 	for _, i := range u.Identities {
 		out = append(out, i.EntryID+"="+i.SVID.ID.String())
@@ -317,7 +317,7 @@ func TestSubscribeFanOut(t *testing.T) {
 	})
 	t.Run("bundle change reaches everyone", func(t *testing.T) {
 		mustApply(t, c, &nodev1.SyncResponse{Revision: 7, Bundles: []*adminv1.Bundle{bundlePB(t, "example.org", s.ca, 2)}})
-		for _, sub := range []workloadapi.Subscription{web, db, nobody} {
+		for _, sub := range []workload.Subscription{web, db, nobody} {
 			if seq, _ := latest(t, sub).Bundle.SequenceNumber(); seq != 2 {
 				t.Errorf("sequence %d", seq)
 			}
@@ -530,10 +530,10 @@ func TestFetchJWTSVID(t *testing.T) {
 	if fresh[0].Token == got[1].Token || s.jwtMint != 3 {
 		t.Errorf("reused past half life")
 	}
-	if _, err := c.FetchJWTSVID(ctx, sels("unix:uid:9"), spiffeid.ID{}, []string{"x"}); !errors.Is(err, workloadapi.ErrNoIdentity) {
+	if _, err := c.FetchJWTSVID(ctx, sels("unix:uid:9"), spiffeid.ID{}, []string{"x"}); !errors.Is(err, workload.ErrNoIdentity) {
 		t.Errorf("no identity: err = %v", err)
 	}
-	if _, err := c.FetchJWTSVID(ctx, ws, spiffeid.RequireFromString("spiffe://example.org/zzz"), []string{"x"}); !errors.Is(err, workloadapi.ErrNoIdentity) {
+	if _, err := c.FetchJWTSVID(ctx, ws, spiffeid.RequireFromString("spiffe://example.org/zzz"), []string{"x"}); !errors.Is(err, workload.ErrNoIdentity) {
 		t.Errorf("foreign id: err = %v", err)
 	}
 	if _, err := c.FetchJWTSVID(ctx, ws, spiffeid.ID{}, nil); err == nil {
