@@ -27,6 +27,7 @@ import (
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/svidstore"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/internal/clock"
 )
 
 // ServeFunc serves workloads (Workload API, SDS) from the cache until ctx
@@ -58,8 +59,8 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff towards the CA; defaults
 	// 500ms and 30s.
 	RetryMin, RetryMax time.Duration
-	Now                func() time.Time // default time.Now
-	Rand               func() float64   // [0, 1); default math/rand/v2
+	Clock              clock.Clock    // default the wall clock
+	Rand               func() float64 // [0, 1); default math/rand/v2
 	Logger             *slog.Logger
 }
 
@@ -94,8 +95,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("agent: data dir is required")
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = randv2.Float64
@@ -122,7 +123,7 @@ func New(cfg Config) (*Agent, error) {
 		BatchSize:   cfg.BatchSize,
 		RetryMin:    cfg.RetryMin,
 		RetryMax:    cfg.RetryMax,
-		Now:         cfg.Now,
+		Clock:       cfg.Clock,
 		Rand:        cfg.Rand,
 		Logger:      cfg.Logger,
 		Metrics:     cache.NewMetrics(cfg.Registerer),

@@ -64,7 +64,7 @@ func (c *Cache) FetchJWTSVID(ctx context.Context, sels selector.Set, id spiffeid
 
 func (c *Cache) jwt(ctx context.Context, entryID string, aud []string) (string, error) {
 	key := entryID + "\x00" + strings.Join(aud, "\x00")
-	now := c.cfg.Now()
+	now := c.cfg.Clock.Now()
 	c.jwtMu.Lock()
 	hit, ok := c.jwts[key]
 	c.jwtMu.Unlock()

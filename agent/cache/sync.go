@@ -15,6 +15,7 @@ import (
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -43,7 +44,7 @@ func (c *Cache) runSync(ctx context.Context) {
 			// a healthy stream, reopened at once on the new one.
 			continue
 		}
-		if !sleep(ctx, d) {
+		if !clock.Sleep(ctx, c.cfg.Clock, d) {
 			return
 		}
 	}
