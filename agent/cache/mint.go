@@ -35,7 +35,6 @@ func (c *Cache) runMint(ctx context.Context) {
 		if next.IsZero() && err == nil {
 			wait = time.Hour
 		}
-		wait = max(wait, 0)
 		t := c.cfg.Clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
