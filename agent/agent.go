@@ -28,6 +28,7 @@ import (
 	"github.com/sigilhq/sigil/agent/svidstore"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/internal/bundleconv"
+	"github.com/sigilhq/sigil/internal/clock"
 )
 
 // ServeFunc serves workloads (Workload API, SDS) from the cache until ctx
@@ -59,8 +60,8 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff towards the CA; defaults
 	// 500ms and 30s.
 	RetryMin, RetryMax time.Duration
-	Now                func() time.Time // default time.Now
-	Rand               func() float64   // [0, 1); default math/rand/v2
+	Clock              clock.Clock    // default the wall clock
+	Rand               func() float64 // [0, 1); default math/rand/v2
 	Logger             *slog.Logger
 }
 
@@ -95,8 +96,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.DataDir == "" {
 		return nil, errors.New("agent: data dir is required")
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = randv2.Float64
@@ -123,7 +124,7 @@ func New(cfg Config) (*Agent, error) {
 		BatchSize:   cfg.BatchSize,
 		RetryMin:    cfg.RetryMin,
 		RetryMax:    cfg.RetryMax,
-		Now:         cfg.Now,
+		Clock:       cfg.Clock,
 		Rand:        cfg.Rand,
 		Logger:      cfg.Logger,
 		Metrics:     cache.NewMetrics(cfg.Registerer),
@@ -135,7 +136,7 @@ func New(cfg Config) (*Agent, error) {
 	return a, nil
 }
 
-// Cache is the agent's SVID cache: the workloadapi.Source to serve.
+// Cache is the agent's SVID cache: the source the Workload API and SDS serve.
 func (a *Agent) Cache() *cache.Cache { return a.cache }
 
 // ID is the agent's SPIFFE ID once it has an identity.

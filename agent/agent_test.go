@@ -21,7 +21,6 @@ import (
 	"github.com/sigilhq/sigil/agent"
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/svidstore"
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/keys"
 	"github.com/sigilhq/sigil/ca/nodeapi"
@@ -32,6 +31,7 @@ import (
 	"github.com/sigilhq/sigil/ca/upstream"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
+	"github.com/sigilhq/sigil/internal/workload"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -248,7 +248,7 @@ func sels(ss ...string) selector.Set {
 
 // waitFor reads updates until ok accepts one, failing after a generous
 // timeout (never a timing assertion: only a bound on a hung test).
-func waitFor(t *testing.T, sub workloadapi.Subscription, what string, ok func(workloadapi.Update) bool) workloadapi.Update {
+func waitFor(t *testing.T, sub workload.Subscription, what string, ok func(workload.Update) bool) workload.Update {
 	t.Helper()
 	timeout := time.After(30 * time.Second)
 	for {
@@ -263,8 +263,8 @@ func waitFor(t *testing.T, sub workloadapi.Subscription, what string, ok func(wo
 	}
 }
 
-func hasID(id string) func(workloadapi.Update) bool {
-	return func(u workloadapi.Update) bool {
+func hasID(id string) func(workload.Update) bool {
+	return func(u workload.Update) bool {
 		return len(u.Identities) == 1 && u.Identities[0].SVID.ID.String() == id
 	}
 }
@@ -301,7 +301,7 @@ func TestAgentAgainstCA(t *testing.T) {
 
 	t.Run("rotation", func(t *testing.T) {
 		serial := first.Identities[0].SVID.Certificates[0].SerialNumber
-		waitFor(t, web, "a rotated web SVID", func(u workloadapi.Update) bool {
+		waitFor(t, web, "a rotated web SVID", func(u workload.Update) bool {
 			return len(u.Identities) == 1 && u.Identities[0].SVID.Certificates[0].SerialNumber.Cmp(serial) != 0
 		})
 		if n := value(t, reg, "sigil_agent_svid_rotations_total", ""); n < 1 {
@@ -313,7 +313,7 @@ func TestAgentAgainstCA(t *testing.T) {
 		if _, err := tc.store.DeleteEntry(context.Background(), "test", db.ID); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, dbSub, "the db SVID to go", func(u workloadapi.Update) bool { return len(u.Identities) == 0 })
+		waitFor(t, dbSub, "the db SVID to go", func(u workload.Update) bool { return len(u.Identities) == 0 })
 	})
 
 	t.Run("CA stopped, then started again", func(t *testing.T) {
@@ -333,7 +333,7 @@ func TestAgentAgainstCA(t *testing.T) {
 			t.Fatal("served an expired SVID")
 		}
 		tc.Start()
-		waitFor(t, web, "rotation after the CA came back", func(u workloadapi.Update) bool {
+		waitFor(t, web, "rotation after the CA came back", func(u workload.Update) bool {
 			return len(u.Identities) == 1 && u.Identities[0].SVID.Certificates[0].SerialNumber.Cmp(held.Certificates[0].SerialNumber) != 0 &&
 				u.Identities[0].SVID.Certificates[0].NotBefore.After(held.Certificates[0].NotBefore)
 		})
@@ -458,7 +458,7 @@ func TestX509PoPAttestsAgainAfterEviction(t *testing.T) {
 	}
 	sub2 := a.Cache().Subscribe(sels("unix:uid:1000", "unix:gid:5"))
 	defer sub2.Close()
-	waitFor(t, sub2, "both SVIDs after re-attesting", func(u workloadapi.Update) bool { return len(u.Identities) == 2 })
+	waitFor(t, sub2, "both SVIDs after re-attesting", func(u workload.Update) bool { return len(u.Identities) == 2 })
 }
 
 func TestTaintedKeyReissuesAtOnce(t *testing.T) {
@@ -490,7 +490,7 @@ func TestTaintedKeyReissuesAtOnce(t *testing.T) {
 	if err := tc.ca.Taint(ctx, ca.X509, old); err != nil {
 		t.Fatal(err)
 	}
-	u := waitFor(t, sub, "a web SVID from the new key", func(u workloadapi.Update) bool {
+	u := waitFor(t, sub, "a web SVID from the new key", func(u workload.Update) bool {
 		return len(u.Identities) == 1 && !bytes.Equal(u.Identities[0].SVID.Certificates[1].Raw, first.Certificates[1].Raw)
 	})
 	// An hour-long SVID is nowhere near rotation: only the taint explains it.

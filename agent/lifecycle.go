@@ -13,6 +13,7 @@ import (
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/svidstore"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/internal/clock"
 )
 
 // callTimeout bounds one attestation or renewal call.
@@ -28,7 +29,7 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 	case err != nil:
 		return fmt.Errorf("%w (remove the file to attest again)", err)
 	}
-	if prev != nil && a.cfg.Now().Before(prev.NotAfter()) {
+	if prev != nil && a.cfg.Clock.Now().Before(prev.NotAfter()) {
 		a.mu.Lock()
 		a.id = prev
 		a.mu.Unlock()
@@ -59,12 +60,8 @@ func (a *Agent) attestRetrying(ctx context.Context, prev *svidstore.Identity) er
 		}
 		d := cache.Backoff(attempt, a.cfg.RetryMin, a.cfg.RetryMax, a.cfg.Rand())
 		a.cfg.Logger.Warn("cannot reach the CA to attest; retrying", "error", err, "retry_in", d)
-		t := time.NewTimer(d)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if !clock.Sleep(ctx, a.cfg.Clock, d) {
 			return ctx.Err()
-		case <-t.C:
 		}
 	}
 }
@@ -161,17 +158,17 @@ func (a *Agent) runRenewal(ctx context.Context) error {
 	attempt := 0
 	for {
 		leaf := a.current().SVID.Certificates[0]
-		wait := cache.RotateAt(leaf.NotBefore, leaf.NotAfter, jitter).Sub(a.cfg.Now())
+		wait := cache.RotateAt(leaf.NotBefore, leaf.NotAfter, jitter).Sub(a.cfg.Clock.Now())
 		if attempt > 0 {
 			// Already due, and the last try failed.
 			wait = cache.Backoff(attempt-1, a.cfg.RetryMin, a.cfg.RetryMax, a.cfg.Rand())
 		}
-		t := time.NewTimer(max(wait, 0))
+		t := a.cfg.Clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return nil
-		case <-t.C:
+		case <-t.C():
 		case <-a.denied:
 			t.Stop()
 		}

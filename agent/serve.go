@@ -13,6 +13,8 @@ import (
 	"github.com/sigilhq/sigil/agent/workloadapi"
 )
 
+var _ workloadapi.Source = (*cache.Cache)(nil)
+
 // SocketConfig says how to serve the agent's unix socket.
 type SocketConfig struct {
 	Path     string

@@ -19,7 +19,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -32,32 +31,17 @@ import (
 	"github.com/sigilhq/sigil/ca/keys"
 	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
+	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/hsmtest"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
-// clock is a fake clock the tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *clock { return &clock{t: time.Now().UTC().Truncate(time.Second)} }
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
+func newClock() *clock.Fake { return clock.NewFake(time.Now().UTC().Truncate(time.Second)) }
 
 type env struct {
 	ca    *ca.CA
-	clock *clock
+	clock *clock.Fake
 	store *sqlstore.Store
 	keys  ca.KeyManager
 	up    ca.Upstream
@@ -352,7 +336,7 @@ func TestRotationOnAFakeClock(t *testing.T) {
 	svids = append(svids, e.sign(t, "spiffe://example.org/a"))
 
 	// Before half life nothing changes.
-	e.clock.Add(11 * time.Hour)
+	e.clock.Advance(11 * time.Hour)
 	if err := e.ca.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -360,7 +344,7 @@ func TestRotationOnAFakeClock(t *testing.T) {
 		t.Fatalf("prepared before half life: %v", got)
 	}
 	// At half life the next keys are prepared and published.
-	e.clock.Add(time.Hour + time.Minute)
+	e.clock.Advance(time.Hour + time.Minute)
 	if err := e.ca.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -384,7 +368,7 @@ func TestRotationOnAFakeClock(t *testing.T) {
 	check("after prepare")
 
 	// At 5/6 of life the prepared key becomes active.
-	e.clock.Add(8 * time.Hour)
+	e.clock.Advance(8 * time.Hour)
 	if err := e.ca.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +387,7 @@ func TestRotationOnAFakeClock(t *testing.T) {
 
 	// Past the first key's expiry it is retired from the journal, and
 	// everything signed since still verifies.
-	e.clock.Add(5 * time.Hour)
+	e.clock.Advance(5 * time.Hour)
 	if err := e.ca.Rotate(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -424,7 +408,7 @@ func TestRotationOnAFakeClock(t *testing.T) {
 func TestCADownPastExpiryStartsAFreshKey(t *testing.T) {
 	e := newEnv(t)
 	first := keyIDs(t, e.ca, ca.X509, ca.Active)
-	e.clock.Add(30 * time.Hour)
+	e.clock.Advance(30 * time.Hour)
 	if err := e.ca.Rotate(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -23,7 +23,7 @@ import (
 func BenchmarkRotationFanout1000(b *testing.B) {
 	const streams, perConn = 1000, 100
 	h := newHarness(b)
-	h.src.setEntry("e1", h.ca.Issue(b, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(b, cartID), cartUID)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ctx = metadata.AppendToOutgoingContext(ctx, "test-selectors", cartUID)
@@ -57,7 +57,7 @@ func BenchmarkRotationFanout1000(b *testing.B) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&ms1)
-	if n := h.src.subscribers(); n != streams {
+	if n := h.src.Subscribers(); n != streams {
 		b.Fatalf("%d subscriptions, want %d", n, streams)
 	}
 
@@ -91,7 +91,7 @@ func BenchmarkRotationFanout1000(b *testing.B) {
 			})
 		}
 		start = time.Now()
-		h.src.setEntry("e1", svids[i], cartUID)
+		h.setEntry("e1", svids[i], cartUID)
 		wg.Wait()
 		if failed != nil {
 			b.Fatal(failed)

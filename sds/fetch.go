@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sigilhq/sigil/internal/workload"
 )
 
 // FetchSecrets returns the current secrets for the requested names. Every
@@ -47,7 +49,7 @@ func (s *Server) fetch(ctx context.Context, req *discoveryv3.DiscoveryRequest, l
 	log.Info("sds fetch", "node_id", truncate(req.GetNode().GetId()), "resources", len(names))
 	sub := s.source.Subscribe(sels)
 	defer sub.Close()
-	var u Update
+	var u workload.Update
 	select {
 	case <-ctx.Done():
 		return nil, status.FromContextError(ctx.Err()).Err()

@@ -24,7 +24,7 @@ import (
 // InvalidArgument.
 func FuzzStreamRequests(f *testing.F) {
 	h := newHarness(f)
-	h.src.setEntry("e1", h.ca.Issue(f, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(f, cartID), cartUID)
 	f.Add(false, "default\nROOTCA", "", "", sds.SecretTypeURL, "", "1")
 	f.Add(false, "default\n"+cartID+"\nALL", "1", "v", "", "bad cert", "1")
 	f.Add(true, "default\nspiffe://example.org\nspiffe://partner.test", "1", "abc", sds.SecretTypeURL, "", "")

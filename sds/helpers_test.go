@@ -16,7 +16,6 @@ import (
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
@@ -25,98 +24,9 @@ import (
 	"github.com/sigilhq/sigil/internal/envoytest"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
+	"github.com/sigilhq/sigil/internal/workload/workloadtest"
 	"github.com/sigilhq/sigil/sds"
 )
-
-// memSource is an in-memory sds.Source: registration entries with
-// selectors and SVIDs, our bundle and federated bundles. Every change is
-// delivered to every subscription, latest wins.
-type memSource struct {
-	mu        sync.Mutex
-	entries   map[string]memEntry
-	bundle    *spiffebundle.Bundle
-	federated map[spiffeid.TrustDomain]*spiffebundle.Bundle
-	subs      map[*memSub]struct{}
-}
-
-type memEntry struct {
-	sels []selector.Selector
-	svid *x509svid.SVID
-}
-
-type memSub struct {
-	src  *memSource
-	sels selector.Set
-	ch   chan sds.Update
-}
-
-func newMemSource(bundle *spiffebundle.Bundle) *memSource {
-	return &memSource{
-		entries:   make(map[string]memEntry),
-		bundle:    bundle,
-		federated: make(map[spiffeid.TrustDomain]*spiffebundle.Bundle),
-		subs:      make(map[*memSub]struct{}),
-	}
-}
-
-func (m *memSource) Subscribe(sels selector.Set) sds.Subscription {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	sub := &memSub{src: m, sels: sels, ch: make(chan sds.Update, 1)}
-	m.subs[sub] = struct{}{}
-	m.deliver(sub)
-	return sub
-}
-
-func (s *memSub) Updates() <-chan sds.Update { return s.ch }
-
-func (s *memSub) Close() {
-	s.src.mu.Lock()
-	defer s.src.mu.Unlock()
-	delete(s.src.subs, s)
-}
-
-// deliver replaces whatever the subscriber has not read yet.
-func (m *memSource) deliver(sub *memSub) {
-	u := sds.Update{Bundle: m.bundle, FederatedBundles: make(map[spiffeid.TrustDomain]*spiffebundle.Bundle)}
-	for id, e := range m.entries {
-		if sub.sels.Superset(e.sels) {
-			u.Identities = append(u.Identities, sds.Identity{EntryID: id, SVID: e.svid})
-		}
-	}
-	for td, b := range m.federated {
-		u.FederatedBundles[td] = b
-	}
-	select {
-	case <-sub.ch:
-	default:
-	}
-	sub.ch <- u
-}
-
-// change applies fn and pushes the new state to every subscriber.
-func (m *memSource) change(fn func()) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	fn()
-	for sub := range m.subs {
-		m.deliver(sub)
-	}
-}
-
-func (m *memSource) setEntry(id string, svid *x509svid.SVID, sels ...string) {
-	m.change(func() { m.entries[id] = memEntry{sels: mustSelectors(sels...), svid: svid} })
-}
-
-func (m *memSource) deleteEntry(id string) {
-	m.change(func() { delete(m.entries, id) })
-}
-
-func (m *memSource) subscribers() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.subs)
-}
 
 func mustSelectors(ss ...string) []selector.Selector {
 	sels, err := selector.ParseAll(ss)
@@ -160,7 +70,7 @@ const (
 type harness struct {
 	ca     *testca.CA
 	fedCA  *testca.CA
-	src    *memSource
+	src    *workloadtest.Source
 	reg    *prometheus.Registry
 	socket string
 	client *envoytest.Client
@@ -184,8 +94,8 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// newHarness serves an sds.Server over a real gRPC unix socket, fed by a
-// memSource whose bundle is a testca root.
+// newHarness serves an sds.Server over a real gRPC unix socket, fed by an
+// in-memory source whose bundle holds a testca root.
 func newHarness(t testing.TB, mutate ...func(*sds.Config)) *harness {
 	t.Helper()
 	td := spiffeid.RequireTrustDomainFromString("example.org")
@@ -193,7 +103,7 @@ func newHarness(t testing.TB, mutate ...func(*sds.Config)) *harness {
 	h := &harness{
 		ca:    ca,
 		fedCA: testca.New(t, spiffeid.RequireTrustDomainFromString("partner.test")),
-		src:   newMemSource(spiffebundle.FromX509Authorities(td, ca.Roots())),
+		src:   workloadtest.New(t, ca),
 		reg:   prometheus.NewRegistry(),
 		logs:  &syncBuffer{},
 	}
@@ -231,6 +141,12 @@ func newHarness(t testing.TB, mutate ...func(*sds.Config)) *harness {
 	}
 	t.Cleanup(func() { h.client.Close() })
 	return h
+}
+
+// setEntry registers an entry for the callers with sels (federating with
+// the partner trust domain) holding svid.
+func (h *harness) setEntry(id string, svid *x509svid.SVID, sels ...string) {
+	h.src.Put(workloadtest.Entry{ID: id, Selectors: mustSelectors(sels...), SVID: svid, FederatesWith: []spiffeid.TrustDomain{h.fedCA.TrustDomain()}})
 }
 
 // counter reads a metric from the harness's registry (0 if absent).

@@ -11,11 +11,14 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/sigilhq/sigil/internal/envoytest"
+	"github.com/sigilhq/sigil/internal/testca"
+	"github.com/sigilhq/sigil/internal/workload/workloadtest"
 	"github.com/sigilhq/sigil/sds"
 )
 
@@ -58,8 +61,8 @@ func TestDefaultIsCurrentSVIDAndVerifiesAgainstROOTCA(t *testing.T) {
 	h := newHarness(t)
 	cart := h.ca.Issue(t, cartID)
 	// Two identities: default is the one with the smallest entry ID.
-	h.src.setEntry("entry-b", h.ca.Issue(t, otherID), cartUID)
-	h.src.setEntry("entry-a", cart, cartUID)
+	h.setEntry("entry-b", h.ca.Issue(t, otherID), cartUID)
+	h.setEntry("entry-a", cart, cartUID)
 
 	t.Run("sotw", func(t *testing.T) {
 		s, err := h.client.StreamSecrets(as(t, cartUID), "default", "ROOTCA")
@@ -104,11 +107,9 @@ func TestDefaultIsCurrentSVIDAndVerifiesAgainstROOTCA(t *testing.T) {
 func TestResourceNames(t *testing.T) {
 	h := newHarness(t, func(c *sds.Config) { c.DefaultSVIDName = "svid" })
 	cart, other := h.ca.Issue(t, cartID), h.ca.Issue(t, otherID)
-	h.src.setEntry("e1", cart, cartUID)
-	h.src.setEntry("e2", other, cartUID, "unix:gid:50")
-	h.src.change(func() {
-		h.src.federated[h.fedCA.TrustDomain()] = spiffebundle.FromX509Authorities(h.fedCA.TrustDomain(), h.fedCA.Roots())
-	})
+	h.setEntry("e1", cart, cartUID)
+	h.setEntry("e2", other, cartUID, "unix:gid:50")
+	h.src.SetFederated(h.fedCA.TrustDomain(), spiffebundle.FromX509Authorities(h.fedCA.TrustDomain(), h.fedCA.Roots()))
 
 	pemOf := func(certs []*x509.Certificate) []byte {
 		var out []byte
@@ -202,7 +203,7 @@ func TestResourceNames(t *testing.T) {
 
 func TestRotationReachesEveryOpenStream(t *testing.T) {
 	h := newHarness(t)
-	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 	var (
 		sotw  []*envoytest.SotW
 		delta []*envoytest.Delta
@@ -230,7 +231,7 @@ func TestRotationReachesEveryOpenStream(t *testing.T) {
 
 	t.Run("svid rotation", func(t *testing.T) {
 		rotated := h.ca.Issue(t, cartID)
-		h.src.setEntry("e1", rotated, cartUID)
+		h.setEntry("e1", rotated, cartUID)
 		for i, s := range sotw {
 			resp, err := s.Next(as(t))
 			if err != nil {
@@ -255,9 +256,7 @@ func TestRotationReachesEveryOpenStream(t *testing.T) {
 	t.Run("bundle change", func(t *testing.T) {
 		next := h.ca.Chain(t, 1) // same root; publish a second root as well
 		extra := h.fedCA.Roots()[0]
-		h.src.change(func() {
-			h.src.bundle = spiffebundle.FromX509Authorities(h.ca.TrustDomain(), append(next.Roots(), extra))
-		})
+		h.src.SetBundle(spiffebundle.FromX509Authorities(h.ca.TrustDomain(), append(next.Roots(), extra)))
 		for _, s := range sotw {
 			if _, err := s.Next(as(t)); err != nil {
 				t.Fatal(err)
@@ -284,7 +283,7 @@ func TestRotationReachesEveryOpenStream(t *testing.T) {
 
 func TestPendingNameIsSentWhenAvailable(t *testing.T) {
 	h := newHarness(t)
-	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 
 	t.Run("sotw", func(t *testing.T) {
 		s, err := h.client.StreamSecrets(as(t, cartUID), "default", otherID)
@@ -300,14 +299,14 @@ func TestPendingNameIsSentWhenAvailable(t *testing.T) {
 			t.Fatalf("first response: want only default, got %d resources", len(resp.GetResources()))
 		}
 		other := h.ca.Issue(t, otherID)
-		h.src.setEntry("e2", other, cartUID)
+		h.setEntry("e2", other, cartUID)
 		if _, err := s.Next(as(t)); err != nil {
 			t.Fatal(err)
 		}
 		if s.Secret(otherID) == nil || !sameSerial(leaf(t, s.Secret(otherID)), other.Certificates[0]) {
 			t.Fatal("the pending SVID was not sent once it existed")
 		}
-		h.src.deleteEntry("e2")
+		h.src.Delete("e2")
 	})
 	t.Run("delta", func(t *testing.T) {
 		d, err := h.client.DeltaSecrets(as(t, cartUID), otherID)
@@ -326,7 +325,7 @@ func TestPendingNameIsSentWhenAvailable(t *testing.T) {
 		if d.Secret(otherID) != nil {
 			t.Fatal("other sent before it existed")
 		}
-		h.src.setEntry("e2", h.ca.Issue(t, otherID), cartUID)
+		h.setEntry("e2", h.ca.Issue(t, otherID), cartUID)
 		resp, err := d.Next(as(t))
 		if err != nil {
 			t.Fatal(err)
@@ -343,7 +342,7 @@ func TestPendingNameIsSentWhenAvailable(t *testing.T) {
 		}
 		defer s.Close()
 		svid := h.ca.Issue(t, "spiffe://example.org/late")
-		h.src.setEntry("late", svid, uid)
+		h.setEntry("late", svid, uid)
 		if _, err := s.Next(as(t)); err != nil {
 			t.Fatal(err)
 		}
@@ -355,11 +354,9 @@ func TestPendingNameIsSentWhenAvailable(t *testing.T) {
 
 func TestNACKedVersionIsNotResent(t *testing.T) {
 	h := newHarness(t)
-	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 	unrelated := func() { // a change that leaves "default" as it is
-		h.src.change(func() {
-			h.src.federated[h.fedCA.TrustDomain()] = spiffebundle.FromX509Authorities(h.fedCA.TrustDomain(), h.fedCA.Roots())
-		})
+		h.src.SetFederated(h.fedCA.TrustDomain(), spiffebundle.FromX509Authorities(h.fedCA.TrustDomain(), h.fedCA.Roots()))
 	}
 
 	t.Run("sotw", func(t *testing.T) {
@@ -371,7 +368,7 @@ func TestNACKedVersionIsNotResent(t *testing.T) {
 		if _, err := s.Next(as(t)); err != nil {
 			t.Fatal(err)
 		}
-		h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+		h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 		rejected, err := s.Recv(as(t))
 		if err != nil {
 			t.Fatal(err)
@@ -382,7 +379,7 @@ func TestNACKedVersionIsNotResent(t *testing.T) {
 		h.waitCounter(t, 1, "sigil_sds_nacks_total", "mode", "sotw")
 		unrelated()
 		third := h.ca.Issue(t, cartID)
-		h.src.setEntry("e1", third, cartUID)
+		h.setEntry("e1", third, cartUID)
 		resp, err := s.Next(as(t))
 		if err != nil {
 			t.Fatal(err)
@@ -409,7 +406,7 @@ func TestNACKedVersionIsNotResent(t *testing.T) {
 		if _, err := d.Next(as(t)); err != nil {
 			t.Fatal(err)
 		}
-		h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+		h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 		rejected, err := d.Recv(as(t))
 		if err != nil {
 			t.Fatal(err)
@@ -418,9 +415,9 @@ func TestNACKedVersionIsNotResent(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.waitCounter(t, 1, "sigil_sds_nacks_total", "mode", "delta")
-		h.src.change(func() { delete(h.src.federated, h.fedCA.TrustDomain()) })
+		h.src.SetFederated(h.fedCA.TrustDomain(), nil)
 		third := h.ca.Issue(t, cartID)
-		h.src.setEntry("e1", third, cartUID)
+		h.setEntry("e1", third, cartUID)
 		if _, err := d.Next(as(t)); err != nil {
 			t.Fatal(err)
 		}
@@ -435,7 +432,7 @@ func TestNACKedVersionIsNotResent(t *testing.T) {
 
 func TestStaleNonceIsIgnored(t *testing.T) {
 	h := newHarness(t)
-	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 	s, err := h.client.StreamSecrets(as(t, cartUID), "default")
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +449,7 @@ func TestStaleNonceIsIgnored(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitCounter(t, 1, "sigil_sds_stale_requests_total", "mode", "sotw")
-	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 	resp, err := s.Next(as(t))
 	if err != nil {
 		t.Fatal(err)
@@ -475,7 +472,7 @@ func TestStaleNonceIsIgnored(t *testing.T) {
 
 func TestDeltaRemovalAndReconnect(t *testing.T) {
 	h := newHarness(t)
-	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 	d, err := h.client.DeltaSecrets(as(t, cartUID), "default", cartID, "ROOTCA")
 	if err != nil {
 		t.Fatal(err)
@@ -489,7 +486,7 @@ func TestDeltaRemovalAndReconnect(t *testing.T) {
 	}
 
 	t.Run("identity removed", func(t *testing.T) {
-		h.src.deleteEntry("e1")
+		h.src.Delete("e1")
 		resp, err := d.Next(as(t))
 		if err != nil {
 			t.Fatal(err)
@@ -501,7 +498,7 @@ func TestDeltaRemovalAndReconnect(t *testing.T) {
 		if d.Secret("default") != nil {
 			t.Fatal("client still holds default")
 		}
-		h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+		h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 		resp, err = d.Next(as(t))
 		if err != nil {
 			t.Fatal(err)
@@ -527,7 +524,7 @@ func TestDeltaRemovalAndReconnect(t *testing.T) {
 	})
 	t.Run("reconnect holding a revoked identity", func(t *testing.T) {
 		d.Close()
-		h.src.deleteEntry("e1")
+		h.src.Delete("e1")
 		if err := d.Reconnect(as(t, cartUID)); err != nil {
 			t.Fatal(err)
 		}
@@ -547,7 +544,7 @@ func TestDeltaRemovalAndReconnect(t *testing.T) {
 // until it expires; Delta removes it).
 func TestSotWRemoval(t *testing.T) {
 	h := newHarness(t)
-	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 	s, err := h.client.StreamSecrets(as(t, cartUID), "default")
 	if err != nil {
 		t.Fatal(err)
@@ -557,7 +554,7 @@ func TestSotWRemoval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.src.deleteEntry("e1")
+	h.src.Delete("e1")
 	resp, err := s.Next(as(t))
 	if err != nil {
 		t.Fatal(err)
@@ -566,7 +563,7 @@ func TestSotWRemoval(t *testing.T) {
 		t.Fatalf("after removal: %d resources, version %q (was %q)", len(resp.GetResources()), resp.GetVersionInfo(), first.GetVersionInfo())
 	}
 	svid := h.ca.Issue(t, cartID)
-	h.src.setEntry("e1", svid, cartUID)
+	h.setEntry("e1", svid, cartUID)
 	if _, err := s.Next(as(t)); err != nil {
 		t.Fatal(err)
 	}
@@ -577,7 +574,7 @@ func TestSotWRemoval(t *testing.T) {
 
 func TestSotWReconnectGetsFullState(t *testing.T) {
 	h := newHarness(t)
-	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 	s, err := h.client.StreamSecrets(as(t, cartUID), "default", "ROOTCA")
 	if err != nil {
 		t.Fatal(err)
@@ -604,7 +601,7 @@ func TestSotWReconnectGetsFullState(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	h := newHarness(t)
-	h.src.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
+	h.setEntry("e1", h.ca.Issue(t, cartID), cartUID)
 	tests := []struct {
 		name string
 		sels []string
@@ -676,7 +673,7 @@ func TestRefusals(t *testing.T) {
 }
 
 func TestNewChecksConfig(t *testing.T) {
-	src, att := newMemSource(nil), mdAttestor{}
+	src, att := workloadtest.New(t, testca.New(t, spiffeid.RequireTrustDomainFromString("example.org"))), mdAttestor{}
 	tests := []struct {
 		name string
 		cfg  sds.Config

@@ -20,6 +20,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sigilhq/sigil/internal/workload"
 )
 
 // SecretTypeURL is the xDS type of every resource this package serves.
@@ -47,7 +49,7 @@ type names struct {
 // names lazily and caches each result; it is used by one goroutine only.
 type snapshot struct {
 	names  names
-	update Update
+	update workload.Update
 	certs  *certCache
 	cache  map[string]resolved
 }
@@ -57,7 +59,7 @@ type resolved struct {
 	err error     // set: never servable (bad name)
 }
 
-func newSnapshot(n names, u Update, certs *certCache) *snapshot {
+func newSnapshot(n names, u workload.Update, certs *certCache) *snapshot {
 	return &snapshot{names: n, update: u, certs: certs, cache: make(map[string]resolved)}
 }
 
@@ -130,7 +132,7 @@ func (s *snapshot) resolve(name string) (*resource, error) {
 func (s *snapshot) build(name string) (*resource, error) {
 	switch name {
 	case s.names.defaultSVID:
-		return s.tlsCertificate(name, func(Identity) bool { return true })
+		return s.tlsCertificate(name, func(workload.Identity) bool { return true })
 	case s.names.rootCA:
 		return pack(validationContext(name, s.update.Bundle))
 	case s.names.all:
@@ -151,12 +153,12 @@ func (s *snapshot) build(name string) (*resource, error) {
 		}
 		return pack(validationContext(name, s.update.FederatedBundles[td]))
 	}
-	return s.tlsCertificate(name, func(i Identity) bool { return i.SVID.ID == id })
+	return s.tlsCertificate(name, func(i workload.Identity) bool { return i.SVID.ID == id })
 }
 
 // tlsCertificate serves the matching identity with the smallest entry ID.
-func (s *snapshot) tlsCertificate(name string, match func(Identity) bool) (*resource, error) {
-	var best *Identity
+func (s *snapshot) tlsCertificate(name string, match func(workload.Identity) bool) (*resource, error) {
+	var best *workload.Identity
 	for i := range s.update.Identities {
 		ident := &s.update.Identities[i]
 		if ident.SVID == nil || len(ident.SVID.Certificates) == 0 || ident.SVID.PrivateKey == nil || !match(*ident) {

@@ -19,9 +19,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
+	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -31,8 +31,6 @@ type Client interface {
 	SignX509SVIDs(ctx context.Context, in *nodev1.SignX509SVIDsRequest, opts ...grpc.CallOption) (*nodev1.SignX509SVIDsResponse, error)
 	MintJWTSVID(ctx context.Context, in *nodev1.MintJWTSVIDRequest, opts ...grpc.CallOption) (*nodev1.MintJWTSVIDResponse, error)
 }
-
-var _ workloadapi.Source = (*Cache)(nil)
 
 // Config configures a Cache.
 type Config struct {
@@ -48,8 +46,8 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff after a failed call to the
 	// CA; defaults 500ms and 30s.
 	RetryMin, RetryMax time.Duration
-	Now                func() time.Time // default time.Now
-	Rand               func() float64   // [0, 1); default math/rand/v2
+	Clock              clock.Clock    // default the wall clock
+	Rand               func() float64 // [0, 1); default math/rand/v2
 	Logger             *slog.Logger
 	Metrics            *Metrics
 }
@@ -108,8 +106,8 @@ func New(cfg Config) (*Cache, error) {
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = max(30*time.Second, cfg.RetryMin)
 	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
 	}
 	if cfg.Rand == nil {
 		cfg.Rand = randv2.Float64
@@ -188,17 +186,6 @@ func (c *Cache) poke() {
 	select {
 	case c.wake <- struct{}{}:
 	default:
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }
 

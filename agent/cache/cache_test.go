@@ -11,16 +11,18 @@ import (
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
+	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
+	"github.com/sigilhq/sigil/internal/workload"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -141,23 +143,11 @@ func (s *signer) MintJWTSVID(_ context.Context, in *nodev1.MintJWTSVIDRequest, _
 	return &nodev1.MintJWTSVIDResponse{Token: in.GetEntryId() + "-" + time.Duration(s.jwtMint).String(), ExpiresAt: timestamppb.New(s.now().Add(5 * time.Minute))}, nil
 }
 
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (f *fakeClock) Now() time.Time { f.mu.Lock(); defer f.mu.Unlock(); return f.now }
-func (f *fakeClock) Add(d time.Duration) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
-}
-
-func newTestCache(t testing.TB, batch int) (*Cache, *signer, *fakeClock) {
+func newTestCache(t testing.TB, batch int) (*Cache, *signer, *clock.Fake) {
 	t.Helper()
-	clk := &fakeClock{now: time.Now().Truncate(time.Second)}
+	clk := clock.NewFake(time.Now().Truncate(time.Second))
 	s := &signer{t: t, ca: testca.New(t, td), ttl: time.Hour, keyID: "k1", now: clk.Now, refuse: map[string]bool{}}
-	c, err := New(Config{TrustDomain: td, Client: s, BatchSize: batch, Now: clk.Now, Rand: func() float64 { return 0.5 }})
+	c, err := New(Config{TrustDomain: td, Client: s, BatchSize: batch, Clock: clk, Rand: func() float64 { return 0.5 }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,18 +202,18 @@ func mustMint(t *testing.T, c *Cache) time.Time {
 }
 
 // latest takes the Update waiting on a subscription, failing if none is.
-func latest(t *testing.T, sub workloadapi.Subscription) workloadapi.Update {
+func latest(t *testing.T, sub workload.Subscription) workload.Update {
 	t.Helper()
 	select {
 	case u := <-sub.Updates():
 		return u
 	default:
 		t.Fatal("no update waiting")
-		return workloadapi.Update{}
+		return workload.Update{}
 	}
 }
 
-func noUpdate(t *testing.T, sub workloadapi.Subscription) {
+func noUpdate(t *testing.T, sub workload.Subscription) {
 	t.Helper()
 	select {
 	case u := <-sub.Updates():
@@ -232,7 +222,7 @@ func noUpdate(t *testing.T, sub workloadapi.Subscription) {
 	}
 }
 
-func ids(u workloadapi.Update) []string {
+func ids(u workload.Update) []string {
 	var out []string
 	for _, i := range u.Identities {
 		out = append(out, i.EntryID+"="+i.SVID.ID.String())
@@ -317,7 +307,7 @@ func TestSubscribeFanOut(t *testing.T) {
 	})
 	t.Run("bundle change reaches everyone", func(t *testing.T) {
 		mustApply(t, c, &nodev1.SyncResponse{Revision: 7, Bundles: []*typesv1.Bundle{bundlePB(t, "example.org", s.ca, 2)}})
-		for _, sub := range []workloadapi.Subscription{web, db, nobody} {
+		for _, sub := range []workload.Subscription{web, db, nobody} {
 			if seq, _ := latest(t, sub).Bundle.SequenceNumber(); seq != 2 {
 				t.Errorf("sequence %d", seq)
 			}
@@ -387,7 +377,7 @@ func TestMintBatchesAndRotation(t *testing.T) {
 	if s.calls != 3 {
 		t.Errorf("minted again before rotation was due: %d calls", s.calls)
 	}
-	clk.Add(31 * time.Minute)
+	clk.Advance(31 * time.Minute)
 	mustMint(t, c)
 	if s.calls != 6 {
 		t.Errorf("rotation: %d calls, want 6", s.calls)
@@ -438,7 +428,7 @@ func TestMintBatchesAndRotation(t *testing.T) {
 	})
 	t.Run("CA unreachable keeps SVIDs", func(t *testing.T) {
 		s.fail = errors.New("connection refused")
-		clk.Add(40 * time.Minute)
+		clk.Advance(40 * time.Minute)
 		if _, err := c.MintDue(context.Background()); err == nil {
 			t.Fatal("no error")
 		}
@@ -463,7 +453,7 @@ func TestMintBatchesAndRotation(t *testing.T) {
 		if d := next.Sub(clk.Now()); d <= 0 || d > time.Second {
 			t.Errorf("next retry in %v", d)
 		}
-		clk.Add(time.Second)
+		clk.Advance(time.Second)
 		delete(s.refuse, "refused")
 		mustMint(t, c)
 		if _, n := c.Stats(); n != 251 {
@@ -522,7 +512,7 @@ func TestFetchJWTSVID(t *testing.T) {
 	if len(again) != 1 || again[0].Token != got[1].Token || s.jwtMint != 2 {
 		t.Errorf("not reused: %+v, %d mints", again, s.jwtMint)
 	}
-	clk.Add(151 * time.Second)
+	clk.Advance(151 * time.Second)
 	fresh, err := c.FetchJWTSVID(ctx, ws, spiffeid.RequireFromString("spiffe://example.org/b"), []string{"x", "y"})
 	if err != nil {
 		t.Fatal(err)
@@ -530,13 +520,62 @@ func TestFetchJWTSVID(t *testing.T) {
 	if fresh[0].Token == got[1].Token || s.jwtMint != 3 {
 		t.Errorf("reused past half life")
 	}
-	if _, err := c.FetchJWTSVID(ctx, sels("unix:uid:9"), spiffeid.ID{}, []string{"x"}); !errors.Is(err, workloadapi.ErrNoIdentity) {
+	if _, err := c.FetchJWTSVID(ctx, sels("unix:uid:9"), spiffeid.ID{}, []string{"x"}); !errors.Is(err, workload.ErrNoIdentity) {
 		t.Errorf("no identity: err = %v", err)
 	}
-	if _, err := c.FetchJWTSVID(ctx, ws, spiffeid.RequireFromString("spiffe://example.org/zzz"), []string{"x"}); !errors.Is(err, workloadapi.ErrNoIdentity) {
+	if _, err := c.FetchJWTSVID(ctx, ws, spiffeid.RequireFromString("spiffe://example.org/zzz"), []string{"x"}); !errors.Is(err, workload.ErrNoIdentity) {
 		t.Errorf("foreign id: err = %v", err)
 	}
 	if _, err := c.FetchJWTSVID(ctx, ws, spiffeid.ID{}, nil); err == nil {
 		t.Error("no audience accepted")
+	}
+}
+
+// TestRunWaitsOnTheClock runs the sync and mint loops on the fake clock:
+// the mint loop sleeps until the SVID is due and rotates it only when the
+// clock gets there, while the sync loop waits out its backoff on the same
+// clock (the test signer has no Sync).
+func TestRunWaitsOnTheClock(t *testing.T) {
+	c, s, clk := newTestCache(t, 100)
+	mustApply(t, c, &nodev1.SyncResponse{Revision: 1, Full: true, Entries: []*typesv1.Entry{ent("a", "spiffe://example.org/web", "unix:uid:1000")}})
+	sub := c.Subscribe(sels("unix:uid:1000"))
+	defer sub.Close()
+	latest(t, sub) // nothing minted yet
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	calls := func() int { s.mu.Lock(); defer s.mu.Unlock(); return s.calls }
+
+	var first *x509svid.SVID
+	select {
+	case u := <-sub.Updates():
+		first = u.Identities[0].SVID
+	case <-ctx.Done():
+		t.Fatal("Run minted nothing")
+	}
+	if err := clk.WaitTimers(ctx, 2); err != nil {
+		t.Fatalf("the mint and sync loops did not both wait on the clock: %v", err)
+	}
+	clk.Advance(29 * time.Minute) // rotation is due at 30 minutes
+	if err := clk.WaitTimers(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	noUpdate(t, sub)
+	if n := calls(); n != 1 {
+		t.Fatalf("%d signing calls before rotation was due, want 1", n)
+	}
+
+	clk.Advance(time.Minute)
+	select {
+	case u := <-sub.Updates():
+		if got := u.Identities[0].SVID; got.Certificates[0].SerialNumber.Cmp(first.Certificates[0].SerialNumber) == 0 {
+			t.Fatal("update without a rotated SVID")
+		}
+	case <-ctx.Done():
+		t.Fatal("not rotated when the clock reached the rotation time")
+	}
+	if n := calls(); n != 2 {
+		t.Fatalf("%d signing calls, want 2", n)
 	}
 }

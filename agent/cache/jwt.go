@@ -9,9 +9,9 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/workload"
 )
 
 // maxJWTs bounds the JWT-SVID cache; past it, expired tokens are dropped
@@ -23,9 +23,9 @@ type cachedJWT struct {
 	reuseTil time.Time // half of its life
 }
 
-// FetchJWTSVID implements workloadapi.Source: a JWT-SVID for id (zero: for
-// each identity sels may hold), reused until half of its life has passed.
-func (c *Cache) FetchJWTSVID(ctx context.Context, sels selector.Set, id spiffeid.ID, audience []string) ([]workloadapi.JWTSVID, error) {
+// FetchJWTSVID returns a JWT-SVID for id (zero: for each identity sels may
+// hold), reused until half of its life has passed.
+func (c *Cache) FetchJWTSVID(ctx context.Context, sels selector.Set, id spiffeid.ID, audience []string) ([]workload.JWTSVID, error) {
 	if len(audience) == 0 {
 		return nil, fmt.Errorf("jwt-svid: an audience is required")
 	}
@@ -46,25 +46,25 @@ func (c *Cache) FetchJWTSVID(ctx context.Context, sels selector.Set, id spiffeid
 	}
 	c.mu.Unlock()
 	if len(wants) == 0 {
-		return nil, workloadapi.ErrNoIdentity
+		return nil, workload.ErrNoIdentity
 	}
 	aud := slices.Clone(audience)
 	slices.Sort(aud)
 	aud = slices.Compact(aud)
-	out := make([]workloadapi.JWTSVID, 0, len(wants))
+	out := make([]workload.JWTSVID, 0, len(wants))
 	for _, w := range wants {
 		tok, err := c.jwt(ctx, w.entryID, aud)
 		if err != nil {
 			return nil, fmt.Errorf("jwt-svid for %s: %w", w.id, err)
 		}
-		out = append(out, workloadapi.JWTSVID{ID: w.id, Token: tok})
+		out = append(out, workload.JWTSVID{ID: w.id, Token: tok})
 	}
 	return out, nil
 }
 
 func (c *Cache) jwt(ctx context.Context, entryID string, aud []string) (string, error) {
 	key := entryID + "\x00" + strings.Join(aud, "\x00")
-	now := c.cfg.Now()
+	now := c.cfg.Clock.Now()
 	c.jwtMu.Lock()
 	hit, ok := c.jwts[key]
 	c.jwtMu.Unlock()

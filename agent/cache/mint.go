@@ -24,7 +24,7 @@ func (c *Cache) runMint(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		wait := next.Sub(c.cfg.Now())
+		wait := next.Sub(c.cfg.Clock.Now())
 		if err != nil {
 			c.cfg.Logger.Warn("minting X509-SVIDs failed; serving cached SVIDs", "error", err, "attempt", attempt)
 			wait = Backoff(attempt, c.cfg.RetryMin, c.cfg.RetryMax, c.cfg.Rand())
@@ -35,13 +35,12 @@ func (c *Cache) runMint(ctx context.Context) {
 		if next.IsZero() && err == nil {
 			wait = time.Hour
 		}
-		wait = max(wait, 0)
-		t := time.NewTimer(wait)
+		t := c.cfg.Clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
 			return
-		case <-t.C:
+		case <-t.C():
 		case <-c.wake:
 			t.Stop()
 		}
@@ -62,7 +61,7 @@ type pending struct {
 // SVID was signed by a tainted or revoked CA key. It returns when the next
 // SVID will be due (zero: none held), and the first error of a batch call.
 func (c *Cache) MintDue(ctx context.Context) (next time.Time, err error) {
-	now := c.cfg.Now()
+	now := c.cfg.Clock.Now()
 	due, next := c.scan(now)
 	for start := 0; start < len(due); start += c.cfg.BatchSize {
 		batch := due[start:min(start+c.cfg.BatchSize, len(due))]

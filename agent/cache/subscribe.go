@@ -6,21 +6,22 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
-	"github.com/sigilhq/sigil/agent/workloadapi"
 	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/workload"
 )
 
 // subscription is one workload's view; ch holds at most the latest Update.
 type subscription struct {
 	c    *Cache
 	sels selector.Set
-	ch   chan workloadapi.Update
+	ch   chan workload.Update
 }
 
-// Subscribe implements workloadapi.Source: the current Update is waiting on
-// the channel at once; later ones follow every change the workload can see.
-func (c *Cache) Subscribe(sels selector.Set) workloadapi.Subscription {
-	s := &subscription{c: c, sels: sels, ch: make(chan workloadapi.Update, 1)}
+// Subscribe follows what a workload with sels may see: the current Update
+// is waiting on the channel at once; later ones follow every change the
+// workload can see.
+func (c *Cache) Subscribe(sels selector.Set) workload.Subscription {
+	s := &subscription{c: c, sels: sels, ch: make(chan workload.Update, 1)}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.subs[s] = struct{}{}
@@ -28,7 +29,7 @@ func (c *Cache) Subscribe(sels selector.Set) workloadapi.Subscription {
 	return s
 }
 
-func (s *subscription) Updates() <-chan workloadapi.Update { return s.ch }
+func (s *subscription) Updates() <-chan workload.Update { return s.ch }
 
 func (s *subscription) Close() {
 	s.c.mu.Lock()
@@ -38,7 +39,7 @@ func (s *subscription) Close() {
 
 // deliver replaces a stale, unread Update with u. Callers hold the cache
 // lock, so deliveries never race each other and the send cannot block.
-func (s *subscription) deliver(u workloadapi.Update) {
+func (s *subscription) deliver(u workload.Update) {
 	select {
 	case s.ch <- u:
 		return
@@ -87,13 +88,13 @@ func (c *Cache) notifyLocked(ch changes) {
 }
 
 // updateLocked builds what a workload with sels may see now.
-func (c *Cache) updateLocked(sels selector.Set) workloadapi.Update {
-	u := workloadapi.Update{Bundle: c.bundles[c.cfg.TrustDomain]}
+func (c *Cache) updateLocked(sels selector.Set) workload.Update {
+	u := workload.Update{Bundle: c.bundles[c.cfg.TrustDomain]}
 	for id, e := range c.entries {
 		if e.svid == nil || !sels.Superset(e.sels) {
 			continue
 		}
-		u.Identities = append(u.Identities, workloadapi.Identity{EntryID: id, SVID: e.svid})
+		u.Identities = append(u.Identities, workload.Identity{EntryID: id, SVID: e.svid})
 		for _, td := range e.feds {
 			if b, ok := c.bundles[td]; ok && td != c.cfg.TrustDomain {
 				if u.FederatedBundles == nil {

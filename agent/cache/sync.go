@@ -16,6 +16,7 @@ import (
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/bundleconv"
+	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -44,7 +45,7 @@ func (c *Cache) runSync(ctx context.Context) {
 			// a healthy stream, reopened at once on the new one.
 			continue
 		}
-		if !sleep(ctx, d) {
+		if !clock.Sleep(ctx, c.cfg.Clock, d) {
 			return
 		}
 	}

@@ -4,7 +4,7 @@ import (
 	"context"
 	"testing"
 
-	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -13,6 +13,7 @@ import (
 	"github.com/sigilhq/sigil/agent/peercred"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
+	"github.com/sigilhq/sigil/internal/workload/workloadtest"
 )
 
 // fixedAttestor attests every caller with the same selectors.
@@ -24,9 +25,9 @@ func (f fixedAttestor) Attest(context.Context, peercred.Info) ([]selector.Select
 
 func fuzzServer(f *testing.F) (*Server, context.Context, string) {
 	ca := testca.New(f, spiffeid.RequireTrustDomainFromString("example.org"))
-	src := NewMemSource(f, ca)
+	src := workloadtest.New(f, ca)
 	uid := selector.Selector{Type: "unix", Value: "uid:0"}
-	src.Put(MemEntry{ID: "e", Selectors: []selector.Selector{uid}, SVID: ca.Issue(f, "spiffe://example.org/w")})
+	src.Put(workloadtest.Entry{ID: "e", Selectors: []selector.Selector{uid}, SVID: ca.Issue(f, "spiffe://example.org/w")})
 	s, err := New(Config{Source: src, Attestor: fixedAttestor{uid}})
 	if err != nil {
 		f.Fatal(err)
@@ -51,7 +52,7 @@ func FuzzFetchJWTSVID(f *testing.F) {
 	f.Add("a", "", "spiffe://EXAMPLE.org/w")
 	f.Add("a", "", "spiffe://example.org/w/../w")
 	f.Fuzz(func(t *testing.T, aud1, aud2, id string) {
-		req := &workload.JWTSVIDRequest{SpiffeId: id}
+		req := &workloadpb.JWTSVIDRequest{SpiffeId: id}
 		for _, a := range []string{aud1, aud2} {
 			if a != "" {
 				req.Audience = append(req.Audience, a)
@@ -88,7 +89,7 @@ func FuzzValidateJWTSVID(f *testing.F) {
 	f.Add("a.b.c", "aud")
 	f.Add("", "")
 	f.Fuzz(func(t *testing.T, token, aud string) {
-		resp, err := s.ValidateJWTSVID(ctx, &workload.ValidateJWTSVIDRequest{Svid: token, Audience: aud})
+		resp, err := s.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Svid: token, Audience: aud})
 		switch status.Code(err) {
 		case codes.OK:
 			if token != tok || aud != "aud" || resp.SpiffeId != "spiffe://example.org/w" {

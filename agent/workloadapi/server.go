@@ -11,7 +11,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
-	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"google.golang.org/grpc"
@@ -22,6 +22,7 @@ import (
 
 	"github.com/sigilhq/sigil/agent/peercred"
 	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/workload"
 )
 
 // Header is the metadata key every Workload API call must carry with the
@@ -61,7 +62,7 @@ type Metrics interface {
 // answer Unimplemented, which go-spiffe clients expect from servers
 // without that profile.
 type Server struct {
-	workload.UnimplementedSpiffeWorkloadAPIServer
+	workloadpb.UnimplementedSpiffeWorkloadAPIServer
 
 	src     Source
 	att     Attestor
@@ -69,7 +70,7 @@ type Server struct {
 	metrics Metrics
 }
 
-var _ workload.SpiffeWorkloadAPIServer = (*Server)(nil)
+var _ workloadpb.SpiffeWorkloadAPIServer = (*Server)(nil)
 
 // New returns a Server. It starts nothing.
 func New(cfg Config) (*Server, error) {
@@ -88,7 +89,7 @@ func New(cfg Config) (*Server, error) {
 // Register adds the SpiffeWorkloadAPI service to g. g must have been made
 // with ServerOptions (or another source of peercred.Info).
 func (s *Server) Register(g grpc.ServiceRegistrar) {
-	workload.RegisterSpiffeWorkloadAPIServer(g, s)
+	workloadpb.RegisterSpiffeWorkloadAPIServer(g, s)
 }
 
 // ServerOptions are the options the gRPC server on the agent socket needs:
@@ -103,7 +104,7 @@ func (s *Server) observe(method string, err error) {
 	}
 }
 
-var errNoIdentity = status.Error(codes.PermissionDenied, ErrNoIdentity.Error())
+var errNoIdentity = status.Error(codes.PermissionDenied, workload.ErrNoIdentity.Error())
 
 // attest checks the security header and attests the caller. The error is a
 // gRPC status.
@@ -139,20 +140,20 @@ func checkHeader(ctx context.Context) error {
 }
 
 // snapshot returns what a workload with sels may see now.
-func (s *Server) snapshot(ctx context.Context, sels selector.Set) (Update, error) {
+func (s *Server) snapshot(ctx context.Context, sels selector.Set) (workload.Update, error) {
 	sub := s.src.Subscribe(sels)
 	defer sub.Close()
 	select {
 	case u := <-sub.Updates():
 		return u, nil
 	case <-ctx.Done():
-		return Update{}, status.FromContextError(ctx.Err()).Err()
+		return workload.Update{}, status.FromContextError(ctx.Err()).Err()
 	}
 }
 
 // watch sends what send makes of the current Update and of every later
 // one, until the caller goes away or has no identity left.
-func (s *Server) watch(ctx context.Context, method string, send func(Update) error) error {
+func (s *Server) watch(ctx context.Context, method string, send func(workload.Update) error) error {
 	sels, err := s.attest(ctx, method)
 	if err != nil {
 		return err
@@ -181,9 +182,9 @@ func (s *Server) watch(ctx context.Context, method string, send func(Update) err
 }
 
 // FetchX509SVID streams the caller's X509-SVIDs with the bundles.
-func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerStreamingServer[workload.X509SVIDResponse]) (err error) {
+func (s *Server) FetchX509SVID(_ *workloadpb.X509SVIDRequest, stream grpc.ServerStreamingServer[workloadpb.X509SVIDResponse]) (err error) {
 	defer func() { s.observe("FetchX509SVID", err) }()
-	return s.watch(stream.Context(), "FetchX509SVID", func(u Update) error {
+	return s.watch(stream.Context(), "FetchX509SVID", func(u workload.Update) error {
 		resp, err := x509SVIDResponse(u)
 		if err != nil {
 			s.log.Error("marshal x509-svid response", "error", err)
@@ -193,10 +194,10 @@ func (s *Server) FetchX509SVID(_ *workload.X509SVIDRequest, stream grpc.ServerSt
 	})
 }
 
-func x509SVIDResponse(u Update) (*workload.X509SVIDResponse, error) {
+func x509SVIDResponse(u workload.Update) (*workloadpb.X509SVIDResponse, error) {
 	bundle := concatDER(u.Bundle)
-	resp := &workload.X509SVIDResponse{
-		Svids:            make([]*workload.X509SVID, 0, len(u.Identities)),
+	resp := &workloadpb.X509SVIDResponse{
+		Svids:            make([]*workloadpb.X509SVID, 0, len(u.Identities)),
 		FederatedBundles: make(map[string][]byte, len(u.FederatedBundles)),
 	}
 	for _, id := range u.Identities {
@@ -207,7 +208,7 @@ func x509SVIDResponse(u Update) (*workload.X509SVIDResponse, error) {
 		if err != nil {
 			return nil, fmt.Errorf("entry %s: %w", id.EntryID, err)
 		}
-		resp.Svids = append(resp.Svids, &workload.X509SVID{
+		resp.Svids = append(resp.Svids, &workloadpb.X509SVID{
 			SpiffeId:    id.SVID.ID.String(),
 			X509Svid:    certs,
 			X509SvidKey: key,
@@ -233,7 +234,7 @@ func concatDER(b *spiffebundle.Bundle) []byte {
 
 // allBundles is the caller's own trust domain's bundle and the federated
 // ones, keyed by trust domain ID.
-func allBundles(u Update, marshal func(*spiffebundle.Bundle) ([]byte, error)) (map[string][]byte, error) {
+func allBundles(u workload.Update, marshal func(*spiffebundle.Bundle) ([]byte, error)) (map[string][]byte, error) {
 	out := make(map[string][]byte, 1+len(u.FederatedBundles))
 	for td, b := range u.FederatedBundles {
 		if b == nil {
@@ -257,7 +258,7 @@ func allBundles(u Update, marshal func(*spiffebundle.Bundle) ([]byte, error)) (m
 // SVID rotations do not reach bundle watchers.
 func (s *Server) bundleStream(ctx context.Context, method string, marshal func(*spiffebundle.Bundle) ([]byte, error), send func(map[string][]byte) error) error {
 	var last map[string][]byte
-	return s.watch(ctx, method, func(u Update) error {
+	return s.watch(ctx, method, func(u workload.Update) error {
 		bundles, err := allBundles(u, marshal)
 		if err != nil {
 			s.log.Error("marshal bundles", "method", method, "error", err)
@@ -272,25 +273,25 @@ func (s *Server) bundleStream(ctx context.Context, method string, marshal func(*
 }
 
 // FetchX509Bundles streams the X.509 bundles the caller may trust.
-func (s *Server) FetchX509Bundles(_ *workload.X509BundlesRequest, stream grpc.ServerStreamingServer[workload.X509BundlesResponse]) (err error) {
+func (s *Server) FetchX509Bundles(_ *workloadpb.X509BundlesRequest, stream grpc.ServerStreamingServer[workloadpb.X509BundlesResponse]) (err error) {
 	defer func() { s.observe("FetchX509Bundles", err) }()
 	return s.bundleStream(stream.Context(), "FetchX509Bundles",
 		func(b *spiffebundle.Bundle) ([]byte, error) { return concatDER(b), nil },
-		func(m map[string][]byte) error { return stream.Send(&workload.X509BundlesResponse{Bundles: m}) })
+		func(m map[string][]byte) error { return stream.Send(&workloadpb.X509BundlesResponse{Bundles: m}) })
 }
 
 // FetchJWTBundles streams the JWT bundles (JWKS documents) the caller may
 // use to validate JWT-SVIDs.
-func (s *Server) FetchJWTBundles(_ *workload.JWTBundlesRequest, stream grpc.ServerStreamingServer[workload.JWTBundlesResponse]) (err error) {
+func (s *Server) FetchJWTBundles(_ *workloadpb.JWTBundlesRequest, stream grpc.ServerStreamingServer[workloadpb.JWTBundlesResponse]) (err error) {
 	defer func() { s.observe("FetchJWTBundles", err) }()
 	return s.bundleStream(stream.Context(), "FetchJWTBundles",
 		func(b *spiffebundle.Bundle) ([]byte, error) { return b.JWTBundle().Marshal() },
-		func(m map[string][]byte) error { return stream.Send(&workload.JWTBundlesResponse{Bundles: m}) })
+		func(m map[string][]byte) error { return stream.Send(&workloadpb.JWTBundlesResponse{Bundles: m}) })
 }
 
 // parseJWTSVIDRequest checks a FetchJWTSVID request; the error is an
 // InvalidArgument status.
-func parseJWTSVIDRequest(req *workload.JWTSVIDRequest) (spiffeid.ID, []string, error) {
+func parseJWTSVIDRequest(req *workloadpb.JWTSVIDRequest) (spiffeid.ID, []string, error) {
 	if len(req.GetAudience()) == 0 {
 		return spiffeid.ID{}, nil, status.Error(codes.InvalidArgument, "audience must be specified")
 	}
@@ -325,7 +326,7 @@ func checkAudience(a string) error {
 
 // FetchJWTSVID mints JWT-SVIDs for the caller's identities (or the one it
 // names) and the requested audience.
-func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest) (_ *workload.JWTSVIDResponse, err error) {
+func (s *Server) FetchJWTSVID(ctx context.Context, req *workloadpb.JWTSVIDRequest) (_ *workloadpb.JWTSVIDResponse, err error) {
 	defer func() { s.observe("FetchJWTSVID", err) }()
 	if err := checkHeader(ctx); err != nil {
 		return nil, err
@@ -356,7 +357,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 	}
 	svids, err := s.src.FetchJWTSVID(ctx, sels, id, audience)
 	switch {
-	case errors.Is(err, ErrNoIdentity):
+	case errors.Is(err, workload.ErrNoIdentity):
 		return nil, errNoIdentity
 	case err != nil:
 		s.log.Warn("fetch jwt-svid", "spiffe_id", id, "error", err)
@@ -365,7 +366,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 		}
 		return nil, status.Error(codes.Unavailable, "could not mint JWT-SVID")
 	}
-	resp := &workload.JWTSVIDResponse{Svids: make([]*workload.JWTSVID, 0, len(svids))}
+	resp := &workloadpb.JWTSVIDResponse{Svids: make([]*workloadpb.JWTSVID, 0, len(svids))}
 	for _, sv := range svids {
 		hint, ok := mine[sv.ID]
 		if !ok || (!id.IsZero() && sv.ID != id) {
@@ -374,7 +375,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 			s.log.Error("source returned a jwt-svid the caller does not hold", "spiffe_id", sv.ID)
 			continue
 		}
-		resp.Svids = append(resp.Svids, &workload.JWTSVID{SpiffeId: sv.ID.String(), Svid: sv.Token, Hint: hint})
+		resp.Svids = append(resp.Svids, &workloadpb.JWTSVID{SpiffeId: sv.ID.String(), Svid: sv.Token, Hint: hint})
 	}
 	if len(resp.Svids) == 0 {
 		return nil, errNoIdentity
@@ -384,7 +385,7 @@ func (s *Server) FetchJWTSVID(ctx context.Context, req *workload.JWTSVIDRequest)
 
 // parseValidateRequest checks a ValidateJWTSVID request; the error is an
 // InvalidArgument status.
-func parseValidateRequest(req *workload.ValidateJWTSVIDRequest) error {
+func parseValidateRequest(req *workloadpb.ValidateJWTSVIDRequest) error {
 	if req.GetAudience() == "" {
 		return status.Error(codes.InvalidArgument, "audience must be specified")
 	}
@@ -402,7 +403,7 @@ func parseValidateRequest(req *workload.ValidateJWTSVIDRequest) error {
 
 // ValidateJWTSVID validates a JWT-SVID for the audience against the JWT
 // bundles the caller may see.
-func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTSVIDRequest) (_ *workload.ValidateJWTSVIDResponse, err error) {
+func (s *Server) ValidateJWTSVID(ctx context.Context, req *workloadpb.ValidateJWTSVIDRequest) (_ *workloadpb.ValidateJWTSVIDResponse, err error) {
 	defer func() { s.observe("ValidateJWTSVID", err) }()
 	if err := checkHeader(ctx); err != nil {
 		return nil, err
@@ -439,5 +440,5 @@ func (s *Server) ValidateJWTSVID(ctx context.Context, req *workload.ValidateJWTS
 		s.log.Warn("jwt-svid claims not representable", "spiffe_id", sv.ID, "error", err)
 		return nil, status.Error(codes.InvalidArgument, "claims cannot be represented as a protobuf Struct")
 	}
-	return &workload.ValidateJWTSVIDResponse{SpiffeId: sv.ID.String(), Claims: claims}, nil
+	return &workloadpb.ValidateJWTSVIDResponse{SpiffeId: sv.ID.String(), Claims: claims}, nil
 }

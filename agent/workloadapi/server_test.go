@@ -17,7 +17,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
-	"github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
+	workloadpb "github.com/spiffe/go-spiffe/v2/proto/spiffe/workload"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -32,6 +32,7 @@ import (
 	"github.com/sigilhq/sigil/agent/workloadapi"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
+	"github.com/sigilhq/sigil/internal/workload/workloadtest"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -75,7 +76,7 @@ func runHelper(sock string) {
 type env struct {
 	sock string
 	addr gsw.ClientOption
-	src  *workloadapi.MemSource
+	src  *workloadtest.Source
 	ca   *testca.CA
 	rec  *recorder
 }
@@ -117,9 +118,9 @@ func start(t testing.TB) *env {
 		}
 	}
 	ca := testca.New(t, td)
-	src := workloadapi.NewMemSource(t, ca)
-	src.Put(workloadapi.MemEntry{ID: "e-root", Selectors: sels(t, "unix:uid:0"), SVID: ca.Issue(t, "spiffe://example.org/root")})
-	src.Put(workloadapi.MemEntry{ID: "e-nobody", Selectors: sels(t, "unix:uid:65534"), SVID: ca.Issue(t, "spiffe://example.org/nobody")})
+	src := workloadtest.New(t, ca)
+	src.Put(workloadtest.Entry{ID: "e-root", Selectors: sels(t, "unix:uid:0"), SVID: ca.Issue(t, "spiffe://example.org/root")})
+	src.Put(workloadtest.Entry{ID: "e-nobody", Selectors: sels(t, "unix:uid:65534"), SVID: ca.Issue(t, "spiffe://example.org/nobody")})
 	att, err := unix.New(unix.Config{})
 	if err != nil {
 		t.Fatal(err)
@@ -158,10 +159,10 @@ func TestFetchX509SVID(t *testing.T) {
 	e := start(t)
 	other := testca.New(t, spiffeid.RequireTrustDomainFromString("other.org"))
 	e.src.SetFederated(other.TrustDomain(), spiffeBundle(other))
-	e.src.Put(workloadapi.MemEntry{ID: "e-root2", Selectors: sels(t, "unix:uid:0", "unix:user:root"),
+	e.src.Put(workloadtest.Entry{ID: "e-root2", Selectors: sels(t, "unix:uid:0", "unix:user:root"),
 		SVID: e.ca.Issue(t, "spiffe://example.org/root2"), FederatesWith: []spiffeid.TrustDomain{other.TrustDomain()}})
 	// Needs a selector no process has: not ours.
-	e.src.Put(workloadapi.MemEntry{ID: "e-z", Selectors: sels(t, "unix:uid:0", "unix:path:/nonexistent"), SVID: e.ca.Issue(t, "spiffe://example.org/z")})
+	e.src.Put(workloadtest.Entry{ID: "e-z", Selectors: sels(t, "unix:uid:0", "unix:path:/nonexistent"), SVID: e.ca.Issue(t, "spiffe://example.org/z")})
 	ctx := t.Context()
 
 	svid, err := gsw.FetchX509SVID(ctx, e.addr)
@@ -283,14 +284,14 @@ func TestWatchX509Context(t *testing.T) {
 	}
 
 	// Rotation.
-	e.src.Put(workloadapi.MemEntry{ID: "e-root", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root")})
+	e.src.Put(workloadtest.Entry{ID: "e-root", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root")})
 	rotated := w.next(t, "rotation")
 	if serial(rotated) == serial(first) {
 		t.Fatal("rotation: same serial")
 	}
 
 	// A new entry.
-	e.src.Put(workloadapi.MemEntry{ID: "e-root3", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root3")})
+	e.src.Put(workloadtest.Entry{ID: "e-root3", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root3")})
 	if c := w.next(t, "new entry"); len(c.SVIDs) != 2 {
 		t.Fatalf("new entry: %d SVIDs", len(c.SVIDs))
 	}
@@ -298,7 +299,7 @@ func TestWatchX509Context(t *testing.T) {
 	// A federated bundle appears.
 	other := testca.New(t, spiffeid.RequireTrustDomainFromString("other.org"))
 	e.src.SetFederated(other.TrustDomain(), spiffeBundle(other))
-	e.src.Put(workloadapi.MemEntry{ID: "e-root3", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root3"),
+	e.src.Put(workloadtest.Entry{ID: "e-root3", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root3"),
 		FederatesWith: []spiffeid.TrustDomain{other.TrustDomain()}})
 	w.until(t, "federation", func(c *gsw.X509Context) bool { return c.Bundles.Has(other.TrustDomain()) })
 
@@ -318,7 +319,7 @@ func TestWatchX509Context(t *testing.T) {
 	}
 
 	// The client retries; a new identity reaches it.
-	e.src.Put(workloadapi.MemEntry{ID: "e-root", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root")})
+	e.src.Put(workloadtest.Entry{ID: "e-root", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root")})
 	deadline := time.After(3 * generous)
 	for {
 		select {
@@ -354,7 +355,7 @@ func TestX509Source(t *testing.T) {
 	if err != nil || s1.ID.String() != "spiffe://example.org/root" {
 		t.Fatalf("GetX509SVID = %v, %v", s1, err)
 	}
-	e.src.Put(workloadapi.MemEntry{ID: "e-root", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root")})
+	e.src.Put(workloadtest.Entry{ID: "e-root", Selectors: sels(t, "unix:uid:0"), SVID: e.ca.Issue(t, "spiffe://example.org/root")})
 	deadline := time.Now().Add(generous)
 	for {
 		s2, err := src.GetX509SVID()
@@ -421,9 +422,9 @@ func TestJWT(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	wl := workload.NewSpiffeWorkloadAPIClient(rawConn(t, e.sock))
+	wl := workloadpb.NewSpiffeWorkloadAPIClient(rawConn(t, e.sock))
 	hdr := metadata.AppendToOutgoingContext(ctx, workloadapi.Header, "true")
-	resp, err := wl.ValidateJWTSVID(hdr, &workload.ValidateJWTSVIDRequest{Audience: "svc-a", Svid: sv.Marshal()})
+	resp, err := wl.ValidateJWTSVID(hdr, &workloadpb.ValidateJWTSVIDRequest{Audience: "svc-a", Svid: sv.Marshal()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,19 +458,19 @@ func TestJWT(t *testing.T) {
 			return err
 		}, codes.PermissionDenied},
 		{"fetch without audience", func() error {
-			_, err := wl.FetchJWTSVID(hdr, &workload.JWTSVIDRequest{})
+			_, err := wl.FetchJWTSVID(hdr, &workloadpb.JWTSVIDRequest{})
 			return err
 		}, codes.InvalidArgument},
 		{"fetch with an empty audience", func() error {
-			_, err := wl.FetchJWTSVID(hdr, &workload.JWTSVIDRequest{Audience: []string{"a", ""}})
+			_, err := wl.FetchJWTSVID(hdr, &workloadpb.JWTSVIDRequest{Audience: []string{"a", ""}})
 			return err
 		}, codes.InvalidArgument},
 		{"fetch with a bad SPIFFE ID", func() error {
-			_, err := wl.FetchJWTSVID(hdr, &workload.JWTSVIDRequest{Audience: []string{"a"}, SpiffeId: "http://example.org/x"})
+			_, err := wl.FetchJWTSVID(hdr, &workloadpb.JWTSVIDRequest{Audience: []string{"a"}, SpiffeId: "http://example.org/x"})
 			return err
 		}, codes.InvalidArgument},
 		{"fetch for a named ID the caller holds", func() error {
-			r, err := wl.FetchJWTSVID(hdr, &workload.JWTSVIDRequest{Audience: []string{"a"}, SpiffeId: root.String()})
+			r, err := wl.FetchJWTSVID(hdr, &workloadpb.JWTSVIDRequest{Audience: []string{"a"}, SpiffeId: root.String()})
 			if err == nil && (len(r.Svids) != 1 || r.Svids[0].SpiffeId != root.String()) {
 				return fmt.Errorf("response %v", r)
 			}
@@ -483,14 +484,14 @@ func TestJWT(t *testing.T) {
 // foreignToken is a JWT-SVID signed by a key the bundle does not hold.
 func foreignToken(t *testing.T) string {
 	t.Helper()
-	other := workloadapi.NewMemSource(t, testca.New(t, td))
+	other := workloadtest.New(t, testca.New(t, td))
 	toks, err := other.FetchJWTSVID(t.Context(), selector.NewSet(), spiffeid.ID{}, []string{"svc-a"})
 	if err == nil {
 		t.Fatalf("empty source minted %v", toks)
 	}
 	ca := testca.New(t, td)
-	other = workloadapi.NewMemSource(t, ca)
-	other.Put(workloadapi.MemEntry{ID: "x", Selectors: sels(t, "unix:uid:0"), SVID: ca.Issue(t, "spiffe://example.org/root")})
+	other = workloadtest.New(t, ca)
+	other.Put(workloadtest.Entry{ID: "x", Selectors: sels(t, "unix:uid:0"), SVID: ca.Issue(t, "spiffe://example.org/root")})
 	toks, err = other.FetchJWTSVID(t.Context(), selector.NewSet(sels(t, "unix:uid:0")...), spiffeid.ID{}, []string{"svc-a"})
 	if err != nil {
 		t.Fatal(err)
@@ -511,7 +512,7 @@ func rawConn(t testing.TB, sock string) *grpc.ClientConn {
 // Every method needs the security header, before anything else happens.
 func TestMissingHeader(t *testing.T) {
 	e := start(t)
-	wl := workload.NewSpiffeWorkloadAPIClient(rawConn(t, e.sock))
+	wl := workloadpb.NewSpiffeWorkloadAPIClient(rawConn(t, e.sock))
 	ctx := t.Context()
 	for _, tc := range []struct {
 		name string
@@ -528,7 +529,7 @@ func TestMissingHeader(t *testing.T) {
 			}
 			calls := map[string]func() error{
 				"FetchX509SVID": func() error {
-					s, err := wl.FetchX509SVID(ctx, &workload.X509SVIDRequest{})
+					s, err := wl.FetchX509SVID(ctx, &workloadpb.X509SVIDRequest{})
 					if err != nil {
 						return err
 					}
@@ -536,7 +537,7 @@ func TestMissingHeader(t *testing.T) {
 					return err
 				},
 				"FetchX509Bundles": func() error {
-					s, err := wl.FetchX509Bundles(ctx, &workload.X509BundlesRequest{})
+					s, err := wl.FetchX509Bundles(ctx, &workloadpb.X509BundlesRequest{})
 					if err != nil {
 						return err
 					}
@@ -544,7 +545,7 @@ func TestMissingHeader(t *testing.T) {
 					return err
 				},
 				"FetchJWTBundles": func() error {
-					s, err := wl.FetchJWTBundles(ctx, &workload.JWTBundlesRequest{})
+					s, err := wl.FetchJWTBundles(ctx, &workloadpb.JWTBundlesRequest{})
 					if err != nil {
 						return err
 					}
@@ -552,11 +553,11 @@ func TestMissingHeader(t *testing.T) {
 					return err
 				},
 				"FetchJWTSVID": func() error {
-					_, err := wl.FetchJWTSVID(ctx, &workload.JWTSVIDRequest{Audience: []string{"a"}})
+					_, err := wl.FetchJWTSVID(ctx, &workloadpb.JWTSVIDRequest{Audience: []string{"a"}})
 					return err
 				},
 				"ValidateJWTSVID": func() error {
-					_, err := wl.ValidateJWTSVID(ctx, &workload.ValidateJWTSVIDRequest{Audience: "a", Svid: "x"})
+					_, err := wl.ValidateJWTSVID(ctx, &workloadpb.ValidateJWTSVIDRequest{Audience: "a", Svid: "x"})
 					return err
 				},
 			}
@@ -649,7 +650,7 @@ func TestOtherUIDs(t *testing.T) {
 
 func TestNewRejects(t *testing.T) {
 	att, _ := unix.New(unix.Config{})
-	src := workloadapi.NewMemSource(t, testca.New(t, td))
+	src := workloadtest.New(t, testca.New(t, td))
 	for _, cfg := range []workloadapi.Config{{Attestor: att}, {Source: src}} {
 		if _, err := workloadapi.New(cfg); err == nil {
 			t.Errorf("New(%+v) succeeded", cfg)

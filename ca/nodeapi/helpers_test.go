@@ -17,7 +17,6 @@ import (
 	"net/url"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -41,6 +40,7 @@ import (
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
+	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
 )
@@ -51,16 +51,9 @@ var (
 	caID   = spiffeid.RequireFromString("spiffe://example.org/sigil/ca")
 )
 
-// clock is real time plus an offset that tests move forward; TLS stacks
-// check certificates against real time, the CA and node API against this.
-type clock struct{ off atomic.Int64 }
-
-func (c *clock) Now() time.Time          { return time.Now().Add(time.Duration(c.off.Load())) }
-func (c *clock) Advance(d time.Duration) { c.off.Add(int64(d)) }
-
 type env struct {
 	ctx   context.Context
-	clock *clock
+	clock *clock.Fake // the CA's and node API's time; TLS stacks check certificates against real time
 	store *sqlstore.Store
 	ca    *ca.CA
 	srv   *nodeapi.Server
@@ -77,7 +70,7 @@ func newEnv(t testing.TB, opts ...func(*nodeapi.Config)) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
-	clk := &clock{}
+	clk := clock.NewFake(time.Now())
 	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db"), sqlstore.WithClock(clk.Now))
 	if err != nil {
 		t.Fatalf("open sqlite store: %v", err)
