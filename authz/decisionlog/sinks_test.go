@@ -41,6 +41,7 @@ func TestHTTPSinkOPACompatible(t *testing.T) {
 	l, err := decisionlog.New(decisionlog.Config{
 		Sinks:      []decisionlog.Sink{decisionlog.NewHTTPSink(srv.URL+"/logs", srv.Client(), "envoy/authz/allow", map[string]string{"id": "authz-1"})},
 		LogRequest: true,
+		OnFailure:  decisionlog.FailAllow,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +49,9 @@ func TestHTTPSinkOPACompatible(t *testing.T) {
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 		Method: "GET", Path: "/x", Headers: map[string]string{"Authorization": "Bearer hunter2"},
 	}}}}
-	l.Record(decisionlog.Entry{DecisionID: "d1", Time: time.Unix(0, 0).UTC(), Result: "allow", Reason: "allowed", Revision: "r1", LatencyNS: 1500}, req)
+	if err := l.Log(context.Background(), decisionlog.Entry{DecisionID: "d1", Time: time.Unix(0, 0).UTC(), Result: "allow", Reason: "allowed", Revision: "r1", LatencyNS: 1500}, req); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := l.Run(ctx); err != nil {
