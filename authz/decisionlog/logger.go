@@ -575,6 +575,15 @@ func (w *writer) addEntry(e *Entry, req *authv3.CheckRequest) bool {
 			l.stats.bodyTruncated.Add(1)
 		}
 	}
+	// Cut before encoding what cannot fit anyway (escaping only grows it),
+	// then check the encoded line.
+	if rawSize(e) > l.cfg.MaxLine {
+		e.Request, e.LineTruncated = nil, "request"
+		if rawSize(e) > l.cfg.MaxLine {
+			cutFields(e, l.cfg.MaxLine/96)
+			e.LineTruncated = "fields"
+		}
+	}
 	start := len(w.arena)
 	line, err := w.encode(start, e)
 	if err == nil && len(line) > l.cfg.MaxLine {
@@ -584,6 +593,8 @@ func (w *writer) addEntry(e *Entry, req *authv3.CheckRequest) bool {
 			e.LineTruncated = "fields"
 			line, err = w.encode(start, e)
 		}
+	}
+	if e.LineTruncated != "" {
 		l.stats.lineTruncated.Add(1)
 	}
 	if cap(w.reqBuf) > 4<<20 {
@@ -684,6 +695,16 @@ func (w *writer) checkpoint(ctx context.Context) {
 	l.stats.checkpoints.Add(1)
 	w.cpN, w.cpPrev, w.cpSeq, w.sinceCP = c.N, LineHash(line), c.Seq, 0
 	l.stats.uncovered.Store(0)
+}
+
+// rawSize is a lower bound of e's encoded size.
+func rawSize(e *Entry) int {
+	n := len(e.DecisionID) + len(e.Source) + len(e.Destination) + len(e.Method) + len(e.Path) +
+		len(e.Result) + len(e.Reason) + len(e.Detail) + len(e.Revision) + len(e.Request)*4/3
+	if s := e.Shadow; s != nil {
+		n += len(s.Revision) + len(s.Result) + len(s.Reason)
+	}
+	return n
 }
 
 // cutFields shortens every free-text field to at most n bytes.
