@@ -35,11 +35,17 @@ type Decider interface {
 	Decide(ctx context.Context, in ast.Value) engine.Decision
 }
 
-// Recorder receives decisions for the decision log; it must not block. It
-// takes ownership of req (Check does not touch req afterwards).
+// Recorder receives decisions for the decision log. It takes ownership of
+// req (Check does not touch req afterwards). An error means the decision
+// could not be recorded and the log's failure policy wants it denied
+// (decisionlog.ErrNotRecorded): Check then denies.
 type Recorder interface {
-	Record(e decisionlog.Entry, req *authv3.CheckRequest)
+	Log(ctx context.Context, e decisionlog.Entry, req *authv3.CheckRequest) error
 }
+
+// ReasonNotRecorded denies a request whose decision the log could not
+// write under a fail-closed (deny) log policy.
+const ReasonNotRecorded engine.Reason = "decision_log_failed"
 
 // Config wires a Server.
 type Config struct {
@@ -135,14 +141,13 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		}
 	}
 	elapsed := s.cfg.Now().Sub(start)
-	s.cfg.Metrics.observe(d, elapsed)
 	if d.Reason != engine.ReasonAllowed && d.Reason != engine.ReasonDenied {
 		s.cfg.Logger.Warn("request denied by fail-closed rule", "decision_id", id, "reason", string(d.Reason), "detail", d.Detail)
 	}
 	if s.cfg.Log != nil {
 		attrs := req.GetAttributes()
 		h := attrs.GetRequest().GetHttp()
-		s.cfg.Log.Record(decisionlog.Entry{
+		err := s.cfg.Log.Log(ctx, decisionlog.Entry{
 			DecisionID:  id,
 			Time:        start.UTC(),
 			Source:      input.SPIFFEID(attrs.GetSource().GetPrincipal()),
@@ -157,7 +162,16 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 			DryRun:      s.cfg.DryRun,
 			Shadow:      shadow,
 		}, req)
+		if err != nil {
+			// Fail closed, dry run included: an unrecorded decision must
+			// not let a request through.
+			s.cfg.Logger.Warn("request denied: decision not recorded", "decision_id", id, "decided", result(d.Allowed), "error", err)
+			d = engine.Deny(ReasonNotRecorded, "", d.Revision)
+			d.HTTPStatus, d.Body = 503, "decision log unavailable"
+			resp = Response(d, id)
+		}
 	}
+	s.cfg.Metrics.observe(d, elapsed)
 	return resp, nil
 }
 

@@ -136,8 +136,11 @@ func (h *harness) stopAndRead(t *testing.T) []decisionlog.Entry {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	var v decisionlog.Verifier
+	v := decisionlog.NewVerifier(decisionlog.VerifyOptions{AllowUnsigned: true})
 	if err := v.Check(h.logPath, f); err != nil {
+		t.Fatalf("decision log does not verify: %v", err)
+	}
+	if _, err := v.Finish(); err != nil {
 		t.Fatalf("decision log does not verify: %v", err)
 	}
 	raw, _ := os.ReadFile(h.logPath)
@@ -349,5 +352,54 @@ func TestUnixSocket(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A decision the log cannot write follows the log's failure policy: deny
+// (the default) turns an allow into a denial, allow keeps it.
+func TestUnrecordedDecisionFollowsPolicy(t *testing.T) {
+	for _, tt := range []struct {
+		policy decisionlog.FailurePolicy
+		code   code.Code
+	}{
+		{decisionlog.FailDeny, code.Code_PERMISSION_DENIED},
+		{decisionlog.FailAllow, code.Code_OK},
+	} {
+		t.Run(string(tt.policy), func(t *testing.T) {
+			// A log in a directory that does not exist: every write fails.
+			path := filepath.Join(t.TempDir(), "gone", "decisions.log")
+			dl, err := decisionlog.New(decisionlog.Config{Sinks: []decisionlog.Sink{decisionlog.NewFileSink(path, 0, 0)}, OnFailure: tt.policy})
+			if err != nil {
+				t.Fatal(err)
+			}
+			reg := prometheus.NewRegistry()
+			m, err := authz.NewMetrics(reg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv, err := authz.New(authz.Config{Engine: newEngine(t, meshPolicy), Log: dl, Metrics: m})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- dl.Run(ctx) }()
+			defer func() { cancel(); <-done }()
+			resp, err := srv.Check(context.Background(), loadRequest(t, "01-mtls-allowed-get"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := code.Code(resp.GetStatus().GetCode()); got != tt.code {
+				t.Fatalf("status = %v, want %v", got, tt.code)
+			}
+			if tt.policy == decisionlog.FailDeny {
+				if got := resp.GetDeniedResponse().GetStatus().GetCode(); got != 503 {
+					t.Errorf("http status = %d, want 503", got)
+				}
+				if got := counter(t, reg, "sigil_authz_decisions_total", string(authz.ReasonNotRecorded), "deny"); got != 1 {
+					t.Errorf("decision_log_failed denials counted = %v, want 1", got)
+				}
+			}
+		})
 	}
 }

@@ -1,2 +1,2 @@
-// Package decisionlog writes authorization decisions as hash-chained JSON lines to bounded, non-blocking sinks and verifies such logs.
+// Package decisionlog writes authorization decisions as a hash chain of JSON lines anchored by signed checkpoints, and verifies such logs.
 package decisionlog

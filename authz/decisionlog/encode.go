@@ -21,6 +21,7 @@ func appendEntry(dst []byte, e *Entry, prev []byte) ([]byte, error) {
 		return dst, fmt.Errorf("decision time: %w", err)
 	}
 	dst = append(dst, '"')
+	dst = appendOptString(dst, `,"kind":`, e.Kind)
 	dst = appendOptString(dst, `,"source":`, e.Source)
 	dst = appendOptString(dst, `,"destination":`, e.Destination)
 	dst = appendOptString(dst, `,"method":`, e.Method)
@@ -57,6 +58,17 @@ func appendEntry(dst []byte, e *Entry, prev []byte) ([]byte, error) {
 		dst = base64.StdEncoding.AppendEncode(dst, e.Request)
 		dst = append(dst, '"')
 	}
+	if e.BodyTruncated {
+		dst = append(dst, `,"body_truncated":true`...)
+	}
+	if e.BodyLen != 0 {
+		dst = strconv.AppendInt(append(dst, `,"body_len":`...), e.BodyLen, 10)
+	}
+	dst = appendOptString(dst, `,"line_truncated":`, e.LineTruncated)
+	if e.TornBytes != 0 {
+		dst = strconv.AppendInt(append(dst, `,"torn_bytes":`...), e.TornBytes, 10)
+	}
+	dst = appendOptString(dst, `,"torn_sha256":`, e.TornSHA256)
 	dst = append(dst, `,"seq":`...)
 	dst = strconv.AppendUint(dst, e.Seq, 10)
 	dst = append(dst, `,"prev":`...)

@@ -22,6 +22,7 @@ func TestAppendEntryMatchesJSON(t *testing.T) {
 			Method: "GET", Path: "/x?y=<z>&w", Result: "allow", Reason: "allowed", Detail: "d", Revision: "rev",
 			LatencyNS: -5, DryRun: true, Shadow: &decisionlog.Shadow{Revision: "r2", Result: "deny", Reason: "denied", Disagree: true},
 			Request: []byte{0, 1, 2, 0xff, 0xfe}, Seq: 18446744073709551615, Prev: "abc",
+			Kind: "repair", BodyTruncated: true, BodyLen: 3 << 20, LineTruncated: "request", TornBytes: 17, TornSHA256: "ff<",
 		}},
 		{"shadow without revision", decisionlog.Entry{Time: t0, Shadow: &decisionlog.Shadow{Result: "allow"}}},
 		{"escapes", decisionlog.Entry{
@@ -56,6 +57,7 @@ func FuzzAppendEntry(f *testing.F) {
 		e := decisionlog.Entry{
 			DecisionID: id, Time: time.Unix(unix, 0).UTC(), Source: src, Destination: src + id, Method: method, Path: path,
 			Result: method, Reason: path, Detail: detail, Revision: id, LatencyNS: lat, DryRun: dry, Request: req, Seq: seq, Prev: detail,
+			Kind: src, BodyTruncated: dry, BodyLen: lat, LineTruncated: path, TornBytes: -lat, TornSHA256: id,
 		}
 		if dry {
 			e.Shadow = &decisionlog.Shadow{Revision: detail, Result: src, Reason: id, Disagree: len(req) > 0}

@@ -13,26 +13,50 @@ import (
 // Entry is one decision. Seq, Prev and the line's own hash are filled in by
 // the Logger when the entry is chained.
 type Entry struct {
-	DecisionID  string    `json:"decision_id"`
-	Time        time.Time `json:"time"`
-	Source      string    `json:"source,omitempty"`
-	Destination string    `json:"destination,omitempty"`
-	Method      string    `json:"method,omitempty"`
-	Path        string    `json:"path,omitempty"`
-	Result      string    `json:"result"`
-	Reason      string    `json:"reason"`
-	Detail      string    `json:"detail,omitempty"`
-	Revision    string    `json:"revision,omitempty"`
-	LatencyNS   int64     `json:"latency_ns"`
-	DryRun      bool      `json:"dry_run,omitempty"`
-	Shadow      *Shadow   `json:"shadow,omitempty"`
+	DecisionID string    `json:"decision_id"`
+	Time       time.Time `json:"time"`
+	// Kind is empty for a decision; markers say KindRotate or KindRepair.
+	Kind        string  `json:"kind,omitempty"`
+	Source      string  `json:"source,omitempty"`
+	Destination string  `json:"destination,omitempty"`
+	Method      string  `json:"method,omitempty"`
+	Path        string  `json:"path,omitempty"`
+	Result      string  `json:"result"`
+	Reason      string  `json:"reason"`
+	Detail      string  `json:"detail,omitempty"`
+	Revision    string  `json:"revision,omitempty"`
+	LatencyNS   int64   `json:"latency_ns"`
+	DryRun      bool    `json:"dry_run,omitempty"`
+	Shadow      *Shadow `json:"shadow,omitempty"`
 	// Request is the CheckRequest in protobuf wire form (base64 in JSON),
 	// secret headers masked; replay decodes it. Binary because protojson
 	// would cost a decision-log writer four times as much.
 	Request []byte `json:"request_pb,omitempty"`
-	Seq     uint64 `json:"seq"`
-	Prev    string `json:"prev"`
+	// BodyTruncated says the logged request's body was cut to the
+	// configured MaxBody; BodyLen is its length before.
+	BodyTruncated bool  `json:"body_truncated,omitempty"`
+	BodyLen       int64 `json:"body_len,omitempty"`
+	// LineTruncated says what was left out or cut to keep the line under
+	// MaxLine: "request" (the request was dropped) or "fields" (long
+	// strings were cut as well).
+	LineTruncated string `json:"line_truncated,omitempty"`
+	// TornBytes and TornSHA256 describe the partial line a repair marker
+	// cut from the end of the log.
+	TornBytes  int64  `json:"torn_bytes,omitempty"`
+	TornSHA256 string `json:"torn_sha256,omitempty"`
+	Seq        uint64 `json:"seq"`
+	Prev       string `json:"prev"`
 }
+
+// Marker kinds: lines the Logger writes about the log itself.
+const (
+	// KindRotate opens a new file after rotation; its Prev is the hash of
+	// the previous file's last line, which a checkpoint covers.
+	KindRotate = "rotate"
+	// KindRepair follows a torn (partial) last line that was cut on start
+	// or after a failed write.
+	KindRepair = "repair"
+)
 
 // Shadow is what the shadow policy decided for the same request.
 type Shadow struct {

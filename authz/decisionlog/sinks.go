@@ -40,12 +40,16 @@ func (s *WriterSink) Write(_ context.Context, lines [][]byte) error {
 	return err
 }
 
-// FileSink appends lines to a file (mode 0600) and rotates it to
-// path.1 ... path.N when it exceeds MaxBytes.
+// FileSink appends lines to a file (mode 0600). A Logger rotates it to
+// path.1 ... path.N between batches once it exceeds MaxBytes, and writes a
+// rotation marker as the new file's first line. A failed write is undone:
+// the file is cut back to where the batch began, so it never holds a torn
+// line or part of a batch that was reported as not written.
 type FileSink struct {
 	path       string
 	maxBytes   int64
 	maxBackups int
+	sync       bool
 
 	mu   sync.Mutex
 	f    *os.File
@@ -64,6 +68,13 @@ func NewFileSink(path string, maxBytes int64, maxBackups int) *FileSink {
 	return &FileSink{path: path, maxBytes: maxBytes, maxBackups: maxBackups}
 }
 
+// SetSync makes every Write end with fsync, so a written batch survives a
+// power loss and not only a crash of the process. Call before use.
+func (s *FileSink) SetSync(on bool) { s.sync = on }
+
+// Path is the file written.
+func (s *FileSink) Path() string { return s.path }
+
 // LastLine implements Tailer: the last line of the current file, or of the
 // newest backup if the current file is empty.
 func (s *FileSink) LastLine() ([]byte, error) {
@@ -77,6 +88,75 @@ func (s *FileSink) LastLine() ([]byte, error) {
 		}
 	}
 	return nil, nil
+}
+
+// maxTorn bounds the partial line RepairTail cuts: a longer stretch
+// without a newline is not a torn write but damage to look at by hand.
+const maxTorn = 16 << 20
+
+// RepairTail implements Repairer: if the file does not end with a
+// newline, the bytes after the last newline (a line torn by a crash or a
+// full disk) are cut off and returned.
+func (s *FileSink) RepairTail() ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f != nil {
+		if err := s.f.Close(); err != nil {
+			return nil, err
+		}
+		s.f = nil
+	}
+	f, err := os.OpenFile(s.path, os.O_RDWR, 0)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	size := st.Size()
+	if size == 0 {
+		return nil, nil
+	}
+	var last [1]byte
+	if _, err := f.ReadAt(last[:], size-1); err != nil {
+		return nil, err
+	}
+	if last[0] == '\n' {
+		return nil, nil
+	}
+	// Find the last newline, reading backwards in chunks.
+	const chunk = 64 * 1024
+	cut := int64(0)
+	for off := size; off > 0 && cut == 0; {
+		n := min(int64(chunk), off)
+		off -= n
+		buf := make([]byte, n)
+		if _, err := f.ReadAt(buf, off); err != nil {
+			return nil, err
+		}
+		if i := bytes.LastIndexByte(buf, '\n'); i >= 0 {
+			cut = off + int64(i) + 1
+		}
+		if size-off > maxTorn {
+			return nil, fmt.Errorf("%s ends with more than %d bytes without a newline: not a torn line, inspect it", s.path, maxTorn)
+		}
+	}
+	torn := make([]byte, size-cut)
+	if _, err := f.ReadAt(torn, cut); err != nil {
+		return nil, err
+	}
+	if err := f.Truncate(cut); err != nil {
+		return nil, fmt.Errorf("cut torn tail: %w", err)
+	}
+	if err := f.Sync(); err != nil {
+		return nil, fmt.Errorf("cut torn tail: %w", err)
+	}
+	return torn, nil
 }
 
 func lastLine(path string) ([]byte, error) {
@@ -134,26 +214,57 @@ func (s *FileSink) openLocked() error {
 	return nil
 }
 
-func (s *FileSink) rotateLocked() error {
-	if err := s.f.Close(); err != nil {
-		return err
+// NeedsRotation reports whether the file has reached MaxBytes.
+func (s *FileSink) NeedsRotation() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.maxBytes <= 0 {
+		return false
 	}
-	s.f = nil
+	if err := s.openLocked(); err != nil {
+		return false
+	}
+	return s.size >= s.maxBytes
+}
+
+// Empty reports whether the current file holds no line (new, or just
+// rotated).
+func (s *FileSink) Empty() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.openLocked(); err != nil {
+		return false
+	}
+	return s.size == 0
+}
+
+// Rotate moves the file to path.1 (path.1 to path.2, ...) and starts a
+// new one.
+func (s *FileSink) Rotate() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.f != nil {
+		if err := s.f.Close(); err != nil {
+			return err
+		}
+		s.f = nil
+	}
 	for i := s.maxBackups - 1; i >= 1; i-- {
 		from := s.path + "." + strconv.Itoa(i)
 		if _, err := os.Stat(from); err == nil {
 			if err := os.Rename(from, s.path+"."+strconv.Itoa(i+1)); err != nil {
-				return err
+				return fmt.Errorf("rotate decision log: %w", err)
 			}
 		}
 	}
 	if err := os.Rename(s.path, s.path+".1"); err != nil {
-		return err
+		return fmt.Errorf("rotate decision log: %w", err)
 	}
 	return s.openLocked()
 }
 
-// Write implements Sink.
+// Write implements Sink. On failure the file is cut back to its size
+// before the call.
 func (s *FileSink) Write(_ context.Context, lines [][]byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -166,21 +277,29 @@ func (s *FileSink) Write(_ context.Context, lines [][]byte) error {
 		s.w.Reset(s.f)
 	}
 	w := s.w
+	before := s.size
+	n := int64(0)
 	for _, l := range lines {
-		if s.maxBytes > 0 && s.size > 0 && s.size+int64(len(l))+1 > s.maxBytes {
-			if err := w.Flush(); err != nil {
-				return err
-			}
-			if err := s.rotateLocked(); err != nil {
-				return fmt.Errorf("rotate decision log: %w", err)
-			}
-			w.Reset(s.f)
-		}
 		w.Write(l)
 		w.WriteByte('\n')
-		s.size += int64(len(l)) + 1
+		n += int64(len(l)) + 1
 	}
-	return w.Flush()
+	err := w.Flush()
+	if err == nil && s.sync {
+		err = s.f.Sync()
+	}
+	if err != nil {
+		// Undo the partial batch; if even that fails, close the file so the
+		// next Logger resync repairs the torn tail.
+		if terr := s.f.Truncate(before); terr != nil {
+			s.f.Close()
+			s.f = nil
+			return fmt.Errorf("write decision log: %w (and cutting back failed: %v)", err, terr)
+		}
+		return fmt.Errorf("write decision log: %w", err)
+	}
+	s.size = before + n
+	return nil
 }
 
 // Close implements Closer.

@@ -2,6 +2,7 @@ package decisionlog_test
 
 import (
 	"bytes"
+	"crypto/x509"
 	"compress/gzip"
 	"context"
 	"encoding/json"
@@ -41,6 +42,7 @@ func TestHTTPSinkOPACompatible(t *testing.T) {
 	l, err := decisionlog.New(decisionlog.Config{
 		Sinks:      []decisionlog.Sink{decisionlog.NewHTTPSink(srv.URL+"/logs", srv.Client(), "envoy/authz/allow", map[string]string{"id": "authz-1"})},
 		LogRequest: true,
+		OnFailure:  decisionlog.FailAllow,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -48,7 +50,9 @@ func TestHTTPSinkOPACompatible(t *testing.T) {
 	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 		Method: "GET", Path: "/x", Headers: map[string]string{"Authorization": "Bearer hunter2"},
 	}}}}
-	l.Record(decisionlog.Entry{DecisionID: "d1", Time: time.Unix(0, 0).UTC(), Result: "allow", Reason: "allowed", Revision: "r1", LatencyNS: 1500}, req)
+	if err := l.Log(context.Background(), decisionlog.Entry{DecisionID: "d1", Time: time.Unix(0, 0).UTC(), Result: "allow", Reason: "allowed", Revision: "r1", LatencyNS: 1500}, req); err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	if err := l.Run(ctx); err != nil {
@@ -69,13 +73,25 @@ func TestHTTPSinkOPACompatible(t *testing.T) {
 }
 
 func FuzzVerify(f *testing.F) {
-	f.Add([]byte(`{"decision_id":"x","seq":1,"prev":"","hash":"00"}` + "\n"))
-	f.Add([]byte("\n\n{}\n"))
-	f.Add([]byte(decisionlog.SealForTest(`{"decision_id":"a","time":"2026-11-23T12:00:00Z","result":"allow","reason":"allowed","latency_ns":1,"seq":1,"prev":""`) + "\n"))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var v decisionlog.Verifier
-		_ = v.Check("fuzz", bytes.NewReader(b))
-		for _, line := range bytes.Split(b, []byte("\n")) {
+	f.Add([]byte(`{"decision_id":"x","seq":1,"prev":"","hash":"00"}`+"\n"), []byte(`{"n":1,"seq":1,"head":"","chain":[],"sig":""}`+"\n"))
+	f.Add([]byte("\n\n{}\n"), []byte("{\n"))
+	f.Add([]byte(decisionlog.SealForTest(`{"decision_id":"a","time":"2026-11-23T12:00:00Z","result":"allow","reason":"allowed","latency_ns":1,"seq":1,"prev":""`)+"\n"), []byte(nil))
+	f.Add([]byte(decisionlog.SealForTest(`{"decision_id":"","time":"2026-11-23T12:00:00Z","kind":"rotate","result":"","reason":"rotated","latency_ns":0,"seq":5,"prev":"ab"`)), []byte(`{"n":1,"seq":4,"head":"ab"}`))
+	f.Fuzz(func(t *testing.T, log, cps []byte) {
+		for _, unsigned := range []bool{false, true} {
+			v := decisionlog.NewVerifier(decisionlog.VerifyOptions{AllowUnsigned: unsigned, Roots: x509.NewCertPool()})
+			if err := v.AddCheckpoints("cps", bytes.NewReader(cps)); err != nil {
+				continue
+			}
+			if err := v.Check("fuzz", bytes.NewReader(log)); err != nil {
+				continue
+			}
+			rep, err := v.Finish()
+			if err == nil && !unsigned && rep.Checkpoints == 0 && rep.Unsigned {
+				t.Fatalf("unsigned log accepted without AllowUnsigned: %+v", rep)
+			}
+		}
+		for _, line := range bytes.Split(log, []byte("\n")) {
 			_, _ = decisionlog.Decode(line)
 		}
 	})

@@ -50,8 +50,11 @@ func Run(ctx context.Context, r io.Reader, candidate *engine.Prepared, opts inpu
 		if err := ctx.Err(); err != nil {
 			return rep, err
 		}
-		rep.Lines++
 		e, err := decisionlog.Decode(sc.Bytes())
+		if err == nil && e.Kind != "" {
+			continue // a rotation or repair marker, not a decision
+		}
+		rep.Lines++
 		if err != nil {
 			rep.Invalid++
 			continue

@@ -3,9 +3,14 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -20,31 +25,136 @@ func newAuditCmd() *cobra.Command {
 }
 
 func newAuditVerifyCmd() *cobra.Command {
-	return &cobra.Command{
+	var checkpoints, bundle, signerID string
+	var allowUnsigned bool
+	cmd := &cobra.Command{
 		Use:   "verify FILE...",
-		Short: "Check a decision log's hash chain; files oldest first (decisions.log.2 decisions.log.1 decisions.log)",
-		Args:  cobra.MinimumNArgs(1),
+		Short: "Check a decision log's hash chain against its signed checkpoints; files oldest first (decisions.log.2 decisions.log.1 decisions.log)",
+		Long: `Check a decision log's hash chain against its signed checkpoints.
+
+Every line must link to the one before; the first line must be seq 1 or a
+rotation marker whose previous line a checkpoint covers; every checkpoint
+must be signed by an identity that chains to the trust bundle (--bundle) and
+match the line it names; the log must reach the latest checkpoint. Lines
+written after the latest checkpoint are reported as not yet covered.
+
+Checkpoints default to the newest file's name plus ".checkpoints". Keep a
+copy of the checkpoints away from the log's host: whoever can rewrite both
+can cut both back to an earlier checkpoint.
+
+--allow-unsigned checks a log without checkpoints (or an empty one). That
+proves only that no line was changed on its own; anyone who can write the
+file can cut its end or start or recompute every hash.`,
+		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var v decisionlog.Verifier
+			opts := decisionlog.VerifyOptions{SignerID: signerID, AllowUnsigned: allowUnsigned}
+			if bundle != "" {
+				roots, err := loadBundle(bundle)
+				if err != nil {
+					return fmt.Errorf("audit verify: %w", err)
+				}
+				opts.Roots = roots
+			}
+			if checkpoints == "" {
+				c := rotatedSuffix.ReplaceAllString(args[len(args)-1], "") + ".checkpoints"
+				if _, err := os.Stat(c); err == nil {
+					checkpoints = c
+				}
+			}
+			v := decisionlog.NewVerifier(opts)
+			if checkpoints != "" {
+				if bundle == "" {
+					return errors.New("audit verify: checkpoints need --bundle, the trust bundle their signer chains to (sigil bundle show)")
+				}
+				if err := checkFile(checkpoints, v.AddCheckpoints); err != nil {
+					return fmt.Errorf("audit verify: %w", err)
+				}
+			}
 			for _, name := range args {
-				f, err := os.Open(name)
-				if err != nil {
-					return fmt.Errorf("audit verify: %w", err)
-				}
-				err = v.Check(name, f)
-				f.Close()
-				if err != nil {
+				if err := checkFile(name, v.Check); err != nil {
 					return fmt.Errorf("audit verify: %w", err)
 				}
 			}
-			out := cmd.OutOrStdout()
-			fmt.Fprintf(out, "ok: %d decisions, chain intact", v.Lines)
-			if v.FirstSeq > 1 {
-				fmt.Fprintf(out, " (starts at seq %d; earlier decisions are in older files)", v.FirstSeq)
+			rep, err := v.Finish()
+			if err != nil {
+				return fmt.Errorf("audit verify: %w", err)
 			}
-			fmt.Fprintln(out)
+			writeVerifyReport(cmd.OutOrStdout(), rep, checkpoints)
 			return nil
 		},
+	}
+	cmd.Flags().StringVar(&checkpoints, "checkpoints", "", "signed checkpoints file (default: the newest log file + .checkpoints, if present)")
+	cmd.Flags().StringVar(&bundle, "bundle", "", "PEM trust bundle the checkpoint signer must chain to")
+	cmd.Flags().StringVar(&signerID, "signer-id", "", "accept checkpoints signed only by this SPIFFE ID")
+	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a log without checkpoints; proves only that no line was edited on its own")
+	return cmd
+}
+
+// rotatedSuffix is the ".N" of a rotated log file.
+var rotatedSuffix = regexp.MustCompile(`\.[0-9]+$`)
+
+func checkFile(name string, check func(string, io.Reader) error) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return check(name, f)
+}
+
+func loadBundle(path string) (*x509.CertPool, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read trust bundle: %w", err)
+	}
+	pool := x509.NewCertPool()
+	n := 0
+	for {
+		var b *pem.Block
+		b, raw = pem.Decode(raw)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("trust bundle %s: %w", path, err)
+		}
+		pool.AddCert(c)
+		n++
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("trust bundle %s: no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+func writeVerifyReport(out io.Writer, rep decisionlog.Report, checkpoints string) {
+	if rep.Lines == 0 {
+		fmt.Fprintln(out, "ok: empty log")
+	} else {
+		fmt.Fprintf(out, "ok: %d decisions (seq %d-%d), chain intact\n", rep.Decisions, rep.FirstSeq, rep.LastSeq)
+	}
+	if rep.Unsigned {
+		fmt.Fprintln(out, "UNSIGNED: no checkpoint was checked. This shows only that no line was edited on its own;")
+		fmt.Fprintln(out, "  a cut end or start, a replaced log or a recomputed chain would not be noticed.")
+	} else {
+		fmt.Fprintf(out, "signed: %d checkpoint(s) in these files from %s by %s; latest covers seq %d (%s)\n",
+			rep.Checkpoints, checkpoints, strings.Join(rep.Signers, ", "), rep.Covered, rep.CoveredAt.Format(time.RFC3339))
+		if rep.Uncovered > 0 {
+			fmt.Fprintf(out, "not yet covered: %d line(s) after the latest checkpoint; no signature protects them yet\n", rep.Uncovered)
+		}
+	}
+	if rep.FirstSeq > 1 {
+		fmt.Fprintf(out, "starts at seq %d: a rotation marker, earlier decisions are in older files\n", rep.FirstSeq)
+	}
+	for _, r := range rep.Repairs {
+		fmt.Fprintf(out, "repaired: %s seq %d marks a torn line cut after a crash or failed write (%d bytes, sha256 %s)\n", r.File, r.Seq, r.Bytes, r.SHA256)
+	}
+	if rep.TornTail > 0 {
+		fmt.Fprintf(out, "torn tail: the last %d bytes are a partial line (not yet repaired; sigil authz run cuts and marks it on start)\n", rep.TornTail)
 	}
 }
 
