@@ -22,6 +22,7 @@ import (
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // Bounds on what an agent may send for x509pop.
@@ -177,7 +178,7 @@ func (x *X509PoP) Attest(ctx context.Context, p *nodev1.AttestParams, challenge 
 		return Result{}, fmt.Errorf("%w: x509pop: %v", ErrRefused, err)
 	}
 	fp := sha256.Sum256(leaf.Raw)
-	id, err := agentID(x.td, TypeX509PoP, hex.EncodeToString(fp[:]))
+	id, err := sigilid.Agent(x.td, TypeX509PoP, hex.EncodeToString(fp[:]))
 	if err != nil {
 		return Result{}, fmt.Errorf("x509pop: agent id: %w", err)
 	}
