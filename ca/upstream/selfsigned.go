@@ -17,6 +17,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/internal/atomicfile"
 )
 
 // RootKeyName is the logical name of the self-signed root's key.
@@ -169,8 +170,8 @@ func createRoot(ctx context.Context, cfg SelfSignedConfig) (*x509.Certificate, c
 			return nil, nil, fmt.Errorf("self-signed root: %w", err)
 		}
 	}
-	if err := writeFileAtomic(cfg.CertPath, certsPEM(cert), 0o644); err != nil {
-		return nil, nil, fmt.Errorf("self-signed root: write %s: %w", cfg.CertPath, err)
+	if err := atomicfile.Write(cfg.CertPath, certsPEM(cert), 0o644); err != nil {
+		return nil, nil, fmt.Errorf("self-signed root: %w", err)
 	}
 	return cert, signer, nil
 }
