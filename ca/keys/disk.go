@@ -14,6 +14,7 @@ import (
 	"go.step.sm/crypto/pemutil"
 
 	"github.com/sigilhq/sigil/internal/atomicfile"
+	"github.com/sigilhq/sigil/internal/pemfile"
 )
 
 // Disk keeps each key as a PEM file <dir>/<name>.key with mode 0600. Files
@@ -140,22 +141,9 @@ func ReadKeyFile(path string) (crypto.Signer, error) {
 	if len(b) > maxKeyFile {
 		return nil, fmt.Errorf("key file %s: larger than %d bytes", path, maxKeyFile)
 	}
-	p, _ := pem.Decode(b)
-	switch {
-	case p == nil:
-		return nil, fmt.Errorf("key file %s: no PEM block", path)
-	case p.Type == "ENCRYPTED PRIVATE KEY" || p.Headers["Proc-Type"] != "":
-		return nil, fmt.Errorf("key file %s: encrypted keys are not supported", path)
-	case p.Type != "PRIVATE KEY" && p.Type != "EC PRIVATE KEY" && p.Type != "RSA PRIVATE KEY":
-		return nil, fmt.Errorf("key file %s: PEM block is a %q, want a private key", path, p.Type)
-	}
-	key, err := pemutil.ParseKey(b)
+	signer, err := pemfile.ParseKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("key file %s: %w", path, err)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("key file %s: holds a %T, not a private key", path, key)
 	}
 	return signer, nil
 }

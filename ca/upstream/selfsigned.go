@@ -18,6 +18,7 @@ import (
 
 	"github.com/sigilhq/sigil/ca/keys"
 	"github.com/sigilhq/sigil/internal/atomicfile"
+	"github.com/sigilhq/sigil/internal/pemfile"
 )
 
 // RootKeyName is the logical name of the self-signed root's key.
@@ -97,7 +98,7 @@ func NewSelfSigned(ctx context.Context, cfg SelfSignedConfig) (*SelfSigned, erro
 // loadRoot returns an error wrapping fs.ErrNotExist only when there is no
 // certificate file.
 func loadRoot(ctx context.Context, cfg SelfSignedConfig) (*x509.Certificate, crypto.Signer, error) {
-	certs, err := readCerts(cfg.CertPath)
+	certs, err := pemfile.ReadCerts(cfg.CertPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, err

@@ -10,7 +10,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"os"
 	"time"
 )
 
@@ -149,43 +148,6 @@ func samePublicKey(a, b crypto.PublicKey) bool {
 // selfSigned reports whether c is signed by its own key.
 func selfSigned(c *x509.Certificate) bool {
 	return bytes.Equal(c.RawSubject, c.RawIssuer) && c.CheckSignature(c.SignatureAlgorithm, c.RawTBSCertificate, c.Signature) == nil
-}
-
-// readCerts reads every certificate in a PEM file, refusing a file with
-// none or with blocks of another type.
-func readCerts(path string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	certs, err := parseCerts(b)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return certs, nil
-}
-
-func parseCerts(b []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for n := 1; ; n++ {
-		var p *pem.Block
-		p, b = pem.Decode(b)
-		if p == nil {
-			break
-		}
-		if p.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %d is a %q, want CERTIFICATE", n, p.Type)
-		}
-		c, err := x509.ParseCertificate(p.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", n, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM CERTIFICATE block")
-	}
-	return certs, nil
 }
 
 func certsPEM(certs ...*x509.Certificate) []byte {
