@@ -13,7 +13,6 @@ import (
 	randv2 "math/rand/v2"
 	"net"
 	"net/http"
-	"strings"
 	"sync"
 	"time"
 
@@ -29,6 +28,7 @@ import (
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/internal/bundleconv"
 	"github.com/sigilhq/sigil/internal/clock"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // ServeFunc serves workloads (Workload API, SDS) from the cache until ctx
@@ -111,11 +111,7 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = max(30*time.Second, cfg.RetryMin)
 	}
-	caID, err := spiffeid.FromSegments(cfg.TrustDomain, "sigil", "ca")
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
-	}
-	a := &Agent{cfg: cfg, caID: caID, metrics: newMetrics(cfg.Registerer), denied: make(chan struct{}, 1)}
+	a := &Agent{cfg: cfg, caID: sigilid.CA(cfg.TrustDomain), metrics: newMetrics(cfg.Registerer), denied: make(chan struct{}, 1)}
 	a.conn = &swapConn{onDenied: a.poke}
 	c, err := cache.New(cache.Config{
 		TrustDomain: cfg.TrustDomain,
@@ -292,7 +288,7 @@ func (a *Agent) checkAgentSVID(res *nodev1.AgentSVID, key crypto.Signer) (*x509s
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent svid from the CA: %w", err)
 	}
-	if !svid.ID.MemberOf(a.cfg.TrustDomain) || !strings.HasPrefix(svid.ID.Path(), "/sigil/agent/") {
+	if !svid.ID.MemberOf(a.cfg.TrustDomain) || !sigilid.IsAgent(svid.ID) {
 		return nil, nil, fmt.Errorf("agent svid from the CA is for %s, not an agent of %s", svid.ID, a.cfg.TrustDomain)
 	}
 	if res.GetSpiffeId() != "" && res.GetSpiffeId() != svid.ID.String() {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/sigilhq/sigil/ca/keys"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // Defaults from DESIGN.md.
@@ -127,12 +128,8 @@ func New(cfg Config) (*CA, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	id, err := spiffeid.FromSegments(cfg.TrustDomain, "sigil", "ca")
-	if err != nil {
-		return nil, fmt.Errorf("ca: %w", err)
-	}
 	sum := sha256.Sum256([]byte(cfg.InstanceID))
-	return &CA{cfg: cfg, id: id, kidTag: base64.RawURLEncoding.EncodeToString(sum[:])[:6] + "."}, nil
+	return &CA{cfg: cfg, id: sigilid.CA(cfg.TrustDomain), kidTag: base64.RawURLEncoding.EncodeToString(sum[:])[:6] + "."}, nil
 }
 
 // ID is the CA's own SPIFFE ID.

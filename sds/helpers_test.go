@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/sigilhq/sigil/internal/envoytest"
+	"github.com/sigilhq/sigil/internal/pemfile"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/testca"
 	"github.com/sigilhq/sigil/internal/workload/workloadtest"
@@ -188,7 +189,7 @@ func leaf(t testing.TB, s *tlsv3.Secret) *x509.Certificate {
 	if s.GetTlsCertificate() == nil {
 		t.Fatalf("secret %q is not a tls certificate: %v", s.GetName(), s)
 	}
-	certs, err := envoytest.ParseCerts(s.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
+	certs, err := pemfile.ParseCerts(s.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
 	if err != nil {
 		t.Fatalf("secret %q: %v", s.GetName(), err)
 	}

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/sigilhq/sigil/internal/envoytest"
+	"github.com/sigilhq/sigil/internal/pemfile"
 	"github.com/sigilhq/sigil/internal/testca"
 	"github.com/sigilhq/sigil/internal/workload/workloadtest"
 	"github.com/sigilhq/sigil/sds"
@@ -37,11 +38,11 @@ func checkDefault(t *testing.T, def, rootCA *tlsv3.Secret, want *x509svid.SVID) 
 	if !bytes.Equal(tc.GetPrivateKey().GetInlineBytes(), key) {
 		t.Errorf("default private key is not the caller's current SVID key")
 	}
-	certs, err := envoytest.ParseCerts(tc.GetCertificateChain().GetInlineBytes())
+	certs, err := pemfile.ParseCerts(tc.GetCertificateChain().GetInlineBytes())
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots, err := envoytest.ParseCerts(rootCA.GetValidationContext().GetTrustedCa().GetInlineBytes())
+	roots, err := pemfile.ParseCerts(rootCA.GetValidationContext().GetTrustedCa().GetInlineBytes())
 	if err != nil {
 		t.Fatalf("ROOTCA: %v", err)
 	}
@@ -261,7 +262,7 @@ func TestRotationReachesEveryOpenStream(t *testing.T) {
 			if _, err := s.Next(as(t)); err != nil {
 				t.Fatal(err)
 			}
-			roots, _ := envoytest.ParseCerts(s.Secret("ROOTCA").GetValidationContext().GetTrustedCa().GetInlineBytes())
+			roots, _ := pemfile.ParseCerts(s.Secret("ROOTCA").GetValidationContext().GetTrustedCa().GetInlineBytes())
 			if len(roots) != 2 {
 				t.Errorf("sotw ROOTCA holds %d roots, want 2", len(roots))
 			}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+
+	"github.com/sigilhq/sigil/internal/atomicfile"
 )
 
 // FileName is the file in the data directory that holds the identity.
@@ -120,41 +122,8 @@ func Save(dir string, id *Identity) error {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save agent identity: data dir: %w", err)
 	}
-	return writeAtomic(filepath.Join(dir, FileName), data)
-}
-
-// writeAtomic writes data to a temporary file beside path, syncs it and
-// renames it over path, then syncs the directory.
-func writeAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, ".agent-identity-*")
-	if err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, FileName), data, 0o600); err != nil {
 		return fmt.Errorf("save agent identity: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		return fmt.Errorf("save agent identity: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		return fmt.Errorf("save agent identity: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("save agent identity: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("save agent identity: %w", err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("save agent identity: %w", err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		d.Sync()
-		d.Close()
 	}
 	return nil
 }

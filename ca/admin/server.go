@@ -83,7 +83,6 @@ type Server struct {
 	adminv1.UnimplementedAdminServer
 
 	td       spiffeid.TrustDomain
-	caID     spiffeid.ID
 	store    Store
 	auth     Authority
 	now      func() time.Time
@@ -105,13 +104,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Authority == nil {
 		return nil, errors.New("admin: authority is required")
 	}
-	caID, err := spiffeid.FromSegments(cfg.TrustDomain, "sigil", "ca")
-	if err != nil {
-		return nil, fmt.Errorf("admin: ca id: %w", err)
-	}
 	s := &Server{
 		td:       cfg.TrustDomain,
-		caID:     caID,
 		store:    cfg.Store,
 		auth:     cfg.Authority,
 		now:      cfg.Now,

@@ -11,6 +11,7 @@ import (
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // Bounds on what one entry may hold, so that a hostile or mistaken caller
@@ -23,10 +24,6 @@ const (
 	maxEntryIDLen    = 128
 )
 
-// reservedPath is the path prefix of the identities Sigil itself hands out
-// (the CA, agents); no registration entry may claim one.
-const reservedPath = "/sigil/"
-
 // entryFromProto validates e and converts it. prefix names e in messages
 // ("entries[2]" or "entry").
 func (s *Server) entryFromProto(prefix string, e *typesv1.Entry) (store.Entry, error) {
@@ -38,8 +35,8 @@ func (s *Server) entryFromProto(prefix string, e *typesv1.Entry) (store.Entry, e
 	if err != nil {
 		return store.Entry{}, err
 	}
-	if id == s.caID || strings.HasPrefix(id.Path()+"/", reservedPath) {
-		return store.Entry{}, invalid(prefix+".spiffe_id", "%s is reserved for Sigil's own identities (paths under %s)", id, reservedPath)
+	if sigilid.IsReserved(id) {
+		return store.Entry{}, invalid(prefix+".spiffe_id", "%s is reserved for Sigil's own identities (paths under %s/)", id, sigilid.Reserved)
 	}
 	out.SPIFFEID = id.String()
 

@@ -12,6 +12,9 @@ import (
 	"path/filepath"
 
 	"go.step.sm/crypto/pemutil"
+
+	"github.com/sigilhq/sigil/internal/atomicfile"
+	"github.com/sigilhq/sigil/internal/pemfile"
 )
 
 // Disk keeps each key as a PEM file <dir>/<name>.key with mode 0600. Files
@@ -72,7 +75,7 @@ func (d *Disk) GenerateKey(_ context.Context, name string, t Type) (crypto.Signe
 	if err != nil {
 		return nil, fmt.Errorf("key %s: encode: %w", name, err)
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(block), 0o600); err != nil {
+	if err := atomicfile.Write(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		return nil, fmt.Errorf("key %s: %w", name, err)
 	}
 	return signer, nil
@@ -138,60 +141,9 @@ func ReadKeyFile(path string) (crypto.Signer, error) {
 	if len(b) > maxKeyFile {
 		return nil, fmt.Errorf("key file %s: larger than %d bytes", path, maxKeyFile)
 	}
-	p, _ := pem.Decode(b)
-	switch {
-	case p == nil:
-		return nil, fmt.Errorf("key file %s: no PEM block", path)
-	case p.Type == "ENCRYPTED PRIVATE KEY" || p.Headers["Proc-Type"] != "":
-		return nil, fmt.Errorf("key file %s: encrypted keys are not supported", path)
-	case p.Type != "PRIVATE KEY" && p.Type != "EC PRIVATE KEY" && p.Type != "RSA PRIVATE KEY":
-		return nil, fmt.Errorf("key file %s: PEM block is a %q, want a private key", path, p.Type)
-	}
-	key, err := pemutil.ParseKey(b)
+	signer, err := pemfile.ParseKey(b)
 	if err != nil {
 		return nil, fmt.Errorf("key file %s: %w", path, err)
 	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("key file %s: holds a %T, not a private key", path, key)
-	}
 	return signer, nil
-}
-
-// writeFileAtomic writes data to a temporary file beside path, syncs it and
-// renames it over path, so path always holds either the old or the new
-// content.
-func writeFileAtomic(path string, data []byte, perm os.FileMode) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err = f.Chmod(perm); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err = f.Write(data); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err = os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if d, derr := os.Open(dir); derr == nil {
-		_ = d.Sync()
-		d.Close()
-	}
-	return nil
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/sigilhq/sigil/ca/nodeattest"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // Attest proves the node with the attestor named in the first message and
@@ -77,7 +78,7 @@ func (s *Server) Attest(stream nodev1.Node_AttestServer) error {
 		return s.attestFail(ctx, typ, codes.Unavailable, "attest: the CA could not complete the attestation, try again")
 	}
 	id := res.AgentID
-	if !id.MemberOf(s.td) || !strings.HasPrefix(id.Path(), agentPathPrefix) {
+	if !id.MemberOf(s.td) || !sigilid.IsAgent(id) {
 		s.log.ErrorContext(ctx, "attestor returned a bad agent id", "type", typ, "agent_id", id.String())
 		return s.attestFail(ctx, typ, codes.Internal, "attest: attestor returned an invalid agent ID")
 	}

@@ -17,13 +17,11 @@ import (
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // methodPrefix is the full-method prefix of the Node service.
 const methodPrefix = "/sigil.node.v1.Node/"
-
-// agentPathPrefix is the path prefix of every agent ID.
-const agentPathPrefix = "/sigil/agent/"
 
 // caller is an authenticated agent: its verified SVID and its store record
 // as read for this call.
@@ -122,7 +120,7 @@ func (s *Server) check(ctx context.Context) (*caller, error) {
 	if err != nil {
 		return nil, refuse(codes.PermissionDenied, "not_svid", "client certificate is not an X509-SVID: %v", err)
 	}
-	if !id.MemberOf(s.td) || !strings.HasPrefix(id.Path(), agentPathPrefix) {
+	if !id.MemberOf(s.td) || !sigilid.IsAgent(id) {
 		return nil, refuse(codes.PermissionDenied, "not_agent", "%s is not an agent ID of trust domain %s", id, s.td)
 	}
 	now := s.now()

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // authorizer decides, from the store, which entries an agent may have
@@ -40,7 +40,7 @@ func (z *authorizer) matchesAlias(e store.Entry) bool {
 
 // allowed reports whether the agent may have an SVID for e.
 func (z *authorizer) allowed(ctx context.Context, e store.Entry) (bool, error) {
-	if reserved(e.SPIFFEID, z.caID) {
+	if reserved(e.SPIFFEID) {
 		return false, nil
 	}
 	switch e.ParentID {
@@ -74,7 +74,7 @@ func (z *authorizer) all(ctx context.Context) (authorizedSet, error) {
 	seen := map[string]bool{}
 	add := func(es []store.Entry) {
 		for _, e := range es {
-			if !seen[e.ID] && !reserved(e.SPIFFEID, z.caID) {
+			if !seen[e.ID] && !reserved(e.SPIFFEID) {
 				seen[e.ID] = true
 				set.entries = append(set.entries, e)
 			}
@@ -113,12 +113,9 @@ func (z *authorizer) all(ctx context.Context) (authorizedSet, error) {
 }
 
 // reserved reports whether id is one of Sigil's own identities (the CA,
-// agents), which no entry may hand out; the admin API refuses such entries,
-// and the node API refuses them again.
-func reserved(id, caID string) bool {
-	if id == caID {
-		return true
-	}
+// agents) or not an ID at all, which no entry may hand out; the admin API
+// refuses such entries, and the node API refuses them again.
+func reserved(id string) bool {
 	sid, err := spiffeid.FromString(id)
-	return err != nil || strings.HasPrefix(sid.Path()+"/", "/sigil/")
+	return err != nil || sigilid.IsReserved(sid)
 }

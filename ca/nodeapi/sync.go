@@ -327,7 +327,7 @@ func (s *Server) applyChanges(ctx context.Context, c *caller, st *syncState, cha
 		return nil
 	}
 	for _, e := range changes.Updated {
-		mine := (e.ParentID == c.id.String() || st.aliasIDs[e.ParentID]) && !reserved(e.SPIFFEID, s.caID)
+		mine := (e.ParentID == c.id.String() || st.aliasIDs[e.ParentID]) && !reserved(e.SPIFFEID)
 		switch {
 		case mine:
 			resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))

@@ -10,6 +10,7 @@ import (
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // MaxTokenLen bounds a join token from outside.
@@ -55,7 +56,7 @@ func (j *JoinToken) Attest(ctx context.Context, p *nodev1.AttestParams, _ Challe
 		return Result{}, fmt.Errorf("%w: join_token: certificates are not used by this method", ErrInvalid)
 	}
 	// Check the ID before consuming, so a malformed token is not burnt.
-	id, err := agentID(j.td, TypeJoinToken, tok)
+	id, err := sigilid.Agent(j.td, TypeJoinToken, tok)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: join_token: token holds characters not allowed in a SPIFFE ID path", ErrInvalid)
 	}

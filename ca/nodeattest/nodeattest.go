@@ -44,8 +44,3 @@ type Attestor interface {
 	// agent is at fault; anything else is the CA's own failure.
 	Attest(ctx context.Context, params *nodev1.AttestParams, challenge Challenge) (Result, error)
 }
-
-// agentID makes spiffe://TD/sigil/agent/<attestor>/<id>.
-func agentID(td spiffeid.TrustDomain, attestor, id string) (spiffeid.ID, error) {
-	return spiffeid.FromSegments(td, "sigil", "agent", attestor, id)
-}

@@ -1,7 +1,6 @@
 package nodeattest
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -11,17 +10,17 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/internal/pemfile"
 	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // Bounds on what an agent may send for x509pop.
@@ -88,34 +87,14 @@ func NewX509PoP(cfg X509PoPConfig) (*X509PoP, error) {
 
 // LoadRoots reads a PEM bundle of CA certificates (the x509pop roots file).
 func LoadRoots(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
+	roots, err := pemfile.ReadCerts(path)
 	if err != nil {
-		return nil, fmt.Errorf("read x509pop roots: %w", err)
+		return nil, fmt.Errorf("x509pop roots: %w", err)
 	}
-	var roots []*x509.Certificate
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			if len(bytes.TrimSpace(rest)) > 0 {
-				return nil, fmt.Errorf("x509pop roots %s: trailing data that is not PEM", path)
-			}
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("x509pop roots %s: unexpected PEM block %q, want CERTIFICATE", path, b.Type)
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("x509pop roots %s: certificate %d: %w", path, len(roots)+1, err)
-		}
+	for i, c := range roots {
 		if !c.IsCA {
-			return nil, fmt.Errorf("x509pop roots %s: certificate %d (%s) is not a CA", path, len(roots)+1, c.Subject)
+			return nil, fmt.Errorf("x509pop roots %s: certificate %d (%s) is not a CA", path, i+1, c.Subject)
 		}
-		roots = append(roots, c)
-	}
-	if len(roots) == 0 {
-		return nil, fmt.Errorf("x509pop roots %s: no certificates", path)
 	}
 	return roots, nil
 }
@@ -177,7 +156,7 @@ func (x *X509PoP) Attest(ctx context.Context, p *nodev1.AttestParams, challenge 
 		return Result{}, fmt.Errorf("%w: x509pop: %v", ErrRefused, err)
 	}
 	fp := sha256.Sum256(leaf.Raw)
-	id, err := agentID(x.td, TypeX509PoP, hex.EncodeToString(fp[:]))
+	id, err := sigilid.Agent(x.td, TypeX509PoP, hex.EncodeToString(fp[:]))
 	if err != nil {
 		return Result{}, fmt.Errorf("x509pop: agent id: %w", err)
 	}

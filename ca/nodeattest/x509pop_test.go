@@ -152,9 +152,9 @@ func TestLoadRoots(t *testing.T) {
 	}{
 		{name: "root and intermediate", path: write("ok.pem", testca.CertsPEM(append(pki.Roots(), pki.Certificates()...))), want: 2},
 		{name: "not a CA", path: write("leaf.pem", testca.CertsPEM([]*x509.Certificate{leaf})), wantErr: "is not a CA"},
-		{name: "empty", path: write("empty.pem", nil), wantErr: "no certificates"},
-		{name: "garbage", path: write("garbage.pem", []byte("hello")), wantErr: "not PEM"},
-		{name: "missing", path: filepath.Join(dir, "nope.pem"), wantErr: "read x509pop roots"},
+		{name: "empty", path: write("empty.pem", nil), wantErr: "empty.pem: no PEM block"},
+		{name: "garbage", path: write("garbage.pem", []byte("hello")), wantErr: "garbage.pem: no PEM block"},
+		{name: "missing", path: filepath.Join(dir, "nope.pem"), wantErr: "x509pop roots: open"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/internal/pemfile"
 )
 
 // DiskConfig names the files of an existing PKI's issuing CA.
@@ -47,7 +48,7 @@ func NewDisk(cfg DiskConfig) (*Disk, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	certs, err := readCerts(cfg.CertFile)
+	certs, err := pemfile.ReadCerts(cfg.CertFile)
 	if err != nil {
 		return nil, fmt.Errorf("disk upstream: certificate file: %w", err)
 	}
@@ -58,7 +59,7 @@ func NewDisk(cfg DiskConfig) (*Disk, error) {
 
 	var roots []*x509.Certificate
 	if cfg.BundleFile != "" {
-		if roots, err = readCerts(cfg.BundleFile); err != nil {
+		if roots, err = pemfile.ReadCerts(cfg.BundleFile); err != nil {
 			return nil, fmt.Errorf("disk upstream: bundle file: %w", err)
 		}
 	} else {

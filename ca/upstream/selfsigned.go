@@ -17,6 +17,8 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/internal/atomicfile"
+	"github.com/sigilhq/sigil/internal/pemfile"
 )
 
 // RootKeyName is the logical name of the self-signed root's key.
@@ -96,7 +98,7 @@ func NewSelfSigned(ctx context.Context, cfg SelfSignedConfig) (*SelfSigned, erro
 // loadRoot returns an error wrapping fs.ErrNotExist only when there is no
 // certificate file.
 func loadRoot(ctx context.Context, cfg SelfSignedConfig) (*x509.Certificate, crypto.Signer, error) {
-	certs, err := readCerts(cfg.CertPath)
+	certs, err := pemfile.ReadCerts(cfg.CertPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, err
@@ -169,8 +171,8 @@ func createRoot(ctx context.Context, cfg SelfSignedConfig) (*x509.Certificate, c
 			return nil, nil, fmt.Errorf("self-signed root: %w", err)
 		}
 	}
-	if err := writeFileAtomic(cfg.CertPath, certsPEM(cert), 0o644); err != nil {
-		return nil, nil, fmt.Errorf("self-signed root: write %s: %w", cfg.CertPath, err)
+	if err := atomicfile.Write(cfg.CertPath, certsPEM(cert), 0o644); err != nil {
+		return nil, nil, fmt.Errorf("self-signed root: %w", err)
 	}
 	return cert, signer, nil
 }

@@ -155,7 +155,7 @@ func TestSelfSignedRefusals(t *testing.T) {
 		{name: "key mismatch", cfg: upstream.SelfSignedConfig{TrustDomain: td, Keys: otherKeys, CertPath: certPath}, want: "does not match"},
 		{name: "other trust domain", cfg: upstream.SelfSignedConfig{TrustDomain: spiffeid.RequireTrustDomainFromString("other.org"), Keys: km, CertPath: certPath}, want: "not for trust domain other.org"},
 		{name: "expired", cfg: upstream.SelfSignedConfig{TrustDomain: td, Keys: km, CertPath: certPath, Now: func() time.Time { return now.Add(9000 * time.Hour) }}, want: "expired at"},
-		{name: "garbage file", cfg: upstream.SelfSignedConfig{TrustDomain: td, Keys: km, CertPath: garbage}, want: "no PEM CERTIFICATE"},
+		{name: "garbage file", cfg: upstream.SelfSignedConfig{TrustDomain: td, Keys: km, CertPath: garbage}, want: "no PEM block"},
 		{name: "no trust domain", cfg: upstream.SelfSignedConfig{Keys: km, CertPath: certPath}, want: "no trust domain"},
 		{name: "no keys", cfg: upstream.SelfSignedConfig{TrustDomain: td, CertPath: certPath}, want: "no key manager"},
 		{name: "no path", cfg: upstream.SelfSignedConfig{TrustDomain: td, Keys: km}, want: "no certificate path"},

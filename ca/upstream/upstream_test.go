@@ -22,6 +22,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	"github.com/sigilhq/sigil/ca/upstream"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -43,7 +44,7 @@ func caTemplate(now time.Time, ttl time.Duration) *x509.Certificate {
 		NotAfter:                    now.Add(ttl),
 		IsCA:                        true,
 		KeyUsage:                    x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		URIs:                        []*url.URL{spiffeid.RequireFromPath(td, "/sigil/ca").URL()},
+		URIs:                        []*url.URL{sigilid.CA(td).URL()},
 		PermittedURIDomains:         []string{td.Name()},
 		PermittedDNSDomainsCritical: true,
 	}

@@ -7,8 +7,6 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +23,7 @@ import (
 	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/workloadapi"
+	"github.com/sigilhq/sigil/internal/pemfile"
 )
 
 func newAgentRunCmd() *cobra.Command {
@@ -68,9 +67,9 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 		Logger:        logger,
 	}
 	if cfg.TrustBundleFile != "" {
-		roots, err := readRoots(cfg.TrustBundleFile)
+		roots, err := pemfile.ReadCerts(cfg.TrustBundleFile)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("trust bundle: %w", err)
 		}
 		ac.BootstrapBundle = roots
 	}
@@ -113,34 +112,6 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 		m(&ac)
 	}
 	return agent.New(ac)
-}
-
-// readRoots reads PEM CERTIFICATE blocks.
-func readRoots(path string) ([]*x509.Certificate, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("trust bundle: %w", err)
-	}
-	var roots []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("trust bundle %s: unexpected PEM block %q", path, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("trust bundle %s: %w", path, err)
-		}
-		roots = append(roots, c)
-	}
-	if len(roots) == 0 {
-		return nil, fmt.Errorf("trust bundle %s: no PEM certificates", path)
-	}
-	return roots, nil
 }
 
 func workloadKeys(kt agentconfig.KeyType) (func() (crypto.Signer, error), error) {

@@ -157,28 +157,3 @@ func TestAgentRunAndWorkloadCommands(t *testing.T) {
 		t.Fatalf("jwt fetch without audience: %v", err)
 	}
 }
-
-func TestReadRoots(t *testing.T) {
-	dir := t.TempDir()
-	tests := []struct {
-		name, content, wantErr string
-	}{
-		{name: "empty", content: "", wantErr: "no PEM certificates"},
-		{name: "key block", content: "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", wantErr: "unexpected PEM block"},
-		{name: "garbage cert", content: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", wantErr: "trust bundle"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			p := filepath.Join(dir, tt.name+".pem")
-			if err := os.WriteFile(p, []byte(tt.content), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			if _, err := readRoots(p); err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("err = %v, want %q", err, tt.wantErr)
-			}
-		})
-	}
-	if _, err := readRoots(filepath.Join(dir, "missing.pem")); err == nil {
-		t.Error("read a missing file")
-	}
-}

@@ -11,6 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 	gsw "github.com/spiffe/go-spiffe/v2/workloadapi"
+
+	"github.com/sigilhq/sigil/internal/atomicfile"
 )
 
 // defaultSocket is where `sigil dev` serves the Workload API.
@@ -109,7 +111,7 @@ private key, mode 0600) and DIR/bundle.pem (the trust domain's roots).`,
 				data []byte
 				mode os.FileMode
 			}{{"svid.key", key, 0o600}, {"svid.pem", certs, 0o644}, {"bundle.pem", roots, 0o644}} {
-				if err := writeFileAtomic(filepath.Join(write, f.name), f.data, f.mode); err != nil {
+				if err := atomicfile.Write(filepath.Join(write, f.name), f.data, f.mode); err != nil {
 					return err
 				}
 			}
@@ -120,29 +122,4 @@ private key, mode 0600) and DIR/bundle.pem (the trust domain's roots).`,
 	wf.add(cmd)
 	cmd.Flags().StringVar(&write, "write", "", "write svid.pem, svid.key and bundle.pem into this directory")
 	return cmd
-}
-
-// writeFileAtomic writes through a temporary file renamed into place, so a
-// reader never sees half a key or a certificate without its key.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(f.Name())
-	if err := f.Chmod(mode); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

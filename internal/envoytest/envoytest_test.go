@@ -58,7 +58,7 @@ func TestDecodeSecret(t *testing.T) {
 		{"key of another certificate", cert(chainA, keyB), "private key does not match"},
 		{"no key", cert(chainA, nil), "tls certificate"},
 		{"trusted ca", vc(&tlsv3.CertificateValidationContext{TrustedCa: inline(roots)}), ""},
-		{"trusted ca not PEM", vc(&tlsv3.CertificateValidationContext{TrustedCa: inline([]byte("junk"))}), "no PEM certificate"},
+		{"trusted ca not PEM", vc(&tlsv3.CertificateValidationContext{TrustedCa: inline([]byte("junk"))}), "no PEM block"},
 		{"spiffe validator", vc(&tlsv3.CertificateValidationContext{CustomValidatorConfig: &corev3.TypedExtensionConfig{
 			Name: "envoy.tls.cert_validator.spiffe", TypedConfig: spiffeCfg}}), ""},
 		{"spiffe validator with a bad bundle", vc(&tlsv3.CertificateValidationContext{CustomValidatorConfig: &corev3.TypedExtensionConfig{

@@ -2,13 +2,12 @@ package envoytest
 
 import (
 	"crypto/tls"
-	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/sigilhq/sigil/internal/pemfile"
 )
 
 // SecretTypeURL is the xDS type URL of a Secret.
@@ -42,39 +41,15 @@ func DecodeSecret(a *anypb.Any) (*tlsv3.Secret, error) {
 				return nil, fmt.Errorf("secret %q: custom validator %q: %w", s.Name, cv.GetName(), err)
 			}
 			for _, td := range cfg.TrustDomains {
-				if _, err := ParseCerts(td.GetTrustBundle().GetInlineBytes()); err != nil {
+				if _, err := pemfile.ParseCerts(td.GetTrustBundle().GetInlineBytes()); err != nil {
 					return nil, fmt.Errorf("secret %q: trust domain %q: %w", s.Name, td.GetName(), err)
 				}
 			}
-		} else if _, err := ParseCerts(vc.GetTrustedCa().GetInlineBytes()); err != nil {
+		} else if _, err := pemfile.ParseCerts(vc.GetTrustedCa().GetInlineBytes()); err != nil {
 			return nil, fmt.Errorf("secret %q: trusted ca: %w", s.Name, err)
 		}
 	default:
 		return nil, fmt.Errorf("secret %q: unsupported type %T", s.Name, s.Type)
 	}
 	return s, nil
-}
-
-// ParseCerts reads one or more PEM certificates.
-func ParseCerts(b []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, b = pem.Decode(b)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("pem block %q, want CERTIFICATE", block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return certs, nil
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/sigilhq/sigil/internal/e2e"
 	"github.com/sigilhq/sigil/internal/envoytest"
+	"github.com/sigilhq/sigil/internal/pemfile"
 )
 
 const (
@@ -141,7 +142,7 @@ func timeout(t *testing.T, d time.Duration) context.Context {
 // chainOf parses the default secret's certificate chain.
 func chainOf(t *testing.T, sec *tlsv3.Secret) []*x509.Certificate {
 	t.Helper()
-	certs, err := envoytest.ParseCerts(sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
+	certs, err := pemfile.ParseCerts(sec.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
 	if err != nil {
 		t.Fatalf("secret %q: %v", sec.GetName(), err)
 	}
@@ -165,7 +166,7 @@ func checkDefault(t *testing.T, what string, def, rootCA *tlsv3.Secret, want *x5
 	if !chain[0].Equal(want.Certificates[0]) {
 		t.Fatalf("%s: default is serial %s, the workload's current SVID is %s", what, chain[0].SerialNumber, want.Certificates[0].SerialNumber)
 	}
-	roots, err := envoytest.ParseCerts(rootCA.GetValidationContext().GetTrustedCa().GetInlineBytes())
+	roots, err := pemfile.ParseCerts(rootCA.GetValidationContext().GetTrustedCa().GetInlineBytes())
 	if err != nil {
 		t.Fatalf("%s: ROOTCA: %v", what, err)
 	}
@@ -187,7 +188,7 @@ func signedBy(def *tlsv3.Secret, kid string) bool {
 	if def == nil {
 		return false
 	}
-	chain, err := envoytest.ParseCerts(def.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
+	chain, err := pemfile.ParseCerts(def.GetTlsCertificate().GetCertificateChain().GetInlineBytes())
 	return err == nil && len(chain) > 1 && keyID(chain[1]) == kid && chain[0].CheckSignatureFrom(chain[1]) == nil
 }
 
