@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -65,13 +66,14 @@ type Config struct {
 	RefreshHint time.Duration // bundle refresh hint; default 5m
 	Now         func() time.Time
 	Logger      *slog.Logger
-	Metrics     *Metrics // optional
+	Metrics     prometheus.Registerer // where the CA's series are registered; nil: nowhere
 }
 
 // CA issues SVIDs for one trust domain.
 type CA struct {
-	cfg Config
-	id  spiffeid.ID // spiffe://TD/sigil/ca
+	cfg     Config
+	id      spiffeid.ID // spiffe://TD/sigil/ca
+	metrics *metrics
 
 	mu  sync.Mutex // serializes journal changes; never held while signing
 	cur atomic.Pointer[state]
@@ -126,7 +128,11 @@ func New(cfg Config) (*CA, error) {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
 	sum := sha256.Sum256([]byte(cfg.InstanceID))
-	return &CA{cfg: cfg, id: id, kidTag: base64.RawURLEncoding.EncodeToString(sum[:])[:6] + "."}, nil
+	c := &CA{cfg: cfg, id: id, kidTag: base64.RawURLEncoding.EncodeToString(sum[:])[:6] + "."}
+	if c.metrics, err = newMetrics(cfg.Metrics, c.activeKeyExpiry); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	return c, nil
 }
 
 // ID is the CA's own SPIFFE ID.
