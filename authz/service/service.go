@@ -131,24 +131,23 @@ func (s *Service) Ready(context.Context) error {
 	return nil
 }
 
-// Run loads the policies, then answers ext_authz checks, reloads policies
-// and writes the decision log until ctx ends. A policy that does not load
-// at start is an error, except from a bundle URL: the server may come up
-// before the bundle service does, and denies until a policy loads.
+// Run listens, loads the policies, then answers ext_authz checks, reloads
+// policies and writes the decision log until ctx ends. It listens first
+// so that it is reachable once Ready. A policy that does not load at start
+// is an error, except from a bundle URL: the server may come up before the
+// bundle service does, and denies until a policy loads.
 func (s *Service) Run(ctx context.Context) error {
 	lis := s.cfg.Listener
-	for _, r := range s.reloaders {
-		if err := r.Once(ctx); err != nil && !r.remote {
-			if lis != nil {
-				lis.Close()
-			}
-			return fmt.Errorf("%s policy: %w", r.Name, err)
-		}
-	}
 	if lis == nil {
 		var err error
 		if lis, err = authz.Listen(s.cfg.Listen); err != nil {
 			return fmt.Errorf("authz listen: %w", err)
+		}
+	}
+	for _, r := range s.reloaders {
+		if err := r.Once(ctx); err != nil && !r.remote {
+			lis.Close()
+			return fmt.Errorf("%s policy: %w", r.Name, err)
 		}
 	}
 	s.cfg.Logger.Info("authz listening", "addr", lis.Addr().String(), "decision_path", s.cfg.DecisionPath,

@@ -107,9 +107,7 @@ func TestAgentRunAndWorkloadCommands(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "agent", "agent-identity.json")); err != nil {
 		t.Fatalf("no persisted identity: %v", err)
 	}
-	if code, body := getHealth(t, healthAddr, "/ready"); code != 200 {
-		t.Fatalf("agent /ready = %d %s", code, body)
-	}
+	waitReady(t, healthAddr)
 	if code, body := getHealth(t, healthAddr, "/metrics"); code != 200 || !strings.Contains(body, "sigil_agent_attestations_total{result=\"ok\"} 1") || !strings.Contains(body, "sigil_workloadapi_calls_total") {
 		t.Fatalf("agent /metrics = %d\n%s", code, body)
 	}

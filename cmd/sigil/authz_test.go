@@ -162,9 +162,7 @@ func TestAuthzRun(t *testing.T) {
 	if code, _ := get("/live"); code != 200 {
 		t.Fatalf("/live = %d", code)
 	}
-	if code, body := get("/ready"); code != 200 {
-		t.Fatalf("/ready = %d %s", code, body)
-	}
+	waitReady(t, healthAddr)
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -205,6 +203,21 @@ func getHealth(t *testing.T, addr, path string) (int, string) {
 	}
 	t.Fatalf("health address %s never answered", addr)
 	return 0, ""
+}
+
+// waitReady waits until addr's /ready says 200: a component is not ready
+// at once (authz loads its policy after the health server is up).
+func waitReady(t *testing.T, addr string) {
+	t.Helper()
+	var code int
+	var body string
+	for range 500 {
+		if code, body = getHealth(t, addr, "/ready"); code == 200 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s/ready = %d %s", addr, code, body)
 }
 
 func TestAuthzRunRefusesBadConfigs(t *testing.T) {

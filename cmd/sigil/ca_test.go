@@ -32,9 +32,7 @@ func TestCARunHealth(t *testing.T) {
 	if code, _ := getHealth(t, healthAddr, "/live"); code != 200 {
 		t.Fatalf("/live = %d", code)
 	}
-	if code, body := getHealth(t, healthAddr, "/ready"); code != 200 {
-		t.Fatalf("/ready = %d %s", code, body)
-	}
+	waitReady(t, healthAddr)
 	if code, body := getHealth(t, healthAddr, "/metrics"); code != 200 || !strings.Contains(body, `sigil_ca_active_key_expiry_seconds{kind="x509"}`) || !strings.Contains(body, "go_goroutines") {
 		t.Fatalf("/metrics = %d\n%s", code, body)
 	}
