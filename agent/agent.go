@@ -11,13 +11,10 @@ import (
 	"fmt"
 	"log/slog"
 	randv2 "math/rand/v2"
-	"net"
-	"net/http"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
@@ -50,11 +47,8 @@ type Config struct {
 	NewWorkloadKey func() (crypto.Signer, error)
 	// Serve, if set, serves the Workload API from the cache.
 	Serve ServeFunc
-	// HealthAddress, if set, serves /live, /ready and (with Gatherer)
-	// /metrics over HTTP.
-	HealthAddress string
-	Registerer    prometheus.Registerer
-	Gatherer      prometheus.Gatherer
+	// Metrics is where the agent's series are registered; nil: nowhere.
+	Metrics prometheus.Registerer
 	// BatchSize bounds CSRs per signing call; default 100.
 	BatchSize int
 	// RetryMin and RetryMax bound the backoff towards the CA; defaults
@@ -111,7 +105,11 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = max(30*time.Second, cfg.RetryMin)
 	}
-	a := &Agent{cfg: cfg, caID: sigilid.CA(cfg.TrustDomain), metrics: newMetrics(cfg.Registerer), denied: make(chan struct{}, 1)}
+	m, err := newMetrics(cfg.Metrics)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	a := &Agent{cfg: cfg, caID: sigilid.CA(cfg.TrustDomain), metrics: m, denied: make(chan struct{}, 1)}
 	a.conn = &swapConn{onDenied: a.poke}
 	c, err := cache.New(cache.Config{
 		TrustDomain: cfg.TrustDomain,
@@ -123,7 +121,7 @@ func New(cfg Config) (*Agent, error) {
 		Clock:       cfg.Clock,
 		Rand:        cfg.Rand,
 		Logger:      cfg.Logger,
-		Metrics:     cache.NewMetrics(cfg.Registerer),
+		Metrics:     cache.NewMetrics(cfg.Metrics),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -147,7 +145,7 @@ func (a *Agent) ID() (spiffeid.ID, bool) {
 
 // Ready reports whether the agent has an identity and has applied its first
 // sync from the CA.
-func (a *Agent) Ready() error {
+func (a *Agent) Ready(context.Context) error {
 	if _, ok := a.ID(); !ok {
 		return errors.New("not attested yet")
 	}
@@ -168,16 +166,10 @@ func (a *Agent) poke() {
 // renews it, syncs and mints workload SVIDs, and serves them until ctx
 // ends. It returns early only on errors the operator must fix.
 func (a *Agent) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	if a.cfg.HealthAddress != "" {
-		if err := a.serveHealth(ctx, g); err != nil {
-			return err
-		}
-	}
 	if err := a.bootstrap(ctx); err != nil {
-		_ = g.Wait()
 		return err
 	}
+	g, ctx := errgroup.WithContext(ctx)
 	defer a.conn.close()
 	g.Go(func() error { return a.cache.Run(ctx) })
 	g.Go(func() error { return a.runRenewal(ctx) })
@@ -189,40 +181,6 @@ func (a *Agent) Run(ctx context.Context) error {
 		return nil
 	}
 	return err
-}
-
-func (a *Agent) serveHealth(ctx context.Context, g *errgroup.Group) error {
-	lis, err := net.Listen("tcp", a.cfg.HealthAddress)
-	if err != nil {
-		return fmt.Errorf("health listener on %s: %w", a.cfg.HealthAddress, err)
-	}
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) {
-		if err := a.Ready(); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	if a.cfg.Gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{}))
-	}
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	g.Go(func() error {
-		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-			return fmt.Errorf("health server: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	})
-	a.cfg.Logger.Info("agent health listening", "address", lis.Addr().String())
-	return nil
 }
 
 // current is the agent's identity now.

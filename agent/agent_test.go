@@ -191,7 +191,7 @@ func runAgent(t testing.TB, tc *testCA, dataDir, token string, mods ...func(*age
 	}
 	cfg := agent.Config{
 		TrustDomain: td, ServerAddress: tc.addr, DataDir: dataDir, BootstrapBundle: tc.roots,
-		Attestor: nodeattest.JoinToken{Token: token}, Registerer: reg,
+		Attestor: nodeattest.JoinToken{Token: token}, Metrics: reg,
 		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
 		Logger: logger,
 	}
@@ -291,7 +291,7 @@ func TestAgentAgainstCA(t *testing.T) {
 	if id, ok := a.ID(); !ok || id.String() != agentID {
 		t.Fatalf("agent ID = %v", id)
 	}
-	if err := a.Ready(); err != nil {
+	if err := a.Ready(context.Background()); err != nil {
 		t.Fatalf("not ready: %v", err)
 	}
 	st, err := os.Stat(filepath.Join(dataDir, svidstore.FileName))

@@ -1,6 +1,10 @@
 package agent
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
 
 type metrics struct {
 	attestations *prometheus.CounterVec // result
@@ -8,7 +12,9 @@ type metrics struct {
 	expiry       prometheus.Gauge
 }
 
-func newMetrics(reg prometheus.Registerer) *metrics {
+// newMetrics makes the agent's series and registers them on reg (nil: on
+// none).
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		attestations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_agent_attestations_total", Help: "Node attestations the agent made, by result (ok, error).",
@@ -20,8 +26,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "sigil_agent_svid_expiry_timestamp_seconds", Help: "When the agent's own SVID expires (Unix time).",
 		}),
 	}
-	if reg != nil {
-		reg.MustRegister(m.attestations, m.renewals, m.expiry)
+	if reg == nil {
+		return m, nil
 	}
-	return m
+	for _, c := range []prometheus.Collector{m.attestations, m.renewals, m.expiry} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
 }

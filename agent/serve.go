@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
 	"github.com/sigilhq/sigil/agent/cache"
@@ -18,8 +19,8 @@ var _ workloadapi.Source = (*cache.Cache)(nil)
 // SocketConfig says how to serve the agent's unix socket.
 type SocketConfig struct {
 	Path     string
-	Attestor workloadapi.Attestor // workload attestation from peer credentials
-	Metrics  workloadapi.Metrics  // optional
+	Attestor workloadapi.Attestor  // workload attestation from peer credentials
+	Metrics  prometheus.Registerer // where the Workload API's series are registered; nil: nowhere
 	Logger   *slog.Logger
 	// Register adds further services (e.g. SDS) on the same socket.
 	Register []func(g *grpc.Server, c *cache.Cache) error
@@ -33,7 +34,15 @@ func ServeSocket(cfg SocketConfig) ServeFunc {
 		if cfg.Logger == nil {
 			cfg.Logger = slog.New(slog.DiscardHandler)
 		}
-		wl, err := workloadapi.New(workloadapi.Config{Source: c, Attestor: cfg.Attestor, Logger: cfg.Logger, Metrics: cfg.Metrics})
+		var wm workloadapi.Metrics
+		if cfg.Metrics != nil {
+			m, err := workloadapi.NewPrometheusMetrics(cfg.Metrics)
+			if err != nil {
+				return err
+			}
+			wm = m
+		}
+		wl, err := workloadapi.New(workloadapi.Config{Source: c, Attestor: cfg.Attestor, Logger: cfg.Logger, Metrics: wm})
 		if err != nil {
 			return err
 		}

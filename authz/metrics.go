@@ -20,7 +20,7 @@ type Metrics struct {
 	lastRevision string
 }
 
-// NewMetrics registers the metrics on reg.
+// NewMetrics makes the metrics and registers them on reg (nil: on none).
 func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 	m := &Metrics{
 		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -45,6 +45,9 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		logDrops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sigil_authz_decision_log_dropped_total", Help: "Decisions not logged because the buffer was full.",
 		}),
+	}
+	if reg == nil {
+		return m, nil
 	}
 	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.shadow, m.reloadFail, m.reloads, m.revision, m.logDrops} {
 		if err := reg.Register(c); err != nil {

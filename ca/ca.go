@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
@@ -66,13 +67,14 @@ type Config struct {
 	RefreshHint time.Duration // bundle refresh hint; default 5m
 	Now         func() time.Time
 	Logger      *slog.Logger
-	Metrics     *Metrics // optional
+	Metrics     prometheus.Registerer // where the CA's series are registered; nil: nowhere
 }
 
 // CA issues SVIDs for one trust domain.
 type CA struct {
-	cfg Config
-	id  spiffeid.ID // spiffe://TD/sigil/ca
+	cfg     Config
+	id      spiffeid.ID // spiffe://TD/sigil/ca
+	metrics *metrics
 
 	mu  sync.Mutex // serializes journal changes; never held while signing
 	cur atomic.Pointer[state]
@@ -129,7 +131,12 @@ func New(cfg Config) (*CA, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	sum := sha256.Sum256([]byte(cfg.InstanceID))
-	return &CA{cfg: cfg, id: sigilid.CA(cfg.TrustDomain), kidTag: base64.RawURLEncoding.EncodeToString(sum[:])[:6] + "."}, nil
+	c := &CA{cfg: cfg, id: sigilid.CA(cfg.TrustDomain), kidTag: base64.RawURLEncoding.EncodeToString(sum[:])[:6] + "."}
+	var err error
+	if c.metrics, err = newMetrics(cfg.Metrics, c.activeKeyExpiry); err != nil {
+		return nil, fmt.Errorf("ca: %w", err)
+	}
+	return c, nil
 }
 
 // ID is the CA's own SPIFFE ID.

@@ -27,7 +27,7 @@ type JWTParams struct {
 // it with go-spiffe's parser and the key's signature before returning it.
 func (c *CA) MintJWTSVID(ctx context.Context, id spiffeid.ID, p JWTParams) (string, error) {
 	token, err := c.mintJWT(id, p)
-	c.cfg.Metrics.signed(JWT, err)
+	c.metrics.signed(JWT, err)
 	if err != nil {
 		return "", fmt.Errorf("mint jwt-svid for %s: %w", id, err)
 	}

@@ -1,18 +1,21 @@
 package ca
 
 import (
+	"fmt"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// Metrics are the CA's Prometheus series. A nil *Metrics records nothing.
-type Metrics struct {
+// metrics are the CA's Prometheus series.
+type metrics struct {
 	signings  *prometheus.CounterVec
 	rotations *prometheus.CounterVec
 }
 
-// NewMetrics registers the CA's series on reg.
-func NewMetrics(reg prometheus.Registerer) *Metrics {
-	m := &Metrics{
+// newMetrics makes the CA's series and registers them on reg (nil: on
+// none); expiry gives the seconds until the active key of a kind expires.
+func newMetrics(reg prometheus.Registerer, expiry func(KeyKind) float64) (*metrics, error) {
+	m := &metrics{
 		signings: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_ca_signings_total",
 			Help: "SVIDs signed by the CA, by kind (x509, jwt) and result (ok, error).",
@@ -22,31 +25,36 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Help: "CA key state changes, by kind and new state (prepared, active, old).",
 		}, []string{"kind", "state"}),
 	}
-	reg.MustRegister(m.signings, m.rotations)
-	return m
-}
-
-// RegisterExpiry exports the seconds until the active keys expire.
-func (c *CA) RegisterExpiry(reg prometheus.Registerer) {
+	if reg == nil {
+		return m, nil
+	}
+	cs := []prometheus.Collector{m.signings, m.rotations}
 	for _, kind := range []KeyKind{X509, JWT} {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		cs = append(cs, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "sigil_ca_active_key_expiry_seconds",
 			Help:        "Seconds until the active CA key of this kind expires.",
 			ConstLabels: prometheus.Labels{"kind": string(kind)},
-		}, func() float64 {
-			_, na, ok := activeLife(c.cur.Load(), kind)
-			if !ok {
-				return 0
-			}
-			return na.Sub(c.cfg.Now()).Seconds()
-		}))
+		}, func() float64 { return expiry(kind) }))
 	}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("register metrics: %w", err)
+		}
+	}
+	return m, nil
 }
 
-func (m *Metrics) signed(kind KeyKind, err error) {
-	if m == nil {
-		return
+// activeKeyExpiry is the seconds until the active key of kind expires (0
+// without one).
+func (c *CA) activeKeyExpiry(kind KeyKind) float64 {
+	_, na, ok := activeLife(c.cur.Load(), kind)
+	if !ok {
+		return 0
 	}
+	return na.Sub(c.cfg.Now()).Seconds()
+}
+
+func (m *metrics) signed(kind KeyKind, err error) {
 	result := "ok"
 	if err != nil {
 		result = "error"
@@ -54,9 +62,6 @@ func (m *Metrics) signed(kind KeyKind, err error) {
 	m.signings.WithLabelValues(string(kind), result).Inc()
 }
 
-func (m *Metrics) rotation(kind KeyKind, state KeyState) {
-	if m == nil {
-		return
-	}
+func (m *metrics) rotation(kind KeyKind, state KeyState) {
 	m.rotations.WithLabelValues(string(kind), string(state)).Inc()
 }

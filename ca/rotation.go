@@ -230,7 +230,7 @@ func (c *CA) logChanges(ctx context.Context, before, after *state) {
 			action = "ca.retire"
 		}
 		c.cfg.Logger.Info("ca key changed", "kind", string(ks.Kind), "key_id", ks.ID, "state", string(ks.State), "not_after", ks.NotAfter)
-		c.cfg.Metrics.rotation(ks.Kind, ks.State)
+		c.metrics.rotation(ks.Kind, ks.State)
 		c.audit(ctx, action, ks.ID, fmt.Sprintf(`{"kind":%q,"not_after":%q}`, ks.Kind, ks.NotAfter.UTC().Format(time.RFC3339)))
 	}
 	for id := range was {

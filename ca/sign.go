@@ -180,7 +180,7 @@ func (c *CA) SignX509SVID(ctx context.Context, csr *CSR, p SVIDParams) (*X509SVI
 		return nil, fmt.Errorf("%w: entry id longer than %d bytes", ErrInvalidCSR, MaxEntryIDLen)
 	}
 	svid, err := c.signLeaf(csr.ID, csr.PublicKey, p.DNSNames, ttl, p.EntryID)
-	c.cfg.Metrics.signed(X509, err)
+	c.metrics.signed(X509, err)
 	if err != nil {
 		return nil, fmt.Errorf("sign x509-svid for %s: %w", csr.ID, err)
 	}

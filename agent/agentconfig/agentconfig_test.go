@@ -48,7 +48,9 @@ func TestParse(t *testing.T) {
 		{name: "x509pop no cert", in: base + "x509pop:\n  key_file: /a\n", wantErr: "x509pop.cert_file is required"},
 		{name: "bad key type", in: base + "workload_key_type: dsa\n", wantErr: `workload_key_type "dsa"`},
 		{name: "bad health", in: base + "health_address: x\n", wantErr: "health_address"},
-		{name: "empty", in: "", wantErr: "empty"},
+		{name: "empty", in: "", wantErr: "config is empty"},
+		{name: "only comments", in: "# trust_domain: example.org\n", wantErr: "config is empty"},
+		{name: "two documents", in: base + "---\n" + base, wantErr: "config holds 2 YAML documents"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

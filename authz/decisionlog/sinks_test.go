@@ -2,9 +2,9 @@ package decisionlog_test
 
 import (
 	"bytes"
-	"crypto/x509"
 	"compress/gzip"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"io"
 	"net/http"

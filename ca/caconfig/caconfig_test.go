@@ -49,6 +49,9 @@ func TestParse(t *testing.T) {
 		{name: "agent svid ttl too long", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation: {agent_svid_ttl: 48h}\n", wantErr: "node_attestation.agent_svid_ttl: must be shorter"},
 		{name: "unknown x509pop key", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation:\n  x509pop:\n    roots: a.pem\n", wantErr: `line 5: unknown key "roots"`},
 		{name: "not yaml", in: "{{{", wantErr: "config:"},
+		{name: "empty", in: "", wantErr: "config is empty"},
+		{name: "only comments", in: "# trust_domain: example.org\n", wantErr: "config is empty"},
+		{name: "two documents", in: "trust_domain: example.org\ndata_dir: /d\n---\ndata_dir: /e\n", wantErr: "config holds 2 YAML documents"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,3 +1,3 @@
-// Package server runs the CA's listeners: the admin API on a local unix
-// socket and over mTLS, and the health and metrics endpoints.
+// Package server runs the CA's gRPC listeners: the admin and node APIs on a
+// local unix socket and over mTLS.
 package server

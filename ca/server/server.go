@@ -8,13 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
@@ -27,12 +24,11 @@ type Registrar interface {
 	ServerOptions() []grpc.ServerOption
 }
 
-// Identity is what the CA offers the listeners: its own TLS identity, the
-// roots that client certificates must chain to, and whether it can sign.
+// Identity is what the CA offers the listeners: its own TLS identity and
+// the roots that client certificates must chain to.
 type Identity interface {
 	GetX509SVID() (*x509svid.SVID, error)
 	Roots(ctx context.Context) ([]*x509.Certificate, error)
-	Ready(ctx context.Context) error
 }
 
 // Config says where to listen. Empty addresses disable a listener.
@@ -42,10 +38,8 @@ type Config struct {
 	// ServerListener, when set, is used instead of listening on ServerAddress
 	// (so a caller can learn the port before Run).
 	ServerListener net.Listener
-	HealthAddress  string // HTTP: /live, /ready, /metrics
 	Services       []Registrar
 	Identity       Identity
-	Gatherer       prometheus.Gatherer
 	Logger         *slog.Logger
 }
 
@@ -101,26 +95,6 @@ func (s *Server) Run(ctx context.Context) error {
 		serveGRPC(ctx, g, remote, lis)
 		s.cfg.Logger.Info("ca server listening", "address", lis.Addr().String())
 	}
-	if s.cfg.HealthAddress != "" {
-		lis, err := net.Listen("tcp", s.cfg.HealthAddress)
-		if err != nil {
-			return fmt.Errorf("listen on %s: %w", s.cfg.HealthAddress, err)
-		}
-		srv := &http.Server{Handler: s.healthMux(), ReadHeaderTimeout: 5 * time.Second}
-		g.Go(func() error {
-			if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
-				return err
-			}
-			return nil
-		})
-		g.Go(func() error {
-			<-ctx.Done()
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			defer cancel()
-			return srv.Shutdown(sctx)
-		})
-		s.cfg.Logger.Info("health and metrics listening", "address", lis.Addr().String())
-	}
 	return g.Wait()
 }
 
@@ -169,24 +143,6 @@ func (s *Server) tlsConfig(ctx context.Context) *tls.Config {
 		}, nil
 	}
 	return base
-}
-
-func (s *Server) healthMux() *http.ServeMux {
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /live", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, r *http.Request) {
-		if err := s.cfg.Identity.Ready(r.Context()); err != nil {
-			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
-	})
-	if s.cfg.Gatherer != nil {
-		mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
-	}
-	return mux
 }
 
 // ListenUnix listens on a unix socket at path with the given mode. A stale

@@ -3,17 +3,13 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"errors"
-	"io"
 	"net"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -31,12 +27,10 @@ var td = spiffeid.RequireTrustDomainFromString("example.org")
 type identity struct {
 	svid  *x509svid.SVID
 	roots []*x509.Certificate
-	ready error
 }
 
 func (i identity) GetX509SVID() (*x509svid.SVID, error)               { return i.svid, nil }
 func (i identity) Roots(context.Context) ([]*x509.Certificate, error) { return i.roots, nil }
-func (i identity) Ready(context.Context) error                        { return i.ready }
 
 // peerRecorder is a service that remembers the verified client chain of
 // the last call, to show what the listener hands handlers.
@@ -77,11 +71,9 @@ func start(t *testing.T, id identity) (cfg Config, rec *peerRecorder) {
 	t.Helper()
 	dir := t.TempDir()
 	rec = &peerRecorder{chains: make(chan [][]*x509.Certificate, 1)}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(prometheus.NewCounter(prometheus.CounterOpts{Name: "sigil_test_total", Help: "test"}))
 	cfg = Config{
-		AdminSocket: filepath.Join(dir, "admin.sock"), ServerAddress: freePort(t), HealthAddress: freePort(t),
-		Services: []Registrar{rec}, Identity: id, Gatherer: reg,
+		AdminSocket: filepath.Join(dir, "admin.sock"), ServerAddress: freePort(t),
+		Services: []Registrar{rec}, Identity: id,
 	}
 	srv, err := New(cfg)
 	if err != nil {
@@ -102,7 +94,7 @@ func start(t *testing.T, id identity) (cfg Config, rec *peerRecorder) {
 		}
 	})
 	waitFor(t, func() error {
-		c, err := net.Dial("tcp", cfg.HealthAddress)
+		c, err := net.Dial("tcp", cfg.ServerAddress)
 		if err == nil {
 			c.Close()
 		}
@@ -176,38 +168,6 @@ func TestTLSListenerPresentsTheCAIdentityAndVerifiesClients(t *testing.T) {
 		}
 		if chains := <-rec.chains; len(chains) != 0 {
 			t.Fatal("unauthenticated call carried a verified chain")
-		}
-	})
-}
-
-func TestHealthEndpoints(t *testing.T) {
-	authority := testca.New(t, td)
-	svid := authority.Issue(t, "spiffe://example.org/sigil/ca")
-	get := func(addr, path string) (int, string) {
-		resp, err := http.Get("http://" + addr + path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
-	}
-	t.Run("ready", func(t *testing.T) {
-		cfg, _ := start(t, identity{svid: svid, roots: authority.Roots()})
-		if code, _ := get(cfg.HealthAddress, "/live"); code != 200 {
-			t.Fatalf("/live = %d", code)
-		}
-		if code, _ := get(cfg.HealthAddress, "/ready"); code != 200 {
-			t.Fatalf("/ready = %d", code)
-		}
-		if code, body := get(cfg.HealthAddress, "/metrics"); code != 200 || !strings.Contains(body, "sigil_test_total") {
-			t.Fatalf("/metrics = %d\n%s", code, body)
-		}
-	})
-	t.Run("not ready", func(t *testing.T) {
-		cfg, _ := start(t, identity{svid: svid, roots: authority.Roots(), ready: errors.New("no active key")})
-		if code, body := get(cfg.HealthAddress, "/ready"); code != 503 || !strings.Contains(body, "no active key") {
-			t.Fatalf("/ready = %d %q, want 503 naming the reason", code, body)
 		}
 	})
 }

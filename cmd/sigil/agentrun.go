@@ -22,7 +22,7 @@ import (
 	"github.com/sigilhq/sigil/agent/attest/unix"
 	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/nodeattest"
-	"github.com/sigilhq/sigil/agent/workloadapi"
+	"github.com/sigilhq/sigil/internal/health"
 	"github.com/sigilhq/sigil/internal/pemfile"
 )
 
@@ -37,12 +37,16 @@ func newAgentRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			logger := newLogger(cmd)
-			a, err := buildAgent(cmd.Context(), cfg, logger, newRegistry())
+			logger, reg := newLogger(cmd), newRegistry()
+			a, err := buildAgent(cmd.Context(), cfg, logger, reg)
 			if err != nil {
 				return err
 			}
-			return a.Run(cmd.Context())
+			runs, err := withHealth(health.Config{Address: cfg.HealthAddress, Ready: a.Ready, Gatherer: reg, Logger: logger}, a.Run)
+			if err != nil {
+				return err
+			}
+			return runAll(cmd.Context(), runs...)
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "agent.yaml", "agent configuration file (YAML)")
@@ -53,7 +57,7 @@ func newAgentRunCmd() *cobra.Command {
 // the node attestor, workload keys, the unix workload attestor and the
 // Workload API on the socket. mods adjust the result before it is built
 // (`sigil dev` sets BootstrapBundle from its in-process CA).
-func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, reg *prometheus.Registry, mods ...func(*agent.Config)) (*agent.Agent, error) {
+func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, reg prometheus.Registerer, mods ...func(*agent.Config)) (*agent.Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -61,9 +65,7 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 		TrustDomain:   cfg.TrustDomain,
 		ServerAddress: cfg.ServerAddress,
 		DataDir:       cfg.DataDir,
-		HealthAddress: cfg.HealthAddress,
-		Registerer:    reg,
-		Gatherer:      reg,
+		Metrics:       reg,
 		Logger:        logger,
 	}
 	if cfg.TrustBundleFile != "" {
@@ -93,10 +95,6 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 	if err != nil {
 		return nil, err
 	}
-	wm, err := workloadapi.NewPrometheusMetrics(reg)
-	if err != nil {
-		return nil, err
-	}
 	if err := os.MkdirAll(filepath.Dir(cfg.SocketPath), 0o755); err != nil {
 		return nil, fmt.Errorf("socket dir: %w", err)
 	}
@@ -105,7 +103,7 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 			"socket", cfg.SocketPath, "dir_mode", fi.Mode().Perm().String())
 	}
 	ac.Serve = agent.ServeSocket(agent.SocketConfig{
-		Path: cfg.SocketPath, Attestor: att, Metrics: wm, Logger: logger,
+		Path: cfg.SocketPath, Attestor: att, Metrics: reg, Logger: logger,
 		Register: []func(*grpc.Server, *cache.Cache) error{agent.SDS(att, logger.With("component", "sds"), reg)},
 	})
 	for _, m := range mods {

@@ -68,7 +68,8 @@ func TestAgentRunAndWorkloadCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "agent.sock")
-	yaml := fmt.Sprintf("trust_domain: example.org\nserver_address: %s\ndata_dir: agent\nsocket_path: %s\ntrust_bundle_file: bundle.pem\njoin_token: %s\n", addr, sock, tok)
+	healthAddr := freeAddr(t)
+	yaml := fmt.Sprintf("trust_domain: example.org\nserver_address: %s\ndata_dir: agent\nsocket_path: %s\ntrust_bundle_file: bundle.pem\njoin_token: %s\nhealth_address: %s\n", addr, sock, tok, healthAddr)
 	if err := os.WriteFile(filepath.Join(dir, "agent.yaml"), []byte(yaml), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -105,6 +106,10 @@ func TestAgentRunAndWorkloadCommands(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "agent", "agent-identity.json")); err != nil {
 		t.Fatalf("no persisted identity: %v", err)
+	}
+	waitReady(t, healthAddr)
+	if code, body := getHealth(t, healthAddr, "/metrics"); code != 200 || !strings.Contains(body, "sigil_agent_attestations_total{result=\"ok\"} 1") || !strings.Contains(body, "sigil_workloadapi_calls_total") {
+		t.Fatalf("agent /metrics = %d\n%s", code, body)
 	}
 
 	write := filepath.Join(dir, "out")

@@ -3,9 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
-	"github.com/prometheus/client_golang/prometheus"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -50,15 +51,18 @@ func check(t *testing.T, client authv3.AuthorizationClient, src, dst, method, pa
 // a verifiable decision log, then audit verify and policy replay over it.
 func TestDevAuthz(t *testing.T) {
 	dir := t.TempDir()
-	addr := freeAddr(t)
-	run, err := devAuthzAt(dir, addr, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := devAuthz(dir, lis, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- run(ctx) }()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	go func() { done <- svc.Run(ctx) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +133,111 @@ func TestAuthzRunRejectsUnknownKey(t *testing.T) {
 	root := newRootCmd()
 	root.SetArgs([]string{"authz", "run", "--config", cfg})
 	err := root.Execute()
-	if err == nil || !strings.Contains(err.Error(), "line 4: field watch not found") {
+	if err == nil || !strings.Contains(err.Error(), `line 4: unknown key "watch"`) {
 		t.Fatalf("authz run with unknown key = %v", err)
+	}
+}
+
+// TestAuthzRun runs `sigil authz run` as an operator would: checks answered,
+// /live, /ready and /metrics on the health address, a clean stop.
+func TestAuthzRun(t *testing.T) {
+	dir := t.TempDir()
+	if err := seedPolicies(filepath.Join(dir, "policies")); err != nil {
+		t.Fatal(err)
+	}
+	addr, healthAddr := freeAddr(t), freeAddr(t)
+	cfg := filepath.Join(dir, "authz.yaml")
+	yaml := "listen: " + addr + "\nhealth_address: " + healthAddr + "\npolicy:\n  dir: " + filepath.Join(dir, "policies") + "\n"
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	root := newRootCmd()
+	root.SetArgs([]string{"authz", "run", "--config", cfg})
+	root.SetErr(io.Discard)
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+
+	get := func(path string) (int, string) { return getHealth(t, healthAddr, path) }
+	if code, _ := get("/live"); code != 200 {
+		t.Fatalf("/live = %d", code)
+	}
+	waitReady(t, healthAddr)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if got := check(t, authv3.NewAuthorizationClient(conn), "spiffe://example.org/ns/shop/sa/cart", "spiffe://example.org/ns/shop/sa/frontend", "GET", "/"); got != code.Code_PERMISSION_DENIED {
+		t.Fatalf("check = %v, want denied", got)
+	}
+	if code, body := get("/metrics"); code != 200 || !strings.Contains(body, `sigil_authz_decisions_total{reason="denied",result="deny"} 1`) {
+		t.Fatalf("/metrics = %d\n%s", code, body)
+	}
+	if code, _ := get("/debug/pprof/"); code != 404 {
+		t.Fatalf("/debug/pprof/ without pprof: true = %d", code)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("authz run: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("authz run did not stop")
+	}
+}
+
+// getHealth GETs path from a health server that may still be starting.
+func getHealth(t *testing.T, addr, path string) (int, string) {
+	t.Helper()
+	for range 1000 {
+		resp, err := http.Get("http://" + addr + path)
+		if err != nil {
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	t.Fatalf("health address %s never answered", addr)
+	return 0, ""
+}
+
+// waitReady waits until addr's /ready says 200: a component is not ready
+// at once (authz loads its policy after the health server is up).
+func waitReady(t *testing.T, addr string) {
+	t.Helper()
+	var code int
+	var body string
+	for range 500 {
+		if code, body = getHealth(t, addr, "/ready"); code == 200 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("%s/ready = %d %s", addr, code, body)
+}
+
+func TestAuthzRunRefusesBadConfigs(t *testing.T) {
+	tests := []struct{ name, yaml, want string }{
+		{"empty", "", "config is empty"},
+		{"two documents", "policy:\n  dir: p\n---\npolicy:\n  dir: q\n", "config holds 2 YAML documents"},
+		{"buffer beyond the maximum", "policy:\n  dir: p\ndecision_log:\n  file: d\n  buffer: 9223372036854775807\n", "decision_log.buffer: 9223372036854775807: want 0 to 65536"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := filepath.Join(t.TempDir(), "authz.yaml")
+			if err := os.WriteFile(cfg, []byte(tt.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			root := newRootCmd()
+			root.SetArgs([]string{"authz", "run", "--config", cfg})
+			if err := root.Execute(); err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), cfg) {
+				t.Fatalf("authz run = %v, want an error naming the file and %q", err, tt.want)
+			}
+		})
 	}
 }

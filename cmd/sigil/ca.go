@@ -11,7 +11,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/admin"
@@ -23,6 +22,7 @@ import (
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
+	"github.com/sigilhq/sigil/internal/health"
 )
 
 func newCACmd() *cobra.Command {
@@ -43,14 +43,17 @@ func newCARunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			logger := newLogger(cmd)
-			reg := newRegistry()
+			logger, reg := newLogger(cmd), newRegistry()
 			stack, err := buildCA(cmd.Context(), cfg, logger, reg)
 			if err != nil {
 				return err
 			}
 			defer stack.Close()
-			return stack.Run(cmd.Context())
+			runs, err := withHealth(health.Config{Address: cfg.HealthAddress, Ready: stack.CA.Ready, Gatherer: reg, Logger: logger}, stack.Run)
+			if err != nil {
+				return err
+			}
+			return runAll(cmd.Context(), runs...)
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "ca.yaml", "CA configuration file (YAML)")
@@ -78,7 +81,7 @@ type caStack struct {
 
 // buildCA chooses the backends the config names and wires them together.
 // Each of mods may adjust the listeners' config.
-func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg *prometheus.Registry, mods ...func(*server.Config)) (_ *caStack, err error) {
+func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg prometheus.Registerer, mods ...func(*server.Config)) (_ *caStack, err error) {
 	s := &caStack{}
 	defer func() {
 		if err != nil {
@@ -144,7 +147,7 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 	authority, err := ca.New(ca.Config{
 		TrustDomain: cfg.TrustDomain, InstanceID: cfg.InstanceID, Store: s.Store, Keys: km, Upstream: up,
 		KeyType: cfg.KeyType, CATTL: cfg.CATTL, X509SVIDTTL: cfg.X509SVIDTTL, JWTSVIDTTL: cfg.JWTSVIDTTL,
-		JWTIssuer: cfg.JWTIssuer, RefreshHint: cfg.RefreshHint, Logger: logger, Metrics: ca.NewMetrics(reg),
+		JWTIssuer: cfg.JWTIssuer, RefreshHint: cfg.RefreshHint, Logger: logger, Metrics: reg,
 	})
 	if err != nil {
 		return nil, err
@@ -155,7 +158,6 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 		}
 		return nil, err
 	}
-	authority.RegisterExpiry(reg)
 	s.CA = authority
 
 	adminSrv, err := admin.New(admin.Config{TrustDomain: cfg.TrustDomain, Store: s.Store, Authority: authority, Logger: logger})
@@ -185,8 +187,8 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 		return nil, err
 	}
 	sc := server.Config{
-		AdminSocket: cfg.AdminSocket, ServerAddress: cfg.ServerAddress, HealthAddress: cfg.HealthAddress,
-		Services: []server.Registrar{adminSrv, s.node}, Identity: authority, Gatherer: reg, Logger: logger,
+		AdminSocket: cfg.AdminSocket, ServerAddress: cfg.ServerAddress,
+		Services: []server.Registrar{adminSrv, s.node}, Identity: authority, Logger: logger,
 	}
 	for _, m := range mods {
 		m(&sc)
@@ -222,11 +224,7 @@ func describeState(cfg caconfig.Config) string {
 
 // Run serves and rotates until ctx ends.
 func (s *caStack) Run(ctx context.Context) error {
-	g, ctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return s.CA.Run(ctx, 0) })
-	g.Go(func() error { return s.node.Run(ctx) })
-	g.Go(func() error { return s.server.Run(ctx) })
-	return g.Wait()
+	return runAll(ctx, func(ctx context.Context) error { return s.CA.Run(ctx, 0) }, s.node.Run, s.server.Run)
 }
 
 // Close releases the store and key manager.

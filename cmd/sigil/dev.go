@@ -17,13 +17,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/sigilhq/sigil/agent"
 	"github.com/sigilhq/sigil/agent/agentconfig"
+	"github.com/sigilhq/sigil/authz"
 	"github.com/sigilhq/sigil/ca/caconfig"
 	"github.com/sigilhq/sigil/ca/server"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/health"
 )
 
 // Default local addresses of `sigil dev`.
@@ -61,21 +62,46 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 				TrustDomain:   trustDomain,
 				DataDir:       dir,
 				ServerAddress: serverAddress,
-				HealthAddress: healthAddress,
 			}.Validate()
 			if err != nil {
 				return err
 			}
-			logger := newLogger(cmd)
-			reg := newRegistry()
+			logger, reg := newLogger(cmd), newRegistry()
 			ctx := cmd.Context()
-			lis, err := net.Listen("tcp", serverAddress)
+			// Listen first, so that busy ports are said at once and the
+			// addresses printed are the ones bound (a port 0 chosen).
+			var listeners []net.Listener // closed here unless the runs own them
+			running := false
+			defer func() {
+				for _, l := range listeners {
+					if !running {
+						l.Close()
+					}
+				}
+			}()
+			listen := func(what, addr string, listen func(string) (net.Listener, error)) (net.Listener, error) {
+				l, err := listen(addr)
+				if err != nil {
+					return nil, fmt.Errorf("%s: %w", what, err)
+				}
+				listeners = append(listeners, l)
+				return l, nil
+			}
+			tcp := func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+			lis, err := listen("ca server", serverAddress, tcp)
 			if err != nil {
-				return fmt.Errorf("ca server: %w", err)
+				return err
+			}
+			hlis, err := listen("health", healthAddress, tcp)
+			if err != nil {
+				return err
+			}
+			alis, err := listen("authz", authzAddress, authz.Listen)
+			if err != nil {
+				return err
 			}
 			stack, err := buildCA(ctx, cfg, logger, reg, func(c *server.Config) { c.ServerListener = lis })
 			if err != nil {
-				lis.Close()
 				return err
 			}
 			defer stack.Close()
@@ -83,21 +109,36 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 			if err != nil {
 				return err
 			}
-
-			runAuthz, err := devAuthzAt(dir, authzAddress, logger, reg)
+			authzSvc, err := devAuthz(dir, alis, logger, reg)
+			if err != nil {
+				return err
+			}
+			// One health endpoint for the three: ready when all are.
+			ready := func(ctx context.Context) error {
+				var errs []error
+				for _, c := range []struct {
+					name  string
+					ready func(context.Context) error
+				}{{"ca", stack.CA.Ready}, {"agent", devAgent.Ready}, {"authz", authzSvc.Ready}} {
+					if err := c.ready(ctx); err != nil {
+						errs = append(errs, fmt.Errorf("%s: %w", c.name, err))
+					}
+				}
+				return errors.Join(errs...)
+			}
+			runs, err := withHealth(health.Config{Listener: hlis, Ready: ready, Gatherer: reg, Logger: logger}, stack.Run, authzSvc.Run, devAgent.Run)
 			if err != nil {
 				return err
 			}
 			ctx, stop := context.WithCancel(ctx)
 			defer stop()
-			g, ctx := errgroup.WithContext(ctx)
-			g.Go(func() error { return stack.Run(ctx) })
-			g.Go(func() error { return runAuthz(ctx) })
-			g.Go(func() error { return devAgent.Run(ctx) })
+			done := make(chan error, 1)
+			running = true
+			go func() { done <- runAll(ctx, runs...) }()
 			agentID, err := adoptDevAgent(ctx, stack.Store, dir, devAgent)
 			if err != nil {
 				stop()
-				g.Wait()
+				<-done
 				return err
 			}
 			out := cmd.OutOrStdout()
@@ -108,11 +149,11 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 			fmt.Fprintf(out, "  ca server      %s (mTLS)\n", lis.Addr())
 			fmt.Fprintf(out, "  agent          %s\n", agentID)
 			fmt.Fprintf(out, "  agent socket   %s (SPIFFE Workload API + Envoy SDS)\n", filepath.Join(dir, "agent.sock"))
-			fmt.Fprintf(out, "  authz          %s (Envoy ext_authz v3), policies in %s, decision log %s\n", authzAddress, filepath.Join(dir, "policies"), filepath.Join(dir, "decisions.log"))
-			fmt.Fprintf(out, "  health         http://%s/live  /ready  /metrics\n", healthAddress)
+			fmt.Fprintf(out, "  authz          %s (Envoy ext_authz v3), policies in %s, decision log %s\n", alis.Addr(), filepath.Join(dir, "policies"), filepath.Join(dir, "decisions.log"))
+			fmt.Fprintf(out, "  health         http://%s/live  /ready  /metrics (ca, agent and authz)\n", hlis.Addr())
 			fmt.Fprintf(out, "Try:\n  sigil entry create --spiffe-id spiffe://%s/me --selector unix:uid:%d\n  sigil svid fetch\n  sigil bundle show --format pem\nCtrl-C stops.\n",
 				cfg.TrustDomain.Name(), os.Getuid())
-			err = g.Wait()
+			err = <-done
 			logger.Info("sigil dev stopped")
 			return err
 		},
@@ -150,7 +191,7 @@ const devAgentIDFile = "agent-id"
 
 // newDevAgent makes the one dev agent, attested with a join token made here.
 // A restart that finds a valid persisted agent identity does not use it.
-func newDevAgent(ctx context.Context, stack *caStack, dir, serverAddr string, logger *slog.Logger, reg *prometheus.Registry) (*agent.Agent, error) {
+func newDevAgent(ctx context.Context, stack *caStack, dir, serverAddr string, logger *slog.Logger, reg prometheus.Registerer) (*agent.Agent, error) {
 	b := make([]byte, 32)
 	if _, err := rand.Read(b); err != nil {
 		return nil, err

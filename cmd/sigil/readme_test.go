@@ -22,7 +22,7 @@ func TestREADME(t *testing.T) {
 	for name, src := range map[string][2]string{
 		"config-ca":    {"ca/caconfig/caconfig.go", "File"},
 		"config-agent": {"agent/agentconfig/agentconfig.go", "File"},
-		"config-authz": {"authz/config.go", "FileConfig"},
+		"config-authz": {"authz/authzconfig/authzconfig.go", "File"},
 	} {
 		out, err := docgen.Config(filepath.Join(root, src[0]), src[1])
 		if err != nil {

@@ -16,23 +16,38 @@ const MaxSize = 1 << 20
 
 var notFound = regexp.MustCompile(`line (\d+): field (\S+) not found in type \S+`)
 
-// DecodeStrict decodes one YAML document into v. Unknown keys, a second
-// document and an empty document are errors.
+// DecodeStrict decodes one YAML document, a mapping, into v. Unknown keys,
+// an empty file (nothing, only comments, or null), more than one document
+// and a document that is not a mapping are errors.
 func DecodeStrict(data []byte, v any) error {
 	if len(data) > MaxSize {
 		return fmt.Errorf("config is larger than %d bytes", MaxSize)
 	}
-	if len(bytes.TrimSpace(data)) == 0 {
-		return errors.New("config is empty")
-	}
+	var docs []*yaml.Node
 	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var n yaml.Node
+		err := dec.Decode(&n)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return clean(err)
+		}
+		docs = append(docs, &n)
+	}
+	switch {
+	case len(docs) > 1:
+		return fmt.Errorf("config holds %d YAML documents (the second at line %d); want one", len(docs), docs[1].Line)
+	case len(docs) == 0 || len(docs[0].Content) == 0 || docs[0].Content[0].Tag == "!!null":
+		return errors.New("config is empty")
+	case docs[0].Content[0].Kind != yaml.MappingNode:
+		return fmt.Errorf("config: line %d: want a mapping of keys to values", docs[0].Content[0].Line)
+	}
+	dec = yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(v); err != nil {
 		return clean(err)
-	}
-	var extra any
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return errors.New("config holds more than one YAML document")
 	}
 	return nil
 }

@@ -21,7 +21,15 @@ func TestDecodeStrict(t *testing.T) {
 		{name: "unknown nested", in: "sub:\n  prot: 1\n", wantErr: `line 2: unknown key "prot"`},
 		{name: "wrong type", in: "sub:\n  port: abc\n", wantErr: "line 2"},
 		{name: "empty", in: "  \n", wantErr: "config is empty"},
-		{name: "two docs", in: "name: a\n---\nname: b\n", wantErr: "more than one"},
+		{name: "nothing at all", in: "", wantErr: "config is empty"},
+		{name: "only comments", in: "# name: a\n", wantErr: "config is empty"},
+		{name: "only a document marker", in: "---\n", wantErr: "config is empty"},
+		{name: "null", in: "~\n", wantErr: "config is empty"},
+		{name: "two docs", in: "name: a\n---\nname: b\n", wantErr: "config holds 2 YAML documents (the second at line 2); want one"},
+		{name: "trailing document marker", in: "name: a\n---\n", wantErr: "config holds 2 YAML documents"},
+		{name: "syntax error in a second doc", in: "name: a\n---\nname: [\n", wantErr: "config:"},
+		{name: "not a mapping", in: "- name\n", wantErr: "config: line 1: want a mapping"},
+		{name: "too large", in: "name: " + strings.Repeat("a", MaxSize) + "\n", wantErr: "larger than"},
 		{name: "syntax", in: "name: [\n", wantErr: "config:"},
 	}
 	for _, tt := range tests {

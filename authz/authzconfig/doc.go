@@ -1,0 +1,3 @@
+// Package authzconfig decodes authz.yaml strictly into the authz service's
+// typed runtime configuration.
+package authzconfig

@@ -1,0 +1,2 @@
+// Package service runs the authz service an authzconfig.Config describes.
+package service

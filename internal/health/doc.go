@@ -1,0 +1,3 @@
+// Package health serves a component's /live, /ready and /metrics endpoints
+// over HTTP.
+package health
