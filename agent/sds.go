@@ -19,10 +19,15 @@ var _ sds.Source = (*cache.Cache)(nil)
 
 // SDS returns a SocketConfig.Register hook that serves Envoy SDS v3 on the
 // agent's socket from the same cache as the Workload API. The calling Envoy
-// is attested from its peer credentials like any workload.
-func SDS(att workloadapi.Attestor, logger *slog.Logger, reg prometheus.Registerer) func(*grpc.Server, *cache.Cache) error {
+// is attested from its peer credentials like any workload. mods adjust the
+// server's config (e.g. its pending timeout).
+func SDS(att workloadapi.Attestor, logger *slog.Logger, reg prometheus.Registerer, mods ...func(*sds.Config)) func(*grpc.Server, *cache.Cache) error {
 	return func(g *grpc.Server, c *cache.Cache) error {
-		srv, err := sds.New(sds.Config{Source: c, Attestor: sdsAttestor{att}, Logger: logger, Metrics: reg})
+		cfg := sds.Config{Source: c, Attestor: sdsAttestor{att}, Logger: logger, Metrics: reg}
+		for _, m := range mods {
+			m(&cfg)
+		}
+		srv, err := sds.New(cfg)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/sigilhq/sigil/agent/cache"
+	"github.com/sigilhq/sigil/agent/peercred"
+	"github.com/sigilhq/sigil/agent/socketlimit"
 	"github.com/sigilhq/sigil/agent/workloadapi"
 )
 
@@ -22,6 +24,9 @@ type SocketConfig struct {
 	Attestor workloadapi.Attestor  // workload attestation from peer credentials
 	Metrics  prometheus.Registerer // where the Workload API's series are registered; nil: nowhere
 	Logger   *slog.Logger
+	// Limiter bounds what callers may hold on the socket (default:
+	// socketlimit's defaults, without metrics).
+	Limiter *socketlimit.Limiter
 	// Register adds further services (e.g. SDS) on the same socket.
 	Register []func(g *grpc.Server, c *cache.Cache) error
 }
@@ -46,7 +51,13 @@ func ServeSocket(cfg SocketConfig) ServeFunc {
 		if err != nil {
 			return err
 		}
-		g := grpc.NewServer(workloadapi.ServerOptions()...)
+		lim := cfg.Limiter
+		if lim == nil {
+			if lim, err = socketlimit.New(socketlimit.Config{Logger: cfg.Logger}); err != nil {
+				return err
+			}
+		}
+		g := grpc.NewServer(lim.ServerOptions(peercred.NewCredentials())...)
 		wl.Register(g)
 		for _, reg := range cfg.Register {
 			if err := reg(g, c); err != nil {

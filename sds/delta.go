@@ -104,6 +104,7 @@ func (st *deltaStream) send() error {
 			removed = append(removed, name)
 		}
 	}
+	st.serving = len(pairs) > 0
 	if len(resources) == 0 && len(removed) == 0 {
 		return nil
 	}

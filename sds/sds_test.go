@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -684,6 +685,7 @@ func TestNewChecksConfig(t *testing.T) {
 		{name: "no attestor", cfg: sds.Config{Source: src}, want: "attestor is required"},
 		{name: "name clash", cfg: sds.Config{Source: src, Attestor: att, RootCAName: "default"}, want: "must differ"},
 		{name: "name looks like a SPIFFE ID", cfg: sds.Config{Source: src, Attestor: att, AllBundlesName: "spiffe://x"}, want: "must not start with spiffe://"},
+		{name: "negative pending timeout", cfg: sds.Config{Source: src, Attestor: att, PendingTimeout: -time.Second}, want: "pending timeout -1s is negative"},
 		{name: "defaults", cfg: sds.Config{Source: src, Attestor: att}},
 	}
 	for _, tt := range tests {

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	secretv3 "github.com/envoyproxy/go-control-plane/envoy/service/secret/v3"
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -24,6 +26,9 @@ const (
 	DefaultAllBundles  = "ALL"
 	MaxResourceNames   = 1024 // per stream or fetch; more is InvalidArgument
 	maxResourceNameLen = 2048
+	// DefaultPendingTimeout is how long a stream may serve nothing of what
+	// it asks for before it is closed.
+	DefaultPendingTimeout = 5 * time.Minute
 )
 
 // Config configures a Server. Source and Attestor are required.
@@ -43,6 +48,13 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, if set, registers the server's collectors.
 	Metrics prometheus.Registerer
+	// PendingTimeout closes, with NotFound, a stream that has served none
+	// of the names it asks for (or asked for none) for this long, so that
+	// pending streams cannot pile up (default DefaultPendingTimeout). The
+	// client may open a new one.
+	PendingTimeout time.Duration
+	// Clock times PendingTimeout (default: the wall clock).
+	Clock clock.Clock
 }
 
 // Server implements envoy.service.secret.v3.SecretDiscoveryService.
@@ -55,7 +67,8 @@ type Config struct {
 // stays pending, as Envoy expects of a secret that is not ready, and is
 // answered once the SVID exists, so Envoy may start before its entry is
 // synced. A name that can never be served (neither special, nor a SPIFFE or
-// trust domain ID) also stays pending and is logged and counted.
+// trust domain ID) also stays pending and is logged and counted. A stream
+// that serves nothing for Config.PendingTimeout is closed.
 //
 // State of the world cannot name a removed secret: after a removal the
 // stream gets a new version without it, and Envoy keeps the old secret
@@ -70,6 +83,8 @@ type Server struct {
 	m        metrics
 	certs    *certCache
 	streamID atomic.Uint64
+	pending  time.Duration
+	clock    clock.Clock
 }
 
 type metrics struct {
@@ -79,6 +94,7 @@ type metrics struct {
 	stale     *prometheus.CounterVec // mode
 	refused   prometheus.Counter
 	badNames  prometheus.Counter
+	timeouts  prometheus.Counter     // pending streams closed
 	fetches   *prometheus.CounterVec // result
 	updatesIn prometheus.Counter
 }
@@ -113,7 +129,17 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{source: cfg.Source, attestor: cfg.Attestor, names: n, log: log, m: newMetrics(), certs: newCertCache()}
+	if cfg.PendingTimeout < 0 {
+		return nil, fmt.Errorf("sds config: pending timeout %s is negative", cfg.PendingTimeout)
+	}
+	if cfg.PendingTimeout == 0 {
+		cfg.PendingTimeout = DefaultPendingTimeout
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.Real{}
+	}
+	s := &Server{source: cfg.Source, attestor: cfg.Attestor, names: n, log: log, m: newMetrics(), certs: newCertCache(),
+		pending: cfg.PendingTimeout, clock: cfg.Clock}
 	if cfg.Metrics != nil {
 		for _, c := range s.m.collectors() {
 			if err := cfg.Metrics.Register(c); err != nil {
@@ -149,6 +175,9 @@ func newMetrics() metrics {
 		badNames: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sigil_sds_bad_resource_names_total", Help: "Requested SDS resource names that can never be served.",
 		}),
+		timeouts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sigil_sds_pending_timeouts_total", Help: "SDS streams closed because they served nothing they asked for within the pending timeout.",
+		}),
 		fetches: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_sds_fetches_total", Help: "FetchSecrets calls by result (ok, not_found, error).",
 		}, []string{"result"}),
@@ -159,7 +188,7 @@ func newMetrics() metrics {
 }
 
 func (m metrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.streams, m.pushes, m.nacks, m.stale, m.refused, m.badNames, m.fetches, m.updatesIn}
+	return []prometheus.Collector{m.streams, m.pushes, m.nacks, m.stale, m.refused, m.badNames, m.timeouts, m.fetches, m.updatesIn}
 }
 
 // attest resolves the caller's selectors; a failure is PermissionDenied

@@ -68,6 +68,7 @@ func (st *sotwStream) send() error {
 			anys = append(anys, res.any)
 		}
 	}
+	st.serving = len(anys) > 0
 	if len(anys) == 0 && !st.sentAny {
 		return nil
 	}

@@ -9,10 +9,13 @@ import (
 	"log/slog"
 	"slices"
 	"strconv"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/sigilhq/sigil/internal/clock"
 )
 
 // streamCore is the part of a stream's state both protocol variants share.
@@ -26,6 +29,10 @@ type streamCore struct {
 	nonces    uint64
 	lastNonce string
 	badLogged map[string]struct{}
+	// serving: the last send found at least one requested name it can
+	// serve. A stream that is not serving is closed after the pending
+	// timeout.
+	serving bool
 }
 
 func (c *streamCore) nextNonce() string {
@@ -119,8 +126,32 @@ func serve[Req any](ctx context.Context, s *Server, c *streamCore, recv func() (
 	}()
 
 	updates := sub.Updates()
+	var pending clock.Timer // runs while the stream serves nothing
+	defer func() {
+		if pending != nil {
+			pending.Stop()
+		}
+	}()
 	for {
+		switch {
+		case !c.serving && pending == nil:
+			pending = s.clock.NewTimer(s.pending)
+		case c.serving && pending != nil:
+			pending.Stop()
+			pending = nil
+		}
+		var expired <-chan time.Time
+		if pending != nil {
+			expired = pending.C()
+		}
 		select {
+		case <-expired:
+			s.m.timeouts.Inc()
+			c.log.Warn("sds stream closed: it served nothing it asks for within the pending timeout",
+				"pending_timeout", s.pending.String())
+			return status.Errorf(codes.NotFound,
+				"sds: none of the requested secrets could be served for %s (is there an entry for this caller?); "+
+					"open a new stream to keep waiting, or raise limits.sds_pending_timeout in the agent config", s.pending)
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
 		case err := <-recvErr:

@@ -6,10 +6,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/sigilhq/sigil/agent/socketlimit"
 	"github.com/sigilhq/sigil/internal/yamlx"
+	"github.com/sigilhq/sigil/sds"
 )
 
 // File is the YAML schema of agent.yaml.
@@ -23,6 +26,19 @@ type File struct {
 	X509PoP         *X509PoPFile `yaml:"x509pop"`           // or node attestation with an existing node certificate
 	WorkloadKeyType string       `yaml:"workload_key_type"` // keys made for workloads: ec-p256 (default) | ec-p384 | rsa-2048
 	HealthAddress   string       `yaml:"health_address"`    // /live, /ready, /metrics; empty disables
+	Limits          LimitsFile   `yaml:"limits"`            // what callers of the socket may hold; past a limit a call is refused with ResourceExhausted naming it
+}
+
+// LimitsFile bounds what the callers of the agent socket may make the agent
+// hold. Counted per uid: a caller chooses its pids, not its uid.
+type LimitsFile struct {
+	MaxStreamsPerUID     *int   `yaml:"max_streams_per_uid"`          // Workload API and SDS calls (streams, unary calls in flight) one uid may hold open (default 1024; raise it where many workloads share a uid)
+	MaxStreams           *int   `yaml:"max_streams"`                  // calls open on the socket in total (default 4096; a pending SDS stream costs about 28 KB)
+	MaxConnectionsPerUID *int   `yaml:"max_connections_per_uid"`      // connections one uid may hold; more are closed at once (default 256)
+	MaxConnections       *int   `yaml:"max_connections"`              // connections in total (default 1024)
+	JWTSVIDsPerSecond    *int   `yaml:"jwt_svids_per_second_per_uid"` // FetchJWTSVID calls per second one uid may make, each maybe a mint on the CA (default 20)
+	JWTSVIDBurst         *int   `yaml:"jwt_svid_burst_per_uid"`       // FetchJWTSVID calls one uid may make at once before the rate applies (default 50)
+	SDSPendingTimeout    string `yaml:"sds_pending_timeout"`          // an SDS stream that serves nothing it asks for (no entry for the caller, unknown names) is closed with NotFound after this long (default 5m)
 }
 
 // X509PoPFile names the node's certificate and key for x509pop attestation.
@@ -47,6 +63,18 @@ type Config struct {
 	X509PoP         *X509PoP
 	WorkloadKeyType KeyType
 	HealthAddress   string // /live, /ready, /metrics; "" disables
+	Limits          Limits
+}
+
+// Limits are the validated socket limits, defaults filled in.
+type Limits struct {
+	MaxStreamsPerUID     int
+	MaxStreams           int
+	MaxConnectionsPerUID int
+	MaxConnections       int
+	JWTSVIDsPerSecond    int
+	JWTSVIDBurst         int
+	SDSPendingTimeout    time.Duration
 }
 
 // X509PoP is the node certificate (chain, leaf first) and its key.
@@ -142,7 +170,49 @@ func (f File) Validate() (Config, error) {
 		}
 	}
 	cfg.HealthAddress = f.HealthAddress
+	lim, err := f.Limits.validate()
+	if err != nil {
+		return cfg, err
+	}
+	cfg.Limits = lim
 	return cfg, nil
+}
+
+func (f LimitsFile) validate() (Limits, error) {
+	l := Limits{SDSPendingTimeout: sds.DefaultPendingTimeout}
+	for _, v := range []struct {
+		key string
+		in  *int
+		out *int
+		def int
+	}{
+		{"max_streams_per_uid", f.MaxStreamsPerUID, &l.MaxStreamsPerUID, socketlimit.DefaultStreamsPerUID},
+		{"max_streams", f.MaxStreams, &l.MaxStreams, socketlimit.DefaultStreams},
+		{"max_connections_per_uid", f.MaxConnectionsPerUID, &l.MaxConnectionsPerUID, socketlimit.DefaultConnsPerUID},
+		{"max_connections", f.MaxConnections, &l.MaxConnections, socketlimit.DefaultConns},
+		{"jwt_svids_per_second_per_uid", f.JWTSVIDsPerSecond, &l.JWTSVIDsPerSecond, socketlimit.DefaultJWTSVIDRate},
+		{"jwt_svid_burst_per_uid", f.JWTSVIDBurst, &l.JWTSVIDBurst, socketlimit.DefaultJWTSVIDBurst},
+	} {
+		*v.out = v.def
+		if v.in == nil {
+			continue
+		}
+		if *v.in < 1 {
+			return l, fmt.Errorf("limits.%s is %d: want at least 1", v.key, *v.in)
+		}
+		*v.out = *v.in
+	}
+	if f.SDSPendingTimeout != "" {
+		d, err := time.ParseDuration(f.SDSPendingTimeout)
+		if err != nil {
+			return l, fmt.Errorf("limits.sds_pending_timeout %q: want a duration such as 5m", f.SDSPendingTimeout)
+		}
+		if d < time.Second {
+			return l, fmt.Errorf("limits.sds_pending_timeout %s: want at least 1s", d)
+		}
+		l.SDSPendingTimeout = d
+	}
+	return l, nil
 }
 
 // relativeTo resolves relative file paths against dir.

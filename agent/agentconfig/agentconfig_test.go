@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 const base = "trust_domain: example.org\nserver_address: 127.0.0.1:8081\ndata_dir: /var/lib/sigil/agent\n"
@@ -26,7 +27,24 @@ func TestParse(t *testing.T) {
 			if c.WorkloadKeyType != KeyECP256 {
 				t.Errorf("key type = %q", c.WorkloadKeyType)
 			}
+			want := Limits{MaxStreamsPerUID: 1024, MaxStreams: 4096, MaxConnectionsPerUID: 256, MaxConnections: 1024,
+				JWTSVIDsPerSecond: 20, JWTSVIDBurst: 50, SDSPendingTimeout: 5 * time.Minute}
+			if c.Limits != want {
+				t.Errorf("limits = %+v, want %+v", c.Limits, want)
+			}
 		}},
+		{name: "limits", in: base + "limits:\n  max_streams_per_uid: 8\n  max_streams: 9\n  max_connections_per_uid: 2\n  max_connections: 3\n  jwt_svids_per_second_per_uid: 4\n  jwt_svid_burst_per_uid: 5\n  sds_pending_timeout: 90s\n", check: func(t *testing.T, c Config) {
+			want := Limits{MaxStreamsPerUID: 8, MaxStreams: 9, MaxConnectionsPerUID: 2, MaxConnections: 3,
+				JWTSVIDsPerSecond: 4, JWTSVIDBurst: 5, SDSPendingTimeout: 90 * time.Second}
+			if c.Limits != want {
+				t.Errorf("limits = %+v, want %+v", c.Limits, want)
+			}
+		}},
+		{name: "zero limit", in: base + "limits:\n  max_streams: 0\n", wantErr: "limits.max_streams is 0: want at least 1"},
+		{name: "negative limit", in: base + "limits:\n  max_connections_per_uid: -3\n", wantErr: "limits.max_connections_per_uid is -3"},
+		{name: "unknown limit", in: base + "limits:\n  max_stream: 3\n", wantErr: `line 5: unknown key "max_stream"`},
+		{name: "bad pending timeout", in: base + "limits:\n  sds_pending_timeout: soon\n", wantErr: "limits.sds_pending_timeout \"soon\""},
+		{name: "short pending timeout", in: base + "limits:\n  sds_pending_timeout: 10ms\n", wantErr: "want at least 1s"},
 		{name: "x509pop", in: base + "x509pop:\n  cert_file: /n.crt\n  key_file: /n.key\nworkload_key_type: rsa-2048\nhealth_address: 127.0.0.1:8090\nsocket_path: /run/a.sock\n", check: func(t *testing.T, c Config) {
 			if c.X509PoP == nil || c.X509PoP.CertFile != "/n.crt" || c.X509PoP.KeyFile != "/n.key" {
 				t.Errorf("x509pop = %+v", c.X509PoP)

@@ -22,8 +22,10 @@ import (
 	"github.com/sigilhq/sigil/agent/attest/unix"
 	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/nodeattest"
+	"github.com/sigilhq/sigil/agent/socketlimit"
 	"github.com/sigilhq/sigil/internal/health"
 	"github.com/sigilhq/sigil/internal/pemfile"
+	"github.com/sigilhq/sigil/sds"
 )
 
 func newAgentRunCmd() *cobra.Command {
@@ -102,9 +104,19 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 		logger.Warn("other users cannot reach the Workload API socket through its directory; workloads of other uids will fail to connect",
 			"socket", cfg.SocketPath, "dir_mode", fi.Mode().Perm().String())
 	}
+	lim, err := socketlimit.New(socketlimit.Config{
+		StreamsPerUID: cfg.Limits.MaxStreamsPerUID, Streams: cfg.Limits.MaxStreams,
+		ConnsPerUID: cfg.Limits.MaxConnectionsPerUID, Conns: cfg.Limits.MaxConnections,
+		JWTSVIDRate: float64(cfg.Limits.JWTSVIDsPerSecond), JWTSVIDBurst: cfg.Limits.JWTSVIDBurst,
+		Logger: logger, Metrics: reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pending := func(c *sds.Config) { c.PendingTimeout = cfg.Limits.SDSPendingTimeout }
 	ac.Serve = agent.ServeSocket(agent.SocketConfig{
-		Path: cfg.SocketPath, Attestor: att, Metrics: reg, Logger: logger,
-		Register: []func(*grpc.Server, *cache.Cache) error{agent.SDS(att, logger.With("component", "sds"), reg)},
+		Path: cfg.SocketPath, Attestor: att, Metrics: reg, Logger: logger, Limiter: lim,
+		Register: []func(*grpc.Server, *cache.Cache) error{agent.SDS(att, logger.With("component", "sds"), reg, pending)},
 	})
 	for _, m := range mods {
 		m(&ac)
