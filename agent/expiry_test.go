@@ -244,3 +244,24 @@ func TestBootstrapFailureStopsTheHealthServer(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 }
+
+// TestCAWithANewRoot: a CA that comes back under a root the agent does not
+// trust is reported with how to re-bootstrap, not retried silently.
+func TestCAWithANewRoot(t *testing.T) {
+	tc := newTestCAWith(t, time.Hour, 20*time.Second)
+	tok := tc.token(t)
+	a, _, _, _ := runAgent(t, tc, filepath.Join(t.TempDir(), "agent"), tok)
+	eventually(t, "ready", a.Ready)
+	tc.Stop()
+	other := newTestCAWith(t, time.Hour, 20*time.Second)
+	other.Stop()
+	other.addr = tc.addr
+	other.Start()
+	eventually(t, "the agent to say the CA cannot be verified", func() error {
+		r := a.Ready()
+		if r == nil || !strings.Contains(r.Error(), "re-bootstrap") || !strings.Contains(r.Error(), "trust_bundle_file") {
+			return fmt.Errorf("Ready = %v", r)
+		}
+		return nil
+	})
+}
