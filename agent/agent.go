@@ -62,7 +62,7 @@ type Config struct {
 // Errors the operator must act on.
 var (
 	ErrNoAttestor = errors.New("the agent has no valid identity and no node attestor is configured: set join_token or x509pop")
-	ErrTokenUsed  = errors.New("the join token in the config was already used and a join token works once: create a new one with `sigil token create` and put it in join_token")
+	ErrTokenUsed  = errors.New("the join token was already used and a join token works once: create a new one with `sigil token create` and restart the agent with --join-token (or put it in join_token)")
 	ErrNoBundle   = errors.New("no trust bundle to verify the CA by: set trust_bundle_file to the CA's root certificates (PEM)")
 )
 
@@ -77,6 +77,9 @@ type Agent struct {
 
 	mu sync.Mutex
 	id *svidstore.Identity
+	// problem, if set, is why the agent is not ready that the operator
+	// must read (an expired agent SVID, a CA it cannot verify).
+	problem string
 }
 
 // New checks cfg and fills defaults. It starts nothing: call Run.
@@ -143,16 +146,34 @@ func (a *Agent) ID() (spiffeid.ID, bool) {
 	return a.id.SVID.ID, true
 }
 
-// Ready reports whether the agent has an identity and has applied its first
-// sync from the CA.
+// Ready reports whether the agent has a valid identity, has applied its
+// first sync from the CA, and hands out every SVID it holds (none expired
+// for want of renewal); the error says why not.
 func (a *Agent) Ready(context.Context) error {
-	if _, ok := a.ID(); !ok {
+	a.mu.Lock()
+	id, problem := a.id, a.problem
+	a.mu.Unlock()
+	switch {
+	case problem != "":
+		return errors.New(problem)
+	case id == nil:
 		return errors.New("not attested yet")
-	}
-	if !a.cache.Synced() {
+	case !a.cfg.Clock.Now().Before(id.NotAfter()):
+		return fmt.Errorf("agent SVID expired at %s", id.NotAfter().UTC().Format(time.RFC3339))
+	case !a.cache.Synced():
 		return errors.New("no entries synced from the CA yet")
 	}
+	if expired, early := a.cache.Withheld(); expired+early > 0 {
+		return fmt.Errorf("%d workload X509-SVIDs expired and %d not yet valid are withheld: the CA has not renewed them", expired, early)
+	}
 	return nil
+}
+
+// setProblem records why the agent is not ready ("" clears it).
+func (a *Agent) setProblem(p string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.problem = p
 }
 
 func (a *Agent) poke() {

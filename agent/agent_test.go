@@ -49,9 +49,17 @@ type testCA struct {
 	roots []*x509.Certificate
 	pki   *testca.CA // the roots x509pop node certificates chain to
 	stop  func()
+	// agentTTL is the life of agent SVIDs (the CA backdates them 10s).
+	agentTTL time.Duration
 }
 
 func newTestCA(t testing.TB, x509TTL time.Duration) *testCA {
+	t.Helper()
+	return newTestCAWith(t, x509TTL, 20*time.Second)
+}
+
+// newTestCAWith is newTestCA with the life of agent SVIDs.
+func newTestCAWith(t testing.TB, x509TTL, agentTTL time.Duration) *testCA {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -83,7 +91,7 @@ func newTestCA(t testing.TB, x509TTL time.Duration) *testCA {
 	addr := lis.Addr().String()
 	lis.Close()
 	pki := testca.New(t, spiffeid.RequireTrustDomainFromString("corp.example"))
-	tc := &testCA{t: t, dir: dir, addr: addr, store: st, ca: c, roots: roots, pki: pki}
+	tc := &testCA{t: t, dir: dir, addr: addr, store: st, ca: c, roots: roots, pki: pki, agentTTL: agentTTL}
 	tc.Start()
 	t.Cleanup(func() { tc.Stop() })
 	return tc
@@ -104,7 +112,7 @@ func (tc *testCA) Start() {
 	}
 	node, err := nodeapi.New(nodeapi.Config{
 		TrustDomain: td, Store: tc.store, CA: tc.ca, Attestors: []canodeattest.Attestor{jt, xp},
-		AgentSVIDTTL: 20 * time.Second, PollInterval: 50 * time.Millisecond,
+		AgentSVIDTTL: tc.agentTTL, PollInterval: 50 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -117,10 +125,12 @@ func (tc *testCA) Start() {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{}, 2)
+	done := make(chan struct{}, 3)
 	go func() { _ = srv.Run(ctx); done <- struct{}{} }()
 	go func() { _ = node.Run(ctx); done <- struct{}{} }()
-	tc.stop = func() { cancel(); <-done; <-done }
+	// The CA renews its own serving SVID as `sigil ca run` does.
+	go func() { _ = tc.ca.Run(ctx, time.Second); done <- struct{}{} }()
+	tc.stop = func() { cancel(); <-done; <-done; <-done }
 	// Wait until the port answers.
 	deadline := time.Now().Add(10 * time.Second)
 	for {

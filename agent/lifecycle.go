@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -152,17 +153,31 @@ func (a *Agent) attest(ctx context.Context, prev *svidstore.Identity) error {
 
 // runRenewal renews the agent's SVID at half its life ±10%, or at once when
 // the CA refused the agent; if the CA refuses the renewal itself (evicted,
-// banned, expired), the agent attests again when its attestor can.
+// banned, expired), the agent attests again when its attestor can. When
+// the SVID expires before it was renewed, the agent attests again with an
+// attestor that can do so (x509pop), and otherwise returns an error that
+// says what the operator must do.
 func (a *Agent) runRenewal(ctx context.Context) error {
 	jitter := a.cfg.Rand()
 	attempt := 0
 	for {
 		leaf := a.current().SVID.Certificates[0]
-		wait := cache.RotateAt(leaf.NotBefore, leaf.NotAfter, jitter).Sub(a.cfg.Clock.Now())
+		now := a.cfg.Clock.Now()
+		if !now.Before(leaf.NotAfter) {
+			if err := a.recoverExpired(ctx, leaf.NotAfter); err != nil {
+				return err
+			}
+			attempt, jitter = 0, a.cfg.Rand()
+			continue
+		}
+		wait := cache.RotateAt(leaf.NotBefore, leaf.NotAfter, jitter).Sub(now)
 		if attempt > 0 {
 			// Already due, and the last try failed.
 			wait = cache.Backoff(attempt-1, a.cfg.RetryMin, a.cfg.RetryMax, a.cfg.Rand())
 		}
+		// Wake at the latest when the SVID expires: renewing over mTLS
+		// with an expired SVID cannot work.
+		wait = min(wait, leaf.NotAfter.Sub(now))
 		t := a.cfg.Clock.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -172,10 +187,14 @@ func (a *Agent) runRenewal(ctx context.Context) error {
 		case <-a.denied:
 			t.Stop()
 		}
+		if !a.cfg.Clock.Now().Before(leaf.NotAfter) {
+			continue
+		}
 		err := a.renew(ctx)
 		switch {
 		case err == nil:
 			attempt, jitter = 0, a.cfg.Rand()
+			a.setProblem("")
 		case ctx.Err() != nil:
 			return nil
 		case refused(err):
@@ -189,12 +208,67 @@ func (a *Agent) runRenewal(ctx context.Context) error {
 				return fmt.Errorf("attest again after the CA refused the agent: %w", err)
 			}
 			attempt, jitter = 0, a.cfg.Rand()
+			a.setProblem("")
 		default:
 			a.metrics.renewals.WithLabelValues("error").Inc()
-			a.cfg.Logger.Warn("renewing the agent's SVID failed; will retry", "error", err, "attempt", attempt)
+			if uerr := a.untrustedCA(ctx); uerr != nil {
+				a.cfg.Logger.Error("cannot renew the agent's SVID: the CA cannot be verified", "error", uerr)
+				a.setProblem(uerr.Error())
+			} else {
+				a.cfg.Logger.Warn("renewing the agent's SVID failed; will retry", "error", err, "attempt", attempt, "expires", leaf.NotAfter)
+			}
 			attempt++
 		}
 	}
+}
+
+// recoverExpired handles an agent SVID that expired at notAfter before it
+// was renewed: it attests again (waiting out an unreachable CA) when the
+// attestor can, and otherwise returns an error saying what to do.
+func (a *Agent) recoverExpired(ctx context.Context, notAfter time.Time) error {
+	at := notAfter.UTC().Format(time.RFC3339)
+	prev := a.current()
+	a.metrics.renewals.WithLabelValues("expired").Inc()
+	if _, ok := joinToken(a.cfg.Attestor); ok || a.cfg.Attestor == nil {
+		err := fmt.Errorf("agent SVID expired at %s; join-token agents cannot re-attest: %w", at, ErrTokenUsed)
+		if a.cfg.Attestor == nil {
+			err = fmt.Errorf("agent SVID expired at %s: %w", at, ErrNoAttestor)
+		}
+		a.setProblem(err.Error())
+		a.cfg.Logger.Error("the agent's SVID expired before the CA renewed it", "expired", notAfter, "error", err)
+		return err
+	}
+	a.setProblem(fmt.Sprintf("agent SVID expired at %s; attesting again", at))
+	a.cfg.Logger.Error("the agent's SVID expired before the CA renewed it: attesting again", "expired", notAfter)
+	if err := a.attestRetrying(ctx, prev); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		if uerr := a.untrustedCA(ctx); uerr != nil {
+			err = uerr
+		}
+		err = fmt.Errorf("agent SVID expired at %s and attesting again failed: %w", at, err)
+		a.setProblem(err.Error())
+		a.cfg.Logger.Error("the agent cannot recover its identity", "error", err)
+		return err
+	}
+	a.setProblem("")
+	return nil
+}
+
+// untrustedCA returns an error saying how to re-bootstrap when the CA
+// answers but cannot be verified with the agent's trust bundle (its root
+// changed); nil when it verifies or cannot be reached at all.
+func (a *Agent) untrustedCA(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	err := a.checkServer(ctx)
+	if err == nil || transient(err) || ctx.Err() != nil {
+		return nil
+	}
+	return fmt.Errorf("%w; if the CA has a new root, re-bootstrap the agent: put the new root in trust_bundle_file, "+
+		"delete %s, and restart the agent (with a new join token from `sigil token create` if it attests by join token)",
+		err, filepath.Join(a.cfg.DataDir, svidstore.FileName))
 }
 
 // renew asks the CA for a new agent SVID over a new key and installs it.

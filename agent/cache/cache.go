@@ -56,6 +56,8 @@ type Config struct {
 type Cache struct {
 	cfg  Config
 	wake chan struct{} // buffer 1: something needs minting
+	// expWake (buffer 1): an SVID changed, look at validity again.
+	expWake chan struct{}
 
 	mu       sync.Mutex
 	entries  map[string]*entry
@@ -84,6 +86,11 @@ type entry struct {
 	gen      uint64
 	retryAt  time.Time
 	failures int
+
+	// validFrom and validUntil bound when svid may be handed out; usable
+	// is whether subscribers were last told it is (see runExpiry).
+	validFrom, validUntil time.Time
+	usable                bool
 }
 
 // New checks cfg and fills defaults. It starts nothing: call Run.
@@ -121,6 +128,7 @@ func New(cfg Config) (*Cache, error) {
 	c := &Cache{
 		cfg:      cfg,
 		wake:     make(chan struct{}, 1),
+		expWake:  make(chan struct{}, 1),
 		entries:  map[string]*entry{},
 		bundles:  map[spiffeid.TrustDomain]*spiffebundle.Bundle{},
 		bad:      map[string]bool{},
@@ -134,13 +142,15 @@ func New(cfg Config) (*Cache, error) {
 	return c, nil
 }
 
-// Run syncs entries from the CA and keeps their SVIDs minted until ctx ends.
-// It recovers by itself when the CA is unreachable and comes back.
+// Run syncs entries from the CA, keeps their SVIDs minted and withholds
+// each SVID outside its validity until ctx ends. It recovers by itself
+// when the CA is unreachable and comes back.
 func (c *Cache) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); c.runSync(ctx) }()
 	go func() { defer wg.Done(); c.runMint(ctx) }()
+	go func() { defer wg.Done(); c.runExpiry(ctx) }()
 	wg.Wait()
 	return nil
 }

@@ -93,6 +93,7 @@ type signer struct {
 	refuse  map[string]bool // entry IDs
 	jwtMint int
 	now     func() time.Time
+	skew    time.Duration // added to the validity of what it signs
 }
 
 type pubOnly struct{ pub crypto.PublicKey }
@@ -125,7 +126,7 @@ func (s *signer) SignX509SVIDs(_ context.Context, in *nodev1.SignX509SVIDsReques
 			s.t.Errorf("bad csr: %v", err)
 			continue
 		}
-		now := s.now()
+		now := s.now().Add(s.skew)
 		svid := s.ca.Issue(s.t, req.URIs[0].String(), testca.WithKey(pubOnly{req.PublicKey}), testca.WithValidity(now, now.Add(s.ttl)), testca.WithDNSNames(req.DNSNames...))
 		res := &nodev1.SignResult{EntryId: c.GetEntryId(), CaKeyId: s.keyID}
 		for _, c := range svid.Certificates {
@@ -554,11 +555,11 @@ func TestRunWaitsOnTheClock(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Run minted nothing")
 	}
-	if err := clk.WaitTimers(ctx, 2); err != nil {
-		t.Fatalf("the mint and sync loops did not both wait on the clock: %v", err)
+	if err := clk.WaitTimers(ctx, 3); err != nil {
+		t.Fatalf("the mint, sync and expiry loops did not all wait on the clock: %v", err)
 	}
 	clk.Advance(29 * time.Minute) // rotation is due at 30 minutes
-	if err := clk.WaitTimers(ctx, 2); err != nil {
+	if err := clk.WaitTimers(ctx, 3); err != nil {
 		t.Fatal(err)
 	}
 	noUpdate(t, sub)

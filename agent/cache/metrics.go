@@ -9,6 +9,11 @@ type Metrics struct {
 	reconnects prometheus.Counter
 	mintErrors prometheus.Counter
 	updates    prometheus.Counter
+	// withheld counts SVIDs held but outside their validity, by reason
+	// (expired, not_yet_valid); expirations counts SVIDs that expired
+	// before the CA renewed them.
+	withheld    *prometheus.GaugeVec
+	expirations prometheus.Counter
 }
 
 // NewMetrics registers the cache's metrics with reg (nil: unregistered).
@@ -29,9 +34,15 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		updates: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sigil_agent_workload_updates_total", Help: "Updates delivered to Workload API subscribers.",
 		}),
+		withheld: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "sigil_agent_svids_withheld", Help: "X509-SVIDs the agent holds but does not hand out because they are outside their validity, by reason (expired, not_yet_valid).",
+		}, []string{"reason"}),
+		expirations: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sigil_agent_svid_expirations_total", Help: "X509-SVIDs that expired before the CA renewed them and were withdrawn from workloads.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.svids, m.rotations, m.reconnects, m.mintErrors, m.updates)
+		reg.MustRegister(m.svids, m.rotations, m.reconnects, m.mintErrors, m.updates, m.withheld, m.expirations)
 	}
 	return m
 }

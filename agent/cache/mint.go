@@ -154,6 +154,7 @@ func (c *Cache) mintBatch(ctx context.Context, now time.Time, batch []pending) e
 		return fmt.Errorf("sign x509-svids: the CA answered %d results for %d CSRs", len(resp.GetResults()), len(batch))
 	}
 
+	installed := c.cfg.Clock.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var ch changes
@@ -180,10 +181,15 @@ func (c *Cache) mintBatch(ctx context.Context, now time.Time, batch []pending) e
 		e.jitter = c.cfg.Rand()
 		leaf := svid.Certificates[0]
 		e.rotateAt = RotateAt(leaf.NotBefore, leaf.NotAfter, e.jitter)
+		e.validFrom, e.validUntil = Validity(svid.Certificates)
+		e.usable = Usable(installed, e.validFrom, e.validUntil)
 		ch.add(e)
 	}
 	c.cfg.Metrics.svids.Set(float64(c.nsvids))
 	c.notifyLocked(ch)
+	if !ch.empty() {
+		c.pokeExpiry()
+	}
 	return nil
 }
 

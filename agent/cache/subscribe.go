@@ -2,6 +2,7 @@ package cache
 
 import (
 	"sort"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -25,7 +26,7 @@ func (c *Cache) Subscribe(sels selector.Set) workload.Subscription {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.subs[s] = struct{}{}
-	s.deliver(c.updateLocked(sels))
+	s.deliver(c.updateLocked(sels, c.cfg.Clock.Now()))
 	return s
 }
 
@@ -79,19 +80,22 @@ func (c *Cache) notifyLocked(ch changes) {
 	if ch.empty() {
 		return
 	}
+	now := c.cfg.Clock.Now()
 	for s := range c.subs {
 		if ch.affects(s.sels) {
-			s.deliver(c.updateLocked(s.sels))
+			s.deliver(c.updateLocked(s.sels, now))
 			c.cfg.Metrics.updates.Inc()
 		}
 	}
 }
 
-// updateLocked builds what a workload with sels may see now.
-func (c *Cache) updateLocked(sels selector.Set) workload.Update {
+// updateLocked builds what a workload with sels may see at now. An SVID
+// outside its validity is not in it: the workload sees what a workload
+// without that identity sees.
+func (c *Cache) updateLocked(sels selector.Set, now time.Time) workload.Update {
 	u := workload.Update{Bundle: c.bundles[c.cfg.TrustDomain]}
 	for id, e := range c.entries {
-		if e.svid == nil || !sels.Superset(e.sels) {
+		if e.svid == nil || !sels.Superset(e.sels) || !Usable(now, e.validFrom, e.validUntil) {
 			continue
 		}
 		u.Identities = append(u.Identities, workload.Identity{EntryID: id, SVID: e.svid})

@@ -142,6 +142,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		}
 		if old.id == e.id {
 			e.svid, e.caKeyID, e.jitter, e.rotateAt = old.svid, old.caKeyID, old.jitter, old.rotateAt
+			e.validFrom, e.validUntil, e.usable = old.validFrom, old.validUntil, old.usable
 			if !slices.Equal(old.pb.GetDnsNames(), e.pb.GetDnsNames()) || !proto.Equal(old.pb.GetX509Ttl(), e.pb.GetX509Ttl()) {
 				e.stale = true
 			}

@@ -29,7 +29,7 @@ import (
 )
 
 func newAgentRunCmd() *cobra.Command {
-	var configPath string
+	var configPath, joinToken string
 	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the node agent: attest, keep SVIDs fresh, serve the Workload API",
@@ -38,6 +38,12 @@ func newAgentRunCmd() *cobra.Command {
 			cfg, err := agentconfig.Load(configPath)
 			if err != nil {
 				return err
+			}
+			if joinToken != "" {
+				if cfg.X509PoP != nil {
+					return errors.New("--join-token: the config attests by x509pop; remove x509pop from it to attest by join token")
+				}
+				cfg.JoinToken = joinToken
 			}
 			logger, reg := newLogger(cmd), newRegistry()
 			a, err := buildAgent(cmd.Context(), cfg, logger, reg)
@@ -52,6 +58,7 @@ func newAgentRunCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "agent.yaml", "agent configuration file (YAML)")
+	cmd.Flags().StringVar(&joinToken, "join-token", "", "join token (from sigil token create) to attest with; overrides join_token in the config; a token works once")
 	return cmd
 }
 

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -160,5 +161,27 @@ func TestAgentRunAndWorkloadCommands(t *testing.T) {
 	}
 	if _, _, err := run(t, "", "jwt", "fetch"); err == nil || !strings.Contains(err.Error(), "--audience") {
 		t.Fatalf("jwt fetch without audience: %v", err)
+	}
+
+	// A bootstrap that will not heal (a join token the CA never issued) ends
+	// `sigil agent run` with the error although its health server is up
+	// (issue 10: it used to hang with /live ok).
+	bad := fmt.Sprintf("trust_domain: example.org\nserver_address: %s\ndata_dir: bad\nsocket_path: %s\ntrust_bundle_file: bundle.pem\njoin_token: not-a-token\nhealth_address: %s\n",
+		addr, filepath.Join(dir, "bad.sock"), freeAddr(t))
+	if err := os.WriteFile(filepath.Join(dir, "bad.yaml"), []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badCmd := newRootCmd()
+	badCmd.SetArgs([]string{"agent", "run", "--config", filepath.Join(dir, "bad.yaml")})
+	badCmd.SetOut(io.Discard)
+	badCmd.SetErr(io.Discard)
+	bctx, bcancel := context.WithTimeout(ctx, 60*time.Second)
+	defer bcancel()
+	err = badCmd.ExecuteContext(bctx)
+	if bctx.Err() != nil {
+		t.Fatal("agent run with a bad join token and a health server kept running")
+	}
+	if err == nil || !strings.Contains(err.Error(), "join") {
+		t.Fatalf("agent run with a bad join token = %v, want an error about the join token", err)
 	}
 }
