@@ -241,16 +241,34 @@ func (a *Agent) getX509SVID() (*x509svid.SVID, error) {
 	return id.SVID, nil
 }
 
-// roots are the roots the CA's certificate must chain to: the bundle the
-// cache synced, else the persisted one, else the bootstrap bundle.
+// roots are the authorities the CA's certificate must chain to: the bundle
+// the cache synced, else the persisted one, else the bootstrap bundle. The
+// bundle's authorities are the CA's signing keys, which expire and get
+// revoked: the bootstrap roots serve only before the first sync or when
+// every authority the agent holds has expired.
 func (a *Agent) roots() []*x509.Certificate {
-	if b := a.cache.Bundle(); b != nil && len(b.X509Authorities()) > 0 {
-		return b.X509Authorities()
+	now := a.cfg.Clock.Now()
+	if b := a.cache.Bundle(); b != nil {
+		if live := unexpired(b.X509Authorities(), now); len(live) > 0 {
+			return live
+		}
 	}
-	if id := a.current(); id != nil && len(id.Bundle) > 0 {
-		return id.Bundle
+	if id := a.current(); id != nil {
+		if live := unexpired(id.Bundle, now); len(live) > 0 {
+			return live
+		}
 	}
 	return a.cfg.BootstrapBundle
+}
+
+func unexpired(certs []*x509.Certificate, now time.Time) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, c := range certs {
+		if now.Before(c.NotAfter) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // install makes id current, persists it, and moves node API calls to a

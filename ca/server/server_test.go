@@ -34,9 +34,9 @@ type identity struct {
 	ready error
 }
 
-func (i identity) GetX509SVID() (*x509svid.SVID, error)               { return i.svid, nil }
-func (i identity) Roots(context.Context) ([]*x509.Certificate, error) { return i.roots, nil }
-func (i identity) Ready(context.Context) error                        { return i.ready }
+func (i identity) GetX509SVID() (*x509svid.SVID, error)                         { return i.svid, nil }
+func (i identity) X509Authorities(context.Context) ([]*x509.Certificate, error) { return i.roots, nil }
+func (i identity) Ready(context.Context) error                                  { return i.ready }
 
 // peerRecorder is a service that remembers the verified client chain of
 // the last call, to show what the listener hands handlers.
