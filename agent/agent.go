@@ -6,7 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -124,6 +126,7 @@ func New(cfg Config) (*Agent, error) {
 		Rand:        cfg.Rand,
 		Logger:      cfg.Logger,
 		Metrics:     cache.NewMetrics(cfg.Registerer),
+		OnBadKeys:   a.renewIfIssuerBad,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -155,6 +158,20 @@ func (a *Agent) Ready() error {
 		return errors.New("no entries synced from the CA yet")
 	}
 	return nil
+}
+
+// renewIfIssuerBad renews the agent's own SVID at once when the CA key that
+// signed it is tainted or revoked: the CA's mTLS stops accepting it when the
+// key is revoked, and a join-token agent could not attest again.
+func (a *Agent) renewIfIssuerBad(bad map[string]bool) {
+	id := a.current()
+	if id == nil || id.SVID == nil || len(id.SVID.Certificates) < 2 {
+		return
+	}
+	if sum := sha256.Sum256(id.SVID.Certificates[1].RawSubjectPublicKeyInfo); bad[hex.EncodeToString(sum[:])] {
+		a.cfg.Logger.Warn("the CA key that signed the agent's SVID is tainted: renewing now")
+		a.poke()
+	}
 }
 
 func (a *Agent) poke() {
