@@ -6,7 +6,9 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -125,6 +127,7 @@ func New(cfg Config) (*Agent, error) {
 		Rand:        cfg.Rand,
 		Logger:      cfg.Logger,
 		Metrics:     cache.NewMetrics(cfg.Metrics),
+		OnBadKeys:   a.renewIfIssuerBad,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -176,6 +179,20 @@ func (a *Agent) setProblem(p string) {
 	a.problem = p
 }
 
+// renewIfIssuerBad renews the agent's own SVID at once when the CA key that
+// signed it is tainted or revoked: the CA's mTLS stops accepting it when the
+// key is revoked, and a join-token agent could not attest again.
+func (a *Agent) renewIfIssuerBad(bad map[string]bool) {
+	id := a.current()
+	if id == nil || id.SVID == nil || len(id.SVID.Certificates) < 2 {
+		return
+	}
+	if sum := sha256.Sum256(id.SVID.Certificates[1].RawSubjectPublicKeyInfo); bad[hex.EncodeToString(sum[:])] {
+		a.cfg.Logger.Warn("the CA key that signed the agent's SVID is tainted: renewing now")
+		a.poke()
+	}
+}
+
 func (a *Agent) poke() {
 	select {
 	case a.denied <- struct{}{}:
@@ -220,16 +237,34 @@ func (a *Agent) getX509SVID() (*x509svid.SVID, error) {
 	return id.SVID, nil
 }
 
-// roots are the roots the CA's certificate must chain to: the bundle the
-// cache synced, else the persisted one, else the bootstrap bundle.
+// roots are the authorities the CA's certificate must chain to: the bundle
+// the cache synced, else the persisted one, else the bootstrap bundle. The
+// bundle's authorities are the CA's signing keys, which expire and get
+// revoked: the bootstrap roots serve only before the first sync or when
+// every authority the agent holds has expired.
 func (a *Agent) roots() []*x509.Certificate {
-	if b := a.cache.Bundle(); b != nil && len(b.X509Authorities()) > 0 {
-		return b.X509Authorities()
+	now := a.cfg.Clock.Now()
+	if b := a.cache.Bundle(); b != nil {
+		if live := unexpired(b.X509Authorities(), now); len(live) > 0 {
+			return live
+		}
 	}
-	if id := a.current(); id != nil && len(id.Bundle) > 0 {
-		return id.Bundle
+	if id := a.current(); id != nil {
+		if live := unexpired(id.Bundle, now); len(live) > 0 {
+			return live
+		}
 	}
 	return a.cfg.BootstrapBundle
+}
+
+func unexpired(certs []*x509.Certificate, now time.Time) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, c := range certs {
+		if now.Before(c.NotAfter) {
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // install makes id current, persists it, and moves node API calls to a

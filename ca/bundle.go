@@ -18,24 +18,46 @@ import (
 )
 
 // publishBundle writes our trust domain's bundle to the store when its
-// authorities changed: the upstream roots and every JWT key in the journal,
-// merged with what other CA replicas sharing the store published (their
-// unexpired roots and JWT keys). The sequence number grows by one on each
-// change. Replicas race on this read-modify-write; each one re-publishes on
-// every tick, so a key another replica overwrote is back within a tick.
+// authorities changed. The X.509 authorities are the CA signing
+// certificates themselves, not the upstream roots: ours that are prepared,
+// active or old and unexpired, plus the unexpired ones other CA replicas
+// sharing the store published, minus every key this CA revoked. Verifiers
+// treat each authority as a trust anchor, so a revoked key leaving the
+// bundle is what makes every verifier refuse what it signed (a chain up to
+// the upstream root no longer helps: the root is not in the bundle). The
+// JWT authorities are every JWT key in the journal, merged the same way.
+// The sequence number grows by one on each change. Replicas race on this
+// read-modify-write; each one re-publishes on every tick, so a key another
+// replica overwrote is back within a tick, and a key another replica
+// revoked and we wrote back is gone again at its owner's next tick.
 func (c *CA) publishBundle(ctx context.Context) error {
 	roots, err := c.cfg.Upstream.Roots(ctx)
 	if err != nil {
 		return fmt.Errorf("publish bundle: upstream roots: %w", err)
 	}
 	now := c.cfg.Now()
+	st := c.cur.Load()
 	want := store.Bundle{TrustDomain: c.cfg.TrustDomain.Name(), RefreshHint: c.cfg.RefreshHint}
-	seen := map[string]bool{}
+	// skip holds what must not come back from the stored bundle: our own
+	// keys (current ones are added below, gone ones stay gone), the
+	// upstream roots (bundles before keys-as-authorities held them) and
+	// every key we revoked.
+	skip := map[string]bool{}
 	for _, r := range roots {
-		want.X509Authorities = append(want.X509Authorities, r.Raw)
-		seen[string(r.Raw)] = true
+		skip[keyIDForCert(r)] = true
 	}
-	for _, s := range c.cur.Load().jwt {
+	for _, id := range st.doc.RevokedX509 {
+		skip[id] = true
+	}
+	var authorities []*x509.Certificate
+	for _, s := range st.x509 {
+		skip[s.rec.ID] = true
+		if now.Before(s.cert.NotAfter) {
+			want.X509Authorities = append(want.X509Authorities, s.cert.Raw)
+			authorities = append(authorities, s.cert)
+		}
+	}
+	for _, s := range st.jwt {
 		want.JWTAuthorities = append(want.JWTAuthorities, store.JWTAuthority{KeyID: s.rec.ID, PublicKey: s.rec.PublicKey, ExpiresAt: s.rec.NotAfter})
 	}
 	have, err := c.cfg.Store.GetBundle(ctx, want.TrustDomain)
@@ -45,12 +67,12 @@ func (c *CA) publishBundle(ctx context.Context) error {
 		return fmt.Errorf("publish bundle: %w", err)
 	default:
 		for _, der := range have.X509Authorities {
-			if seen[string(der)] {
+			cert, err := x509.ParseCertificate(der)
+			if err != nil || skip[keyIDForCert(cert)] || !now.Before(cert.NotAfter) {
 				continue
 			}
-			if cert, err := x509.ParseCertificate(der); err == nil && now.Before(cert.NotAfter) {
-				want.X509Authorities = append(want.X509Authorities, der)
-			}
+			want.X509Authorities = append(want.X509Authorities, der)
+			authorities = append(authorities, cert)
 		}
 		for _, a := range have.JWTAuthorities {
 			if !c.ownsKeyID(a.KeyID) && now.Before(a.ExpiresAt) {
@@ -58,6 +80,7 @@ func (c *CA) publishBundle(ctx context.Context) error {
 			}
 		}
 		if sameAuthorities(have, want) {
+			c.authorities.Store(&authorities)
 			return nil
 		}
 		want.Sequence = have.Sequence
@@ -66,8 +89,20 @@ func (c *CA) publishBundle(ctx context.Context) error {
 	if err := c.cfg.Store.SetBundle(ctx, c.id.String(), want); err != nil {
 		return fmt.Errorf("publish bundle: %w", err)
 	}
+	c.authorities.Store(&authorities)
 	c.cfg.Logger.Info("bundle published", "trust_domain", want.TrustDomain, "sequence", want.Sequence, "x509_authorities", len(want.X509Authorities), "jwt_authorities", len(want.JWTAuthorities))
 	return nil
+}
+
+// X509Authorities returns the X.509 authorities of the bundle this CA last
+// published: the certificates a client certificate of our trust domain
+// must chain to. A revoked key is not among them.
+func (c *CA) X509Authorities(context.Context) ([]*x509.Certificate, error) {
+	p := c.authorities.Load()
+	if p == nil || len(*p) == 0 {
+		return nil, ErrNotReady
+	}
+	return *p, nil
 }
 
 // ownsKeyID reports whether a JWT key ID was made by this CA instance: every
@@ -114,7 +149,9 @@ func (c *CA) JWTBundle() (*jwtbundle.Bundle, error) {
 	return b, nil
 }
 
-// Roots returns the X.509 trust anchors of our trust domain.
+// Roots returns the upstream roots of our trust domain: what the CA
+// signing certificates chain to, and what an agent may use as bootstrap
+// trust before its first sync. They are not the bundle's authorities.
 func (c *CA) Roots(ctx context.Context) ([]*x509.Certificate, error) {
 	return c.cfg.Upstream.Roots(ctx)
 }

@@ -80,7 +80,9 @@ type CA struct {
 	cur atomic.Pointer[state]
 
 	server atomic.Pointer[x509svid.SVID] // the CA's own TLS identity
-	kidTag string                        // prefix of every JWT kid this instance makes
+	// authorities are the X.509 authorities of the last published bundle.
+	authorities atomic.Pointer[[]*x509.Certificate]
+	kidTag      string // prefix of every JWT kid this instance makes
 }
 
 // ErrNotReady is returned by signing calls before Init succeeded.

@@ -12,6 +12,8 @@ import (
 	neturl "net/url"
 	"slices"
 	"time"
+
+	"github.com/sigilhq/sigil/ca/keys"
 )
 
 // PrepareDue reports whether a key valid over [notBefore, notAfter) has
@@ -332,14 +334,20 @@ func (c *CA) Taint(ctx context.Context, kind KeyKind, keyID string) error {
 	})
 }
 
-// Revoke removes a tainted, non-active key: its JWT key leaves the bundle,
-// its X.509 key joins the revoked list.
+// Revoke removes a tainted, non-active key: it leaves the bundle (so every
+// verifier fed from it refuses what the key signed), its X.509 key ID joins
+// the revoked list that agents receive, and its private key is destroyed in
+// the key manager. The journal is saved before the key is destroyed, so a
+// crash in between leaves a key nothing trusts or loads; the error then
+// says the key is still to be deleted.
 func (c *CA) Revoke(ctx context.Context, kind KeyKind, keyID string) error {
-	return c.edit(ctx, kind, keyID, "ca.revoke", func(doc *journalDoc, i int) error {
+	var keyName string
+	err := c.edit(ctx, kind, keyID, "ca.revoke", func(doc *journalDoc, i int) error {
 		if kind == X509 {
 			if !doc.X509[i].Tainted {
 				return ErrNotTainted
 			}
+			keyName = doc.X509[i].KeyName
 			doc.RevokedX509 = append(doc.RevokedX509, doc.X509[i].ID)
 			doc.X509 = slices.Delete(doc.X509, i, i+1)
 			return nil
@@ -347,9 +355,31 @@ func (c *CA) Revoke(ctx context.Context, kind KeyKind, keyID string) error {
 		if !doc.JWT[i].Tainted {
 			return ErrNotTainted
 		}
+		keyName = doc.JWT[i].KeyName
 		doc.JWT = slices.Delete(doc.JWT, i, i+1)
 		return nil
 	})
+	if err != nil {
+		return err
+	}
+	return c.destroyKey(ctx, keyID, keyName)
+}
+
+// destroyKey deletes a revoked key from the key manager (file, PKCS#11
+// object or memory), so that nobody holding the CA's key store can sign
+// with it again.
+func (c *CA) destroyKey(ctx context.Context, keyID, name string) error {
+	d, ok := c.cfg.Keys.(keys.Deleter)
+	if !ok {
+		return fmt.Errorf("key %s revoked, but the key manager cannot delete key %q: destroy it by hand", keyID, name)
+	}
+	if err := d.DeleteKey(ctx, name); err != nil && !errors.Is(err, keys.ErrNotFound) {
+		c.cfg.Logger.Error("destroy revoked ca key", "key_id", keyID, "key_name", name, "error", err)
+		return fmt.Errorf("key %s revoked, but deleting key %q failed (destroy it by hand): %w", keyID, name, err)
+	}
+	c.cfg.Logger.Warn("revoked ca key destroyed", "key_id", keyID, "key_name", name)
+	c.audit(ctx, "ca.destroy", keyID, fmt.Sprintf(`{"key_name":%q}`, name))
+	return nil
 }
 
 func (c *CA) edit(ctx context.Context, kind KeyKind, keyID, action string, fn func(doc *journalDoc, i int) error) error {

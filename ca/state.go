@@ -24,8 +24,10 @@ func keyName(kind KeyKind, seq int) string {
 }
 
 // firstStartSeqs are the sequence numbers a new journal gives its first
-// keys: Init makes an X.509 and a JWT key at once, and the CA never deletes
-// keys, so a key manager that has run a CA holds at least one of these.
+// keys: Init makes an X.509 and a JWT key at once, and the CA deletes only
+// keys an operator revoked (which needs a newer key activated first), so a
+// key manager that has run a CA holds at least one of these unless both
+// first keys were revoked.
 var firstStartSeqs = [...]int{1, 2}
 
 // checkFirstStart runs when the store holds no journal for this instance.

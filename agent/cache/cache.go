@@ -50,6 +50,10 @@ type Config struct {
 	Rand               func() float64 // [0, 1); default math/rand/v2
 	Logger             *slog.Logger
 	Metrics            *Metrics
+	// OnBadKeys, when set, is called (outside the cache's lock, and must
+	// not block) after a sync delivered the tainted and revoked CA key IDs,
+	// so the agent can renew its own SVID when its issuer is among them.
+	OnBadKeys func(bad map[string]bool)
 }
 
 // Cache holds the agent's entries and their SVIDs.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -105,6 +106,13 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		}
 	}
 
+	var badKeys map[string]bool
+	defer func() {
+		// Deferred before the unlock below, so it runs after it.
+		if badKeys != nil && c.cfg.OnBadKeys != nil {
+			c.cfg.OnBadKeys(badKeys)
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var ch changes
@@ -183,6 +191,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 			}
 		}
 		c.bad = bad
+		badKeys = maps.Clone(bad)
 	}
 	if resp.GetRevision() > c.revision || resp.GetFull() {
 		c.revision = resp.GetRevision()

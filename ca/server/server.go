@@ -24,11 +24,13 @@ type Registrar interface {
 	ServerOptions() []grpc.ServerOption
 }
 
-// Identity is what the CA offers the listeners: its own TLS identity and
-// the roots that client certificates must chain to.
+// Identity is what the CA offers the listeners: its own TLS identity, the
+// authorities that client certificates must chain to (the bundle's: the
+// CA's unrevoked signing certificates, never the upstream root, so that a
+// certificate under a revoked key is refused).
 type Identity interface {
 	GetX509SVID() (*x509svid.SVID, error)
-	Roots(ctx context.Context) ([]*x509.Certificate, error)
+	X509Authorities(ctx context.Context) ([]*x509.Certificate, error)
 }
 
 // Config says where to listen. Empty addresses disable a listener.
@@ -114,12 +116,12 @@ func serveGRPC(ctx context.Context, g *errgroup.Group, srv *grpc.Server, lis net
 }
 
 // tlsConfig serves the CA's current SVID and verifies client certificates,
-// when given, against the current roots. Callers that need an identity
+// when given, against the current bundle authorities. Callers that need an identity
 // (admin calls) check the verified chain themselves.
 func (s *Server) tlsConfig(ctx context.Context) *tls.Config {
 	base := &tls.Config{MinVersion: tls.VersionTLS12}
 	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		roots, err := s.cfg.Identity.Roots(ctx)
+		roots, err := s.cfg.Identity.X509Authorities(ctx)
 		if err != nil {
 			return nil, err
 		}

@@ -29,8 +29,8 @@ type identity struct {
 	roots []*x509.Certificate
 }
 
-func (i identity) GetX509SVID() (*x509svid.SVID, error)               { return i.svid, nil }
-func (i identity) Roots(context.Context) ([]*x509.Certificate, error) { return i.roots, nil }
+func (i identity) GetX509SVID() (*x509svid.SVID, error)                         { return i.svid, nil }
+func (i identity) X509Authorities(context.Context) ([]*x509.Certificate, error) { return i.roots, nil }
 
 // peerRecorder is a service that remembers the verified client chain of
 // the last call, to show what the listener hands handlers.
