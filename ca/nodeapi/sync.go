@@ -151,7 +151,7 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 	if err != nil {
 		return err
 	}
-	if err := stream.Send(first); err != nil {
+	if err := s.send(stream, first); err != nil {
 		return err
 	}
 	expiry := time.NewTimer(c.leaf.NotAfter.Sub(s.now()))
@@ -179,11 +179,21 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 		if resp == nil {
 			continue
 		}
-		if err := stream.Send(resp); err != nil {
+		if err := s.send(stream, resp); err != nil {
 			return err
 		}
 		s.m.pushes.Inc()
 	}
+}
+
+// send sends resp, split into bounded parts when it is large.
+func (s *Server) send(stream nodev1.Node_SyncServer, resp *nodev1.SyncResponse) error {
+	for _, part := range split(resp, s.cfg.SyncPartItems, s.cfg.SyncPartBytes) {
+		if err := stream.Send(part); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stillCurrent ends a stream whose agent was evicted, banned or renewed.
