@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -178,7 +179,13 @@ func newEntryListCmd() *cobra.Command {
 				return err
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
-				resp, err := c.ListEntries(cmd.Context(), &adminv1.ListEntriesRequest{ParentId: parentID, SpiffeId: spiffeID})
+				resp := &adminv1.ListEntriesResponse{}
+				err := adminclient.Pages(cmd.Context(), func(ctx context.Context, token string) (*adminv1.ListEntriesResponse, error) {
+					return c.ListEntries(ctx, &adminv1.ListEntriesRequest{ParentId: parentID, SpiffeId: spiffeID, PageSize: adminPageSize, PageToken: token})
+				}, func(p *adminv1.ListEntriesResponse) error {
+					resp.Entries = append(resp.Entries, p.GetEntries()...)
+					return nil
+				})
 				if err != nil {
 					return err
 				}

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/selector"
+)
+
+// TestEntryListHundredThousand: sigil entry list follows the CA's pages
+// through 100,000 entries, each listed once, in table and JSON output.
+func TestEntryListHundredThousand(t *testing.T) {
+	const n = 100000
+	e := startAdmin(t)
+	start := time.Now()
+	for from := 0; from < n; from += 10000 {
+		es := make([]store.Entry, 0, 10000)
+		for i := from; i < from+10000; i++ {
+			es = append(es, store.Entry{
+				SPIFFEID:  fmt.Sprintf("spiffe://example.org/ns/team-%d/sa/service-account-%06d", i%97, i),
+				ParentID:  cliParent,
+				Selectors: []selector.Selector{{Type: "k8s", Value: fmt.Sprintf("sa:service-account-%06d", i)}, {Type: "k8s", Value: fmt.Sprintf("ns:team-%d", i%97)}},
+				DNSNames:  []string{fmt.Sprintf("workload-%06d.team-%d.svc.cluster.local", i, i%97)},
+			})
+		}
+		if _, err := e.store.CreateEntries(context.Background(), "test", es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("created %d entries in %s", n, time.Since(start).Round(time.Millisecond))
+	sock := []string{"--admin-socket", e.socket}
+
+	start = time.Now()
+	out, _, err := run(t, "", append([]string{"entry", "list", "--parent-id", cliParent}, sock...)...)
+	if err != nil {
+		t.Fatalf("entry list: %v", err)
+	}
+	t.Logf("entry list (table) in %s", time.Since(start).Round(time.Millisecond))
+	rows := strings.Split(strings.TrimSpace(out), "\n")
+	if len(rows) != n+1 {
+		t.Fatalf("entry list printed %d rows, want header + %d", len(rows), n)
+	}
+	seen := make(map[string]bool, n)
+	for _, r := range rows[1:] {
+		id, _, _ := strings.Cut(r, " ")
+		if seen[id] {
+			t.Fatalf("entry %s listed twice", id)
+		}
+		seen[id] = true
+	}
+
+	start = time.Now()
+	out, _, err = run(t, "", append([]string{"entry", "list", "--output", "json"}, sock...)...)
+	if err != nil {
+		t.Fatalf("entry list --output json: %v", err)
+	}
+	t.Logf("entry list (json) in %s", time.Since(start).Round(time.Millisecond))
+	var doc struct {
+		Entries       []struct{ ID string } `json:"entries"`
+		NextPageToken string                `json:"next_page_token"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("entry list json: %v", err)
+	}
+	if len(doc.Entries) != n || doc.NextPageToken != "" {
+		t.Fatalf("entry list json: %d entries, next page token %q; want %d and none", len(doc.Entries), doc.NextPageToken, n)
+	}
+}
