@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
@@ -133,8 +134,12 @@ func newEntryCreateCmd() *cobra.Command {
 				}
 				entries = []*typesv1.Entry{e}
 			}
+			req := &adminv1.CreateEntriesRequest{Entries: entries}
+			if n := proto.Size(req); n > maxRequestBytes {
+				return fmt.Errorf("the %d entries encode to %d bytes, over the CA's request limit of %d bytes: split them into smaller batches", len(entries), n, maxRequestBytes)
+			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
-				resp, err := c.CreateEntries(cmd.Context(), &adminv1.CreateEntriesRequest{Entries: entries})
+				resp, err := c.CreateEntries(cmd.Context(), req)
 				if err != nil {
 					return err
 				}
@@ -167,6 +172,10 @@ func readEntryFile(cmd *cobra.Command, path string) ([]*typesv1.Entry, error) {
 	}
 	return entries, nil
 }
+
+// maxRequestBytes is the largest request the CA's gRPC server takes (gRPC's
+// default): a larger one would be refused with a message about gRPC frames.
+const maxRequestBytes = 4 << 20
 
 func newEntryListCmd() *cobra.Command {
 	var parentID, spiffeID, output string

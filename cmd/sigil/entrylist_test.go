@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -69,5 +71,55 @@ func TestEntryListHundredThousand(t *testing.T) {
 	}
 	if len(doc.Entries) != n || doc.NextPageToken != "" {
 		t.Fatalf("entry list json: %d entries, next page token %q; want %d and none", len(doc.Entries), doc.NextPageToken, n)
+	}
+}
+
+// TestEntryCreateBatchLimits: a batch over the CA's count or size limit is
+// refused with a message that says what to do, not a gRPC frame error.
+func TestEntryCreateBatchLimits(t *testing.T) {
+	e := startAdmin(t)
+	sock := []string{"--admin-socket", e.socket}
+	write := func(n, dnsPerEntry int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/w/%d\n  parent_id: %s\n  selectors: [unix:uid:%d]\n", i, cliParent, i)
+			if dnsPerEntry > 0 {
+				b.WriteString("  dns_names: [")
+				for j := range dnsPerEntry {
+					if j > 0 {
+						b.WriteString(", ")
+					}
+					fmt.Fprintf(&b, "name-%d-%s.example", j, strings.Repeat("x", 40))
+				}
+				b.WriteString("]\n")
+			}
+		}
+		file := filepath.Join(t.TempDir(), "entries.yaml")
+		if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return file
+	}
+	for _, tt := range []struct {
+		name string
+		file string
+		want string
+	}{
+		{"too many", write(1001, 0), "at most 1000 entries per call"},
+		{"too large", write(900, 100), "over the CA's request limit"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := run(t, "", append([]string{"entry", "create", "--file", tt.file}, sock...)...)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("entry create: error %v, want one saying %q", err, tt.want)
+			}
+		})
+	}
+	out, _, err := run(t, "", append([]string{"entry", "create", "--file", write(1000, 0)}, sock...)...)
+	if err != nil {
+		t.Fatalf("entry create of the largest batch: %v", err)
+	}
+	if rows := strings.Count(strings.TrimSpace(out), "\n"); rows != 1000 {
+		t.Fatalf("entry create printed %d rows, want header + 1000", rows)
 	}
 }
