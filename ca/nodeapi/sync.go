@@ -219,7 +219,16 @@ func (s *Server) stillCurrent(ctx context.Context, c *caller) error {
 // which entries the agent lost cannot be told from the changes alone, and
 // the full set is sent instead).
 func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1.SyncResponse, error) {
-	changes, err := s.cfg.Store.EntriesSince(ctx, st.revision)
+	// The revision is read before the set, so a change in between is sent
+	// again by the next incremental response, never missed. From revision
+	// 0 the changes themselves are not needed: the whole set goes out.
+	var changes store.EntryChanges
+	var err error
+	if st.revision == 0 {
+		changes.Revision, err = s.cfg.Store.Revision(ctx)
+	} else {
+		changes, err = s.cfg.Store.EntriesSince(ctx, st.revision)
+	}
 	if err != nil {
 		return nil, s.syncStoreErr(ctx, c, err)
 	}
