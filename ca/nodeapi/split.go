@@ -20,19 +20,19 @@ const (
 // split cuts resp into parts of at most maxItems items (entries, deleted
 // IDs, bundles) and about maxBytes of encoded items each; one item larger
 // than maxBytes travels alone. Every part carries the revision; the first
-// carries full and the key lists; all parts but the last have more set. A
+// carries every other field (full, the key lists); all parts but the last have more set. A
 // response within the bounds is returned as it is.
 func split(resp *nodev1.SyncResponse, maxItems, maxBytes int) []*nodev1.SyncResponse {
 	items := len(resp.GetEntries()) + len(resp.GetDeletedEntryIds()) + len(resp.GetBundles())
 	if items <= maxItems && proto.Size(resp) <= maxBytes {
 		return []*nodev1.SyncResponse{resp}
 	}
-	first := &nodev1.SyncResponse{
-		Revision:          resp.GetRevision(),
-		Full:              resp.GetFull(),
-		TaintedX509KeyIds: resp.GetTaintedX509KeyIds(),
-		RevokedX509KeyIds: resp.GetRevokedX509KeyIds(),
-	}
+	// The first part is resp without its items, so every other field
+	// (those added later too) travels in it.
+	entries, deleted, bundles := resp.Entries, resp.DeletedEntryIds, resp.Bundles
+	resp.Entries, resp.DeletedEntryIds, resp.Bundles = nil, nil, nil
+	first := proto.CloneOf(resp)
+	resp.Entries, resp.DeletedEntryIds, resp.Bundles = entries, deleted, bundles
 	parts := []*nodev1.SyncResponse{first}
 	cur, n, size := first, 0, proto.Size(first)
 	// room makes sure cur can take one more item of sz bytes, starting a
@@ -48,15 +48,15 @@ func split(resp *nodev1.SyncResponse, maxItems, maxBytes int) []*nodev1.SyncResp
 		size += sz
 	}
 	// Bundles first: a part that replaces bundles is applied with the rest.
-	for _, b := range resp.GetBundles() {
+	for _, b := range bundles {
 		room(fieldSize(b))
 		cur.Bundles = append(cur.Bundles, b)
 	}
-	for _, id := range resp.GetDeletedEntryIds() {
+	for _, id := range deleted {
 		room(len(id) + 3)
 		cur.DeletedEntryIds = append(cur.DeletedEntryIds, id)
 	}
-	for _, e := range resp.GetEntries() {
+	for _, e := range entries {
 		room(fieldSize(e))
 		cur.Entries = append(cur.Entries, e)
 	}
