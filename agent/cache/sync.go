@@ -61,6 +61,7 @@ func (c *Cache) syncOnce(ctx context.Context) (progressed bool, err error) {
 	if err != nil {
 		return false, fmt.Errorf("open sync stream: %w", err)
 	}
+	var parts partial
 	for {
 		resp, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -68,6 +69,13 @@ func (c *Cache) syncOnce(ctx context.Context) (progressed bool, err error) {
 		}
 		if err != nil {
 			return progressed, fmt.Errorf("sync: %w", err)
+		}
+		resp, err = parts.add(resp)
+		if err != nil {
+			return progressed, err
+		}
+		if resp == nil {
+			continue // more parts of this response follow
 		}
 		if err := c.Apply(resp); err != nil {
 			// A response we cannot apply must not be half-applied or
@@ -78,11 +86,59 @@ func (c *Cache) syncOnce(ctx context.Context) (progressed bool, err error) {
 	}
 }
 
+// MaxSyncParts bounds how many parts of one split SyncResponse the agent
+// holds before applying them (a part carries up to 1,000 entries).
+const MaxSyncParts = 4096
+
+// partial gathers the parts of a split SyncResponse (all but the last have
+// more set), so that they are applied together: the agent never serves a
+// half-applied set.
+type partial struct {
+	resp  *nodev1.SyncResponse // the parts so far, merged; nil between responses
+	parts int
+}
+
+// add takes the next message of the stream and returns the complete
+// response it ends, or nil when more parts follow.
+func (p *partial) add(r *nodev1.SyncResponse) (*nodev1.SyncResponse, error) {
+	if p.resp == nil {
+		if !r.GetMore() {
+			return r, nil
+		}
+		p.resp, p.parts = r, 1
+		return nil, nil
+	}
+	if r.GetRevision() != p.resp.GetRevision() {
+		return nil, fmt.Errorf("sync: part %d of a response for revision %d is for revision %d", p.parts+1, p.resp.GetRevision(), r.GetRevision())
+	}
+	if r.GetFull() || len(r.GetTaintedX509KeyIds()) > 0 || len(r.GetRevokedX509KeyIds()) > 0 {
+		return nil, fmt.Errorf("sync: part %d of a response sets full or key lists, which belong to the first part", p.parts+1)
+	}
+	p.parts++
+	if p.parts > MaxSyncParts {
+		return nil, fmt.Errorf("sync: a response in more than %d parts", MaxSyncParts)
+	}
+	m := p.resp
+	m.Entries = append(m.Entries, r.GetEntries()...)
+	m.DeletedEntryIds = append(m.DeletedEntryIds, r.GetDeletedEntryIds()...)
+	m.Bundles = append(m.Bundles, r.GetBundles()...)
+	if r.GetMore() {
+		return nil, nil
+	}
+	m.More = false
+	p.resp, p.parts = nil, 0
+	return m, nil
+}
+
 // Apply applies one SyncResponse: entries created, updated or deleted (or
 // the whole set replaced), bundles, and tainted or revoked CA keys. Either
 // all of it applies or none does. Subscribers that can see a difference get
-// a new Update.
+// a new Update. A part of a split response (more set) is refused: the
+// parts are applied together, merged.
 func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
+	if resp.GetMore() {
+		return errors.New("sync: a part of a split response cannot be applied alone")
+	}
 	parsed := make(map[string]*entry, len(resp.GetEntries()))
 	for _, pb := range resp.GetEntries() {
 		e, err := parseEntry(pb, c.cfg.TrustDomain)

@@ -16,6 +16,7 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
@@ -130,7 +131,8 @@ func (s *Server) GetEntry(ctx context.Context, req *adminv1.GetEntryRequest) (*a
 	return &adminv1.GetEntryResponse{Entry: apiconv.EntryToProto(e)}, nil
 }
 
-// ListEntries returns the entries matching the filters, ordered by ID.
+// ListEntries returns a page of the entries matching the filters, ordered
+// by ID.
 func (s *Server) ListEntries(ctx context.Context, req *adminv1.ListEntriesRequest) (*adminv1.ListEntriesResponse, error) {
 	if _, err := caller(ctx); err != nil {
 		return nil, err
@@ -152,11 +154,26 @@ func (s *Server) ListEntries(ctx context.Context, req *adminv1.ListEntriesReques
 		}
 		*x.dst = id.String()
 	}
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	filter := f.ParentID + "\x00" + f.SPIFFEID
+	if f.AfterID, err = s.pager.after(req.GetPageToken(), "entries", filter); err != nil {
+		return nil, err
+	}
+	f.Limit = size + 1
 	es, err := s.store.ListEntries(ctx, f)
 	if err != nil {
 		return nil, s.fail(ctx, "list entries", "entries", err)
 	}
-	return &adminv1.ListEntriesResponse{Entries: entriesToProto(es)}, nil
+	out := entriesToProto(es)
+	out, more := page(out, size)
+	resp := &adminv1.ListEntriesResponse{Entries: out}
+	if more {
+		resp.NextPageToken = s.pager.token("entries", filter, out[len(out)-1].GetId())
+	}
+	return resp, nil
 }
 
 // CreateJoinToken makes a one-time join token of 32 random bytes (hex).
@@ -184,12 +201,20 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *adminv1.CreateJoinTok
 	return &adminv1.CreateJoinTokenResponse{Token: tok.Token, ExpiresAt: timestamppb.New(tok.ExpiresAt)}, nil
 }
 
-// ListAgents returns every attested agent.
-func (s *Server) ListAgents(ctx context.Context, _ *adminv1.ListAgentsRequest) (*adminv1.ListAgentsResponse, error) {
+// ListAgents returns a page of the attested agents, ordered by ID.
+func (s *Server) ListAgents(ctx context.Context, req *adminv1.ListAgentsRequest) (*adminv1.ListAgentsResponse, error) {
 	if _, err := caller(ctx); err != nil {
 		return nil, err
 	}
-	as, err := s.store.ListAgents(ctx)
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	after, err := s.pager.after(req.GetPageToken(), "agents", "")
+	if err != nil {
+		return nil, err
+	}
+	as, err := s.store.ListAgents(ctx, store.AgentFilter{AfterID: after, Limit: size + 1})
 	if err != nil {
 		return nil, s.fail(ctx, "list agents", "agents", err)
 	}
@@ -197,7 +222,12 @@ func (s *Server) ListAgents(ctx context.Context, _ *adminv1.ListAgentsRequest) (
 	for i, a := range as {
 		out[i] = agentToProto(a)
 	}
-	return &adminv1.ListAgentsResponse{Agents: out}, nil
+	out, more := page(out, size)
+	resp := &adminv1.ListAgentsResponse{Agents: out}
+	if more {
+		resp.NextPageToken = s.pager.token("agents", "", out[len(out)-1].GetId())
+	}
+	return resp, nil
 }
 
 // EvictAgent deletes an agent, which must then attest again.
@@ -262,20 +292,39 @@ func (s *Server) GetBundle(ctx context.Context, req *adminv1.GetBundleRequest) (
 	return &adminv1.GetBundleResponse{Bundle: apiconv.BundleToProto(b)}, nil
 }
 
-// ListBundles returns every stored bundle, ours and federated ones.
-func (s *Server) ListBundles(ctx context.Context, _ *adminv1.ListBundlesRequest) (*adminv1.ListBundlesResponse, error) {
+// ListBundles returns a page of the stored bundles, ours and federated
+// ones, ordered by trust domain.
+func (s *Server) ListBundles(ctx context.Context, req *adminv1.ListBundlesRequest) (*adminv1.ListBundlesResponse, error) {
 	if _, err := caller(ctx); err != nil {
 		return nil, err
 	}
+	size, err := pageSize(req.GetPageSize())
+	if err != nil {
+		return nil, err
+	}
+	after, err := s.pager.after(req.GetPageToken(), "bundles", "")
+	if err != nil {
+		return nil, err
+	}
+	// Federated trust domains are few: the store lists them all, and the
+	// page is cut here, in byte order whatever the database's collation.
 	bs, err := s.store.ListBundles(ctx)
 	if err != nil {
 		return nil, s.fail(ctx, "list bundles", "bundles", err)
 	}
-	out := make([]*typesv1.Bundle, len(bs))
-	for i, b := range bs {
-		out[i] = apiconv.BundleToProto(b)
+	slices.SortFunc(bs, func(a, b store.Bundle) int { return strings.Compare(a.TrustDomain, b.TrustDomain) })
+	var out []*typesv1.Bundle
+	for _, b := range bs {
+		if b.TrustDomain > after && len(out) <= size {
+			out = append(out, apiconv.BundleToProto(b))
+		}
 	}
-	return &adminv1.ListBundlesResponse{Bundles: out}, nil
+	out, more := page(out, size)
+	resp := &adminv1.ListBundlesResponse{Bundles: out}
+	if more {
+		resp.NextPageToken = s.pager.token("bundles", "", out[len(out)-1].GetTrustDomain())
+	}
+	return resp, nil
 }
 
 // SetBundle creates or replaces a federated trust domain's bundle from a
@@ -512,7 +561,7 @@ func (s *Server) audit(ctx context.Context, actor, action, keyID string, kind ca
 	s.log.InfoContext(ctx, "ca key operation", "actor", actor, "action", action, "key_id", keyID, "kind", string(kind))
 }
 
-// ListAudit pages through the audit trail.
+// ListAudit pages through the audit trail by event ID.
 func (s *Server) ListAudit(ctx context.Context, req *adminv1.ListAuditRequest) (*adminv1.ListAuditResponse, error) {
 	if _, err := caller(ctx); err != nil {
 		return nil, err
@@ -524,8 +573,10 @@ func (s *Server) ListAudit(ctx context.Context, req *adminv1.ListAuditRequest) (
 	switch {
 	case limit < 0:
 		return nil, invalid("limit", "negative")
-	case limit == 0 || limit > DefaultAuditLimit:
+	case limit == 0:
 		limit = DefaultAuditLimit
+	case limit > DefaultAuditLimit:
+		return nil, invalid("limit", "%d is above the maximum %d: ask for at most %d and continue after the last event's id", limit, DefaultAuditLimit, DefaultAuditLimit)
 	}
 	evs, err := s.store.ListAudit(ctx, store.AuditFilter{AfterID: req.GetAfterId(), Limit: limit})
 	if err != nil {
@@ -535,5 +586,25 @@ func (s *Server) ListAudit(ctx context.Context, req *adminv1.ListAuditRequest) (
 	for i, ev := range evs {
 		out[i] = auditToProto(ev)
 	}
+	// The caller continues after the last event it got, so a page cut
+	// short by bytes needs no token.
+	out, _ = page(out, limit)
 	return &adminv1.ListAuditResponse{Events: out}, nil
+}
+
+// page cuts items, fetched with one more than size, to at most size items
+// and MaxPageBytes of encoding (at least one item), and reports whether
+// more follow.
+func page[M proto.Message](items []M, size int) ([]M, bool) {
+	total := 0
+	for i, m := range items {
+		if i == size {
+			return items[:i], true
+		}
+		total += proto.Size(m) + 6 // the item, its length and its tag
+		if i > 0 && total > MaxPageBytes {
+			return items[:i], true
+		}
+	}
+	return items, false
 }

@@ -37,7 +37,7 @@ type Store interface {
 	UpdateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error)
 	DeleteAgent(ctx context.Context, actor string, id string) error
 	GetAgent(ctx context.Context, id string) (store.Agent, error)
-	ListAgents(ctx context.Context) ([]store.Agent, error)
+	ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error)
 
 	CreateJoinToken(ctx context.Context, actor string, t store.JoinToken) error
 
@@ -76,6 +76,10 @@ type Config struct {
 	Logger          *slog.Logger     // default slog.Default()
 	DefaultTokenTTL time.Duration    // default DefaultTokenTTL
 	Rand            io.Reader        // join token randomness; default crypto/rand.Reader
+	// PageTokenKey authenticates the page tokens of List calls; default 32
+	// random bytes, so a token is accepted only by the process that issued
+	// it (CA replicas that share a key accept each other's).
+	PageTokenKey []byte
 }
 
 // Server implements adminv1.AdminServer.
@@ -89,6 +93,7 @@ type Server struct {
 	log      *slog.Logger
 	tokenTTL time.Duration
 	rand     io.Reader
+	pager    *pager
 }
 
 var _ adminv1.AdminServer = (*Server)(nil)
@@ -128,6 +133,17 @@ func New(cfg Config) (*Server, error) {
 	if s.rand == nil {
 		s.rand = rand.Reader
 	}
+	key := cfg.PageTokenKey
+	if len(key) == 0 {
+		key = make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, fmt.Errorf("admin: page token key: %w", err)
+		}
+	}
+	if len(key) < 16 {
+		return nil, errors.New("admin: page token key must be at least 16 bytes")
+	}
+	s.pager = &pager{key: key, now: s.now}
 	return s, nil
 }
 

@@ -71,6 +71,11 @@ type Config struct {
 	// AttestTimeout bounds an Attest call, so a silent client cannot hold
 	// it open; default DefaultAttestTimeout.
 	AttestTimeout time.Duration
+	// SyncPartItems and SyncPartBytes bound one Sync message; a larger
+	// response is split into parts. Defaults DefaultSyncPartItems and
+	// DefaultSyncPartBytes.
+	SyncPartItems int
+	SyncPartBytes int
 	Now           func() time.Time      // default time.Now
 	Logger        *slog.Logger          // default: discard
 	Metrics       prometheus.Registerer // optional
@@ -105,6 +110,12 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.AgentSVIDTTL < 0 {
 		return nil, errors.New("node api: agent svid ttl must not be negative")
+	}
+	if cfg.SyncPartItems <= 0 {
+		cfg.SyncPartItems = DefaultSyncPartItems
+	}
+	if cfg.SyncPartBytes <= 0 {
+		cfg.SyncPartBytes = DefaultSyncPartBytes
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval

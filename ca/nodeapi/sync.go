@@ -151,7 +151,7 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 	if err != nil {
 		return err
 	}
-	if err := stream.Send(first); err != nil {
+	if err := s.send(stream, first); err != nil {
 		return err
 	}
 	expiry := time.NewTimer(c.leaf.NotAfter.Sub(s.now()))
@@ -179,11 +179,21 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 		if resp == nil {
 			continue
 		}
-		if err := stream.Send(resp); err != nil {
+		if err := s.send(stream, resp); err != nil {
 			return err
 		}
 		s.m.pushes.Inc()
 	}
+}
+
+// send sends resp, split into bounded parts when it is large.
+func (s *Server) send(stream nodev1.Node_SyncServer, resp *nodev1.SyncResponse) error {
+	for _, part := range split(resp, s.cfg.SyncPartItems, s.cfg.SyncPartBytes) {
+		if err := stream.Send(part); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // stillCurrent ends a stream whose agent was evicted, banned or renewed.
@@ -209,7 +219,16 @@ func (s *Server) stillCurrent(ctx context.Context, c *caller) error {
 // which entries the agent lost cannot be told from the changes alone, and
 // the full set is sent instead).
 func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1.SyncResponse, error) {
-	changes, err := s.cfg.Store.EntriesSince(ctx, st.revision)
+	// The revision is read before the set, so a change in between is sent
+	// again by the next incremental response, never missed. From revision
+	// 0 the changes themselves are not needed: the whole set goes out.
+	var changes store.EntryChanges
+	var err error
+	if st.revision == 0 {
+		changes.Revision, err = s.cfg.Store.Revision(ctx)
+	} else {
+		changes, err = s.cfg.Store.EntriesSince(ctx, st.revision)
+	}
 	if err != nil {
 		return nil, s.syncStoreErr(ctx, c, err)
 	}

@@ -42,6 +42,17 @@ type Entry struct {
 type EntryFilter struct {
 	ParentID string
 	SPIFFEID string
+	// AfterID and Limit page through the result: only entries whose ID
+	// sorts after AfterID, at most Limit of them (0: no limit).
+	AfterID string
+	Limit   int
+}
+
+// AgentFilter pages through ListAgents: only agents whose ID sorts after
+// AfterID, at most Limit of them (0: no limit).
+type AgentFilter struct {
+	AfterID string
+	Limit   int
 }
 
 // EntryChanges is what changed after a revision: the entries created or
@@ -130,7 +141,8 @@ type Agents interface {
 	// DeleteAgent evicts: the agent must attest again.
 	DeleteAgent(ctx context.Context, actor string, id string) error
 	GetAgent(ctx context.Context, id string) (Agent, error)
-	ListAgents(ctx context.Context) ([]Agent, error)
+	// ListAgents returns matching agents ordered by ID.
+	ListAgents(ctx context.Context, f AgentFilter) ([]Agent, error)
 }
 
 // JoinTokens keeps one-time join tokens.

@@ -24,6 +24,10 @@ import (
 
 const adminSocketFlag = "admin-socket"
 
+// adminPageSize is the page size the CLI asks for when it follows a paged
+// list: the CA's maximum, the fewest round trips.
+const adminPageSize = 1000
+
 // defaultAdminSocket is where `sigil dev` puts its admin socket.
 func defaultAdminSocket() string {
 	home, err := os.UserHomeDir()

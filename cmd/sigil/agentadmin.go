@@ -1,12 +1,14 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"strings"
 
 	"github.com/spf13/cobra"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	"github.com/sigilhq/sigil/internal/adminclient"
 )
 
 // newAgentCmd is `sigil agent`: the admin commands on attested agents
@@ -29,7 +31,13 @@ func newAgentListCmd() *cobra.Command {
 				return err
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
-				resp, err := c.ListAgents(cmd.Context(), &adminv1.ListAgentsRequest{})
+				resp := &adminv1.ListAgentsResponse{}
+				err := adminclient.Pages(cmd.Context(), func(ctx context.Context, token string) (*adminv1.ListAgentsResponse, error) {
+					return c.ListAgents(ctx, &adminv1.ListAgentsRequest{PageSize: adminPageSize, PageToken: token})
+				}, func(p *adminv1.ListAgentsResponse) error {
+					resp.Agents = append(resp.Agents, p.GetAgents()...)
+					return nil
+				})
 				if err != nil {
 					return err
 				}

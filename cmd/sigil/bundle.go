@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
+	"github.com/sigilhq/sigil/internal/adminclient"
 	"github.com/sigilhq/sigil/internal/bundleconv"
 )
 
@@ -99,7 +101,13 @@ func newBundleListCmd() *cobra.Command {
 				return err
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
-				resp, err := c.ListBundles(cmd.Context(), &adminv1.ListBundlesRequest{})
+				resp := &adminv1.ListBundlesResponse{}
+				err := adminclient.Pages(cmd.Context(), func(ctx context.Context, token string) (*adminv1.ListBundlesResponse, error) {
+					return c.ListBundles(ctx, &adminv1.ListBundlesRequest{PageToken: token})
+				}, func(p *adminv1.ListBundlesResponse) error {
+					resp.Bundles = append(resp.Bundles, p.GetBundles()...)
+					return nil
+				})
 				if err != nil {
 					return err
 				}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
@@ -132,8 +134,12 @@ func newEntryCreateCmd() *cobra.Command {
 				}
 				entries = []*typesv1.Entry{e}
 			}
+			req := &adminv1.CreateEntriesRequest{Entries: entries}
+			if n := proto.Size(req); n > maxRequestBytes {
+				return fmt.Errorf("the %d entries encode to %d bytes, over the CA's request limit of %d bytes: split them into smaller batches", len(entries), n, maxRequestBytes)
+			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
-				resp, err := c.CreateEntries(cmd.Context(), &adminv1.CreateEntriesRequest{Entries: entries})
+				resp, err := c.CreateEntries(cmd.Context(), req)
 				if err != nil {
 					return err
 				}
@@ -167,6 +173,10 @@ func readEntryFile(cmd *cobra.Command, path string) ([]*typesv1.Entry, error) {
 	return entries, nil
 }
 
+// maxRequestBytes is the largest request the CA's gRPC server takes (gRPC's
+// default): a larger one would be refused with a message about gRPC frames.
+const maxRequestBytes = 4 << 20
+
 func newEntryListCmd() *cobra.Command {
 	var parentID, spiffeID, output string
 	cmd := &cobra.Command{
@@ -178,7 +188,13 @@ func newEntryListCmd() *cobra.Command {
 				return err
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
-				resp, err := c.ListEntries(cmd.Context(), &adminv1.ListEntriesRequest{ParentId: parentID, SpiffeId: spiffeID})
+				resp := &adminv1.ListEntriesResponse{}
+				err := adminclient.Pages(cmd.Context(), func(ctx context.Context, token string) (*adminv1.ListEntriesResponse, error) {
+					return c.ListEntries(ctx, &adminv1.ListEntriesRequest{ParentId: parentID, SpiffeId: spiffeID, PageSize: adminPageSize, PageToken: token})
+				}, func(p *adminv1.ListEntriesResponse) error {
+					resp.Entries = append(resp.Entries, p.GetEntries()...)
+					return nil
+				})
 				if err != nil {
 					return err
 				}

@@ -57,6 +57,10 @@ type NodeClient interface {
 	// response carries every change after request.revision (all authorized
 	// entries when it is 0, with full = true), the bundles and the tainted
 	// keys; later responses follow each change in the store, within a second.
+	// A response that would be large is split into parts of bounded size
+	// (every message stays far below gRPC's 4 MiB default): all parts but the
+	// last have more = true, and the agent applies them together once the
+	// last one arrives, never a part alone.
 	Sync(ctx context.Context, in *SyncRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SyncResponse], error)
 	// SignX509SVIDs signs a batch of CSRs, each for one entry the agent is
 	// authorized for (mTLS). The CSR's one URI SAN must be the entry's SPIFFE
@@ -158,6 +162,10 @@ type NodeServer interface {
 	// response carries every change after request.revision (all authorized
 	// entries when it is 0, with full = true), the bundles and the tainted
 	// keys; later responses follow each change in the store, within a second.
+	// A response that would be large is split into parts of bounded size
+	// (every message stays far below gRPC's 4 MiB default): all parts but the
+	// last have more = true, and the agent applies them together once the
+	// last one arrives, never a part alone.
 	Sync(*SyncRequest, grpc.ServerStreamingServer[SyncResponse]) error
 	// SignX509SVIDs signs a batch of CSRs, each for one entry the agent is
 	// authorized for (mTLS). The CSR's one URI SAN must be the entry's SPIFFE

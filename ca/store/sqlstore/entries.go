@@ -183,6 +183,9 @@ func (s *Store) GetEntry(ctx context.Context, id string) (store.Entry, error) {
 
 // ListEntries returns the matching entries ordered by ID.
 func (s *Store) ListEntries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error) {
+	if f.Limit < 0 {
+		return nil, fmt.Errorf("list entries: %w: negative limit %d", store.ErrInvalid, f.Limit)
+	}
 	var where []string
 	var args []any
 	if f.ParentID != "" {
@@ -193,11 +196,19 @@ func (s *Store) ListEntries(ctx context.Context, f store.EntryFilter) ([]store.E
 		args = append(args, f.SPIFFEID)
 		where = append(where, fmt.Sprintf("spiffe_id = $%d", len(args)))
 	}
+	if f.AfterID != "" {
+		args = append(args, f.AfterID)
+		where = append(where, fmt.Sprintf("id > $%d", len(args)))
+	}
 	q := `SELECT ` + entryColumns + ` FROM entries`
 	if len(where) > 0 {
 		q += ` WHERE ` + strings.Join(where, " AND ")
 	}
 	q += ` ORDER BY id`
+	if f.Limit > 0 {
+		args = append(args, f.Limit)
+		q += fmt.Sprintf(" LIMIT $%d", len(args))
+	}
 	out, err := queryEntries(ctx, s.r, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list entries: %w", err)

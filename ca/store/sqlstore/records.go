@@ -120,9 +120,19 @@ func (s *Store) GetAgent(ctx context.Context, id string) (store.Agent, error) {
 	return a, nil
 }
 
-// ListAgents returns every agent ordered by ID.
-func (s *Store) ListAgents(ctx context.Context) ([]store.Agent, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+agentColumns+` FROM agents ORDER BY id`)
+// ListAgents returns the agents after f.AfterID ordered by ID, at most
+// f.Limit of them (0: all).
+func (s *Store) ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error) {
+	if f.Limit < 0 {
+		return nil, fmt.Errorf("list agents: %w: negative limit %d", store.ErrInvalid, f.Limit)
+	}
+	q := `SELECT ` + agentColumns + ` FROM agents WHERE id > $1 ORDER BY id`
+	args := []any{f.AfterID}
+	if f.Limit > 0 {
+		q += ` LIMIT $2`
+		args = append(args, f.Limit)
+	}
+	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}

@@ -511,6 +511,11 @@ func testListEntries(t *testing.T, s store.Store) {
 		{"by spiffe id", store.EntryFilter{SPIFFEID: id("web")}, byID(0, 2, 4)},
 		{"by both", store.EntryFilter{ParentID: p("n2"), SPIFFEID: id("web")}, byID(2)},
 		{"no match", store.EntryFilter{ParentID: p("n3")}, nil},
+		{"first page", store.EntryFilter{Limit: 2}, byID(0, 1, 2, 3, 4)[:2]},
+		{"after", store.EntryFilter{AfterID: byID(0, 1, 2, 3, 4)[1]}, byID(0, 1, 2, 3, 4)[2:]},
+		{"after, limited", store.EntryFilter{AfterID: byID(0, 1, 2, 3, 4)[1], Limit: 2}, byID(0, 1, 2, 3, 4)[2:4]},
+		{"after the last", store.EntryFilter{AfterID: byID(0, 1, 2, 3, 4)[4]}, nil},
+		{"after, by parent", store.EntryFilter{ParentID: p("n1"), AfterID: byID(0, 1, 4)[0], Limit: 1}, byID(0, 1, 4)[1:2]},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -525,6 +530,9 @@ func testListEntries(t *testing.T, s store.Store) {
 			// Ordered by ID, not merely the same set.
 			if !slices.Equal(gotIDs, tt.want) {
 				t.Fatalf("ListEntries(%+v) = %v, want %v", tt.f, gotIDs, tt.want)
+			}
+			if len(gotIDs) == 0 && tt.want != nil {
+				t.Fatalf("ListEntries(%+v) found nothing", tt.f)
 			}
 			for _, e := range got {
 				for _, c := range created {
@@ -648,13 +656,38 @@ func testAgents(t *testing.T, s store.Store) {
 	if !other.ExpiresAt.IsZero() || len(other.Selectors) != 0 {
 		t.Fatalf("CreateAgent(minimal) = %+v", other)
 	}
-	list, err := s.ListAgents(t.Context())
+	list, err := s.ListAgents(t.Context(), store.AgentFilter{})
 	if err != nil {
 		t.Fatalf("ListAgents: %v", err)
 	}
 	if len(list) != 2 || list[0].ID != other.ID || list[1].ID != in.ID {
 		t.Fatalf("ListAgents = %+v, want the two agents ordered by ID", list)
 	}
+	for _, tt := range []struct {
+		name string
+		f    store.AgentFilter
+		want []string
+	}{
+		{"first page", store.AgentFilter{Limit: 1}, []string{other.ID}},
+		{"next page", store.AgentFilter{AfterID: other.ID, Limit: 1}, []string{in.ID}},
+		{"after the last", store.AgentFilter{AfterID: in.ID}, nil},
+	} {
+		page, err := s.ListAgents(t.Context(), tt.f)
+		if err != nil {
+			t.Fatalf("ListAgents(%s): %v", tt.name, err)
+		}
+		var got []string
+		for _, a := range page {
+			got = append(got, a.ID)
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Fatalf("ListAgents(%s) = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	_, err = s.ListAgents(t.Context(), store.AgentFilter{Limit: -1})
+	wantErr(t, "ListAgents(negative limit)", err, store.ErrInvalid)
+	_, err = s.ListEntries(t.Context(), store.EntryFilter{Limit: -1})
+	wantErr(t, "ListEntries(negative limit)", err, store.ErrInvalid)
 	if !list[0].ExpiresAt.IsZero() || len(list[0].Selectors) != 0 {
 		t.Fatalf("listed minimal agent = %+v, want zero expiry and no selectors", list[0])
 	}
