@@ -5,9 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"slices"
 	"strings"
-	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/jwtbundle"
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
@@ -63,6 +61,7 @@ func (c *CA) publishBundle(ctx context.Context) error {
 	have, err := c.cfg.Store.GetBundle(ctx, want.TrustDomain)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
+		authorities = canonicalAuthorities(&want, authorities)
 	case err != nil:
 		return fmt.Errorf("publish bundle: %w", err)
 	default:
@@ -79,6 +78,7 @@ func (c *CA) publishBundle(ctx context.Context) error {
 				want.JWTAuthorities = append(want.JWTAuthorities, a)
 			}
 		}
+		authorities = canonicalAuthorities(&want, authorities)
 		if sameAuthorities(have, want) {
 			c.authorities.Store(&authorities)
 			return nil
@@ -109,20 +109,6 @@ func (c *CA) X509Authorities(context.Context) ([]*x509.Certificate, error) {
 // kid starts with a tag derived from the instance ID.
 func (c *CA) ownsKeyID(kid string) bool {
 	return strings.HasPrefix(kid, c.kidTag)
-}
-
-func sameAuthorities(a, b store.Bundle) bool {
-	if a.RefreshHint != b.RefreshHint {
-		return false
-	}
-	if !slices.EqualFunc(a.X509Authorities, b.X509Authorities, func(x, y []byte) bool { return string(x) == string(y) }) {
-		return false
-	}
-	return slices.EqualFunc(a.JWTAuthorities, b.JWTAuthorities, func(x, y store.JWTAuthority) bool {
-		// Stores keep time to the microsecond at best; JWT keys expire on
-		// whole seconds anyway.
-		return x.KeyID == y.KeyID && string(x.PublicKey) == string(y.PublicKey) && x.ExpiresAt.Truncate(time.Second).Equal(y.ExpiresAt.Truncate(time.Second))
-	})
 }
 
 // Bundle returns our trust domain's current bundle from the store.

@@ -3,6 +3,7 @@ package ca_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/jwtsvid"
@@ -107,4 +108,67 @@ func keysOf[V any](m map[string]V) []string {
 		out = append(out, k)
 	}
 	return out
+}
+
+// Two idle replicas on one PostgreSQL must agree that the bundle is
+// unchanged: a minute of ticks of both (at the default 10 s rotation tick)
+// leaves the sequence where it was, and one real change bumps it once
+// across both replicas' ticks.
+func TestIdleReplicasKeepBundleSequence(t *testing.T) {
+	ctx := context.Background()
+	st, err := sqlstore.OpenPostgres(ctx, pgtest.Start(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clk := newClock()
+	var shared env
+	shared.clock = clk
+	var cfg ca.Config
+	existingPKI(t, clk.Now())(&shared, &cfg)
+	replica := func(name string) *ca.CA {
+		c, err := ca.New(ca.Config{TrustDomain: td, InstanceID: name, Store: st, Keys: keys.NewMemory(), Upstream: cfg.Upstream, Now: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Init(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := replica("a"), replica("b")
+	sequence := func() uint64 {
+		t.Helper()
+		bundle, err := st.GetBundle(ctx, "example.org")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bundle.Sequence
+	}
+	tickBoth := func(n int) {
+		t.Helper()
+		for range n {
+			clk.Advance(10 * time.Second)
+			for _, c := range []*ca.CA{a, b} {
+				if err := c.Rotate(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	}
+	// One round lets both replicas see each other's keys.
+	tickBoth(1)
+	start := sequence()
+	tickBoth(6)
+	if got := sequence(); got != start {
+		t.Fatalf("idle replicas moved the bundle sequence from %d to %d in a minute", start, got)
+	}
+
+	if _, err := a.Prepare(ctx, ca.JWT); err != nil {
+		t.Fatal(err)
+	}
+	tickBoth(6)
+	if got := sequence(); got != start+1 {
+		t.Fatalf("one new key moved the bundle sequence from %d to %d, want %d", start, got, start+1)
+	}
 }

@@ -27,6 +27,7 @@ type Store interface {
 	CreateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error)
 	UpdateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error)
 	GetAgent(ctx context.Context, id string) (store.Agent, error)
+	ListAgents(ctx context.Context) ([]store.Agent, error)
 
 	GetBundle(ctx context.Context, trustDomain string) (store.Bundle, error)
 	ListBundles(ctx context.Context) ([]store.Bundle, error)
@@ -93,6 +94,7 @@ type Server struct {
 	now       func() time.Time
 	m         *metrics
 	hub       *hub
+	live      *liveStreams
 }
 
 var _ nodev1.NodeServer = (*Server)(nil)
@@ -152,6 +154,7 @@ func New(cfg Config) (*Server, error) {
 		now:       cfg.Now,
 		m:         m,
 		hub:       newHub(),
+		live:      newLiveStreams(),
 	}, nil
 }
 

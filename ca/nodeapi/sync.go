@@ -60,8 +60,14 @@ func (s *Server) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
 	var last *snapshot
+	agentCheck := max(1, int(agentCheckEvery/s.cfg.PollInterval))
 	failing := false
-	for {
+	for tick := 0; ; tick++ {
+		if tick%agentCheck == 0 {
+			if err := s.endGoneAgents(ctx); err != nil && ctx.Err() == nil && !failing {
+				s.log.ErrorContext(ctx, "node api: check for evicted and banned agents", "error", err)
+			}
+		}
 		snap, err := s.poll(ctx)
 		switch {
 		case err != nil && ctx.Err() == nil:
@@ -128,9 +134,10 @@ type syncState struct {
 
 // Sync streams the agent's authorized entries, bundles and tainted keys:
 // first what changed after req.revision (everything when it is 0), then
-// each change Run sees. The stream ends when the agent's SVID expires, or,
-// at the next change, once the agent is evicted, banned or renewed (the
-// agent reconnects with its current SVID and its last revision).
+// each change Run sees. The stream ends when the agent's SVID expires,
+// within about a second once the agent is evicted or banned on any replica
+// (Run's watcher), or at the next change once the agent renewed (it
+// reconnects with its current SVID and its last revision).
 func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) error {
 	ctx := stream.Context()
 	c, err := callerFrom(ctx)
@@ -146,6 +153,8 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 	// Subscribe before reading, so no change between the read and the wait
 	// is missed.
 	wake, _ := s.hub.current()
+	live := s.live.add(c.id.String())
+	defer s.live.remove(c.id.String(), live)
 	st := &syncState{revision: req.GetRevision()}
 	first, err := s.initial(ctx, c, st)
 	if err != nil {
@@ -162,6 +171,8 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 			return nil
 		case <-expiry.C:
 			return status.Error(codes.Unauthenticated, "sync: agent SVID expired: renew and sync again")
+		case <-live.done:
+			return live.err
 		case <-wake:
 		}
 		var snap *snapshot
@@ -201,12 +212,12 @@ func (s *Server) stillCurrent(ctx context.Context, c *caller) error {
 	a, err := s.cfg.Store.GetAgent(ctx, c.id.String())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
-		return status.Errorf(codes.PermissionDenied, "sync: agent %s was evicted: attest again", c.id)
+		return evictedError(c.id.String())
 	case err != nil:
 		s.log.ErrorContext(ctx, "sync: get agent", "agent_id", c.id.String(), "error", err)
 		return status.Error(codes.Unavailable, "sync: cannot check the agent record, try again")
 	case a.Banned:
-		return status.Errorf(codes.PermissionDenied, "sync: agent %s is banned", c.id)
+		return bannedError(c.id.String())
 	case a.Serial != c.agent.Serial:
 		return status.Error(codes.Unauthenticated, "sync: agent SVID was renewed: sync again with the current SVID")
 	}

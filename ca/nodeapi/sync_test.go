@@ -294,3 +294,44 @@ func activeX509(t *testing.T, e *env) string {
 	t.Fatal("no active x509 key")
 	return ""
 }
+
+// Evicting or banning an agent (on any replica: the store is all they
+// share) ends its open Sync streams without waiting for an unrelated
+// change, with a PermissionDenied that says why.
+func TestSyncEndsAtOnceWhenAgentRemoved(t *testing.T) {
+	tests := []struct {
+		name   string
+		remove func(e *env, id string) error
+		want   string
+	}{
+		{"evict", func(e *env, id string) error { return e.store.DeleteAgent(e.ctx, "test", id) }, "was evicted: it must attest again"},
+		{"ban", func(e *env, id string) error {
+			rec, err := e.store.GetAgent(e.ctx, id)
+			if err != nil {
+				return err
+			}
+			rec.Banned, rec.Serial = true, ""
+			_, err = e.store.UpdateAgent(e.ctx, "test", rec)
+			return err
+		}, "is banned"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			a, other := e.joinAgent(t), e.joinAgent(t)
+			s := e.openSync(t, a, 0)
+			s.waitFor(t, "the first response", func(*nodev1.SyncResponse) bool { return true })
+			keep := e.openSync(t, other, 0)
+			keep.waitFor(t, "the first response", func(*nodev1.SyncResponse) bool { return true })
+			start := time.Now()
+			if err := tt.remove(e, a.id); err != nil {
+				t.Fatal(err)
+			}
+			wantCode(t, s.end(t), codes.PermissionDenied, tt.want)
+			t.Logf("%s: stream ended %s after the store change", tt.name, time.Since(start))
+			// The other agent's stream stays open and keeps working.
+			en := e.entry(t, "spiffe://example.org/still-synced", other.id)
+			keep.waitFor(t, "an entry after the other agent was removed", hasEntry(en.ID))
+		})
+	}
+}

@@ -1,0 +1,122 @@
+package nodeapi
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// agentCheckEvery is about how often Run looks for evicted and banned
+// agents among those with an open Sync stream on this replica (every so
+// many polls). Eviction and bans are made on any replica, so the store is
+// the only place to see them.
+const agentCheckEvery = time.Second
+
+// liveStreams are the open Sync streams of this replica by agent ID, so the
+// watcher can end those of an agent evicted or banned on any replica at
+// once rather than at the next entry change.
+type liveStreams struct {
+	mu sync.Mutex
+	m  map[string]map[*liveStream]struct{}
+}
+
+// liveStream is one open Sync stream; done closes once err says why it
+// must end.
+type liveStream struct {
+	done chan struct{}
+	err  error
+}
+
+func newLiveStreams() *liveStreams { return &liveStreams{m: map[string]map[*liveStream]struct{}{}} }
+
+func (l *liveStreams) add(agentID string) *liveStream {
+	ls := &liveStream{done: make(chan struct{})}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m[agentID] == nil {
+		l.m[agentID] = map[*liveStream]struct{}{}
+	}
+	l.m[agentID][ls] = struct{}{}
+	return ls
+}
+
+func (l *liveStreams) remove(agentID string, ls *liveStream) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.m[agentID], ls)
+	if len(l.m[agentID]) == 0 {
+		delete(l.m, agentID)
+	}
+}
+
+func (l *liveStreams) agents() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	ids := make([]string, 0, len(l.m))
+	for id := range l.m {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
+// end ends every open stream of agentID with err.
+func (l *liveStreams) end(agentID string, err error) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for ls := range l.m[agentID] {
+		ls.err = err
+		close(ls.done)
+		n++
+	}
+	delete(l.m, agentID)
+	return n
+}
+
+// endGoneAgents ends the Sync streams of every connected agent that was
+// evicted or banned, with one read of the agent records.
+func (s *Server) endGoneAgents(ctx context.Context) error {
+	ids := s.live.agents()
+	if len(ids) == 0 {
+		return nil
+	}
+	agents, err := s.cfg.Store.ListAgents(ctx)
+	if err != nil {
+		return fmt.Errorf("list agents: %w", err)
+	}
+	banned := make(map[string]bool, len(agents))
+	for _, a := range agents {
+		banned[a.ID] = a.Banned
+	}
+	for _, id := range ids {
+		b, known := banned[id]
+		var err error
+		switch {
+		case !known:
+			err = evictedError(id)
+		case b:
+			err = bannedError(id)
+		default:
+			continue
+		}
+		if n := s.live.end(id, err); n > 0 {
+			s.log.InfoContext(ctx, "sync streams of a removed agent ended", "agent_id", id, "banned", b, "streams", n)
+		}
+	}
+	return nil
+}
+
+// The statuses an evicted or banned agent's stream ends with; the agent
+// logs them, so they say what to do.
+func evictedError(id string) error {
+	return status.Errorf(codes.PermissionDenied, "sync: agent %s was evicted: it must attest again "+
+		"(a join-token agent needs a new token from `sigil token create`)", id)
+}
+
+func bannedError(id string) error {
+	return status.Errorf(codes.PermissionDenied, "sync: agent %s is banned: it may not sync, renew or attest again", id)
+}
