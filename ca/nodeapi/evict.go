@@ -8,6 +8,8 @@ import (
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/sigilhq/sigil/ca/store"
 )
 
 // agentCheckEvery is about how often Run looks for evicted and banned
@@ -77,6 +79,9 @@ func (l *liveStreams) end(agentID string, err error) int {
 	return n
 }
 
+// agentPage is how many agent records endGoneAgents reads per store call.
+const agentPage = 1000
+
 // endGoneAgents ends the Sync streams of every connected agent that was
 // evicted or banned, with one read of the agent records.
 func (s *Server) endGoneAgents(ctx context.Context) error {
@@ -84,13 +89,19 @@ func (s *Server) endGoneAgents(ctx context.Context) error {
 	if len(ids) == 0 {
 		return nil
 	}
-	agents, err := s.cfg.Store.ListAgents(ctx)
-	if err != nil {
-		return fmt.Errorf("list agents: %w", err)
-	}
-	banned := make(map[string]bool, len(agents))
-	for _, a := range agents {
-		banned[a.ID] = a.Banned
+	banned := make(map[string]bool, len(ids))
+	for f := (store.AgentFilter{Limit: agentPage}); ; {
+		page, err := s.cfg.Store.ListAgents(ctx, f)
+		if err != nil {
+			return fmt.Errorf("list agents: %w", err)
+		}
+		for _, a := range page {
+			banned[a.ID] = a.Banned
+		}
+		if len(page) < f.Limit {
+			break
+		}
+		f.AfterID = page[len(page)-1].ID
 	}
 	for _, id := range ids {
 		b, known := banned[id]

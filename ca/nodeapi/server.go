@@ -27,7 +27,7 @@ type Store interface {
 	CreateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error)
 	UpdateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error)
 	GetAgent(ctx context.Context, id string) (store.Agent, error)
-	ListAgents(ctx context.Context) ([]store.Agent, error)
+	ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Agent, error)
 
 	GetBundle(ctx context.Context, trustDomain string) (store.Bundle, error)
 	ListBundles(ctx context.Context) ([]store.Bundle, error)
