@@ -17,6 +17,9 @@ type Metrics struct {
 	reloads      prometheus.Counter
 	revision     *prometheus.GaugeVec
 	logDrops     prometheus.Counter
+	inFlight     prometheus.Gauge
+	queued       prometheus.Gauge
+	limits       *prometheus.CounterVec
 	lastRevision string
 }
 
@@ -28,7 +31,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}, []string{"result", "reason"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sigil_authz_decision_duration_seconds", Help: "Time to decide a Check, by result.",
-			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3},
+			Buckets: []float64{25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 50e-3, 0.25, 1},
 		}, []string{"result"}),
 		shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sigil_authz_shadow_disagreements_total", Help: "Requests the shadow policy decided differently.",
@@ -45,11 +48,20 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		logDrops: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sigil_authz_decision_log_dropped_total", Help: "Decisions not logged because the buffer was full.",
 		}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sigil_authz_evaluations_in_flight", Help: "Policy evaluations in progress (at most limits.max_concurrent_evals).",
+		}),
+		queued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sigil_authz_evaluations_queued", Help: "Checks waiting for an evaluation slot (at most limits.max_queued).",
+		}),
+		limits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_authz_limit_denials_total", Help: "Checks denied by a limit, by its config key (eval_timeout, max_queued, max_body_bytes).",
+		}, []string{"limit"}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.shadow, m.reloadFail, m.reloads, m.revision, m.logDrops} {
+	for _, c := range []prometheus.Collector{m.decisions, m.latency, m.shadow, m.reloadFail, m.reloads, m.revision, m.logDrops, m.inFlight, m.queued, m.limits} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -98,5 +110,29 @@ func (m *Metrics) Reloaded(revision string) {
 func (m *Metrics) LogDropped() {
 	if m != nil {
 		m.logDrops.Inc()
+	}
+}
+
+func (m *Metrics) evalStarted() {
+	if m != nil {
+		m.inFlight.Inc()
+	}
+}
+
+func (m *Metrics) evalDone() {
+	if m != nil {
+		m.inFlight.Dec()
+	}
+}
+
+func (m *Metrics) queueChanged(delta float64) {
+	if m != nil {
+		m.queued.Add(delta)
+	}
+}
+
+func (m *Metrics) limitDenied(limit string) {
+	if m != nil {
+		m.limits.WithLabelValues(limit).Inc()
 	}
 }

@@ -43,6 +43,70 @@ type Recorder interface {
 	Log(ctx context.Context, e decisionlog.Entry, req *authv3.CheckRequest) error
 }
 
+// Reasons of the limits' denials (server side, not the policy's).
+const (
+	// ReasonOverloaded: every evaluation slot was busy and the queue full,
+	// or no slot freed within the evaluation time limit.
+	ReasonOverloaded engine.Reason = "overloaded"
+	// ReasonInputTooLarge: the request body is over Limits.MaxBodyBytes.
+	ReasonInputTooLarge engine.Reason = "input_too_large"
+)
+
+// Defaults of Limits.
+const (
+	// DefaultEvalTimeout is Envoy's default ext_authz timeout (200ms): past
+	// it Envoy has stopped waiting, so evaluating on only spends CPU and
+	// memory on an answer nobody reads. Normal policies decide in well
+	// under a millisecond.
+	DefaultEvalTimeout = 200 * time.Millisecond
+	// DefaultMaxConcurrentEvals bounds the memory held by evaluations in
+	// progress; it is above the load a 2-core host serves at its peak
+	// (about 32 in flight), so only slow evaluations ever queue.
+	DefaultMaxConcurrentEvals = 64
+	// DefaultMaxQueued is how many Checks may wait for a slot.
+	DefaultMaxQueued = 1024
+	// DefaultMaxBodyBytes bounds the request body taken into input
+	// (body plus raw_body).
+	DefaultMaxBodyBytes = 1 << 20
+)
+
+// Limits bound what one Check may cost. Zero fields take the defaults.
+type Limits struct {
+	// EvalTimeout bounds each evaluation (enforced and shadow), waiting
+	// for a slot included; the caller's deadline, if shorter, wins. OPA
+	// stops the evaluation at the deadline and the Check is denied with
+	// reason eval_timeout.
+	EvalTimeout time.Duration
+	// MaxConcurrentEvals is how many Checks evaluate at once; more wait.
+	MaxConcurrentEvals int
+	// MaxQueued is how many Checks may wait for an evaluation slot; more
+	// are denied at once with reason overloaded.
+	MaxQueued int
+	// MaxBodyBytes bounds the request body (body plus raw_body); a larger
+	// one is denied with reason input_too_large (HTTP 413) before any
+	// evaluation.
+	MaxBodyBytes int
+}
+
+func (l *Limits) fill() error {
+	if l.EvalTimeout < 0 || l.MaxConcurrentEvals < 0 || l.MaxQueued < 0 || l.MaxBodyBytes < 0 {
+		return errors.New("authz limits must not be negative")
+	}
+	if l.EvalTimeout == 0 {
+		l.EvalTimeout = DefaultEvalTimeout
+	}
+	if l.MaxConcurrentEvals == 0 {
+		l.MaxConcurrentEvals = DefaultMaxConcurrentEvals
+	}
+	if l.MaxQueued == 0 {
+		l.MaxQueued = DefaultMaxQueued
+	}
+	if l.MaxBodyBytes == 0 {
+		l.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	return nil
+}
+
 // ReasonNotRecorded denies a request whose decision the log could not
 // write under a fail-closed (deny) log policy.
 const ReasonNotRecorded engine.Reason = "decision_log_failed"
@@ -72,6 +136,8 @@ type Config struct {
 	// minimum on every call, which cost about a quarter of the server's
 	// CPU under load; a worker keeps its grown stack.
 	StreamWorkers int
+	// Limits bound evaluation time, concurrency and input size.
+	Limits Limits
 }
 
 // Server is the ext_authz v3 Authorization service.
@@ -79,6 +145,10 @@ type Server struct {
 	authv3.UnimplementedAuthorizationServer
 	cfg   Config
 	input *input.Builder
+	// slots holds a token per evaluation in progress; queued counts the
+	// Checks waiting for one.
+	slots  chan struct{}
+	queued atomic.Int64
 }
 
 // New checks cfg and fills defaults.
@@ -107,7 +177,10 @@ func New(cfg Config) (*Server, error) {
 	if cfg.StreamWorkers == 0 {
 		cfg.StreamWorkers = max(16, 4*runtime.GOMAXPROCS(0))
 	}
-	return &Server{cfg: cfg, input: input.NewBuilder(cfg.Input)}, nil
+	if err := cfg.Limits.fill(); err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, input: input.NewBuilder(cfg.Input), slots: make(chan struct{}, cfg.Limits.MaxConcurrentEvals)}, nil
 }
 
 // Check implements authv3.AuthorizationServer. It never returns an error:
@@ -116,22 +189,31 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := s.cfg.Now()
 	id := s.cfg.NewID()
 	var d engine.Decision
-	in, err := s.input.Build(req)
-	if err != nil {
-		d = engine.Deny(engine.ReasonBadRequest, err.Error(), "")
-		d.HTTPStatus, d.Body = 400, "bad request"
+	var in ast.Value
+	release := func() {}
+	if body := len(req.GetAttributes().GetRequest().GetHttp().GetBody()) + len(req.GetAttributes().GetRequest().GetHttp().GetRawBody()); body > s.cfg.Limits.MaxBodyBytes {
+		d = s.limited(ReasonInputTooLarge, "max_body_bytes", fmt.Sprintf("request body of %d bytes is over limits.max_body_bytes (%d)", body, s.cfg.Limits.MaxBodyBytes), 413, "request body too large")
+	} else if d, release = s.admit(ctx); release != nil {
+		var err error
+		if in, err = s.input.Build(req); err != nil {
+			d = engine.Deny(engine.ReasonBadRequest, err.Error(), "")
+			d.HTTPStatus, d.Body = 400, "bad request"
+		} else {
+			d = s.decide(ctx, s.cfg.Engine, in)
+		}
 	} else {
-		d = s.cfg.Engine.Decide(ctx, in)
+		release = func() {}
 	}
 	var shadow *decisionlog.Shadow
 	if s.cfg.Shadow != nil && in != nil {
-		sd := s.cfg.Shadow.Decide(ctx, in)
+		sd := s.decide(ctx, s.cfg.Shadow, in)
 		shadow = &decisionlog.Shadow{Revision: sd.Revision, Result: result(sd.Allowed), Reason: string(sd.Reason), Disagree: sd.Allowed != d.Allowed}
 		if shadow.Disagree {
 			s.cfg.Metrics.shadowDisagreement(d.Allowed, sd.Allowed)
 			s.cfg.Logger.Info("shadow policy disagrees", "decision_id", id, "enforced", result(d.Allowed), "shadow", shadow.Result, "shadow_reason", shadow.Reason)
 		}
 	}
+	release()
 	resp := Response(d, id)
 	if s.cfg.DryRun && !d.Allowed {
 		resp = &authv3.CheckResponse{
@@ -173,6 +255,58 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	s.cfg.Metrics.observe(d, elapsed)
 	return resp, nil
+}
+
+// admit takes an evaluation slot, waiting for one at most EvalTimeout
+// (or until ctx ends) and only if fewer than MaxQueued Checks wait. It
+// returns the release func, or nil and the denial.
+func (s *Server) admit(ctx context.Context) (engine.Decision, func()) {
+	release := func() { <-s.slots; s.cfg.Metrics.evalDone() }
+	select {
+	case s.slots <- struct{}{}:
+		s.cfg.Metrics.evalStarted()
+		return engine.Decision{}, release
+	default:
+	}
+	if n := s.queued.Add(1); n > int64(s.cfg.Limits.MaxQueued) {
+		s.queued.Add(-1)
+		return s.limited(ReasonOverloaded, "max_queued", fmt.Sprintf("%d evaluations in progress (limits.max_concurrent_evals) and %d waiting (limits.max_queued)",
+			s.cfg.Limits.MaxConcurrentEvals, s.cfg.Limits.MaxQueued), 503, "authorization overloaded"), nil
+	}
+	s.cfg.Metrics.queueChanged(1)
+	defer func() { s.queued.Add(-1); s.cfg.Metrics.queueChanged(-1) }()
+	wctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.EvalTimeout)
+	defer cancel()
+	select {
+	case s.slots <- struct{}{}:
+		s.cfg.Metrics.evalStarted()
+		return engine.Decision{}, release
+	case <-wctx.Done():
+		return s.limited(ReasonOverloaded, "eval_timeout", fmt.Sprintf("no evaluation slot freed within %s (limits.max_concurrent_evals %d, limits.eval_timeout)",
+			s.cfg.Limits.EvalTimeout, s.cfg.Limits.MaxConcurrentEvals), 503, "authorization overloaded"), nil
+	}
+}
+
+// decide evaluates in under the evaluation time limit.
+func (s *Server) decide(ctx context.Context, dec Decider, in ast.Value) engine.Decision {
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.EvalTimeout)
+	defer cancel()
+	d := dec.Decide(ctx, in)
+	if d.Reason == engine.ReasonTimeout {
+		rev := d.Revision
+		d = s.limited(engine.ReasonTimeout, "eval_timeout", fmt.Sprintf("evaluation timed out after at most %s (limits.eval_timeout, or the caller's deadline if shorter)", s.cfg.Limits.EvalTimeout),
+			503, "evaluation timed out")
+		d.Revision = rev
+	}
+	return d
+}
+
+// limited is a denial by a limit, counted under the limit's config key.
+func (s *Server) limited(reason engine.Reason, limit, detail string, status int, body string) engine.Decision {
+	s.cfg.Metrics.limitDenied(limit)
+	d := engine.Deny(reason, detail, "")
+	d.HTTPStatus, d.Body = status, body
+	return d
 }
 
 func result(allowed bool) string {

@@ -8,6 +8,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+
+	"github.com/sigilhq/sigil/authz"
+	"github.com/sigilhq/sigil/authz/decisionlog"
 	"github.com/sigilhq/sigil/authz/engine"
 	"github.com/sigilhq/sigil/internal/yamlx"
 )
@@ -18,6 +22,8 @@ const (
 	MaxBackups      = 1000                   // decision_log.max_backups: files renamed on each rotation
 	MinPollInterval = 100 * time.Millisecond // poll_interval: a policy source is not polled faster
 	MinGCPercent    = 25                     // gc_percent: lower spends the CPU collecting
+	MinEvalTimeout  = time.Millisecond       // limits.eval_timeout
+	MaxEvalTimeout  = time.Minute            // limits.eval_timeout: longer is no limit
 )
 
 // File is the YAML schema of authz.yaml.
@@ -32,6 +38,24 @@ type File struct {
 	Shadow        *PolicyFile     `yaml:"shadow"`                  // optional candidate policy, evaluated, logged and counted only
 	DecisionLog   DecisionLogFile `yaml:"decision_log"`            // hash-chained JSON lines; off unless a sink is set
 	GCPercent     *int            `yaml:"gc_percent"`              // Go GC target (default 400, at least 25); GOGC wins
+	Limits        LimitsFile      `yaml:"limits"`                  // what one Check may cost
+}
+
+// LimitsFile bounds evaluation.
+type LimitsFile struct {
+	EvalTimeout        string `yaml:"eval_timeout"`         // per evaluation, waiting for a slot included (default 200ms, Envoy's ext_authz timeout); denied 503 "evaluation timed out"
+	MaxConcurrentEvals int    `yaml:"max_concurrent_evals"` // evaluations at once (default 64)
+	MaxQueued          int    `yaml:"max_queued"`           // Checks waiting for a slot, beyond it denied at once as overloaded (default 1024)
+	MaxBodyBytes       int    `yaml:"max_body_bytes"`       // request body taken into input, beyond it denied 413 (default 1048576)
+}
+
+// CheckpointsFile turns on signed checkpoints of the decision log.
+type CheckpointsFile struct {
+	WorkloadAPISocket string `yaml:"workload_api_socket"` // required: the agent socket authz fetches its X509-SVID from (unix:///run/sigil/agent.sock)
+	SignerID          string `yaml:"signer_id"`           // the SVID to sign with when the socket gives several (default: the first)
+	File              string `yaml:"file"`                // default: decision_log.file + ".checkpoints"
+	Every             int    `yaml:"every"`               // lines per checkpoint (default 1000)
+	Interval          string `yaml:"interval"`            // longest wait of a written line for one (default 10s)
 }
 
 // PolicyFile names exactly one policy source.
@@ -44,14 +68,19 @@ type PolicyFile struct {
 
 // DecisionLogFile configures the decision log sinks.
 type DecisionLogFile struct {
-	File        string   `yaml:"file"`         // log file (0600)
-	MaxBytes    int64    `yaml:"max_bytes"`    // rotate beyond this size; 0 never
-	MaxBackups  int      `yaml:"max_backups"`  // rotated files kept (default 5, at most 1000)
-	Stdout      bool     `yaml:"stdout"`       // also write to stdout
-	HTTPURL     string   `yaml:"http_url"`     // OPA-compatible decision log service
-	Buffer      int      `yaml:"buffer"`       // decisions waiting to be written, beyond it dropped and counted (default 4096, at most 65536)
-	MaskHeaders []string `yaml:"mask_headers"` // headers whose values are masked (default authorization, cookie, ...)
-	LogRequest  *bool    `yaml:"log_request"`  // keep the masked request, needed by sigil policy replay (default true)
+	File        string           `yaml:"file"`         // log file (0600)
+	MaxBytes    int64            `yaml:"max_bytes"`    // rotate beyond this size; 0 never
+	MaxBackups  int              `yaml:"max_backups"`  // rotated files kept (default 5, at most 1000)
+	Stdout      bool             `yaml:"stdout"`       // also write to stdout
+	HTTPURL     string           `yaml:"http_url"`     // OPA-compatible decision log service
+	Buffer      int              `yaml:"buffer"`       // decisions waiting to be written, beyond it dropped and counted (default 4096, at most 65536)
+	MaskHeaders []string         `yaml:"mask_headers"` // headers whose values are masked (default authorization, cookie, ...)
+	LogRequest  *bool            `yaml:"log_request"`  // keep the masked request, needed by sigil policy replay (default true)
+	OnFailure   string           `yaml:"on_failure"`   // deny (default): a decision not written is denied 503; allow: dropped and counted
+	Sync        bool             `yaml:"sync"`         // fsync every batch of the file (survives power loss, at a cost)
+	MaxBody     int              `yaml:"max_body"`     // request body bytes kept in a line (default 4096)
+	MaxLine     int              `yaml:"max_line"`     // bytes of one line (default 65536, at least 4096)
+	Checkpoints *CheckpointsFile `yaml:"checkpoints"`  // signed checkpoints (needs file); sigil audit verify refuses a log without
 }
 
 // Config is the validated configuration.
@@ -65,6 +94,7 @@ type Config struct {
 	Policy        PolicySource
 	Shadow        *PolicySource // nil: no shadow policy
 	DecisionLog   DecisionLog
+	Limits        authz.Limits // defaults filled
 	// GCPercent is the Go GC target for a dedicated authz process
 	// (default 400: the live heap is a few MB, so the default 100 collects
 	// very often under load). The GOGC environment variable wins.
@@ -87,6 +117,20 @@ type DecisionLog struct {
 	Buffer      int      // 0: the decision log's default
 	MaskHeaders []string // nil: the decision log's default
 	LogRequest  bool
+	OnFailure   decisionlog.FailurePolicy
+	Sync        bool
+	MaxBody     int          // 0: the decision log's default
+	MaxLine     int          // 0: the decision log's default
+	Checkpoints *Checkpoints // nil: none
+}
+
+// Checkpoints is the validated checkpoint configuration.
+type Checkpoints struct {
+	WorkloadAPISocket string // unix:///path
+	SignerID          string // "" or a SPIFFE ID
+	File              string
+	Every             int
+	Interval          time.Duration
 }
 
 // Enabled reports whether any sink is configured.
@@ -170,6 +214,7 @@ func (f File) Validate() (Config, error) {
 		c.Shadow = &s
 	}
 	c.DecisionLog = f.DecisionLog.validate(bad)
+	c.Limits = f.Limits.validate(bad)
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("invalid config: %w", err)
 	}
@@ -216,11 +261,83 @@ func (d DecisionLogFile) validate(bad func(field, format string, args ...any)) D
 	dl := DecisionLog{
 		File: d.File, MaxBytes: d.MaxBytes, MaxBackups: d.MaxBackups, Stdout: d.Stdout,
 		HTTPURL: d.HTTPURL, Buffer: d.Buffer, MaskHeaders: d.MaskHeaders, LogRequest: true,
+		OnFailure: decisionlog.FailDeny, Sync: d.Sync, MaxBody: d.MaxBody, MaxLine: d.MaxLine,
+	}
+	switch p := decisionlog.FailurePolicy(d.OnFailure); p {
+	case "":
+	case decisionlog.FailDeny, decisionlog.FailAllow:
+		dl.OnFailure = p
+	default:
+		bad("decision_log.on_failure", "%q: want deny or allow", d.OnFailure)
+	}
+	if d.Sync && d.File == "" {
+		bad("decision_log.sync", "needs decision_log.file")
+	}
+	maxLine := decisionlog.DefaultMaxLine
+	if d.MaxLine < 0 || (d.MaxLine > 0 && d.MaxLine < decisionlog.MinMaxLine) {
+		bad("decision_log.max_line", "%d: want at least %d (0 takes the default %d)", d.MaxLine, decisionlog.MinMaxLine, decisionlog.DefaultMaxLine)
+	} else if d.MaxLine > 0 {
+		maxLine = d.MaxLine
+	}
+	if d.MaxBody < 0 || d.MaxBody > maxLine {
+		bad("decision_log.max_body", "%d: want 0 (default %d) to max_line (%d)", d.MaxBody, decisionlog.DefaultMaxBody, maxLine)
+	}
+	if c := d.Checkpoints; c != nil {
+		cp := &Checkpoints{WorkloadAPISocket: c.WorkloadAPISocket, SignerID: c.SignerID, File: c.File, Every: c.Every, Interval: decisionlog.DefaultCheckpointInterval}
+		if d.File == "" {
+			bad("decision_log.checkpoints", "needs decision_log.file (the chain continues from it)")
+		} else if cp.File == "" {
+			cp.File = d.File + ".checkpoints"
+		}
+		if rest, ok := strings.CutPrefix(c.WorkloadAPISocket, "unix://"); !ok || rest == "" {
+			bad("decision_log.checkpoints.workload_api_socket", "%q: want unix:///path/to/agent.sock, the socket authz gets its X509-SVID from", c.WorkloadAPISocket)
+		}
+		if c.SignerID != "" {
+			if _, err := spiffeid.FromString(c.SignerID); err != nil {
+				bad("decision_log.checkpoints.signer_id", "%q: %v", c.SignerID, err)
+			}
+		}
+		if c.Every < 0 {
+			bad("decision_log.checkpoints.every", "%d: must not be negative (0 takes the default %d)", c.Every, decisionlog.DefaultCheckpointEvery)
+		}
+		if c.Interval != "" {
+			iv, err := time.ParseDuration(c.Interval)
+			if err != nil || iv < time.Second {
+				bad("decision_log.checkpoints.interval", "%q: want a duration of at least 1s, like 10s", c.Interval)
+			}
+			cp.Interval = iv
+		}
+		dl.Checkpoints = cp
 	}
 	if d.LogRequest != nil {
 		dl.LogRequest = *d.LogRequest
 	}
 	return dl
+}
+
+func (l LimitsFile) validate(bad func(field, format string, args ...any)) authz.Limits {
+	lim := authz.Limits{
+		EvalTimeout: authz.DefaultEvalTimeout, MaxConcurrentEvals: authz.DefaultMaxConcurrentEvals,
+		MaxQueued: authz.DefaultMaxQueued, MaxBodyBytes: authz.DefaultMaxBodyBytes,
+	}
+	if l.EvalTimeout != "" {
+		d, err := time.ParseDuration(l.EvalTimeout)
+		if err != nil || d < MinEvalTimeout || d > MaxEvalTimeout {
+			bad("limits.eval_timeout", "%q: want a duration from %s to %s, like 200ms", l.EvalTimeout, MinEvalTimeout, MaxEvalTimeout)
+		}
+		lim.EvalTimeout = d
+	}
+	positive := func(key string, v int, dst *int) {
+		if v < 0 {
+			bad(key, "%d: must not be negative (0 takes the default)", v)
+		} else if v > 0 {
+			*dst = v
+		}
+	}
+	positive("limits.max_concurrent_evals", l.MaxConcurrentEvals, &lim.MaxConcurrentEvals)
+	positive("limits.max_queued", l.MaxQueued, &lim.MaxQueued)
+	positive("limits.max_body_bytes", l.MaxBodyBytes, &lim.MaxBodyBytes)
+	return lim
 }
 
 func isHTTPURL(s string) bool {

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sigilhq/sigil/authz"
+	"github.com/sigilhq/sigil/authz/decisionlog"
 )
 
 func TestParse(t *testing.T) {
@@ -27,7 +30,10 @@ func TestParse(t *testing.T) {
 		{name: "everything", in: "listen: unix:///run/a.sock\nhealth_address: 127.0.0.1:9192\npprof: true\ndecision_path: envoy/http/allow\n" +
 			"dry_run: true\nskip_request_body_parse: true\ngc_percent: 100\n" +
 			"policy:\n  bundle_url: https://b/x.tar.gz\n  poll_interval: 5s\nshadow:\n  bundle_file: s.tar.gz\n" +
-			"decision_log:\n  file: d.log\n  max_bytes: 1048576\n  max_backups: 3\n  stdout: true\n  http_url: http://l/logs\n  buffer: 65536\n  mask_headers: [x-a]\n  log_request: false\n",
+			"decision_log:\n  file: d.log\n  max_bytes: 1048576\n  max_backups: 3\n  stdout: true\n  http_url: http://l/logs\n  buffer: 65536\n  mask_headers: [x-a]\n  log_request: false\n" +
+			"  on_failure: allow\n  sync: true\n  max_body: 100\n  max_line: 8192\n" +
+			"  checkpoints:\n    workload_api_socket: unix:///run/agent.sock\n    signer_id: spiffe://example.org/authz\n    every: 10\n    interval: 3s\n" +
+			"limits:\n  eval_timeout: 50ms\n  max_concurrent_evals: 8\n  max_queued: 16\n  max_body_bytes: 4096\n",
 			check: func(t *testing.T, c Config) {
 				want := Config{
 					Listen: "unix:///run/a.sock", HealthAddress: "127.0.0.1:9192", PProf: true, DecisionPath: "data.envoy.http.allow",
@@ -35,7 +41,9 @@ func TestParse(t *testing.T) {
 					Policy: PolicySource{BundleURL: "https://b/x.tar.gz", PollInterval: 5 * time.Second},
 					Shadow: &PolicySource{BundleFile: "s.tar.gz", PollInterval: time.Second},
 					DecisionLog: DecisionLog{File: "d.log", MaxBytes: 1 << 20, MaxBackups: 3, Stdout: true, HTTPURL: "http://l/logs",
-						Buffer: MaxBuffer, MaskHeaders: []string{"x-a"}},
+						Buffer: MaxBuffer, MaskHeaders: []string{"x-a"}, OnFailure: decisionlog.FailAllow, Sync: true, MaxBody: 100, MaxLine: 8192,
+						Checkpoints: &Checkpoints{WorkloadAPISocket: "unix:///run/agent.sock", SignerID: "spiffe://example.org/authz", File: "d.log.checkpoints", Every: 10, Interval: 3 * time.Second}},
+					Limits: authz.Limits{EvalTimeout: 50 * time.Millisecond, MaxConcurrentEvals: 8, MaxQueued: 16, MaxBodyBytes: 4096},
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -70,6 +78,16 @@ func TestParse(t *testing.T) {
 		{name: "buffer negative", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  buffer: -1\n", wantErr: "decision_log.buffer"},
 		{name: "backups too many", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  max_backups: 9223372036854775807\n", wantErr: "decision_log.max_backups"},
 		{name: "negative max bytes", in: "policy:\n  dir: p\ndecision_log:\n  max_bytes: -1\n", wantErr: "decision_log.max_bytes"},
+		{name: "bad on_failure", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  on_failure: ignore\n", wantErr: `decision_log.on_failure: "ignore": want deny or allow`},
+		{name: "sync without file", in: "policy:\n  dir: p\ndecision_log:\n  stdout: true\n  sync: true\n", wantErr: "decision_log.sync: needs decision_log.file"},
+		{name: "max_line too small", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  max_line: 100\n", wantErr: "decision_log.max_line: 100: want at least 4096"},
+		{name: "max_body over max_line", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  max_body: 70000\n", wantErr: "decision_log.max_body: 70000"},
+		{name: "checkpoints without socket", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  checkpoints: {every: 5}\n", wantErr: "decision_log.checkpoints.workload_api_socket"},
+		{name: "checkpoints without file", in: "policy:\n  dir: p\ndecision_log:\n  stdout: true\n  checkpoints: {workload_api_socket: unix:///a}\n", wantErr: "decision_log.checkpoints: needs decision_log.file"},
+		{name: "checkpoint interval too short", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  checkpoints: {workload_api_socket: unix:///a, interval: 10ms}\n", wantErr: "decision_log.checkpoints.interval"},
+		{name: "bad signer id", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  checkpoints: {workload_api_socket: unix:///a, signer_id: x}\n", wantErr: "decision_log.checkpoints.signer_id"},
+		{name: "eval timeout too long", in: "policy:\n  dir: p\nlimits:\n  eval_timeout: 1h\n", wantErr: `limits.eval_timeout: "1h"`},
+		{name: "negative queue", in: "policy:\n  dir: p\nlimits:\n  max_queued: -1\n", wantErr: "limits.max_queued: -1"},
 		{name: "bad log url", in: "policy:\n  dir: p\ndecision_log:\n  http_url: x\n", wantErr: "decision_log.http_url"},
 		{name: "every error at once", in: "gc_percent: 1\npolicy:\n  dir: p\n  bundle_file: b\n", wantErr: "gc_percent: 1: want at least 25\npolicy: set exactly one"},
 	}

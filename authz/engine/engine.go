@@ -14,6 +14,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -44,6 +45,8 @@ const (
 	ReasonEvalError  Reason = "eval_error"
 	ReasonBadRequest Reason = "bad_request"
 	ReasonNoPolicy   Reason = "no_policy"
+	// ReasonTimeout: the evaluation was cancelled at its deadline.
+	ReasonTimeout Reason = "eval_timeout"
 )
 
 // Header is one header (or query parameter) to add.
@@ -137,6 +140,9 @@ func Prepare(ctx context.Context, p Policy, path string) (*Prepared, error) {
 func (p *Prepared) Decide(ctx context.Context, input ast.Value) Decision {
 	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input))
 	switch {
+	case err != nil && (topdown.IsCancel(err) || ctx.Err() != nil):
+		// OPA cancels the evaluation when ctx ends.
+		return Deny(ReasonTimeout, "evaluation timed out: "+err.Error(), p.revision)
 	case err != nil:
 		return Deny(ReasonEvalError, err.Error(), p.revision)
 	case len(rs) == 0 || len(rs[0].Expressions) == 0:

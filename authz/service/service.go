@@ -39,6 +39,7 @@ type Service struct {
 	engine    *engine.Engine
 	reloaders []reloader
 	log       *decisionlog.Logger // nil: no decision log
+	signer    *svidSigner         // nil: no checkpoints
 	server    *authz.Server
 }
 
@@ -74,7 +75,7 @@ func New(cfg Config) (*Service, error) {
 	}
 	sc := authz.Config{
 		Engine: s.engine, DryRun: cfg.DryRun, Metrics: metrics,
-		Input: input.Options{SkipBody: cfg.SkipBody}, Logger: cfg.Logger,
+		Input: input.Options{SkipBody: cfg.SkipBody}, Logger: cfg.Logger, Limits: cfg.Limits,
 	}
 	if cfg.Shadow != nil {
 		if sc.Shadow, err = policy("shadow", *cfg.Shadow, nil); err != nil {
@@ -82,10 +83,17 @@ func New(cfg Config) (*Service, error) {
 		}
 	}
 	if dl := cfg.DecisionLog; dl.Enabled() {
-		if s.log, err = decisionlog.New(decisionlog.Config{
+		lc := decisionlog.Config{
 			Sinks: sinks(dl, cfg.DecisionPath), Buffer: dl.Buffer, MaskHeaders: dl.MaskHeaders, LogRequest: dl.LogRequest,
-			Logger: cfg.Logger, OnDrop: metrics.LogDropped,
-		}); err != nil {
+			Logger: cfg.Logger, OnDrop: metrics.LogDropped, OnFailure: dl.OnFailure, MaxBody: dl.MaxBody, MaxLine: dl.MaxLine,
+		}
+		if cp := dl.Checkpoints; cp != nil {
+			s.signer = &svidSigner{socket: cp.WorkloadAPISocket, signerID: cp.SignerID, logger: cfg.Logger}
+			lc.Checkpoint = decisionlog.CheckpointConfig{
+				Sink: decisionlog.NewFileSink(cp.File, 0, 0), Identity: s.signer, Every: cp.Every, Interval: cp.Interval,
+			}
+		}
+		if s.log, err = decisionlog.New(lc); err != nil {
 			return nil, err
 		}
 		sc.Log = s.log
@@ -112,7 +120,9 @@ func source(ps authzconfig.PolicySource) authz.Source {
 func sinks(dl authzconfig.DecisionLog, decisionPath string) []decisionlog.Sink {
 	var out []decisionlog.Sink
 	if dl.File != "" {
-		out = append(out, decisionlog.NewFileSink(dl.File, dl.MaxBytes, dl.MaxBackups))
+		f := decisionlog.NewFileSink(dl.File, dl.MaxBytes, dl.MaxBackups)
+		f.SetSync(dl.Sync)
+		out = append(out, f)
 	}
 	if dl.Stdout {
 		out = append(out, decisionlog.NewWriterSink(os.Stdout))
@@ -157,7 +167,11 @@ func (s *Service) Run(ctx context.Context) error {
 		g.Go(func() error { return r.Run(ctx) })
 	}
 	if s.log != nil {
-		g.Go(func() error { return s.log.Run(ctx) })
+		logDone := make(chan struct{})
+		g.Go(func() error { defer close(logDone); return s.log.Run(ctx) })
+		if s.signer != nil {
+			g.Go(func() error { return s.signer.run(ctx, logDone) })
+		}
 	}
 	g.Go(func() error { return s.server.Serve(ctx, lis) })
 	return g.Wait()

@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/authz/decisionlog"
 )
 
@@ -61,11 +63,22 @@ file can cut its end or start or recompute every hash.`,
 					checkpoints = c
 				}
 			}
+			if checkpoints != "" && bundle == "" {
+				// The CA's current bundle over the admin API: the log's
+				// directory's admin.sock (sigil dev's) unless one is named.
+				if f := cmd.Flag(adminSocketFlag); !f.Changed && os.Getenv("SIGIL_ADMIN_SOCKET") == "" {
+					if sock := filepath.Join(filepath.Dir(args[len(args)-1]), "admin.sock"); isSocket(sock) {
+						_ = f.Value.Set(sock)
+					}
+				}
+				roots, err := adminRoots(cmd)
+				if err != nil {
+					return fmt.Errorf("audit verify: checkpoints need the trust bundle their signer chains to: --bundle FILE, or the CA's admin socket (%s): %w", adminSocket(cmd), err)
+				}
+				opts.Roots = roots
+			}
 			v := decisionlog.NewVerifier(opts)
 			if checkpoints != "" {
-				if bundle == "" {
-					return errors.New("audit verify: checkpoints need --bundle, the trust bundle their signer chains to (sigil bundle show)")
-				}
 				if err := checkFile(checkpoints, v.AddCheckpoints); err != nil {
 					return fmt.Errorf("audit verify: %w", err)
 				}
@@ -84,7 +97,8 @@ file can cut its end or start or recompute every hash.`,
 		},
 	}
 	cmd.Flags().StringVar(&checkpoints, "checkpoints", "", "signed checkpoints file (default: the newest log file + .checkpoints, if present)")
-	cmd.Flags().StringVar(&bundle, "bundle", "", "PEM trust bundle the checkpoint signer must chain to")
+	cmd.Flags().StringVar(&bundle, "bundle", "", "PEM trust bundle the checkpoint signer must chain to (default: the CA's, from the admin socket; the log's directory's admin.sock when there is one, as in sigil dev)")
+	addAdminSocketFlag(cmd)
 	cmd.Flags().StringVar(&signerID, "signer-id", "", "accept checkpoints signed only by this SPIFFE ID")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a log without checkpoints; proves only that no line was edited on its own")
 	return cmd
@@ -100,6 +114,34 @@ func checkFile(name string, check func(string, io.Reader) error) error {
 	}
 	defer f.Close()
 	return check(name, f)
+}
+
+func isSocket(path string) bool {
+	st, err := os.Stat(path)
+	return err == nil && st.Mode()&os.ModeSocket != 0
+}
+
+// adminRoots is our trust bundle's X.509 authorities from the admin API.
+func adminRoots(cmd *cobra.Command) (*x509.CertPool, error) {
+	pool := x509.NewCertPool()
+	err := withAdmin(cmd, func(c adminv1.AdminClient) error {
+		resp, err := c.GetBundle(cmd.Context(), &adminv1.GetBundleRequest{})
+		if err != nil {
+			return err
+		}
+		for _, der := range resp.GetBundle().GetX509Authorities() {
+			cert, err := x509.ParseCertificate(der)
+			if err != nil {
+				return fmt.Errorf("trust bundle: %w", err)
+			}
+			pool.AddCert(cert)
+		}
+		if len(resp.GetBundle().GetX509Authorities()) == 0 {
+			return errors.New("trust bundle has no X.509 authority")
+		}
+		return nil
+	})
+	return pool, err
 }
 
 func loadBundle(path string) (*x509.CertPool, error) {

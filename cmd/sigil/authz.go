@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -9,13 +10,17 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sigilhq/sigil/authz/authzconfig"
 	"github.com/sigilhq/sigil/authz/service"
+	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/health"
+	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/policies"
 )
 
@@ -54,19 +59,69 @@ func newAuthzCmd() *cobra.Command {
 // devAuthz makes authz for `sigil dev`, serving lis: policies from
 // dir/policies (seeded from the embedded policies/examples on first
 // start), decision log at dir/decisions.log, metrics on reg.
-func devAuthz(dir string, lis net.Listener, logger *slog.Logger, reg prometheus.Registerer) (*service.Service, error) {
+func devAuthz(dir string, td spiffeid.TrustDomain, lis net.Listener, logger *slog.Logger, reg prometheus.Registerer) (*service.Service, error) {
 	pdir := filepath.Join(dir, "policies")
 	if err := seedPolicies(pdir); err != nil {
 		return nil, err
 	}
 	cfg, err := authzconfig.File{
-		Policy:      &authzconfig.PolicyFile{Dir: pdir},
-		DecisionLog: authzconfig.DecisionLogFile{File: filepath.Join(dir, "decisions.log"), MaxBytes: 64 << 20},
+		Policy: &authzconfig.PolicyFile{Dir: pdir},
+		DecisionLog: authzconfig.DecisionLogFile{
+			File: filepath.Join(dir, "decisions.log"), MaxBytes: 64 << 20,
+			// Signed by authz's own SVID from the dev agent (an entry dev
+			// creates, see ensureDevAuthzEntry), every 2 s rather than 10
+			// so that `sigil audit verify` covers a dev session at once.
+			Checkpoints: &authzconfig.CheckpointsFile{
+				WorkloadAPISocket: "unix://" + filepath.Join(dir, "agent.sock"),
+				SignerID:          devAuthzID(td).String(),
+				Interval:          "2s",
+			},
+		},
 	}.Validate()
 	if err != nil {
 		return nil, err
 	}
 	return service.New(service.Config{Config: cfg, Listener: lis, Metrics: reg, Logger: logger.With("component", "authz")})
+}
+
+// devAuthzID is the SPIFFE ID of authz in `sigil dev`.
+func devAuthzID(td spiffeid.TrustDomain) spiffeid.ID {
+	return spiffeid.RequireFromSegments(td, "sigil-dev", "authz")
+}
+
+// ensureDevAuthzEntry registers authz of `sigil dev` under the dev agent:
+// this process's uid and executable. Another `sigil` run by the same user
+// (sigil svid fetch) matches it too and sees this SVID beside its own.
+func ensureDevAuthzEntry(ctx context.Context, st store.Entries, td spiffeid.TrustDomain, agentID spiffeid.ID) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return fmt.Errorf("dev authz entry: %w", err)
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return fmt.Errorf("dev authz entry: %w", err)
+	}
+	id := devAuthzID(td).String()
+	e := store.Entry{SPIFFEID: id, ParentID: agentID.String(), Selectors: []selector.Selector{
+		{Type: "unix", Value: "path:" + exe},
+		{Type: "unix", Value: fmt.Sprintf("uid:%d", os.Getuid())},
+	}}
+	old, err := st.ListEntries(ctx, store.EntryFilter{SPIFFEID: id})
+	if err != nil {
+		return fmt.Errorf("dev authz entry: %w", err)
+	}
+	for _, o := range old {
+		if o.ParentID == e.ParentID && slices.Equal(o.Selectors, e.Selectors) {
+			return nil
+		}
+		// The binary moved (go run, a new build): replace the entry.
+		if _, err := st.DeleteEntry(ctx, "sigil-dev", o.ID); err != nil {
+			return fmt.Errorf("dev authz entry: %w", err)
+		}
+	}
+	if _, err := st.CreateEntries(ctx, "sigil-dev", []store.Entry{e}); err != nil {
+		return fmt.Errorf("dev authz entry: %w", err)
+	}
+	return nil
 }
 
 // seedPolicies copies the embedded dev policy into an empty or missing dir.

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -55,7 +56,7 @@ func TestDevAuthz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc, err := devAuthz(dir, lis, slog.New(slog.DiscardHandler), nil)
+	svc, err := devAuthz(dir, spiffeid.RequireTrustDomainFromString("example.org"), lis, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -109,7 +109,7 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 			if err != nil {
 				return err
 			}
-			authzSvc, err := devAuthz(dir, alis, logger, reg)
+			authzSvc, err := devAuthz(dir, cfg.TrustDomain, alis, logger, reg)
 			if err != nil {
 				return err
 			}
@@ -136,6 +136,9 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 			running = true
 			go func() { done <- runAll(ctx, runs...) }()
 			agentID, err := adoptDevAgent(ctx, stack.Store, dir, devAgent)
+			if err == nil {
+				err = ensureDevAuthzEntry(ctx, stack.Store, cfg.TrustDomain, agentID)
+			}
 			if err != nil {
 				stop()
 				<-done
