@@ -15,12 +15,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sigilhq/sigil/agent/attest/unix"
 	"github.com/sigilhq/sigil/agent/peercred"
+	"github.com/sigilhq/sigil/internal/benchcpu"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -465,8 +464,7 @@ func BenchmarkAttest(b *testing.B) {
 		b.ReportAllocs()
 		// Wall time on a shared machine measures its load too: report the
 		// process's CPU time per attestation as well.
-		var before, after syscall.Rusage
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+		reportCPU := benchcpu.Start(b)
 		for b.Loop() {
 			sels, err := a.Attest(b.Context(), w.info)
 			if err != nil {
@@ -476,9 +474,7 @@ func BenchmarkAttest(b *testing.B) {
 				b.Fatalf("no path selector: %v", selector.Strings(sels))
 			}
 		}
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-		cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+		reportCPU()
 		b.ReportMetric(float64(countProcs(b)), "procs")
 	}
 	b.Run("machine", run)
