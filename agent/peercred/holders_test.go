@@ -30,7 +30,7 @@ func TestSoleHolder(t *testing.T) {
 				env = []string{"SIGIL_PEERCRED_SHARE=" + tc.share}
 			}
 			p := startPeerEnv(t, env)
-			err := p.info.SoleHolder(t.Context(), 0)
+			err := p.Info.SoleHolder(t.Context(), 0)
 			if !tc.wantShared {
 				if err != nil {
 					t.Fatalf("SoleHolder = %v, want nil", err)
@@ -41,7 +41,7 @@ func TestSoleHolder(t *testing.T) {
 				t.Fatalf("SoleHolder = %v, want ErrShared saying %q", err, tc.wantInErr)
 			}
 			if tc.share == "keep" {
-				child := strings.TrimPrefix(p.line, "ok ")
+				child := strings.TrimPrefix(p.Line, "ok ")
 				if !strings.Contains(err.Error(), "pid "+child+" holds") {
 					t.Fatalf("SoleHolder = %v, want it to name the child %s", err, child)
 				}
@@ -90,11 +90,11 @@ func TestSoleHolderSelf(t *testing.T) {
 // What cannot be determined is an error, never a nil (sole holder) answer.
 func TestSoleHolderUndetermined(t *testing.T) {
 	p := startPeer(t)
-	if err := p.info.SoleHolder(t.Context(), 0); err != nil {
+	if err := p.Info.SoleHolder(t.Context(), 0); err != nil {
 		t.Fatalf("SoleHolder = %v", err)
 	}
 	t.Run("budget", func(t *testing.T) {
-		err := p.info.SoleHolder(t.Context(), 3)
+		err := p.Info.SoleHolder(t.Context(), 3)
 		if err == nil || errors.Is(err, peercred.ErrShared) || !strings.Contains(err.Error(), "too many") {
 			t.Fatalf("SoleHolder with a budget of 3 = %v, want too many", err)
 		}
@@ -102,7 +102,7 @@ func TestSoleHolderUndetermined(t *testing.T) {
 	t.Run("cancelled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		if err := p.info.SoleHolder(ctx, 0); err == nil || errors.Is(err, peercred.ErrShared) {
+		if err := p.Info.SoleHolder(ctx, 0); err == nil || errors.Is(err, peercred.ErrShared) {
 			t.Fatalf("SoleHolder with a cancelled context = %v", err)
 		}
 	})
