@@ -97,31 +97,14 @@ func serveAttest(t testing.TB, dir string, a *unix.Attestor) string {
 // test does.
 func runRelay(t *testing.T, relay string, args ...string) []string {
 	t.Helper()
-	cmd := exec.Command(relay, args...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
+	stdout := peercredtest.StartPiped(t, exec.Command(relay, args...))
 	type result struct {
 		line string
 		err  error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
+		line, err := stdout.ReadString('\n')
 		ch <- result{line, err}
 	}()
 	var r result

@@ -125,24 +125,7 @@ func Start(t testing.TB, dir, exe string, env []string, argv ...string) *Peer {
 	argv = append(argv, exe)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(append(os.Environ(), ConnectEnv+"="+sock), env...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", argv, err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
+	line, err := StartPiped(t, cmd).ReadString('\n')
 	if !strings.HasPrefix(line, "ok") {
 		t.Fatalf("peer %v: %q %v", argv, line, err)
 	}
@@ -161,4 +144,29 @@ func Start(t testing.TB, dir, exe string, env []string, argv ...string) *Peer {
 		t.Fatalf("auth info is %T", ai)
 	}
 	return &Peer{Cmd: cmd, Conn: conn, Info: info, Line: strings.TrimSpace(line)}
+}
+
+// StartPiped starts cmd with its stdout returned and its stderr the test's;
+// when the test ends its stdin closes (a peer's signal to exit) and it is
+// killed and reaped.
+func StartPiped(t testing.TB, cmd *exec.Cmd) *bufio.Reader {
+	t.Helper()
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %v: %v", cmd.Args, err)
+	}
+	t.Cleanup(func() {
+		stdin.Close()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	})
+	return bufio.NewReader(stdout)
 }
