@@ -53,21 +53,7 @@ func TestSoleHolder(t *testing.T) {
 // A connection opened and held by this (multi-threaded) process: the
 // threads share one descriptor table and count as one holder.
 func TestSoleHolderSelf(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("unix", filepath.Join(dir, "s.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, raw := unixPair(t, t.TempDir())
 	conn, ai, err := peercred.NewCredentials().ServerHandshake(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -125,20 +111,7 @@ func TestSoleHolderUnreadableProc(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(proc, pid, "task"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("unix", filepath.Join(dir, "s.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, raw := unixPair(t, dir)
 	conn, ai, err := peercred.NewCredentials(peercred.WithProcDir(proc)).ServerHandshake(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -148,4 +121,27 @@ func TestSoleHolderUnreadableProc(t *testing.T) {
 	if err == nil || errors.Is(err, peercred.ErrShared) || !strings.Contains(err.Error(), "threads of pid") {
 		t.Fatalf("SoleHolder with an unreadable proc = %v, want an error that is not ErrShared", err)
 	}
+}
+
+// unixPair connects this process to itself over a unix socket in dir and
+// returns the client and the accepted server end; the test's cleanup closes
+// everything.
+func unixPair(t *testing.T, dir string) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("unix", filepath.Join(dir, "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	return c, raw
 }
