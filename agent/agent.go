@@ -328,12 +328,15 @@ func (a *Agent) checkAgentSVID(res *nodev1.AgentSVID, key crypto.Signer) (*x509s
 	return svid, roots, nil
 }
 
-func newAgentKey() (crypto.Signer, error) { return ecdsa.GenerateKey(elliptic.P256(), rand.Reader) }
-
-func agentCSR(key crypto.Signer) ([]byte, error) {
+// newAgentKey makes the key of a new agent SVID and a CSR for it.
+func newAgentKey() (crypto.Signer, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent key: %w", err)
+	}
 	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
 	if err != nil {
-		return nil, fmt.Errorf("agent csr: %w", err)
+		return nil, nil, fmt.Errorf("agent csr: %w", err)
 	}
-	return csr, nil
+	return key, csr, nil
 }

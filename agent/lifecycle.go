@@ -108,11 +108,7 @@ func (a *Agent) attest(ctx context.Context, prev *svidstore.Identity) error {
 	if len(a.roots()) == 0 {
 		return ErrNoBundle
 	}
-	key, err := newAgentKey()
-	if err != nil {
-		return fmt.Errorf("agent key: %w", err)
-	}
-	csr, err := agentCSR(key)
+	key, csr, err := newAgentKey()
 	if err != nil {
 		return err
 	}
@@ -273,11 +269,7 @@ func (a *Agent) untrustedCA(ctx context.Context) error {
 
 // renew asks the CA for a new agent SVID over a new key and installs it.
 func (a *Agent) renew(ctx context.Context) error {
-	key, err := newAgentKey()
-	if err != nil {
-		return fmt.Errorf("agent key: %w", err)
-	}
-	csr, err := agentCSR(key)
+	key, csr, err := newAgentKey()
 	if err != nil {
 		return err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/sigilhq/sigil/authz/engine"
 	"github.com/sigilhq/sigil/authz/input"
 	"github.com/sigilhq/sigil/authz/policysrc"
+	"github.com/sigilhq/sigil/internal/benchcpu"
 )
 
 func benchSetup(b *testing.B) (*engine.Engine, map[string]*authv3.CheckRequest) {
@@ -56,7 +57,7 @@ func BenchmarkDecide(b *testing.B) {
 			req := reqs[name]
 			builder := input.NewBuilder(input.Options{})
 			b.ReportAllocs()
-			defer cpuTimer(b)()
+			defer benchcpu.Start(b)()
 			for b.Loop() {
 				in, err := builder.Build(req)
 				if err != nil {
@@ -80,7 +81,7 @@ func BenchmarkCheck(b *testing.B) {
 	}
 	ctx := context.Background()
 	b.ReportAllocs()
-	defer cpuTimer(b)()
+	defer benchcpu.Start(b)()
 	for b.Loop() {
 		resp, err := srv.Check(ctx, reqs["allow"])
 		if err != nil || code.Code(resp.GetStatus().GetCode()) != code.Code_OK {
@@ -112,7 +113,7 @@ func BenchmarkCheckGRPC(b *testing.B) {
 	defer conn.Close()
 	client := authv3.NewAuthorizationClient(conn)
 	b.ReportAllocs()
-	defer cpuTimer(b)()
+	defer benchcpu.Start(b)()
 	b.SetParallelism(16)
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {

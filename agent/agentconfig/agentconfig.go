@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -96,24 +95,16 @@ const (
 // Load reads and validates a config file. Relative paths in it are taken
 // relative to the file's directory.
 func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
+	cfg, err := yamlx.Load[File](path)
 	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
-	}
-	cfg, err := Parse(data)
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
+		return Config{}, err
 	}
 	return cfg.relativeTo(filepath.Dir(path)), nil
 }
 
 // Parse decodes YAML strictly and validates it.
 func Parse(data []byte) (Config, error) {
-	var f File
-	if err := yamlx.DecodeStrict(data, &f); err != nil {
-		return Config{}, err
-	}
-	return f.Validate()
+	return yamlx.Parse[File](data)
 }
 
 // Validate checks every field and fills defaults.

@@ -30,7 +30,7 @@ func TestSoleHolder(t *testing.T) {
 				env = []string{"SIGIL_PEERCRED_SHARE=" + tc.share}
 			}
 			p := startPeerEnv(t, env)
-			err := p.info.SoleHolder(t.Context(), 0)
+			err := p.Info.SoleHolder(t.Context(), 0)
 			if !tc.wantShared {
 				if err != nil {
 					t.Fatalf("SoleHolder = %v, want nil", err)
@@ -41,7 +41,7 @@ func TestSoleHolder(t *testing.T) {
 				t.Fatalf("SoleHolder = %v, want ErrShared saying %q", err, tc.wantInErr)
 			}
 			if tc.share == "keep" {
-				child := strings.TrimPrefix(p.line, "ok ")
+				child := strings.TrimPrefix(p.Line, "ok ")
 				if !strings.Contains(err.Error(), "pid "+child+" holds") {
 					t.Fatalf("SoleHolder = %v, want it to name the child %s", err, child)
 				}
@@ -53,21 +53,7 @@ func TestSoleHolder(t *testing.T) {
 // A connection opened and held by this (multi-threaded) process: the
 // threads share one descriptor table and count as one holder.
 func TestSoleHolderSelf(t *testing.T) {
-	dir := t.TempDir()
-	ln, err := net.Listen("unix", filepath.Join(dir, "s.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, raw := unixPair(t, t.TempDir())
 	conn, ai, err := peercred.NewCredentials().ServerHandshake(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -90,11 +76,11 @@ func TestSoleHolderSelf(t *testing.T) {
 // What cannot be determined is an error, never a nil (sole holder) answer.
 func TestSoleHolderUndetermined(t *testing.T) {
 	p := startPeer(t)
-	if err := p.info.SoleHolder(t.Context(), 0); err != nil {
+	if err := p.Info.SoleHolder(t.Context(), 0); err != nil {
 		t.Fatalf("SoleHolder = %v", err)
 	}
 	t.Run("budget", func(t *testing.T) {
-		err := p.info.SoleHolder(t.Context(), 3)
+		err := p.Info.SoleHolder(t.Context(), 3)
 		if err == nil || errors.Is(err, peercred.ErrShared) || !strings.Contains(err.Error(), "too many") {
 			t.Fatalf("SoleHolder with a budget of 3 = %v, want too many", err)
 		}
@@ -102,7 +88,7 @@ func TestSoleHolderUndetermined(t *testing.T) {
 	t.Run("cancelled", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
 		cancel()
-		if err := p.info.SoleHolder(ctx, 0); err == nil || errors.Is(err, peercred.ErrShared) {
+		if err := p.Info.SoleHolder(ctx, 0); err == nil || errors.Is(err, peercred.ErrShared) {
 			t.Fatalf("SoleHolder with a cancelled context = %v", err)
 		}
 	})
@@ -125,20 +111,7 @@ func TestSoleHolderUnreadableProc(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(proc, pid, "task"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("unix", filepath.Join(dir, "s.sock"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	c, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, raw := unixPair(t, dir)
 	conn, ai, err := peercred.NewCredentials(peercred.WithProcDir(proc)).ServerHandshake(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -148,4 +121,27 @@ func TestSoleHolderUnreadableProc(t *testing.T) {
 	if err == nil || errors.Is(err, peercred.ErrShared) || !strings.Contains(err.Error(), "threads of pid") {
 		t.Fatalf("SoleHolder with an unreadable proc = %v, want an error that is not ErrShared", err)
 	}
+}
+
+// unixPair connects this process to itself over a unix socket in dir and
+// returns the client and the accepted server end; the test's cleanup closes
+// everything.
+func unixPair(t *testing.T, dir string) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("unix", filepath.Join(dir, "s.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	c, err := net.Dial("unix", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	raw, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { raw.Close() })
+	return c, raw
 }

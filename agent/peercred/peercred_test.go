@@ -1,8 +1,8 @@
 package peercred_test
 
 import (
-	"bufio"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -13,11 +13,11 @@ import (
 	"testing"
 
 	"github.com/sigilhq/sigil/agent/peercred"
+	"github.com/sigilhq/sigil/agent/peercred/peercredtest"
 )
 
-// The test binary doubles as a peer: with SIGIL_PEERCRED_CONNECT set it
-// connects to that socket, says "ok" on stdout and waits for stdin to close.
-// With SIGIL_PEERCRED_SHARE=keep it first starts a child that holds the
+// The test binary doubles as a peer (peercredtest.ServePeer). With
+// SIGIL_PEERCRED_SHARE=keep it first starts a child that holds the
 // connection too (as fd 3, until its stdin closes) and says "ok <child
 // pid>"; with SIGIL_PEERCRED_SHARE=handoff it also closes its own copy.
 func TestMain(m *testing.M) {
@@ -25,33 +25,24 @@ func TestMain(m *testing.M) {
 		_, _ = io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}
-	if sock := os.Getenv("SIGIL_PEERCRED_CONNECT"); sock != "" {
-		c, err := net.Dial("unix", sock)
+	peercredtest.ServePeer(func(c *net.UnixConn) (string, error) {
+		share := os.Getenv("SIGIL_PEERCRED_SHARE")
+		if share == "" {
+			return "", nil
+		}
+		pid, err := shareConn(c, share == "handoff")
 		if err != nil {
-			os.Stdout.WriteString("dial: " + err.Error() + "\n")
-			os.Exit(2)
+			return "", fmt.Errorf("share: %w", err)
 		}
-		if share := os.Getenv("SIGIL_PEERCRED_SHARE"); share != "" {
-			pid, err := shareConn(c, share == "handoff")
-			if err != nil {
-				os.Stdout.WriteString("share: " + err.Error() + "\n")
-				os.Exit(2)
-			}
-			os.Stdout.WriteString("ok " + strconv.Itoa(pid) + "\n")
-		} else {
-			os.Stdout.WriteString("ok\n")
-		}
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		c.Close()
-		os.Exit(0)
-	}
+		return strconv.Itoa(pid), nil
+	})
 	os.Exit(m.Run())
 }
 
 // shareConn starts a child of this binary holding a copy of c; with
 // handoff, c is closed here.
-func shareConn(c net.Conn, handoff bool) (int, error) {
-	f, err := c.(*net.UnixConn).File()
+func shareConn(c *net.UnixConn, handoff bool) (int, error) {
+	f, err := c.File()
 	if err != nil {
 		return 0, err
 	}
@@ -73,98 +64,18 @@ func shareConn(c net.Conn, handoff bool) (int, error) {
 	return cmd.Process.Pid, nil
 }
 
-// peer is a child process connected to a listener, and the server side of
-// its connection after the peercred handshake.
-type peer struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	conn  net.Conn
-	info  peercred.Info
-	line  string // what the peer said: "ok" or "ok <child pid>"
-}
-
-// worldDir is a temporary directory every user can enter, holding a copy of
-// the test binary every user can run.
-func worldDir(t *testing.T) (dir, exe string) {
-	t.Helper()
-	dir = t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	exe = filepath.Join(dir, "peer.test")
-	if err := os.WriteFile(exe, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return dir, exe
-}
-
-func startPeer(t *testing.T, argv ...string) *peer {
+func startPeer(t *testing.T, argv ...string) *peercredtest.Peer {
 	t.Helper()
 	return startPeerEnv(t, nil, argv...)
 }
 
 // startPeerEnv is startPeer with extra environment for the peer.
-func startPeerEnv(t *testing.T, env []string, argv ...string) *peer {
+func startPeerEnv(t *testing.T, env []string, argv ...string) *peercredtest.Peer {
 	t.Helper()
-	dir, exe := worldDir(t)
-	sock := filepath.Join(dir, "s.sock")
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	if err := os.Chmod(sock, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	argv = append(argv, exe)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(append(os.Environ(), "SIGIL_PEERCRED_CONNECT="+sock), env...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", argv, err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if !strings.HasPrefix(line, "ok") {
-		t.Fatalf("peer %v: %q %v", argv, line, err)
-	}
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, ai, err := peercred.NewCredentials().ServerHandshake(raw)
-	if err != nil {
-		raw.Close()
-		t.Fatalf("handshake: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	info, ok := ai.(peercred.Info)
-	if !ok {
-		t.Fatalf("auth info is %T", ai)
-	}
-	return &peer{cmd: cmd, stdin: stdin, conn: conn, info: info, line: strings.TrimSpace(line)}
+	dir := peercredtest.WorldDir(t)
+	exe := filepath.Join(dir, "peer.test")
+	peercredtest.CopySelf(t, exe, "")
+	return peercredtest.Start(t, dir, exe, env, argv...)
 }
 
 func TestHandshake(t *testing.T) {
@@ -186,16 +97,16 @@ func TestHandshake(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := startPeer(t, tc.argv...)
-			if p.info.PID != int32(p.cmd.Process.Pid) {
-				t.Errorf("PID = %d, want %d", p.info.PID, p.cmd.Process.Pid)
+			if p.Info.PID != int32(p.Cmd.Process.Pid) {
+				t.Errorf("PID = %d, want %d", p.Info.PID, p.Cmd.Process.Pid)
 			}
-			if p.info.UID != tc.uid || p.info.GID != tc.gid {
-				t.Errorf("UID, GID = %d, %d, want %d, %d", p.info.UID, p.info.GID, tc.uid, tc.gid)
+			if p.Info.UID != tc.uid || p.Info.GID != tc.gid {
+				t.Errorf("UID, GID = %d, %d, want %d, %d", p.Info.UID, p.Info.GID, tc.uid, tc.gid)
 			}
-			if p.info.AuthType() != "peercred" {
-				t.Errorf("AuthType = %q", p.info.AuthType())
+			if p.Info.AuthType() != "peercred" {
+				t.Errorf("AuthType = %q", p.Info.AuthType())
 			}
-			if err := p.info.Check(); err != nil {
+			if err := p.Info.Check(); err != nil {
 				t.Errorf("Check on a live peer: %v", err)
 			}
 		})
@@ -204,27 +115,27 @@ func TestHandshake(t *testing.T) {
 
 func TestCheckAfterExit(t *testing.T) {
 	p := startPeer(t)
-	if err := p.info.Check(); err != nil {
+	if err := p.Info.Check(); err != nil {
 		t.Fatalf("Check on a live peer: %v", err)
 	}
-	if err := p.cmd.Process.Kill(); err != nil {
+	if err := p.Cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	_ = p.cmd.Wait() // reaped: its PID may now be reused
-	err := p.info.Check()
+	_ = p.Cmd.Wait() // reaped: its PID may now be reused
+	err := p.Info.Check()
 	if !errors.Is(err, peercred.ErrExited) {
 		t.Fatalf("Check after exit = %v, want ErrExited", err)
 	}
-	p.conn.Close()
-	if err := p.info.Check(); err == nil || !strings.Contains(err.Error(), "closed") {
+	p.Conn.Close()
+	if err := p.Info.Check(); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("Check after close = %v, want connection closed", err)
 	}
 }
 
 func TestCheckAfterClose(t *testing.T) {
 	p := startPeer(t)
-	p.conn.Close()
-	if err := p.info.Check(); err == nil {
+	p.Conn.Close()
+	if err := p.Info.Check(); err == nil {
 		t.Fatal("Check after the connection closed succeeded")
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"strings"
 	"time"
 
@@ -141,24 +140,12 @@ const DefaultListen = "127.0.0.1:9191"
 
 // Load reads and validates a config file.
 func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
-	}
-	cfg, err := Parse(data)
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
+	return yamlx.Load[File](path)
 }
 
 // Parse decodes YAML strictly and validates it.
 func Parse(data []byte) (Config, error) {
-	var f File
-	if err := yamlx.DecodeStrict(data, &f); err != nil {
-		return Config{}, err
-	}
-	return f.Validate()
+	return yamlx.Parse[File](data)
 }
 
 // Validate checks every field, fills defaults and returns the typed config.

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/sigilhq/sigil/authz/input"
+	"github.com/sigilhq/sigil/internal/benchcpu"
 )
 
 func loadRequest(t testing.TB, name string) *authv3.CheckRequest {
@@ -180,7 +181,7 @@ func BenchmarkBuild(b *testing.B) {
 	req := loadRequest(b, "06-bearer-header")
 	builder := input.NewBuilder(input.Options{})
 	b.ReportAllocs()
-	defer cpuTimer(b)()
+	defer benchcpu.Start(b)()
 	for b.Loop() {
 		if _, err := builder.Build(req); err != nil {
 			b.Fatal(err)

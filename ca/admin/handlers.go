@@ -471,38 +471,41 @@ func (s *Server) CAStatus(ctx context.Context, _ *adminv1.CAStatusRequest) (*adm
 
 // PrepareCA makes and publishes the next signing key of a kind.
 func (s *Server) PrepareCA(ctx context.Context, req *adminv1.PrepareCARequest) (*adminv1.PrepareCAResponse, error) {
-	actor, err := caller(ctx)
+	k, err := s.rotationStep(ctx, req.GetKind(), "prepare", "%s key", s.auth.Prepare)
 	if err != nil {
 		return nil, err
 	}
-	kind, err := kindFromProto(req.GetKind())
-	if err != nil {
-		return nil, err
-	}
-	k, err := s.auth.Prepare(ctx, kind)
-	if err != nil {
-		return nil, s.failCA(ctx, "ca prepare", fmt.Sprintf("%s key", kind), err)
-	}
-	s.audit(ctx, actor, "ca.prepare", k.ID, kind)
-	return &adminv1.PrepareCAResponse{Key: keyToProto(k)}, nil
+	return &adminv1.PrepareCAResponse{Key: k}, nil
 }
 
 // ActivateCA makes the prepared key of a kind the signing one.
 func (s *Server) ActivateCA(ctx context.Context, req *adminv1.ActivateCARequest) (*adminv1.ActivateCAResponse, error) {
+	k, err := s.rotationStep(ctx, req.GetKind(), "activate", "prepared %s key", s.auth.Activate)
+	if err != nil {
+		return nil, err
+	}
+	return &adminv1.ActivateCAResponse{Key: k}, nil
+}
+
+// rotationStep runs one step of a key rotation (prepare or activate) for
+// the caller, audits it as "ca.<op>" and returns the key it touched. what
+// formats the kind for the error message.
+func (s *Server) rotationStep(ctx context.Context, pk adminv1.KeyKind, op, what string,
+	step func(context.Context, ca.KeyKind) (ca.KeyStatus, error)) (*adminv1.CAKey, error) {
 	actor, err := caller(ctx)
 	if err != nil {
 		return nil, err
 	}
-	kind, err := kindFromProto(req.GetKind())
+	kind, err := kindFromProto(pk)
 	if err != nil {
 		return nil, err
 	}
-	k, err := s.auth.Activate(ctx, kind)
+	k, err := step(ctx, kind)
 	if err != nil {
-		return nil, s.failCA(ctx, "ca activate", fmt.Sprintf("prepared %s key", kind), err)
+		return nil, s.failCA(ctx, "ca "+op, fmt.Sprintf(what, kind), err)
 	}
-	s.audit(ctx, actor, "ca.activate", k.ID, kind)
-	return &adminv1.ActivateCAResponse{Key: keyToProto(k)}, nil
+	s.audit(ctx, actor, "ca."+op, k.ID, kind)
+	return keyToProto(k), nil
 }
 
 // TaintCA marks a key tainted: everything it signed is re-issued.

@@ -3,7 +3,6 @@ package caconfig
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"time"
 
@@ -122,24 +121,12 @@ type Upstream struct {
 
 // Load reads and validates a config file.
 func Load(path string) (Config, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("read config: %w", err)
-	}
-	cfg, err := Parse(data)
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
+	return yamlx.Load[File](path)
 }
 
 // Parse decodes YAML strictly and validates it.
 func Parse(data []byte) (Config, error) {
-	var f File
-	if err := yamlx.DecodeStrict(data, &f); err != nil {
-		return Config{}, err
-	}
-	return f.Validate()
+	return yamlx.Parse[File](data)
 }
 
 // Validate checks every field, fills defaults and returns the typed config.

@@ -139,34 +139,8 @@ func newEnv(t testing.TB, opts ...func(*nodeapi.Config)) *env {
 	return &env{ctx: ctx, clock: clk, store: st, ca: c, srv: srv, reg: reg, addr: lis.Addr().String(), roots: roots, pki: pki}
 }
 
-// serverTLS is ca/server's TLS configuration: the CA's SVID, and client
-// certificates verified against the roots when given.
-func serverTLS(c *ca.CA) *tls.Config {
-	return &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		roots, err := c.Roots(context.Background())
-		if err != nil {
-			return nil, err
-		}
-		pool := x509.NewCertPool()
-		for _, r := range roots {
-			pool.AddCert(r)
-		}
-		svid, err := c.GetX509SVID()
-		if err != nil {
-			return nil, err
-		}
-		chain := make([][]byte, len(svid.Certificates))
-		for i, cert := range svid.Certificates {
-			chain[i] = cert.Raw
-		}
-		return &tls.Config{
-			MinVersion:   tls.VersionTLS12,
-			Certificates: []tls.Certificate{{Certificate: chain, PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}},
-			ClientAuth:   tls.VerifyClientCertIfGiven,
-			ClientCAs:    pool,
-		}, nil
-	}}
-}
+// serverTLS is ca/server's own TLS configuration over the CA.
+func serverTLS(c *ca.CA) *tls.Config { return server.TLSConfig(context.Background(), c) }
 
 // dial connects to the node API, verifying the CA by its SPIFFE ID against
 // the bundle, presenting svid when it is not nil.

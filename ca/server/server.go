@@ -90,7 +90,7 @@ func (s *Server) Run(ctx context.Context) error {
 				return fmt.Errorf("listen on %s: %w", s.cfg.ServerAddress, err)
 			}
 		}
-		remote := grpc.NewServer(append(opts, grpc.Creds(credentials.NewTLS(s.tlsConfig(ctx))))...)
+		remote := grpc.NewServer(append(opts, grpc.Creds(credentials.NewTLS(TLSConfig(ctx, s.cfg.Identity))))...)
 		for _, svc := range s.cfg.Services {
 			svc.Register(remote)
 		}
@@ -115,13 +115,14 @@ func serveGRPC(ctx context.Context, g *errgroup.Group, srv *grpc.Server, lis net
 	})
 }
 
-// tlsConfig serves the CA's current SVID and verifies client certificates,
-// when given, against the current bundle authorities. Callers that need an identity
-// (admin calls) check the verified chain themselves.
-func (s *Server) tlsConfig(ctx context.Context) *tls.Config {
+// TLSConfig serves id's current SVID and verifies client certificates,
+// when given, against id's current bundle authorities. Callers that need an
+// identity (admin calls) check the verified chain themselves. It is exported
+// so that tests of the services behind the listener use the same handshake.
+func TLSConfig(ctx context.Context, id Identity) *tls.Config {
 	base := &tls.Config{MinVersion: tls.VersionTLS12}
 	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
-		roots, err := s.cfg.Identity.X509Authorities(ctx)
+		roots, err := id.X509Authorities(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +130,7 @@ func (s *Server) tlsConfig(ctx context.Context) *tls.Config {
 		for _, r := range roots {
 			pool.AddCert(r)
 		}
-		svid, err := s.cfg.Identity.GetX509SVID()
+		svid, err := id.GetX509SVID()
 		if err != nil {
 			return nil, err
 		}

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/peer"
 
 	"github.com/sigilhq/sigil/internal/testca"
+	"github.com/sigilhq/sigil/internal/testrun"
 )
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
@@ -79,20 +80,7 @@ func start(t *testing.T, id identity) (cfg Config, rec *peerRecorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("Run did not return after cancel")
-		}
-	})
+	testrun.Start(t, srv.Run)
 	waitFor(t, func() error {
 		c, err := net.Dial("tcp", cfg.ServerAddress)
 		if err == nil {

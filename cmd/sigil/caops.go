@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -80,35 +81,29 @@ func printKeys(cmd *cobra.Command, keys ...*adminv1.CAKey) error {
 }
 
 func newCAPrepareCmd() *cobra.Command {
-	var kind string
-	cmd := &cobra.Command{
-		Use:   "prepare",
-		Short: "Make the next signing key now and publish it in the bundle",
-		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			k, err := parseKind(kind)
-			if err != nil {
-				return err
-			}
-			return withAdmin(cmd, func(c adminv1.AdminClient) error {
-				resp, err := c.PrepareCA(cmd.Context(), &adminv1.PrepareCARequest{Kind: k})
-				if err != nil {
-					return err
-				}
-				return printKeys(cmd, resp.GetKey())
-			})
-		},
-	}
-	addAdminSocketFlag(cmd)
-	addKindFlag(cmd, &kind)
-	return cmd
+	return newCARotationCmd("prepare", "Make the next signing key now and publish it in the bundle",
+		func(ctx context.Context, c adminv1.AdminClient, k adminv1.KeyKind) (*adminv1.CAKey, error) {
+			resp, err := c.PrepareCA(ctx, &adminv1.PrepareCARequest{Kind: k})
+			return resp.GetKey(), err
+		})
 }
 
 func newCAActivateCmd() *cobra.Command {
+	return newCARotationCmd("activate", "Make the prepared key the signing one now",
+		func(ctx context.Context, c adminv1.AdminClient, k adminv1.KeyKind) (*adminv1.CAKey, error) {
+			resp, err := c.ActivateCA(ctx, &adminv1.ActivateCARequest{Kind: k})
+			return resp.GetKey(), err
+		})
+}
+
+// newCARotationCmd makes `ca prepare` or `ca activate`: one admin call for a
+// key kind, printing the key it returns.
+func newCARotationCmd(use, short string,
+	call func(context.Context, adminv1.AdminClient, adminv1.KeyKind) (*adminv1.CAKey, error)) *cobra.Command {
 	var kind string
 	cmd := &cobra.Command{
-		Use:   "activate",
-		Short: "Make the prepared key the signing one now",
+		Use:   use,
+		Short: short,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			k, err := parseKind(kind)
@@ -116,11 +111,11 @@ func newCAActivateCmd() *cobra.Command {
 				return err
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
-				resp, err := c.ActivateCA(cmd.Context(), &adminv1.ActivateCARequest{Kind: k})
+				key, err := call(cmd.Context(), c, k)
 				if err != nil {
 					return err
 				}
-				return printKeys(cmd, resp.GetKey())
+				return printKeys(cmd, key)
 			})
 		},
 	}

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -45,42 +44,24 @@ const policyExample = "examples/demo"
 const rate = 50
 
 var bins struct {
-	dir                       string // 0755: the workload uids execute from it
 	sigil                     *e2e.Binary
 	frontend, backend, caller string
 }
 
 func TestMain(m *testing.M) {
-	code, err := buildAndRun(m)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	os.Exit(code)
-}
-
-func buildAndRun(m *testing.M) (int, error) {
-	dir, err := os.MkdirTemp("", "sigil-demo-bin-")
-	if err != nil {
-		return 0, err
-	}
-	defer os.RemoveAll(dir)
-	if err := os.Chmod(dir, 0o755); err != nil {
-		return 0, err
-	}
-	bins.dir = dir
-	if bins.sigil, err = e2e.Build(dir); err != nil {
-		return 0, err
-	}
-	for _, b := range []struct {
-		dst  *string
-		name string
-	}{{&bins.frontend, "frontend"}, {&bins.backend, "backend"}, {&bins.caller, "caller"}} {
-		if *b.dst, err = e2e.BuildPackage(dir, "./hack/demo/"+b.name, b.name); err != nil {
-			return 0, err
+	e2e.Main(m, "demo", func(sigil *e2e.Binary, dir string) error {
+		bins.sigil = sigil
+		for _, b := range []struct {
+			dst  *string
+			name string
+		}{{&bins.frontend, "frontend"}, {&bins.backend, "backend"}, {&bins.caller, "caller"}} {
+			var err error
+			if *b.dst, err = e2e.BuildPackage(dir, "./hack/demo/"+b.name, b.name); err != nil {
+				return err
+			}
 		}
-	}
-	return m.Run(), nil
+		return nil
+	})
 }
 
 // say prints one line of the demo's narrative.
@@ -90,16 +71,6 @@ func say(format string, args ...any) {
 
 func step(n int, title string) {
 	fmt.Printf("\ndemo | ---- %d. %s\n", n, title)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // seedPolicies writes the Rego library and the demo example (without
@@ -281,8 +252,8 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	seedPolicies(t, filepath.Join(dir, "policies"))
-	authzAddr := freeAddr(t)
-	dev := bins.sigil.Start(t, "dev", "--dir", dir, "--server-address", freeAddr(t), "--health-address", freeAddr(t), "--authz-address", authzAddr)
+	authzAddr := e2e.FreeAddr(t)
+	dev := bins.sigil.Start(t, "dev", "--dir", dir, "--server-address", e2e.FreeAddr(t), "--health-address", e2e.FreeAddr(t), "--authz-address", authzAddr)
 	dev.WaitForOutput(t, "Sigil dev is running", 60*time.Second)
 	adminSock, agentSock, logFile := filepath.Join(dir, "admin.sock"), filepath.Join(dir, "agent.sock"), filepath.Join(dir, "decisions.log")
 	e2e.WaitForSocket(t, dev, agentSock, 30*time.Second)
@@ -298,7 +269,7 @@ func TestDemo(t *testing.T) {
 	}
 
 	step(4, "start backend and frontend (each gets its SVID from the agent with go-spiffe)")
-	backendAddr, backendStatusAddr, frontendStatusAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	backendAddr, backendStatusAddr, frontendStatusAddr := e2e.FreeAddr(t), e2e.FreeAddr(t), e2e.FreeAddr(t)
 	backend := e2e.AsUID(setpriv, bins.backend, uidBackend).Start(t,
 		"-socket", agentSock, "-listen", backendAddr, "-authz", authzAddr, "-status", backendStatusAddr)
 	frontend := e2e.AsUID(setpriv, bins.frontend, uidFrontend).Start(t,

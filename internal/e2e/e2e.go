@@ -27,15 +27,11 @@ type Binary struct {
 	Args []string
 }
 
-// Build compiles ./cmd/sigil into dir. Call it from TestMain.
+// Build compiles ./cmd/sigil into dir. Main calls it.
 func Build(dir string) (*Binary, error) {
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
-	out := filepath.Join(dir, "sigil")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/sigil")
-	cmd.Dir = root
-	if b, err := cmd.CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("go build ./cmd/sigil: %v\n%s", err, b)
+	out, err := BuildPackage(dir, "./cmd/sigil", "sigil")
+	if err != nil {
+		return nil, err
 	}
 	return &Binary{Path: out}, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"regexp"
 	"strings"
 
@@ -68,4 +69,35 @@ func clean(err error) error {
 		msgs = append(msgs, m)
 	}
 	return fmt.Errorf("config: %s", strings.Join(msgs, "; "))
+}
+
+// Schema is a configuration file's schema: it validates itself, once, into
+// the typed runtime configuration C.
+type Schema[C any] interface {
+	Validate() (C, error)
+}
+
+// Parse decodes data strictly into a new F and validates it into C.
+func Parse[F Schema[C], C any](data []byte) (C, error) {
+	var f F
+	if err := DecodeStrict(data, &f); err != nil {
+		var zero C
+		return zero, err
+	}
+	return f.Validate()
+}
+
+// Load reads the file at path and Parses it; an error in the file names the
+// file.
+func Load[F Schema[C], C any](path string) (C, error) {
+	var zero C
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return zero, fmt.Errorf("read config: %w", err)
+	}
+	c, err := Parse[F](data)
+	if err != nil {
+		return zero, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, nil
 }

@@ -3,8 +3,6 @@ package unix_test
 import (
 	"bufio"
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +17,7 @@ import (
 
 	"github.com/sigilhq/sigil/agent/attest/unix"
 	"github.com/sigilhq/sigil/agent/peercred"
+	"github.com/sigilhq/sigil/agent/peercred/peercredtest"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -98,31 +97,14 @@ func serveAttest(t testing.TB, dir string, a *unix.Attestor) string {
 // test does.
 func runRelay(t *testing.T, relay string, args ...string) []string {
 	t.Helper()
-	cmd := exec.Command(relay, args...)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
+	stdout := peercredtest.StartPiped(t, exec.Command(relay, args...))
 	type result struct {
 		line string
 		err  error
 	}
 	ch := make(chan result, 1)
 	go func() {
-		line, err := bufio.NewReader(stdout).ReadString('\n')
+		line, err := stdout.ReadString('\n')
 		ch <- result{line, err}
 	}()
 	var r result
@@ -195,20 +177,7 @@ func TestExecRelay(t *testing.T) {
 	}
 }
 
-// writeExe writes b to path (mode 0755, renamed into place) and returns
-// its sha256.
-func writeExe(t testing.TB, path string, b []byte) string {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
+func writeExe(t testing.TB, path string, b []byte) string { return peercredtest.WriteExe(t, path, b) }
 
 // lockedBuffer is a log sink for handlers used from several goroutines.
 type lockedBuffer struct {

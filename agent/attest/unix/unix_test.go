@@ -1,13 +1,8 @@
 package unix_test
 
 import (
-	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/user"
@@ -15,67 +10,24 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sigilhq/sigil/agent/attest/unix"
 	"github.com/sigilhq/sigil/agent/peercred"
+	"github.com/sigilhq/sigil/agent/peercred/peercredtest"
+	"github.com/sigilhq/sigil/internal/benchcpu"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
-// The test binary doubles as a workload: with SIGIL_UNIX_CONNECT set it
-// connects to that socket, says "ok" and waits for stdin to close.
+// The test binary doubles as a workload (peercredtest.ServePeer).
 func TestMain(m *testing.M) {
-	if sock := os.Getenv("SIGIL_UNIX_CONNECT"); sock != "" {
-		c, err := net.Dial("unix", sock)
-		if err != nil {
-			os.Stdout.WriteString("dial: " + err.Error() + "\n")
-			os.Exit(2)
-		}
-		os.Stdout.WriteString("ok\n")
-		_, _ = io.Copy(io.Discard, os.Stdin)
-		c.Close()
-		os.Exit(0)
-	}
+	peercredtest.ServePeer(nil)
 	os.Exit(m.Run())
 }
 
-// worldDir is a temporary directory every user can enter.
-func worldDir(t testing.TB) string {
-	t.Helper()
-	dir := t.TempDir()
-	for _, d := range []string{dir, filepath.Dir(dir)} {
-		if err := os.Chmod(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	return dir
-}
+func worldDir(t testing.TB) string { return peercredtest.WorldDir(t) }
 
-// copyExe copies the test binary to path, every user may run it, with
-// extra appended so that copies differ in content; it returns the sha256.
-func copyExe(t testing.TB, path, extra string) string {
-	t.Helper()
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b = append(b, extra...)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:])
-}
+func copyExe(t testing.TB, path, extra string) string { return peercredtest.CopySelf(t, path, extra) }
 
 type workload struct {
 	cmd  *exec.Cmd
@@ -86,55 +38,8 @@ type workload struct {
 // fresh socket and returns the peer credentials the server side sees.
 func start(t testing.TB, dir, exe string, argv ...string) *workload {
 	t.Helper()
-	f, err := os.CreateTemp(dir, "*.sock")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	sock := f.Name()
-	os.Remove(sock)
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	if err := os.Chmod(sock, 0o777); err != nil {
-		t.Fatal(err)
-	}
-	argv = append(argv, exe)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Env = append(os.Environ(), "SIGIL_UNIX_CONNECT="+sock)
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", argv, err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	})
-	if line, err := bufio.NewReader(stdout).ReadString('\n'); line != "ok\n" {
-		t.Fatalf("workload %v: %q %v", argv, line, err)
-	}
-	raw, err := ln.Accept()
-	if err != nil {
-		t.Fatal(err)
-	}
-	conn, ai, err := peercred.NewCredentials().ServerHandshake(raw)
-	if err != nil {
-		raw.Close()
-		t.Fatalf("handshake: %v", err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return &workload{cmd: cmd, info: ai.(peercred.Info)}
+	p := peercredtest.Start(t, dir, exe, nil, argv...)
+	return &workload{cmd: p.Cmd, info: p.Info}
 }
 
 func newAttestor(t testing.TB, cfg unix.Config) *unix.Attestor {
@@ -465,8 +370,7 @@ func BenchmarkAttest(b *testing.B) {
 		b.ReportAllocs()
 		// Wall time on a shared machine measures its load too: report the
 		// process's CPU time per attestation as well.
-		var before, after syscall.Rusage
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &before)
+		reportCPU := benchcpu.Start(b)
 		for b.Loop() {
 			sels, err := a.Attest(b.Context(), w.info)
 			if err != nil {
@@ -476,9 +380,7 @@ func BenchmarkAttest(b *testing.B) {
 				b.Fatalf("no path selector: %v", selector.Strings(sels))
 			}
 		}
-		_ = syscall.Getrusage(syscall.RUSAGE_SELF, &after)
-		cpu := time.Duration(after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano())
-		b.ReportMetric(float64(cpu.Nanoseconds())/float64(b.N), "cpu-ns/op")
+		reportCPU()
 		b.ReportMetric(float64(countProcs(b)), "procs")
 	}
 	b.Run("machine", run)

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -40,7 +39,6 @@ const (
 var (
 	sigil    *e2e.Binary
 	mtlspeer string
-	binDir   string // 0755: readable and executable by the workload uids
 )
 
 func TestMain(m *testing.M) {
@@ -49,27 +47,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, "FAIL:", err)
 		os.Exit(1)
 	}
-	dir, err := os.MkdirTemp("", "sigil-e2e-agent-bin-")
-	if err == nil {
-		err = os.Chmod(dir, 0o755)
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
-	sigil, err = e2e.Build(dir)
-	if err == nil {
+	e2e.Main(m, "agent", func(b *e2e.Binary, dir string) error {
+		sigil = b
+		var err error
 		mtlspeer, err = e2e.BuildPackage(dir, "./hack/e2e/agent/mtlspeer", "mtlspeer")
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+		return err
+	})
 }
 
 // env is one CA and one agent in a directory the workload uids can
@@ -81,23 +64,6 @@ type env struct {
 	caAddr                     string // the CA's node API; the same across a restart
 	agentID                    string
 	ca, agent                  *e2e.Proc
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func writeFile(t *testing.T, path, data string, mode os.FileMode) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(data), mode); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func newEnv(t *testing.T) *env {
@@ -119,11 +85,11 @@ func newEnv(t *testing.T) *env {
 		agentConfig: filepath.Join(dir, "agent.yaml"),
 		adminSock:   filepath.Join(dir, "ca", "admin.sock"),
 		agentSock:   filepath.Join(dir, "sock", "agent.sock"),
-		caAddr:      freeAddr(t),
+		caAddr:      e2e.FreeAddr(t),
 	}
 	// Short SVIDs so that a rotation happens within the test; the agent's
 	// own SVID lives longer so that a CA outage never makes it attest again.
-	writeFile(t, e.caConfig, fmt.Sprintf(`trust_domain: %s
+	e2e.WriteFile(t, e.caConfig, fmt.Sprintf(`trust_domain: %s
 data_dir: %s
 server_address: %s
 ca_ttl: 10m
@@ -148,8 +114,8 @@ func (e *env) enrol(t *testing.T) {
 	t.Helper()
 	tok := strings.TrimSpace(sigil.MustRun(t, e.admin("token", "create")...))
 	e.agentID = "spiffe://" + td + "/sigil/agent/join_token/" + tok
-	writeFile(t, filepath.Join(e.dir, "bundle.pem"), sigil.MustRun(t, e.admin("bundle", "show", "--format", "pem")...), 0o644)
-	writeFile(t, e.agentConfig, fmt.Sprintf(`trust_domain: %s
+	e2e.WriteFile(t, filepath.Join(e.dir, "bundle.pem"), sigil.MustRun(t, e.admin("bundle", "show", "--format", "pem")...), 0o644)
+	e2e.WriteFile(t, e.agentConfig, fmt.Sprintf(`trust_domain: %s
 server_address: %s
 data_dir: agent
 socket_path: %s
@@ -352,7 +318,7 @@ func TestAgentEndToEnd(t *testing.T) {
 	// Two spiffetls programs complete mTLS, each authorizing the other's ID.
 	server := e2e.AsUID(setpriv, mtlspeer, uidServer)
 	client := e2e.AsUID(setpriv, mtlspeer, uidClient)
-	addr := freeAddr(t)
+	addr := e2e.FreeAddr(t)
 	srv := server.Start(t, "-socket", e.agentSock, "-listen", addr, "-peer", idClient)
 	srv.WaitForOutput(t, "listening", 30*time.Second)
 	roundTrip := func(when string) {
@@ -371,7 +337,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Logf("client expecting another ID: %s", strings.TrimSpace(errOut))
 	}
 	// A server that accepts only another client ID refuses our client.
-	strictAddr := freeAddr(t)
+	strictAddr := e2e.FreeAddr(t)
 	strict := server.Start(t, "-socket", e.agentSock, "-listen", strictAddr, "-peer", idOther)
 	strict.WaitForOutput(t, "listening", 30*time.Second)
 	if out, errOut, err := client.Run(t, "-socket", e.agentSock, "-dial", strictAddr, "-peer", idServer); err == nil || strings.Contains(out, "reply") {

@@ -30,6 +30,7 @@ import (
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/internal/e2e"
 )
 
 // fetch returns the uid-0 SVID and our trust domain's bundle as the agent
@@ -110,7 +111,7 @@ func writeCerts(t *testing.T, path string, certs ...*x509.Certificate) {
 	for _, c := range certs {
 		b = append(b, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
 	}
-	writeFile(t, path, string(b), 0o644)
+	e2e.WriteFile(t, path, string(b), 0o644)
 }
 
 // opensslVerify runs `openssl verify -partial_chain` on svid with the

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,38 +23,15 @@ import (
 var sigil *e2e.Binary
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sigil-e2e-dev-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sigil, err = e2e.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
+	e2e.Main(m, "dev", func(b *e2e.Binary, _ string) error { sigil = b; return nil })
 }
 
 func startDev(t *testing.T, dir string) (*e2e.Proc, string) {
 	t.Helper()
-	authzAddr := freeAddr(t)
+	authzAddr := e2e.FreeAddr(t)
 	p := sigil.Start(t, "dev", "--dir", dir, "--server-address", "127.0.0.1:0", "--health-address", "127.0.0.1:0", "--authz-address", authzAddr)
 	e2e.WaitForSocket(t, p, filepath.Join(dir, "admin.sock"), 30*time.Second)
 	return p, authzAddr
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // authzServing asks the authz gRPC health service whether it serves.

@@ -10,7 +10,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,37 +36,7 @@ const (
 var sigil *e2e.Binary
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "sigil-e2e-sds-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	sigil, err = e2e.Build(dir)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-func writeFile(t *testing.T, path, data string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	e2e.Main(m, "sds", func(b *e2e.Binary, _ string) error { sigil = b; return nil })
 }
 
 // stack is a CA and an agent in t.TempDir(); the Envoy is this process.
@@ -81,17 +50,17 @@ func startStack(t *testing.T) *stack {
 	t.Helper()
 	dir := t.TempDir()
 	s := &stack{adminSock: filepath.Join(dir, "ca", "admin.sock"), agentSock: filepath.Join(dir, "agent.sock")}
-	addr := freeAddr(t)
-	writeFile(t, filepath.Join(dir, "ca.yaml"), fmt.Sprintf("trust_domain: %s\ndata_dir: %s\nserver_address: %s\n", td, filepath.Join(dir, "ca"), addr))
+	addr := e2e.FreeAddr(t)
+	e2e.WriteFile(t, filepath.Join(dir, "ca.yaml"), fmt.Sprintf("trust_domain: %s\ndata_dir: %s\nserver_address: %s\n", td, filepath.Join(dir, "ca"), addr), 0o600)
 	ca := sigil.Start(t, "ca", "run", "--config", filepath.Join(dir, "ca.yaml"))
 	e2e.WaitForSocket(t, ca, s.adminSock, 30*time.Second)
 
 	tok := strings.TrimSpace(sigil.MustRun(t, s.admin("token", "create")...))
 	s.agentID = "spiffe://" + td + "/sigil/agent/join_token/" + tok
 	s.createEntry(t, idEnvoy)
-	writeFile(t, filepath.Join(dir, "bundle.pem"), sigil.MustRun(t, s.admin("bundle", "show", "--format", "pem")...))
-	writeFile(t, filepath.Join(dir, "agent.yaml"), fmt.Sprintf("trust_domain: %s\nserver_address: %s\ndata_dir: agent\nsocket_path: %s\ntrust_bundle_file: bundle.pem\njoin_token: %s\n",
-		td, addr, s.agentSock, tok))
+	e2e.WriteFile(t, filepath.Join(dir, "bundle.pem"), sigil.MustRun(t, s.admin("bundle", "show", "--format", "pem")...), 0o600)
+	e2e.WriteFile(t, filepath.Join(dir, "agent.yaml"), fmt.Sprintf("trust_domain: %s\nserver_address: %s\ndata_dir: agent\nsocket_path: %s\ntrust_bundle_file: bundle.pem\njoin_token: %s\n",
+		td, addr, s.agentSock, tok), 0o600)
 	agent := sigil.Start(t, "agent", "run", "--config", filepath.Join(dir, "agent.yaml"))
 	e2e.WaitForSocket(t, agent, s.agentSock, 30*time.Second)
 	return s
