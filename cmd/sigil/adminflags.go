@@ -38,7 +38,7 @@ func defaultAdminSocket() string {
 // already.
 func addAdminSocketFlag(cmd *cobra.Command) {
 	cmd.PersistentFlags().String(adminSocketFlag, defaultAdminSocket(),
-		"unix socket of the CA's admin API (env SIGIL_ADMIN_SOCKET)")
+		"unix socket of the CA's admin API, a path or unix:///path (env SIGIL_ADMIN_SOCKET)")
 }
 
 // adminSocket is the socket the user asked for: the flag when given, else
@@ -89,6 +89,14 @@ func adminErr(err error) error {
 	case codes.NotFound, codes.AlreadyExists, codes.FailedPrecondition:
 		// The message says it already: "entry \"x\" not found".
 		return errors.New(st.Message())
+	case codes.Unavailable:
+		// The socket answered the probe, then the CA went away or is
+		// not ready; gRPC's own text names transports, not causes.
+		return withCode(exitUnavailable, errors.New("the CA stopped answering on its admin socket; is it still running? check its log"))
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return withCode(exitDenied, errors.New("the CA refused this call: "+st.Message()))
+	case codes.DeadlineExceeded:
+		return withCode(exitUnavailable, errors.New("the CA did not answer in time"))
 	}
 	// Split camel case: InvalidArgument -> invalid argument.
 	var b strings.Builder
@@ -108,7 +116,7 @@ func addOutputFlag(cmd *cobra.Command, dst *string) {
 
 func checkOutput(o string) error {
 	if o != "table" && o != "json" {
-		return fmt.Errorf("--output %q: want table or json", o)
+		return usageErrorf("--output %q: want table or json", o)
 	}
 	return nil
 }

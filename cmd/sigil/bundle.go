@@ -33,7 +33,7 @@ func newBundleShowCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "pem" && format != "spiffe" {
-				return fmt.Errorf("--format %q: want pem or spiffe", format)
+				return usageErrorf("--format %q: want pem or spiffe", format)
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.GetBundle(cmd.Context(), &adminv1.GetBundleRequest{TrustDomain: td})
@@ -133,10 +133,10 @@ func newBundleSetCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if td == "" {
-				return fmt.Errorf("--trust-domain is required")
+				return usageErrorf("--trust-domain is required")
 			}
 			if file == "" {
-				return fmt.Errorf("--file is required ('-': standard input)")
+				return usageErrorf("--file is required ('-': standard input)")
 			}
 			data, err := readBundleFile(cmd, file)
 			if err != nil {
@@ -154,7 +154,7 @@ func newBundleSetCmd() *cobra.Command {
 					f = adminv1.BundleFormat_BUNDLE_FORMAT_SPIFFE
 				}
 			default:
-				return fmt.Errorf("--format %q: want pem or spiffe", format)
+				return usageErrorf("--format %q: want pem or spiffe", format)
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.SetBundle(cmd.Context(), &adminv1.SetBundleRequest{TrustDomain: td, Format: f, Data: data})
@@ -202,7 +202,7 @@ func newBundleDeleteCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if td == "" {
-				return fmt.Errorf("--trust-domain is required")
+				return usageErrorf("--trust-domain is required")
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				if _, err := c.DeleteBundle(cmd.Context(), &adminv1.DeleteBundleRequest{TrustDomain: td}); err != nil {

@@ -29,5 +29,6 @@ func newRootCmd() *cobra.Command {
 	} {
 		root.AddCommand(add())
 	}
+	markUsageErrors(root)
 	return root
 }

@@ -27,7 +27,7 @@ func newTokenCreateCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ttl <= 0 {
-				return fmt.Errorf("--ttl %s: must be positive", ttl)
+				return usageErrorf("--ttl %s: must be positive", ttl)
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.CreateJoinToken(cmd.Context(), &adminv1.CreateJoinTokenRequest{Ttl: durationpb.New(ttl)})
