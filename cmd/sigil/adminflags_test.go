@@ -135,6 +135,7 @@ func TestCAOpsCommands(t *testing.T) {
 		wantErr string
 	}{
 		{args: []string{"status"}, wantOut: "abcd"},
+		{args: []string{"status", "-o", "json"}, wantOut: `"kind": "x509"`},
 		{args: []string{"prepare", "--kind", "jwt"}, wantOut: "prepared"},
 		{args: []string{"activate"}, wantOut: "active"},
 		{args: []string{"taint", "abcd"}, wantOut: "tainted x509 key abcd"},
@@ -156,7 +157,7 @@ func TestCAOpsCommands(t *testing.T) {
 			}
 		})
 	}
-	want := "status,prepare jwt,activate x509,taint x509 abcd,revoke jwt kid9"
+	want := "status,status,prepare jwt,activate x509,taint x509 abcd,revoke jwt kid9"
 	if got := strings.Join(e.auth.calls, ","); got != want {
 		t.Fatalf("authority calls %q, want %q", got, want)
 	}

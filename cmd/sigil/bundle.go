@@ -26,14 +26,26 @@ func newBundleCmd() *cobra.Command {
 }
 
 func newBundleShowCmd() *cobra.Command {
-	var format, td string
+	var output, format, td string
 	cmd := &cobra.Command{
 		Use:   "show",
 		Short: "Print a trust bundle (ours by default) as PEM or as a SPIFFE bundle",
-		Args:  cobra.NoArgs,
+		Example: `  sigil bundle show > bundle.pem
+  sigil bundle show -o spiffe    # SPIFFE bundle JSON, with the JWT authorities`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "pem" && format != "spiffe" {
-				return usageErrorf("--format %q: want pem or spiffe", format)
+			if cmd.Flags().Changed("format") {
+				if cmd.Flags().Changed("output") && format != output {
+					return usageErrorf("--format %q and --output %q disagree: give --output only", format, output)
+				}
+				output = format
+			}
+			switch output {
+			case "pem", "spiffe":
+			case "json":
+				output = "spiffe"
+			default:
+				return usageErrorf("--output %q: want pem, spiffe or json (the same as spiffe)", output)
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.GetBundle(cmd.Context(), &adminv1.GetBundleRequest{TrustDomain: td})
@@ -41,7 +53,7 @@ func newBundleShowCmd() *cobra.Command {
 					return err
 				}
 				var out []byte
-				if format == "pem" {
+				if output == "pem" {
 					out, err = bundlePEM(resp.GetBundle())
 				} else {
 					out, err = bundleSPIFFE(resp.GetBundle())
@@ -54,7 +66,10 @@ func newBundleShowCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "pem", "pem (X.509 authorities) or spiffe (SPIFFE bundle JSON with JWT authorities)")
+	cmd.Flags().StringVarP(&output, "output", "o", "pem", "pem (X.509 authorities), or spiffe or json (SPIFFE bundle JSON with JWT authorities)")
+	// --format was the flag's first name; scripts may still use it.
+	cmd.Flags().StringVar(&format, "format", "pem", "old name of --output")
+	cmd.Flags().Lookup("format").Hidden = true
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain (default: our own)")
 	return cmd
 }
