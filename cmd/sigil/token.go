@@ -23,7 +23,7 @@ func newTokenCreateCmd() *cobra.Command {
 		Use:   "create",
 		Short: "Create a one-time join token; only the token goes to standard output",
 		Example: `  TOKEN=$(sigil token create --ttl 10m)
-  sigil agent run --join-token "$TOKEN" ...`,
+  sigil agent run --config agent.yaml --join-token "$TOKEN"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ttl <= 0 {
