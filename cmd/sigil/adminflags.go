@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
@@ -42,7 +43,7 @@ func defaultAdminSocket() string {
 // already.
 func addAdminSocketFlag(cmd *cobra.Command) {
 	cmd.PersistentFlags().String(adminSocketFlag, defaultAdminSocket(),
-		"unix socket of the CA's admin API (env SIGIL_ADMIN_SOCKET)")
+		"unix socket of the CA's admin API, a path or unix:///path (env SIGIL_ADMIN_SOCKET)")
 }
 
 // adminSocket is the socket the user asked for: the flag when given, else
@@ -93,6 +94,14 @@ func adminErr(err error) error {
 	case codes.NotFound, codes.AlreadyExists, codes.FailedPrecondition:
 		// The message says it already: "entry \"x\" not found".
 		return errors.New(st.Message())
+	case codes.Unavailable:
+		// The socket answered the probe, then the CA went away or is
+		// not ready; gRPC's own text names transports, not causes.
+		return withCode(exitUnavailable, errors.New("the CA stopped answering on its admin socket; is it still running? check its log"))
+	case codes.PermissionDenied, codes.Unauthenticated:
+		return withCode(exitDenied, errors.New("the CA refused this call: "+st.Message()))
+	case codes.DeadlineExceeded:
+		return withCode(exitUnavailable, errors.New("the CA did not answer in time"))
 	}
 	// Split camel case: InvalidArgument -> invalid argument.
 	var b strings.Builder
@@ -112,7 +121,7 @@ func addOutputFlag(cmd *cobra.Command, dst *string) {
 
 func checkOutput(o string) error {
 	if o != "table" && o != "json" {
-		return fmt.Errorf("--output %q: want table or json", o)
+		return usageErrorf("--output %q: want table or json", o)
 	}
 	return nil
 }
@@ -129,12 +138,75 @@ func printJSON(w io.Writer, m proto.Message) error {
 	if err := json.Unmarshal(b, &v); err != nil {
 		return err
 	}
+	lowerEnums(v, m.ProtoReflect().Descriptor())
 	out, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
 	_, err = fmt.Fprintf(w, "%s\n", out)
 	return err
+}
+
+// lowerEnums rewrites, in v (m's protojson decoded into maps), every enum
+// value as a person writes it on the command line: KEY_KIND_X509 -> x509.
+func lowerEnums(v any, md protoreflect.MessageDescriptor) {
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	fields := md.Fields()
+	for name, val := range obj {
+		fd := fields.ByName(protoreflect.Name(name))
+		if fd == nil {
+			continue
+		}
+		if fd.IsMap() {
+			fd = fd.MapValue()
+			if m, ok := val.(map[string]any); ok {
+				for k, e := range m {
+					m[k] = lowerValue(e, fd)
+				}
+			}
+			continue
+		}
+		if list, ok := val.([]any); ok && fd.IsList() {
+			for i, e := range list {
+				list[i] = lowerValue(e, fd)
+			}
+			continue
+		}
+		obj[name] = lowerValue(val, fd)
+	}
+}
+
+func lowerValue(v any, fd protoreflect.FieldDescriptor) any {
+	switch fd.Kind() {
+	case protoreflect.MessageKind, protoreflect.GroupKind:
+		lowerEnums(v, fd.Message())
+	case protoreflect.EnumKind:
+		if s, ok := v.(string); ok {
+			return enumWord(s, fd.Enum())
+		}
+	}
+	return v
+}
+
+// enumWord strips the prefix the enum's values share (KEY_KIND_) and
+// lower-cases the rest.
+func enumWord(s string, ed protoreflect.EnumDescriptor) string {
+	vals := ed.Values()
+	prefix := ""
+	if vals.Len() > 1 {
+		prefix = string(vals.Get(0).Name())
+		for i := 1; i < vals.Len(); i++ {
+			name := string(vals.Get(i).Name())
+			for !strings.HasPrefix(name, prefix) {
+				prefix = prefix[:len(prefix)-1]
+			}
+		}
+		prefix = prefix[:strings.LastIndex(prefix, "_")+1]
+	}
+	return strings.ToLower(strings.TrimPrefix(s, prefix))
 }
 
 func newTable(w io.Writer) *tabwriter.Writer {

@@ -41,7 +41,7 @@ func newAgentRunCmd() *cobra.Command {
 			}
 			if joinToken != "" {
 				if cfg.X509PoP != nil {
-					return errors.New("--join-token: the config attests by x509pop; remove x509pop from it to attest by join token")
+					return usageErrorf("--join-token: the config attests by x509pop; remove x509pop from it to attest by join token")
 				}
 				cfg.JoinToken = joinToken
 			}

@@ -28,14 +28,26 @@ func newBundleCmd() *cobra.Command {
 }
 
 func newBundleShowCmd() *cobra.Command {
-	var format, td string
+	var output, format, td string
 	cmd := &cobra.Command{
 		Use:   "show",
 		Short: "Print a trust bundle (ours by default) as PEM or as a SPIFFE bundle",
-		Args:  cobra.NoArgs,
+		Example: `  sigil bundle show > bundle.pem
+  sigil bundle show -o spiffe    # SPIFFE bundle JSON, with the JWT authorities`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if format != "pem" && format != "spiffe" {
-				return fmt.Errorf("--format %q: want pem or spiffe", format)
+			if cmd.Flags().Changed("format") {
+				if cmd.Flags().Changed("output") && format != output {
+					return usageErrorf("--format %q and --output %q disagree: give --output only", format, output)
+				}
+				output = format
+			}
+			switch output {
+			case "pem", "spiffe":
+			case "json":
+				output = "spiffe"
+			default:
+				return usageErrorf("--output %q: want pem, spiffe or json (the same as spiffe)", output)
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.GetBundle(cmd.Context(), &adminv1.GetBundleRequest{TrustDomain: td})
@@ -43,7 +55,7 @@ func newBundleShowCmd() *cobra.Command {
 					return err
 				}
 				var out []byte
-				if format == "pem" {
+				if output == "pem" {
 					out, err = bundlePEM(resp.GetBundle())
 				} else {
 					out, err = bundleSPIFFE(resp.GetBundle())
@@ -56,7 +68,10 @@ func newBundleShowCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVar(&format, "format", "pem", "pem (X.509 authorities) or spiffe (SPIFFE bundle JSON with JWT authorities)")
+	cmd.Flags().StringVarP(&output, "output", "o", "pem", "pem (X.509 authorities), or spiffe or json (SPIFFE bundle JSON with JWT authorities)")
+	// --format was the flag's first name; scripts may still use it.
+	cmd.Flags().StringVar(&format, "format", "pem", "old name of --output")
+	cmd.Flags().Lookup("format").Hidden = true
 	cmd.Flags().StringVar(&td, "trust-domain", "", "trust domain (default: our own)")
 	return cmd
 }
@@ -141,10 +156,10 @@ func newBundleSetCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if td == "" {
-				return fmt.Errorf("--trust-domain is required")
+				return usageErrorf("--trust-domain is required")
 			}
 			if file == "" {
-				return fmt.Errorf("--file is required ('-': standard input)")
+				return usageErrorf("--file is required ('-': standard input)")
 			}
 			data, err := readBundleFile(cmd, file)
 			if err != nil {
@@ -162,7 +177,7 @@ func newBundleSetCmd() *cobra.Command {
 					f = adminv1.BundleFormat_BUNDLE_FORMAT_SPIFFE
 				}
 			default:
-				return fmt.Errorf("--format %q: want pem or spiffe", format)
+				return usageErrorf("--format %q: want pem or spiffe", format)
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.SetBundle(cmd.Context(), &adminv1.SetBundleRequest{TrustDomain: td, Format: f, Data: data})
@@ -210,7 +225,7 @@ func newBundleDeleteCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if td == "" {
-				return fmt.Errorf("--trust-domain is required")
+				return usageErrorf("--trust-domain is required")
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				if _, err := c.DeleteBundle(cmd.Context(), &adminv1.DeleteBundleRequest{TrustDomain: td}); err != nil {

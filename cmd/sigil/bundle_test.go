@@ -36,9 +36,19 @@ func TestBundleCommands(t *testing.T) {
 		t.Fatalf("bundle show pem printed:\n%s", out)
 	}
 
-	out, _, err = run(t, "", append([]string{"bundle", "show", "--format", "spiffe"}, sock...)...)
+	out, _, err = run(t, "", append([]string{"bundle", "show", "-o", "spiffe"}, sock...)...)
 	if err != nil {
-		t.Fatalf("bundle show --format spiffe: %v", err)
+		t.Fatalf("bundle show -o spiffe: %v", err)
+	}
+	// json is spiffe; --format is the hidden old name of --output.
+	for _, alias := range [][]string{{"-o", "json"}, {"--format", "spiffe"}} {
+		again, _, err := run(t, "", append(append([]string{"bundle", "show"}, alias...), sock...)...)
+		if err != nil || again != out {
+			t.Fatalf("bundle show %v printed %q, %v; want what -o spiffe printed", alias, again, err)
+		}
+	}
+	if _, _, err := run(t, "", append([]string{"bundle", "show", "-o", "table"}, sock...)...); exitCode(err) != exitUsage {
+		t.Fatalf("bundle show -o table: %v, want a usage error", err)
 	}
 	sb, err := spiffebundle.Parse(td, []byte(out))
 	if err != nil {

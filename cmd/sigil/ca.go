@@ -22,6 +22,7 @@ import (
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/ca/upstream"
+	"github.com/sigilhq/sigil/internal/buildinfo"
 	"github.com/sigilhq/sigil/internal/health"
 )
 
@@ -66,7 +67,8 @@ func newLogger(cmd *cobra.Command) *slog.Logger {
 
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		buildinfo.Read().Collector())
 	return reg
 }
 

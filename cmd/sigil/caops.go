@@ -29,7 +29,7 @@ func parseKind(s string) (adminv1.KeyKind, error) {
 	case "jwt":
 		return adminv1.KeyKind_KEY_KIND_JWT, nil
 	}
-	return 0, fmt.Errorf("--kind %q: want x509 or jwt", s)
+	return 0, usageErrorf("--kind %q: want x509 or jwt", s)
 }
 
 func kindName(k adminv1.KeyKind) string {

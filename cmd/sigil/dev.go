@@ -154,7 +154,7 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 			fmt.Fprintf(out, "  agent socket   %s (SPIFFE Workload API + Envoy SDS)\n", filepath.Join(dir, "agent.sock"))
 			fmt.Fprintf(out, "  authz          %s (Envoy ext_authz v3), policies in %s, decision log %s\n", alis.Addr(), filepath.Join(dir, "policies"), filepath.Join(dir, "decisions.log"))
 			fmt.Fprintf(out, "  health         http://%s/live  /ready  /metrics (ca, agent and authz)\n", hlis.Addr())
-			fmt.Fprintf(out, "Try:\n  sigil entry create --spiffe-id spiffe://%s/me --selector unix:uid:%d\n  sigil svid fetch\n  sigil bundle show --format pem\nCtrl-C stops.\n",
+			fmt.Fprintf(out, "Try:\n  sigil entry create --spiffe-id spiffe://%s/me --selector unix:uid:%d\n  sigil svid fetch\n  sigil bundle show\nCtrl-C stops.\n",
 				cfg.TrustDomain.Name(), os.Getuid())
 			err = <-done
 			logger.Info("sigil dev stopped")

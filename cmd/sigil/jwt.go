@@ -1,7 +1,6 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"time"
 
@@ -26,13 +25,13 @@ func newJWTFetchCmd() *cobra.Command {
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if len(audience) == 0 {
-				return errors.New("--audience is required")
+				return usageErrorf("--audience is required")
 			}
 			p := jwtsvid.Params{Audience: audience[0], ExtraAudiences: audience[1:]}
 			if id != "" {
 				sub, err := spiffeid.FromString(id)
 				if err != nil {
-					return fmt.Errorf("--spiffe-id %q: %w", id, err)
+					return usageErrorf("--spiffe-id %q: %w", id, err)
 				}
 				p.Subject = sub
 			}
@@ -43,7 +42,7 @@ func newJWTFetchCmd() *cobra.Command {
 			defer done()
 			svids, err := c.FetchJWTSVIDs(ctx, p)
 			if err != nil {
-				return fmt.Errorf("fetch jwt-svid: %w", err)
+				return c.explain("fetch jwt-svid", err)
 			}
 			for _, s := range svids {
 				fmt.Fprintln(cmd.OutOrStdout(), s.Marshal())
@@ -66,7 +65,7 @@ func newJWTValidateCmd() *cobra.Command {
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if audience == "" {
-				return errors.New("--audience is required")
+				return usageErrorf("--audience is required")
 			}
 			c, ctx, done, err := wf.client(cmd.Context())
 			if err != nil {
@@ -75,7 +74,7 @@ func newJWTValidateCmd() *cobra.Command {
 			defer done()
 			s, err := c.ValidateJWTSVID(ctx, args[0], audience)
 			if err != nil {
-				return fmt.Errorf("invalid jwt-svid: %w", err)
+				return c.explain("invalid jwt-svid", err)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "valid: %s, audience %v, expires %s\n", s.ID, s.Audience, s.Expiry.UTC().Format(time.RFC3339))
 			return nil

@@ -15,6 +15,6 @@ func main() {
 	stop()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sigil:", err)
-		os.Exit(1)
+		os.Exit(exitCode(err))
 	}
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"github.com/spf13/cobra"
+
+	"github.com/sigilhq/sigil/internal/buildinfo"
 )
 
 func newRootCmd() *cobra.Command {
@@ -26,8 +28,13 @@ func newRootCmd() *cobra.Command {
 		newBundleCmd,
 		newSVIDCmd,
 		newJWTCmd,
+		newVersionCmd,
 	} {
 		root.AddCommand(add())
 	}
+	// --version prints what `sigil version` does.
+	root.Version = buildinfo.Read().String()
+	root.SetVersionTemplate("{{.Version}}\n")
+	markUsageErrors(root)
 	return root
 }

@@ -7,12 +7,17 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 	gsw "github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sigilhq/sigil/internal/atomicfile"
+	"github.com/sigilhq/sigil/internal/unixsock"
 )
 
 // defaultSocket is where `sigil dev` serves the Workload API.
@@ -21,32 +26,97 @@ func defaultSocket() string {
 	return filepath.Join(home, ".sigil", "dev", "agent.sock")
 }
 
+// spiffeSocketEnv is the SPIFFE convention for the Workload API address,
+// honoured by go-spiffe, SPIRE and spiffe-helper.
+const spiffeSocketEnv = "SPIFFE_ENDPOINT_SOCKET"
+
 // workloadFlags are the flags of commands that talk to the Workload API.
 type workloadFlags struct {
 	socket  string
 	timeout time.Duration
+	flag    *pflag.Flag
 }
 
 func (f *workloadFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVar(&f.socket, "socket", defaultSocket(), "Workload API socket of the agent")
+	cmd.Flags().StringVar(&f.socket, "socket", defaultSocket(),
+		"Workload API socket of the agent, a path or unix:///path (env SIGIL_SOCKET, then "+spiffeSocketEnv+")")
 	cmd.Flags().DurationVar(&f.timeout, "timeout", 10*time.Second, "give up after this long")
+	f.flag = cmd.Flags().Lookup("socket")
 }
 
-func (f *workloadFlags) client(ctx context.Context) (*gsw.Client, context.Context, context.CancelFunc, error) {
-	if f.socket == "" {
-		return nil, nil, nil, errors.New("--socket is empty")
+// address is the socket the user asked for: --socket, else SIGIL_SOCKET
+// (applied to the flag by applyEnv), else SPIFFE_ENDPOINT_SOCKET, else the
+// dev default.
+func (f *workloadFlags) address() string {
+	if f.flag != nil && !f.flag.Changed {
+		if _, ok := os.LookupEnv(envName("socket")); !ok {
+			if v := os.Getenv(spiffeSocketEnv); v != "" {
+				return v
+			}
+		}
 	}
-	path, err := filepath.Abs(f.socket)
+	return f.socket
+}
+
+// client connects to the agent's Workload API, after checking that an agent
+// listens there; its errors say what to do.
+func (f *workloadFlags) client(ctx context.Context) (*workloadClient, context.Context, context.CancelFunc, error) {
+	path, err := unixsock.Path(f.address())
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("--socket: %w", err)
+		return nil, nil, nil, usageErrorf("--socket: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	if err := unixsock.Probe(ctx, path); err != nil {
+		cancel()
+		switch {
+		case errors.Is(err, unixsock.ErrNotListening):
+			return nil, nil, nil, fmt.Errorf("no Sigil agent: %w; start one with `sigil dev` (development) or `sigil agent run --config agent.yaml`, or point --socket (env %s) at its Workload API socket", err, spiffeSocketEnv)
+		case errors.Is(err, unixsock.ErrPermission):
+			return nil, nil, nil, fmt.Errorf("the agent's Workload API socket refuses this user (uid %d): %w; check the socket's directory and mode", os.Getuid(), err)
+		}
+		return nil, nil, nil, fmt.Errorf("cannot reach the Sigil agent: %w", err)
+	}
 	c, err := gsw.New(ctx, gsw.WithAddr("unix://"+path))
 	if err != nil {
 		cancel()
-		return nil, nil, nil, fmt.Errorf("workload api at %s: %w", f.socket, err)
+		return nil, nil, nil, fmt.Errorf("workload api at %s: %w", path, err)
 	}
-	return c, ctx, func() { c.Close(); cancel() }, nil
+	return &workloadClient{Client: c, path: path, timeout: f.timeout}, ctx, func() { c.Close(); cancel() }, nil
+}
+
+// workloadClient is a Workload API client that knows where it connected,
+// to say so in errors.
+type workloadClient struct {
+	*gsw.Client
+	path    string
+	timeout time.Duration
+}
+
+// explain turns an error of a Workload API call into one a person can act
+// on, with an exit code.
+func (c *workloadClient) explain(what string, err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return withCode(exitUnavailable, fmt.Errorf("%s: the agent at %s did not answer within %s (--timeout)", what, c.path, c.timeout))
+	}
+	st, ok := status.FromError(err)
+	if !ok {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	uid := os.Getuid()
+	switch st.Code() {
+	case codes.PermissionDenied:
+		return withCode(exitDenied, fmt.Errorf("%s: the agent at %s has no identity for this process (uid %d): %s; register one, e.g. `sigil entry create --spiffe-id spiffe://TRUST-DOMAIN/NAME --selector unix:uid:%d`",
+			what, c.path, uid, st.Message(), uid))
+	case codes.Unauthenticated:
+		return withCode(exitDenied, fmt.Errorf("%s: the agent at %s could not attest this process (uid %d): %s", what, c.path, uid, st.Message()))
+	case codes.Unavailable:
+		return withCode(exitUnavailable, fmt.Errorf("%s: the agent at %s is not ready: %s; check its log (is its CA reachable?)", what, c.path, st.Message()))
+	case codes.DeadlineExceeded:
+		return withCode(exitUnavailable, fmt.Errorf("%s: the agent at %s did not answer within %s (--timeout)", what, c.path, c.timeout))
+	case codes.InvalidArgument:
+		return fmt.Errorf("%s: %s", what, st.Message())
+	}
+	return fmt.Errorf("%s: %s: %s", what, strings.ToLower(st.Code().String()), st.Message())
 }
 
 func newSVIDCmd() *cobra.Command {
@@ -73,7 +143,7 @@ private key, mode 0600) and DIR/bundle.pem (the trust domain's roots).`,
 			defer done()
 			xc, err := c.FetchX509Context(ctx)
 			if err != nil {
-				return fmt.Errorf("fetch x509-svid: %w", err)
+				return c.explain("fetch x509-svid", err)
 			}
 			if len(xc.SVIDs) == 0 {
 				return errors.New("the agent gave no X509-SVID")

@@ -23,11 +23,11 @@ func newTokenCreateCmd() *cobra.Command {
 		Use:   "create",
 		Short: "Create a one-time join token; only the token goes to standard output",
 		Example: `  TOKEN=$(sigil token create --ttl 10m)
-  sigil agent run --join-token "$TOKEN" ...`,
+  sigil agent run --config agent.yaml --join-token "$TOKEN"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if ttl <= 0 {
-				return fmt.Errorf("--ttl %s: must be positive", ttl)
+				return usageErrorf("--ttl %s: must be positive", ttl)
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.CreateJoinToken(cmd.Context(), &adminv1.CreateJoinTokenRequest{Ttl: durationpb.New(ttl)})

@@ -7,8 +7,10 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -309,10 +311,12 @@ func TestAgentEndToEnd(t *testing.T) {
 		t.Fatalf("the agent did not log its attestation:\n%s", e.agent.Output())
 	}
 
-	// A uid with no entry is refused with PermissionDenied.
+	// A uid with no entry is refused (PermissionDenied from the agent),
+	// told so with its uid, and exits 4.
 	nobody := e2e.AsUID(setpriv, sigil.Path, uidNobody)
-	if out, errOut, err := nobody.Run(t, "svid", "fetch", "--socket", e.agentSock, "--timeout", "5s"); err == nil || !strings.Contains(errOut, "PermissionDenied") {
-		t.Fatalf("svid fetch as uid %d (no entry): err=%v stdout=%q stderr=%q, want PermissionDenied", uidNobody, err, out, errOut)
+	wantMsg := fmt.Sprintf("has no identity for this process (uid %d)", uidNobody)
+	if out, errOut, err := nobody.Run(t, "svid", "fetch", "--socket", e.agentSock, "--timeout", "5s"); err == nil || !strings.Contains(errOut, wantMsg) || exitStatus(err) != 4 {
+		t.Fatalf("svid fetch as uid %d (no entry): err=%v stdout=%q stderr=%q, want exit 4 and %q", uidNobody, err, out, errOut, wantMsg)
 	}
 
 	// Two spiffetls programs complete mTLS, each authorizing the other's ID.
@@ -468,4 +472,13 @@ func TestAgentEndToEnd(t *testing.T) {
 	t.Logf("entry delete → SVID gone from the go-spiffe stream: %s from the start of `sigil entry delete` (which returned after %s)",
 		gone.at.Sub(deleted).Round(time.Millisecond), returned.Round(time.Millisecond))
 	t.Logf("suite took %s", time.Since(start).Round(time.Millisecond))
+}
+
+// exitStatus is the exit code behind a command's error, -1 if it has none.
+func exitStatus(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	return -1
 }

@@ -46,20 +46,18 @@ func TestREADMECommands(t *testing.T) {
 	if fi, err := os.Stat(filepath.Join(root, cmds[1])); err != nil || fi.Mode()&0o111 == 0 {
 		t.Fatalf("%s is not an executable file: %v", cmds[1], err)
 	}
-	for _, addr := range []string{"127.0.0.1:8443", "127.0.0.1:9988", "127.0.0.1:9191"} {
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			t.Fatalf("%s is taken (is a sigil dev already running here?): %v", addr, err)
-		}
-		l.Close()
-	}
-
 	home := t.TempDir()
 	cmd := exec.Command("sh", "-c", "exec "+cmds[0])
 	cmd.Dir = root
 	// A fresh HOME, but Go's own caches where they are: HOME only moves
 	// sigil's default state directory.
 	cmd.Env = append(os.Environ(), "HOME="+home)
+	// The command as written, but on ports the kernel picks, through the
+	// flags' environment twins: a `sigil dev` already running here (on
+	// 8443, 9988 and 9191) does not get in the way.
+	for _, v := range []string{"SIGIL_SERVER_ADDRESS", "SIGIL_HEALTH_ADDRESS", "SIGIL_AUTHZ_ADDRESS"} {
+		cmd.Env = append(cmd.Env, v+"=127.0.0.1:0")
+	}
 	for _, v := range []string{"GOCACHE", "GOMODCACHE", "GOPATH"} {
 		val, err := exec.Command("go", "env", v).Output()
 		if err != nil {
