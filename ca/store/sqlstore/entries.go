@@ -233,19 +233,9 @@ func (s *Store) EntriesSince(ctx context.Context, rev int64) (store.EntryChanges
 		if err != nil || rev == 0 {
 			return err
 		}
-		rows, err := tx.QueryContext(ctx, `SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY revision`, rev)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				return err
-			}
-			ch.Deleted = append(ch.Deleted, id)
-		}
-		return rows.Err()
+		ch.Deleted, err = queryAll(ctx, tx, func(r scanner) (id string, err error) { return id, r.Scan(&id) },
+			`SELECT id FROM entry_tombstones WHERE revision > $1 ORDER BY revision`, rev)
+		return err
 	})
 	if err != nil {
 		return store.EntryChanges{}, fmt.Errorf("entries since %d: %w", rev, err)
@@ -267,18 +257,23 @@ type querier interface {
 }
 
 func queryEntries(ctx context.Context, db querier, q string, args ...any) ([]store.Entry, error) {
+	return queryAll(ctx, db, scanEntry, q, args...)
+}
+
+// queryAll runs q and scans every row with scan.
+func queryAll[T any](ctx context.Context, db querier, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
 	rows, err := db.QueryContext(ctx, q, args...)
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	var out []store.Entry
+	var out []T
 	for rows.Next() {
-		e, err := scanEntry(rows)
+		v, err := scan(rows)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, e)
+		out = append(out, v)
 	}
 	return out, rows.Err()
 }

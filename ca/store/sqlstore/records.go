@@ -132,20 +132,8 @@ func (s *Store) ListAgents(ctx context.Context, f store.AgentFilter) ([]store.Ag
 		q += ` LIMIT $2`
 		args = append(args, f.Limit)
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	out, err := queryAll(ctx, s.r, scanAgent, q, args...)
 	if err != nil {
-		return nil, fmt.Errorf("list agents: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Agent
-	for rows.Next() {
-		a, err := scanAgent(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list agents: %w", err)
-		}
-		out = append(out, a)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list agents: %w", err)
 	}
 	return out, nil
@@ -306,20 +294,8 @@ func (s *Store) GetBundle(ctx context.Context, trustDomain string) (store.Bundle
 
 // ListBundles returns every bundle ordered by trust domain.
 func (s *Store) ListBundles(ctx context.Context) ([]store.Bundle, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT `+bundleColumns+` FROM bundles ORDER BY trust_domain`)
+	out, err := queryAll(ctx, s.r, scanBundle, `SELECT `+bundleColumns+` FROM bundles ORDER BY trust_domain`)
 	if err != nil {
-		return nil, fmt.Errorf("list bundles: %w", err)
-	}
-	defer rows.Close()
-	var out []store.Bundle
-	for rows.Next() {
-		b, err := scanBundle(rows)
-		if err != nil {
-			return nil, fmt.Errorf("list bundles: %w", err)
-		}
-		out = append(out, b)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("list bundles: %w", err)
 	}
 	return out, nil
@@ -425,21 +401,13 @@ func (s *Store) ListAudit(ctx context.Context, f store.AuditFilter) ([]store.Aud
 		q += ` LIMIT $2`
 		args = append(args, f.Limit)
 	}
-	rows, err := s.r.QueryContext(ctx, q, args...)
+	out, err := queryAll(ctx, s.r, scanAudit, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("list audit: %w", err)
 	}
-	defer rows.Close()
-	var out []store.AuditEvent
-	for rows.Next() {
-		var ev store.AuditEvent
-		if err := rows.Scan(&ev.ID, timeCol{&ev.Time}, &ev.Actor, &ev.Action, &ev.Target, &ev.Details); err != nil {
-			return nil, fmt.Errorf("list audit: %w", err)
-		}
-		out = append(out, ev)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("list audit: %w", err)
-	}
 	return out, nil
+}
+
+func scanAudit(row scanner) (ev store.AuditEvent, err error) {
+	return ev, row.Scan(&ev.ID, timeCol{&ev.Time}, &ev.Actor, &ev.Action, &ev.Target, &ev.Details)
 }
