@@ -182,7 +182,7 @@ func x509Keys(t *testing.T, adminSock string) []caKey {
 	}
 	var keys []caKey
 	for _, k := range st.Keys {
-		if k.Kind == "KEY_KIND_X509" || k.Kind == "x509" {
+		if k.Kind == "x509" {
 			keys = append(keys, k)
 		}
 	}
@@ -272,9 +272,7 @@ func TestDemo(t *testing.T) {
 	backendAddr, backendStatusAddr, frontendStatusAddr := e2e.FreeAddr(t), e2e.FreeAddr(t), e2e.FreeAddr(t)
 	backend := e2e.AsUID(setpriv, bins.backend, uidBackend).Start(t,
 		"-socket", agentSock, "-listen", backendAddr, "-authz", authzAddr, "-status", backendStatusAddr)
-	frontend := e2e.AsUID(setpriv, bins.frontend, uidFrontend).Start(t,
-		"-socket", agentSock, "-backend", backendAddr, "-backend-id", idBackend, "-rate", strconv.Itoa(rate), "-status", frontendStatusAddr)
-	procs := []*e2e.Proc{dev, backend, frontend}
+	procs := []*e2e.Proc{dev, backend}
 	var bs backendStatus
 	var fs frontendStatus
 	readBackend := func() (bool, string) {
@@ -291,7 +289,12 @@ func TestDemo(t *testing.T) {
 		}
 		return true, ""
 	}
+	// The backend serves its status only once its mTLS listener is up, so
+	// the frontend's first call finds it listening.
 	waitFor(t, "backend up", 60*time.Second, procs, readBackend)
+	frontend := e2e.AsUID(setpriv, bins.frontend, uidFrontend).Start(t,
+		"-socket", agentSock, "-backend", backendAddr, "-backend-id", idBackend, "-rate", strconv.Itoa(rate), "-status", frontendStatusAddr)
+	procs = append(procs, frontend)
 	waitFor(t, "frontend calling", 60*time.Second, procs, func() (bool, string) {
 		if ok, d := readFrontend(); !ok {
 			return false, d

@@ -82,7 +82,7 @@ func (s *stack) activeX509Key(t *testing.T) string {
 		t.Fatalf("ca status -o json: %v\n%s", err, out)
 	}
 	for _, k := range st.Keys {
-		if k.Kind == "KEY_KIND_X509" && k.State == "active" {
+		if k.Kind == "x509" && k.State == "active" {
 			return k.ID
 		}
 	}
