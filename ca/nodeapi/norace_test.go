@@ -1,0 +1,5 @@
+//go:build !race
+
+package nodeapi_test
+
+const raceEnabled = false
