@@ -49,6 +49,9 @@ func (c *CA) Rotate(ctx context.Context) error {
 	if err := c.publishBundle(ctx); err != nil {
 		return err
 	}
+	if err := c.refreshRevocations(ctx); err != nil {
+		return err
+	}
 	return c.refreshServerSVID(ctx, false)
 }
 
