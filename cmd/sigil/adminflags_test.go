@@ -56,6 +56,11 @@ func (r *recordingAuthority) Revoke(_ context.Context, k ca.KeyKind, id string) 
 	return nil
 }
 
+func (r *recordingAuthority) RevokeSVID(_ context.Context, actor, serial, spiffeID string) error {
+	r.add("revoke svid " + serial + " " + spiffeID)
+	return nil
+}
+
 type cliEnv struct {
 	socket string
 	store  *sqlstore.Store
@@ -175,6 +180,22 @@ func TestCAOpsCommands(t *testing.T) {
 		})
 	}
 	want := "status,prepare jwt,activate x509,taint x509 abcd,revoke jwt kid9"
+	if got := strings.Join(e.auth.calls, ","); got != want {
+		t.Fatalf("authority calls %q, want %q", got, want)
+	}
+	e.auth.calls = nil
+	newSVID := func() *cobra.Command {
+		c := &cobra.Command{Use: "svid", SilenceErrors: true, SilenceUsage: true}
+		c.AddCommand(newSVIDRevokeCmd())
+		return c
+	}
+	if out, _, err := runCmd(t, newSVID(), "", "revoke", "--serial", "AB12", "--spiffe-id", "spiffe://example.org/w", "--admin-socket", e.socket); err != nil || !strings.Contains(out, "revoked svid AB12") {
+		t.Fatalf("svid revoke: out %q, err %v", out, err)
+	}
+	if _, _, err := runCmd(t, newSVID(), "", "revoke", "--admin-socket", e.socket); err == nil || !strings.Contains(err.Error(), "--serial") {
+		t.Fatalf("svid revoke without --serial: %v", err)
+	}
+	want = "revoke svid AB12 spiffe://example.org/w"
 	if got := strings.Join(e.auth.calls, ","); got != want {
 		t.Fatalf("authority calls %q, want %q", got, want)
 	}

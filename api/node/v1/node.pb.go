@@ -465,8 +465,14 @@ type SyncResponse struct {
 	Bundles           []*v1.Bundle           `protobuf:"bytes,5,rep,name=bundles,proto3" json:"bundles,omitempty"`                                                  // every bundle (own and federated) when any changed; empty otherwise
 	TaintedX509KeyIds []string               `protobuf:"bytes,6,rep,name=tainted_x509_key_ids,json=taintedX509KeyIds,proto3" json:"tainted_x509_key_ids,omitempty"` // CA keys whose SVIDs must be re-issued now
 	RevokedX509KeyIds []string               `protobuf:"bytes,7,rep,name=revoked_x509_key_ids,json=revokedX509KeyIds,proto3" json:"revoked_x509_key_ids,omitempty"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// Revocation of single SVIDs (field numbers from 20 on, apart from the
+	// stream's other fields): one DER X.509 CRL per signing key of the
+	// serving CA, each signed by that key. Sent whole whenever any changed;
+	// absent when none changed.
+	X509Crls        [][]byte `protobuf:"bytes,20,rep,name=x509_crls,json=x509Crls,proto3" json:"x509_crls,omitempty"`
+	X509CrlsChanged bool     `protobuf:"varint,21,opt,name=x509_crls_changed,json=x509CrlsChanged,proto3" json:"x509_crls_changed,omitempty"` // x509_crls is the new set, even when empty
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SyncResponse) Reset() {
@@ -546,6 +552,20 @@ func (x *SyncResponse) GetRevokedX509KeyIds() []string {
 		return x.RevokedX509KeyIds
 	}
 	return nil
+}
+
+func (x *SyncResponse) GetX509Crls() [][]byte {
+	if x != nil {
+		return x.X509Crls
+	}
+	return nil
+}
+
+func (x *SyncResponse) GetX509CrlsChanged() bool {
+	if x != nil {
+		return x.X509CrlsChanged
+	}
+	return false
 }
 
 type SignX509SVIDsRequest struct {
@@ -888,7 +908,7 @@ const file_api_node_v1_node_proto_rawDesc = "" +
 	"\x12RenewAgentResponse\x12,\n" +
 	"\x04svid\x18\x01 \x01(\v2\x18.sigil.node.v1.AgentSVIDR\x04svid\")\n" +
 	"\vSyncRequest\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xaf\x02\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\xf8\x02\n" +
 	"\fSyncResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12/\n" +
@@ -896,7 +916,9 @@ const file_api_node_v1_node_proto_rawDesc = "" +
 	"\x11deleted_entry_ids\x18\x04 \x03(\tR\x0fdeletedEntryIds\x120\n" +
 	"\abundles\x18\x05 \x03(\v2\x16.sigil.types.v1.BundleR\abundles\x12/\n" +
 	"\x14tainted_x509_key_ids\x18\x06 \x03(\tR\x11taintedX509KeyIds\x12/\n" +
-	"\x14revoked_x509_key_ids\x18\a \x03(\tR\x11revokedX509KeyIds\"F\n" +
+	"\x14revoked_x509_key_ids\x18\a \x03(\tR\x11revokedX509KeyIds\x12\x1b\n" +
+	"\tx509_crls\x18\x14 \x03(\fR\bx509Crls\x12*\n" +
+	"\x11x509_crls_changed\x18\x15 \x01(\bR\x0fx509CrlsChanged\"F\n" +
 	"\x14SignX509SVIDsRequest\x12.\n" +
 	"\x04csrs\x18\x01 \x03(\v2\x1a.sigil.node.v1.CSRForEntryR\x04csrs\":\n" +
 	"\vCSRForEntry\x12\x19\n" +
