@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -78,8 +80,12 @@ func (c *Cache) syncOnce(ctx context.Context) (progressed bool, err error) {
 	}
 }
 
+// MaxCRLs bounds the CRLs one sync response may carry (the CA sends one
+// per signing key: a handful).
+const MaxCRLs = 64
+
 // Apply applies one SyncResponse: entries created, updated or deleted (or
-// the whole set replaced), bundles, and tainted or revoked CA keys. Either
+// the whole set replaced), bundles, CRLs, and tainted or revoked CA keys. Either
 // all of it applies or none does. Subscribers that can see a difference get
 // a new Update.
 func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
@@ -103,6 +109,15 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		}
 		if _, ok := bundles[c.cfg.TrustDomain]; !ok {
 			return fmt.Errorf("sync: bundles without our trust domain %s", c.cfg.TrustDomain)
+		}
+	}
+
+	if n := len(resp.GetX509Crls()); n > MaxCRLs {
+		return fmt.Errorf("sync: %d CRLs, more than %d", n, MaxCRLs)
+	}
+	for i, der := range resp.GetX509Crls() {
+		if _, err := x509.ParseRevocationList(der); err != nil {
+			return fmt.Errorf("sync: CRL %d: %w", i, err)
 		}
 	}
 
@@ -163,6 +178,10 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	if bundles != nil {
 		ch.all = ch.all || !sameBundles(c.bundles, bundles)
 		c.bundles = bundles
+	}
+	if resp.GetX509CrlsChanged() {
+		ch.all = ch.all || !slices.EqualFunc(c.crls, resp.GetX509Crls(), bytes.Equal)
+		c.crls = resp.GetX509Crls()
 	}
 	if resp.GetFull() || len(resp.GetTaintedX509KeyIds()) > 0 || len(resp.GetRevokedX509KeyIds()) > 0 {
 		bad := map[string]bool{}
