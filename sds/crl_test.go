@@ -40,6 +40,9 @@ func TestValidationContextCarriesCRLs(t *testing.T) {
 func listsVictim(t *testing.T, name string, s *tlsv3.Secret, chain []*x509.Certificate, bystander *x509.Certificate) {
 	victim := chain[0]
 	t.Helper()
+	if !s.GetValidationContext().GetOnlyVerifyLeafCertCrl() {
+		t.Fatalf("%s: only_verify_leaf_cert_crl is not set: Envoy would want a CRL for every certificate of the chain and refuse every peer", name)
+	}
 	raw := s.GetValidationContext().GetCrl().GetInlineBytes()
 	blk, rest := pem.Decode(raw)
 	if blk == nil || blk.Type != "X509 CRL" || len(rest) != 0 {

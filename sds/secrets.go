@@ -191,9 +191,10 @@ func packSVID(name string, svid *x509svid.SVID) (*resource, error) {
 }
 
 // validationContext trusts b's X.509 authorities and, when there are any,
-// checks the peer against crls (Envoy then checks CRLs for each issuer that
-// has one; our CA signs one per signing key, so every SVID of ours is
-// checked).
+// checks the peer's leaf against crls. Only the leaf: Envoy otherwise wants
+// a CRL for every certificate of the chain (the signing key's certificate
+// too, from the upstream root) and fails every handshake without one. Our
+// CA signs one CRL per signing key, so every leaf of ours is checked.
 func validationContext(name string, b *spiffebundle.Bundle, crls [][]byte) (*tlsv3.Secret, error) {
 	if b == nil || len(b.X509Authorities()) == 0 {
 		return nil, nil
@@ -205,6 +206,7 @@ func validationContext(name string, b *spiffebundle.Bundle, crls [][]byte) (*tls
 			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})...)
 		}
 		vc.Crl = inline(out)
+		vc.OnlyVerifyLeafCertCrl = true
 	}
 	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}, nil
 }
