@@ -130,3 +130,28 @@ func opensslCRLCheck(t *testing.T, e *env, svid *ca.X509SVID) (string, error) {
 	}
 	return string(out), err
 }
+
+// Status shows the upstream roots (agents' bootstrap trust) apart from
+// the keys: they are not the bundle's authorities.
+func TestStatusShowsUpstreamRoots(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	st, err := e.ca.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := e.up.Roots(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.UpstreamRoots) != 1 || !st.UpstreamRoots[0].Equal(roots[0]) {
+		t.Fatalf("status upstream roots %d, want the upstream's root", len(st.UpstreamRoots))
+	}
+	b, err := e.ca.Bundle(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.HasX509Authority(roots[0]) {
+		t.Fatal("the upstream root is in the bundle")
+	}
+}

@@ -414,6 +414,9 @@ func (s *Server) CAStatus(ctx context.Context, _ *adminv1.CAStatusRequest) (*adm
 		return nil, s.failCA(ctx, "ca status", "ca status", err)
 	}
 	out := &adminv1.CAStatusResponse{TrustDomain: st.TrustDomain}
+	for _, r := range st.UpstreamRoots {
+		out.UpstreamRoots = append(out.UpstreamRoots, r.Raw)
+	}
 	for _, k := range st.Keys {
 		out.Keys = append(out.Keys, keyToProto(k))
 	}

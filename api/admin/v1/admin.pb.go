@@ -1497,6 +1497,7 @@ type CAStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
 	Keys          []*CAKey               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	UpstreamRoots [][]byte               `protobuf:"bytes,3,rep,name=upstream_roots,json=upstreamRoots,proto3" json:"upstream_roots,omitempty"` // DER: what the signing keys chain to; not the bundle
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1541,6 +1542,13 @@ func (x *CAStatusResponse) GetTrustDomain() string {
 func (x *CAStatusResponse) GetKeys() []*CAKey {
 	if x != nil {
 		return x.Keys
+	}
+	return nil
+}
+
+func (x *CAStatusResponse) GetUpstreamRoots() [][]byte {
+	if x != nil {
+		return x.UpstreamRoots
 	}
 	return nil
 }
@@ -2243,10 +2251,11 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
 	"\atainted\x18\x06 \x01(\bR\atainted\"\x11\n" +
-	"\x0fCAStatusRequest\"`\n" +
+	"\x0fCAStatusRequest\"\x87\x01\n" +
 	"\x10CAStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
-	"\x04keys\x18\x02 \x03(\v2\x15.sigil.admin.v1.CAKeyR\x04keys\"?\n" +
+	"\x04keys\x18\x02 \x03(\v2\x15.sigil.admin.v1.CAKeyR\x04keys\x12%\n" +
+	"\x0eupstream_roots\x18\x03 \x03(\fR\rupstreamRoots\"?\n" +
 	"\x10PrepareCARequest\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.sigil.admin.v1.KeyKindR\x04kind\"<\n" +
 	"\x11PrepareCAResponse\x12'\n" +
