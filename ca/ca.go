@@ -49,6 +49,7 @@ type Upstream interface {
 type Store interface {
 	store.Journals
 	store.Bundles
+	store.Revocations
 	AppendAudit(ctx context.Context, ev store.AuditEvent) (store.AuditEvent, error)
 }
 
@@ -83,6 +84,9 @@ type CA struct {
 	// authorities are the X.509 authorities of the last published bundle.
 	authorities atomic.Pointer[[]*x509.Certificate]
 	kidTag      string // prefix of every JWT kid this instance makes
+
+	revMu   sync.Mutex // serializes refreshRevocations
+	revoked atomic.Pointer[revocations]
 }
 
 // ErrNotReady is returned by signing calls before Init succeeded.
@@ -181,6 +185,9 @@ func (c *CA) Init(ctx context.Context) error {
 	if err := c.publishBundle(ctx); err != nil {
 		return err
 	}
+	if err := c.refreshRevocations(ctx); err != nil {
+		return err
+	}
 	return c.refreshServerSVID(ctx, true)
 }
 
@@ -276,6 +283,8 @@ func (c *CA) Run(ctx context.Context, every time.Duration) error {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	rev := time.NewTicker(RevocationPoll)
+	defer rev.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -283,6 +292,13 @@ func (c *CA) Run(ctx context.Context, every time.Duration) error {
 		case <-t.C:
 			if err := c.Rotate(ctx); err != nil {
 				c.cfg.Logger.Error("ca rotation failed", "error", err)
+			}
+			if _, err := c.cfg.Store.PruneRevokedSVIDs(ctx, c.cfg.Now()); err != nil {
+				c.cfg.Logger.Error("prune revoked svids", "error", err)
+			}
+		case <-rev.C:
+			if err := c.refreshRevocations(ctx); err != nil {
+				c.cfg.Logger.Error("refresh revocations", "error", err)
 			}
 		}
 	}

@@ -49,6 +49,9 @@ func (c *CA) Rotate(ctx context.Context) error {
 	if err := c.publishBundle(ctx); err != nil {
 		return err
 	}
+	if err := c.refreshRevocations(ctx); err != nil {
+		return err
+	}
 	return c.refreshServerSVID(ctx, false)
 }
 
@@ -260,7 +263,11 @@ func (c *CA) Status(ctx context.Context) (Status, error) {
 	if st == nil {
 		return Status{}, ErrNotReady
 	}
-	return Status{TrustDomain: c.cfg.TrustDomain.Name(), Keys: st.statuses()}, nil
+	roots, err := c.cfg.Upstream.Roots(ctx)
+	if err != nil {
+		return Status{}, fmt.Errorf("ca status: upstream roots: %w", err)
+	}
+	return Status{TrustDomain: c.cfg.TrustDomain.Name(), Keys: st.statuses(), UpstreamRoots: roots}, nil
 }
 
 // Prepare makes and publishes a new key of kind now, whatever the schedule.

@@ -1,6 +1,9 @@
 package ca
 
-import "time"
+import (
+	"crypto/x509"
+	"time"
+)
 
 // KeyKind names one of the CA's two key families.
 type KeyKind string
@@ -35,4 +38,7 @@ type KeyStatus struct {
 type Status struct {
 	TrustDomain string
 	Keys        []KeyStatus
+	// UpstreamRoots are what the signing certificates chain to: agents'
+	// bootstrap trust, not the bundle's authorities.
+	UpstreamRoots []*x509.Certificate
 }

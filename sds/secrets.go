@@ -134,7 +134,7 @@ func (s *snapshot) build(name string) (*resource, error) {
 	case s.names.defaultSVID:
 		return s.tlsCertificate(name, func(workload.Identity) bool { return true })
 	case s.names.rootCA:
-		return pack(validationContext(name, s.update.Bundle))
+		return pack(validationContext(name, s.update.Bundle, s.update.X509CRLs))
 	case s.names.all:
 		return pack(s.allBundles(name))
 	}
@@ -149,9 +149,9 @@ func (s *snapshot) build(name string) (*resource, error) {
 	if id.Path() == "" {
 		td := id.TrustDomain()
 		if s.update.Bundle != nil && s.update.Bundle.TrustDomain() == td {
-			return pack(validationContext(name, s.update.Bundle))
+			return pack(validationContext(name, s.update.Bundle, s.update.X509CRLs))
 		}
-		return pack(validationContext(name, s.update.FederatedBundles[td]))
+		return pack(validationContext(name, s.update.FederatedBundles[td], nil))
 	}
 	return s.tlsCertificate(name, func(i workload.Identity) bool { return i.SVID.ID == id })
 }
@@ -190,16 +190,25 @@ func packSVID(name string, svid *x509svid.SVID) (*resource, error) {
 	}, nil)
 }
 
-func validationContext(name string, b *spiffebundle.Bundle) (*tlsv3.Secret, error) {
+// validationContext trusts b's X.509 authorities and, when there are any,
+// checks the peer's leaf against crls. Only the leaf: Envoy otherwise wants
+// a CRL for every certificate of the chain (the signing key's certificate
+// too, from the upstream root) and fails every handshake without one. Our
+// CA signs one CRL per signing key, so every leaf of ours is checked.
+func validationContext(name string, b *spiffebundle.Bundle, crls [][]byte) (*tlsv3.Secret, error) {
 	if b == nil || len(b.X509Authorities()) == 0 {
 		return nil, nil
 	}
-	return &tlsv3.Secret{
-		Name: name,
-		Type: &tlsv3.Secret_ValidationContext{ValidationContext: &tlsv3.CertificateValidationContext{
-			TrustedCa: inline(certsPEM(b.X509Authorities())),
-		}},
-	}, nil
+	vc := &tlsv3.CertificateValidationContext{TrustedCa: inline(certsPEM(b.X509Authorities()))}
+	if len(crls) > 0 {
+		var out []byte
+		for _, der := range crls {
+			out = append(out, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der})...)
+		}
+		vc.Crl = inline(out)
+		vc.OnlyVerifyLeafCertCrl = true
+	}
+	return &tlsv3.Secret{Name: name, Type: &tlsv3.Secret_ValidationContext{ValidationContext: vc}}, nil
 }
 
 // allBundles is a validation context whose SPIFFE validator holds every

@@ -67,6 +67,7 @@ type Cache struct {
 	entries  map[string]*entry
 	bundles  map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	bad      map[string]bool // tainted or revoked CA key IDs
+	crls     [][]byte        // DER CRLs of our trust domain, as the CA last sent them
 	revision int64
 	synced   bool
 	subs     map[*subscription]struct{}

@@ -1,11 +1,13 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/x509"
 	"errors"
 	"io"
+	"math/big"
 	"sync"
 	"testing"
 	"time"
@@ -476,6 +478,8 @@ func TestApplyRejectsBadResponses(t *testing.T) {
 		{name: "bad federates_with", resp: &nodev1.SyncResponse{Entries: []*typesv1.Entry{{Id: "a", SpiffeId: "spiffe://example.org/a", Selectors: []string{"unix:uid:1"}, FederatesWith: []string{"Bad TD"}}}}},
 		{name: "bundles without ours", resp: &nodev1.SyncResponse{Bundles: []*typesv1.Bundle{bundlePB(t, "other.org", s.ca, 1)}}},
 		{name: "bad bundle cert", resp: &nodev1.SyncResponse{Bundles: []*typesv1.Bundle{{TrustDomain: "example.org", X509Authorities: [][]byte{{1, 2}}}}}},
+		{name: "bad CRL", resp: &nodev1.SyncResponse{X509CrlsChanged: true, X509Crls: [][]byte{{1, 2}}}},
+		{name: "too many CRLs", resp: &nodev1.SyncResponse{X509CrlsChanged: true, X509Crls: make([][]byte, MaxCRLs+1)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -578,5 +582,29 @@ func TestRunWaitsOnTheClock(t *testing.T) {
 	}
 	if n := calls(); n != 2 {
 		t.Fatalf("%d signing calls, want 2", n)
+	}
+}
+
+// CRLs from the sync reach every subscriber; a response that does not say
+// they changed leaves them alone.
+func TestCRLsReachSubscribers(t *testing.T) {
+	c, s, _ := newTestCache(t, 100)
+	crl := s.ca.CRL(t, big.NewInt(0xabc))
+	mustApply(t, c, &nodev1.SyncResponse{Revision: 1, Full: true, Entries: []*typesv1.Entry{ent("a", "spiffe://example.org/web", "unix:uid:1000")},
+		Bundles: []*typesv1.Bundle{bundlePB(t, "example.org", s.ca, 1)}})
+	sub := c.Subscribe(sels("unix:uid:1"))
+	defer sub.Close()
+	if u := latest(t, sub); len(u.X509CRLs) != 0 {
+		t.Fatalf("CRLs before any were sent: %d", len(u.X509CRLs))
+	}
+	mustApply(t, c, &nodev1.SyncResponse{Revision: 1, X509CrlsChanged: true, X509Crls: [][]byte{crl}})
+	if u := latest(t, sub); len(u.X509CRLs) != 1 || !bytes.Equal(u.X509CRLs[0], crl) {
+		t.Fatalf("CRLs after the sync: %d, want the one sent", len(u.X509CRLs))
+	}
+	mustApply(t, c, &nodev1.SyncResponse{Revision: 2})
+	noUpdate(t, sub)
+	mustApply(t, c, &nodev1.SyncResponse{Revision: 3, X509CrlsChanged: true})
+	if u := latest(t, sub); len(u.X509CRLs) != 0 {
+		t.Fatalf("CRLs after an empty set was sent: %d", len(u.X509CRLs))
 	}
 }

@@ -93,7 +93,7 @@ func (c *Cache) notifyLocked(ch changes) {
 // outside its validity is not in it: the workload sees what a workload
 // without that identity sees.
 func (c *Cache) updateLocked(sels selector.Set, now time.Time) workload.Update {
-	u := workload.Update{Bundle: c.bundles[c.cfg.TrustDomain]}
+	u := workload.Update{Bundle: c.bundles[c.cfg.TrustDomain], X509CRLs: c.crls}
 	for id, e := range c.entries {
 		if e.svid == nil || !sels.Superset(e.sels) || !Usable(now, e.validFrom, e.validUntil) {
 			continue

@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"bytes"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -111,8 +113,9 @@ func (p *partial) add(r *nodev1.SyncResponse) (*nodev1.SyncResponse, error) {
 	if r.GetRevision() != p.resp.GetRevision() {
 		return nil, fmt.Errorf("sync: part %d of a response for revision %d is for revision %d", p.parts+1, p.resp.GetRevision(), r.GetRevision())
 	}
-	if r.GetFull() || len(r.GetTaintedX509KeyIds()) > 0 || len(r.GetRevokedX509KeyIds()) > 0 {
-		return nil, fmt.Errorf("sync: part %d of a response sets full or key lists, which belong to the first part", p.parts+1)
+	if r.GetFull() || len(r.GetTaintedX509KeyIds()) > 0 || len(r.GetRevokedX509KeyIds()) > 0 ||
+		r.GetX509CrlsChanged() || len(r.GetX509Crls()) > 0 {
+		return nil, fmt.Errorf("sync: part %d of a response sets full, key lists or CRLs, which belong to the first part", p.parts+1)
 	}
 	p.parts++
 	if p.parts > MaxSyncParts {
@@ -130,8 +133,12 @@ func (p *partial) add(r *nodev1.SyncResponse) (*nodev1.SyncResponse, error) {
 	return m, nil
 }
 
+// MaxCRLs bounds the CRLs one sync response may carry (the CA sends one
+// per signing key: a handful).
+const MaxCRLs = 64
+
 // Apply applies one SyncResponse: entries created, updated or deleted (or
-// the whole set replaced), bundles, and tainted or revoked CA keys. Either
+// the whole set replaced), bundles, CRLs, and tainted or revoked CA keys. Either
 // all of it applies or none does. Subscribers that can see a difference get
 // a new Update. A part of a split response (more set) is refused: the
 // parts are applied together, merged.
@@ -159,6 +166,15 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		}
 		if _, ok := bundles[c.cfg.TrustDomain]; !ok {
 			return fmt.Errorf("sync: bundles without our trust domain %s", c.cfg.TrustDomain)
+		}
+	}
+
+	if n := len(resp.GetX509Crls()); n > MaxCRLs {
+		return fmt.Errorf("sync: %d CRLs, more than %d", n, MaxCRLs)
+	}
+	for i, der := range resp.GetX509Crls() {
+		if _, err := x509.ParseRevocationList(der); err != nil {
+			return fmt.Errorf("sync: CRL %d: %w", i, err)
 		}
 	}
 
@@ -219,6 +235,10 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	if bundles != nil {
 		ch.all = ch.all || !sameBundles(c.bundles, bundles)
 		c.bundles = bundles
+	}
+	if resp.GetX509CrlsChanged() {
+		ch.all = ch.all || !slices.EqualFunc(c.crls, resp.GetX509Crls(), bytes.Equal)
+		c.crls = resp.GetX509Crls()
 	}
 	if resp.GetFull() || len(resp.GetTaintedX509KeyIds()) > 0 || len(resp.GetRevokedX509KeyIds()) > 0 {
 		bad := map[string]bool{}

@@ -463,6 +463,9 @@ func (s *Server) CAStatus(ctx context.Context, _ *adminv1.CAStatusRequest) (*adm
 		return nil, s.failCA(ctx, "ca status", "ca status", err)
 	}
 	out := &adminv1.CAStatusResponse{TrustDomain: st.TrustDomain}
+	for _, r := range st.UpstreamRoots {
+		out.UpstreamRoots = append(out.UpstreamRoots, r.Raw)
+	}
 	for _, k := range st.Keys {
 		out.Keys = append(out.Keys, keyToProto(k))
 	}
@@ -532,6 +535,38 @@ func (s *Server) RevokeCA(ctx context.Context, req *adminv1.RevokeCARequest) (*a
 	}
 	s.audit(ctx, actor, "ca.revoke", req.GetKeyId(), kind)
 	return &adminv1.RevokeCAResponse{}, nil
+}
+
+// RevokeSVID revokes one X.509-SVID by serial. The store writes the
+// svid.revoke audit event with the caller as actor in the same transaction.
+func (s *Server) RevokeSVID(ctx context.Context, req *adminv1.RevokeSVIDRequest) (*adminv1.RevokeSVIDResponse, error) {
+	actor, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	serial := strings.ReplaceAll(strings.TrimPrefix(req.GetSerial(), "serial="), ":", "")
+	switch {
+	case serial == "" && req.GetSpiffeId() != "":
+		return nil, status.Error(codes.Unimplemented, "revoking every SVID of a SPIFFE ID is not supported yet: "+
+			"revoke each serial, or taint and revoke the key that issued them (sigil ca taint/revoke)")
+	case serial == "":
+		return nil, invalid("serial", "required")
+	case len(serial) > 64:
+		return nil, invalid("serial", "longer than 64 hex digits")
+	}
+	if req.GetSpiffeId() != "" {
+		if _, err := s.memberID("spiffe_id", req.GetSpiffeId()); err != nil {
+			return nil, err
+		}
+	}
+	if err := s.auth.RevokeSVID(ctx, actor, serial, req.GetSpiffeId()); err != nil {
+		if errors.Is(err, store.ErrLimit) {
+			return nil, status.Errorf(codes.ResourceExhausted, "svid %s: %v: taint and revoke the issuing key instead", serial, err)
+		}
+		return nil, s.failCA(ctx, "svid revoke", fmt.Sprintf("svid %s", serial), err)
+	}
+	s.log.InfoContext(ctx, "svid revoked", "actor", actor, "serial", serial, "spiffe_id", req.GetSpiffeId())
+	return &adminv1.RevokeSVIDResponse{}, nil
 }
 
 func (s *Server) keyOp(ctx context.Context, k adminv1.KeyKind, keyID string) (string, ca.KeyKind, error) {

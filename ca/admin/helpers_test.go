@@ -92,6 +92,10 @@ func (f *fakeAuthority) Revoke(_ context.Context, k ca.KeyKind, id string) error
 	return f.record("revoke " + string(k) + " " + id)
 }
 
+func (f *fakeAuthority) RevokeSVID(_ context.Context, actor, serial, spiffeID string) error {
+	return f.record("revoke svid " + serial + " " + spiffeID + " by " + actor)
+}
+
 var _ Authority = (*fakeAuthority)(nil)
 
 type env struct {

@@ -24,6 +24,7 @@ type Authority interface {
 	Activate(ctx context.Context, kind ca.KeyKind) (ca.KeyStatus, error)
 	Taint(ctx context.Context, kind ca.KeyKind, keyID string) error
 	Revoke(ctx context.Context, kind ca.KeyKind, keyID string) error
+	RevokeSVID(ctx context.Context, actor, serial, spiffeID string) error
 }
 
 // Store is the part of the datastore the admin API uses.

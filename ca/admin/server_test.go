@@ -722,3 +722,35 @@ func TestNewChecksConfig(t *testing.T) {
 		})
 	}
 }
+
+// RevokeSVID passes a normalized serial and the caller to the CA, refuses
+// bad input before reaching it, and maps the store's limit to
+// ResourceExhausted.
+func TestRevokeSVID(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.client.RevokeSVID(ctx, &adminv1.RevokeSVIDRequest{Serial: "serial=AB:CD", SpiffeId: "spiffe://example.org/w"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		req  *adminv1.RevokeSVIDRequest
+		code codes.Code
+	}{
+		{"no serial", &adminv1.RevokeSVIDRequest{}, codes.InvalidArgument},
+		{"only a SPIFFE ID", &adminv1.RevokeSVIDRequest{SpiffeId: "spiffe://example.org/w"}, codes.Unimplemented},
+		{"huge serial", &adminv1.RevokeSVIDRequest{Serial: strings.Repeat("a", 65)}, codes.InvalidArgument},
+		{"foreign SPIFFE ID", &adminv1.RevokeSVIDRequest{Serial: "ab", SpiffeId: "spiffe://other.org/w"}, codes.InvalidArgument},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.client.RevokeSVID(ctx, tt.req)
+			wantCode(t, err, tt.code)
+		})
+	}
+	if got, want := e.auth.Calls(), []string{"revoke svid ABCD spiffe://example.org/w by local-admin"}; !slices.Equal(got, want) {
+		t.Fatalf("authority calls %v, want %v", got, want)
+	}
+	e.auth.err = fmt.Errorf("revoke: %w", store.ErrLimit)
+	_, err := e.client.RevokeSVID(ctx, &adminv1.RevokeSVIDRequest{Serial: "ef"})
+	wantCode(t, err, codes.ResourceExhausted, "revoke the issuing key")
+}

@@ -41,6 +41,8 @@ type Authority interface {
 	SignX509SVID(ctx context.Context, csr *ca.CSR, p ca.SVIDParams) (*ca.X509SVID, error)
 	MintJWTSVID(ctx context.Context, id spiffeid.ID, p ca.JWTParams) (string, error)
 	TaintedX509() (tainted, revoked []string)
+	// CRLs are DER X.509 CRLs, one per signing key of this CA.
+	CRLs() [][]byte
 }
 
 var _ Authority = (*ca.CA)(nil)

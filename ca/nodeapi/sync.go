@@ -2,6 +2,8 @@ package nodeapi
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -26,6 +28,8 @@ type snapshot struct {
 	tainted   []string
 	revoked   []string
 	taintKey  string
+	crls      [][]byte
+	crlKey    string // hash of crls
 }
 
 // hub broadcasts changes: Run closes the current channel and makes a new
@@ -80,7 +84,7 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.InfoContext(ctx, "node api: watching for changes again")
 			}
 			failing = false
-			if last == nil || snap.revision != last.revision || snap.bundleKey != last.bundleKey || snap.taintKey != last.taintKey {
+			if last == nil || snap.revision != last.revision || snap.bundleKey != last.bundleKey || snap.taintKey != last.taintKey || snap.crlKey != last.crlKey {
 				s.hub.publish(snap)
 				last = snap
 			}
@@ -103,6 +107,7 @@ func (s *Server) poll(ctx context.Context) (*snapshot, error) {
 		return nil, fmt.Errorf("list bundles: %w", err)
 	}
 	tainted, revoked := s.cfg.CA.TaintedX509()
+	crls := s.cfg.CA.CRLs()
 	return &snapshot{
 		revision:  rev,
 		bundles:   bundles,
@@ -110,7 +115,17 @@ func (s *Server) poll(ctx context.Context) (*snapshot, error) {
 		tainted:   tainted,
 		revoked:   revoked,
 		taintKey:  strings.Join(tainted, ",") + "|" + strings.Join(revoked, ","),
+		crls:      crls,
+		crlKey:    crlKey(crls),
 	}, nil
+}
+
+func crlKey(crls [][]byte) string {
+	h := sha256.New()
+	for _, c := range crls {
+		h.Write(c)
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func bundleKey(bs []store.Bundle) string {
@@ -130,6 +145,7 @@ type syncState struct {
 	aliasEntryIDs map[string]bool // entry IDs of matched node aliases
 	bundleKey     string
 	taintKey      string
+	crlKey        string
 }
 
 // Sync streams the agent's authorized entries, bundles and tainted keys:
@@ -253,12 +269,16 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1
 		return nil, s.syncStoreErr(ctx, c, err)
 	}
 	tainted, revoked := s.cfg.CA.TaintedX509()
+	crls := s.cfg.CA.CRLs()
 	resp := &nodev1.SyncResponse{
 		Revision:          changes.Revision,
 		Bundles:           apiconv.BundlesToProto(bundles),
 		TaintedX509KeyIds: tainted,
 		RevokedX509KeyIds: revoked,
+		X509Crls:          crls,
+		X509CrlsChanged:   true,
 	}
+	st.crlKey = crlKey(crls)
 	st.bundleKey = bundleKey(bundles)
 	st.taintKey = strings.Join(tainted, ",") + "|" + strings.Join(revoked, ",")
 	st.aliasIDs, st.aliasEntryIDs = set.aliasIDs, set.aliasEntryIDs
@@ -306,6 +326,11 @@ func (s *Server) incremental(ctx context.Context, c *caller, st *syncState, snap
 		changed = true
 	}
 	resp.TaintedX509KeyIds, resp.RevokedX509KeyIds = snap.tainted, snap.revoked
+	if snap.crlKey != st.crlKey {
+		resp.X509Crls, resp.X509CrlsChanged = snap.crls, true
+		st.crlKey = snap.crlKey
+		changed = true
+	}
 	if snap.revision > st.revision {
 		changes, err := s.cfg.Store.EntriesSince(ctx, st.revision)
 		if err != nil {

@@ -2,6 +2,8 @@ package nodeapi_test
 
 import (
 	"context"
+	"crypto/x509"
+	"math/big"
 	"slices"
 	"testing"
 	"time"
@@ -334,4 +336,34 @@ func TestSyncEndsAtOnceWhenAgentRemoved(t *testing.T) {
 			keep.waitFor(t, "an entry after the other agent was removed", hasEntry(en.ID))
 		})
 	}
+}
+
+// A revoked SVID reaches agents in the sync: the first response carries
+// the CA's CRLs, and a revocation pushes new ones listing the serial.
+func TestSyncPushesCRLs(t *testing.T) {
+	e := newEnv(t)
+	a := e.joinAgent(t)
+	s := e.openSync(t, a, 0)
+	first := s.waitFor(t, "the first response", func(*nodev1.SyncResponse) bool { return true })
+	if !first.GetX509CrlsChanged() || len(first.GetX509Crls()) != 1 {
+		t.Fatalf("first response: crls changed %v, %d CRLs; want the CA's one (empty) CRL", first.GetX509CrlsChanged(), len(first.GetX509Crls()))
+	}
+	serial := big.NewInt(0xabcdef) // any serial: a workload SVID's
+	if err := e.ca.RevokeSVID(e.ctx, "admin", serial.Text(16), ""); err != nil {
+		t.Fatal(err)
+	}
+	s.waitFor(t, "a CRL listing "+serial.Text(16), func(r *nodev1.SyncResponse) bool {
+		for _, der := range r.GetX509Crls() {
+			crl, err := x509.ParseRevocationList(der)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, re := range crl.RevokedCertificateEntries {
+				if re.SerialNumber.Cmp(serial) == 0 {
+					return r.GetX509CrlsChanged()
+				}
+			}
+		}
+		return false
+	})
 }

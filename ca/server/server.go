@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -27,10 +28,12 @@ type Registrar interface {
 // Identity is what the CA offers the listeners: its own TLS identity, the
 // authorities that client certificates must chain to (the bundle's: the
 // CA's unrevoked signing certificates, never the upstream root, so that a
-// certificate under a revoked key is refused).
+// certificate under a revoked key is refused), and which client SVIDs were
+// revoked one by one.
 type Identity interface {
 	GetX509SVID() (*x509svid.SVID, error)
 	X509Authorities(ctx context.Context) ([]*x509.Certificate, error)
+	SVIDRevoked(serial *big.Int) bool
 }
 
 // Config says where to listen. Empty addresses disable a listener.
@@ -143,6 +146,17 @@ func TLSConfig(ctx context.Context, id Identity) *tls.Config {
 			Certificates: []tls.Certificate{{Certificate: chain, PrivateKey: svid.PrivateKey, Leaf: svid.Certificates[0]}},
 			ClientAuth:   tls.VerifyClientCertIfGiven,
 			ClientCAs:    pool,
+			// Runs after chain verification, on every handshake of the
+			// node and admin APIs: a revoked client SVID gets no
+			// connection at all.
+			VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
+				for _, chain := range chains {
+					if len(chain) > 0 && id.SVIDRevoked(chain[0].SerialNumber) {
+						return fmt.Errorf("client certificate serial %s was revoked", chain[0].SerialNumber.Text(16))
+					}
+				}
+				return nil
+			},
 		}, nil
 	}
 	return base

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -26,12 +27,14 @@ import (
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
 type identity struct {
-	svid  *x509svid.SVID
-	roots []*x509.Certificate
+	svid    *x509svid.SVID
+	roots   []*x509.Certificate
+	revoked map[string]bool // serials, lowercase hex
 }
 
 func (i identity) GetX509SVID() (*x509svid.SVID, error)                         { return i.svid, nil }
 func (i identity) X509Authorities(context.Context) ([]*x509.Certificate, error) { return i.roots, nil }
+func (i identity) SVIDRevoked(serial *big.Int) bool                             { return i.revoked[serial.Text(16)] }
 
 // peerRecorder is a service that remembers the verified client chain of
 // the last call, to show what the listener hands handlers.
@@ -106,8 +109,10 @@ func waitFor(t *testing.T, f func() error) {
 func TestTLSListenerPresentsTheCAIdentityAndVerifiesClients(t *testing.T) {
 	authority := testca.New(t, td)
 	caID := spiffeid.RequireFromString("spiffe://example.org/sigil/ca")
-	cfg, rec := start(t, identity{svid: authority.Issue(t, caID.String()), roots: authority.Roots()})
 	client := authority.Issue(t, "spiffe://example.org/admin")
+	revoked := authority.Issue(t, "spiffe://example.org/admin")
+	cfg, rec := start(t, identity{svid: authority.Issue(t, caID.String()), roots: authority.Roots(),
+		revoked: map[string]bool{revoked.Certificates[0].SerialNumber.Text(16): true}})
 	foreign := testca.New(t, td).Issue(t, "spiffe://example.org/admin")
 
 	call := func(svid *x509svid.SVID, authorize tlsconfig.Authorizer) error {
@@ -137,6 +142,17 @@ func TestTLSListenerPresentsTheCAIdentityAndVerifiesClients(t *testing.T) {
 	t.Run("client certificate from a foreign CA is refused", func(t *testing.T) {
 		if err := call(foreign, tlsconfig.AuthorizeID(caID)); err == nil {
 			t.Fatal("handshake with a foreign client certificate succeeded")
+		}
+	})
+	t.Run("revoked client certificate is refused", func(t *testing.T) {
+		err := call(revoked, tlsconfig.AuthorizeID(caID))
+		if err == nil {
+			t.Fatal("handshake with a revoked client certificate succeeded")
+		}
+		select {
+		case <-rec.chains:
+			t.Fatal("a handler ran for a revoked client certificate")
+		default:
 		}
 	})
 	t.Run("client expecting another server ID refuses the CA", func(t *testing.T) {

@@ -165,6 +165,31 @@ type Bundles interface {
 	DeleteBundle(ctx context.Context, actor string, trustDomain string) error
 }
 
+// RevokedSVID is one revoked X.509-SVID, kept until it would have expired.
+type RevokedSVID struct {
+	Serial    string    // lowercase hex, no leading zeros (big.Int.Text(16))
+	SPIFFEID  string    // optional: what the operator said it was for
+	NotAfter  time.Time // after this the SVID is dead anyway and the record is pruned
+	RevokedAt time.Time // set by the store
+}
+
+// ErrLimit means a bounded table is full; nothing was written.
+var ErrLimit = errors.New("limit reached")
+
+// Revocations keeps revoked X.509-SVID serials, shared by every CA replica
+// of the store. Each change writes an audit event in the same transaction.
+type Revocations interface {
+	// RevokeSVID records r. Revoking a serial again keeps the later
+	// NotAfter. When limit unexpired (at now) revocations exist already
+	// it fails with ErrLimit.
+	RevokeSVID(ctx context.Context, actor string, r RevokedSVID, now time.Time, limit int) error
+	// ListRevokedSVIDs returns the revocations not yet expired at now,
+	// ordered by serial.
+	ListRevokedSVIDs(ctx context.Context, now time.Time) ([]RevokedSVID, error)
+	// PruneRevokedSVIDs deletes the revocations that expired before now.
+	PruneRevokedSVIDs(ctx context.Context, now time.Time) (int, error)
+}
+
 // Journals keeps each CA instance's key journal as an opaque document
 // (owned by package ca), so that a restart resumes with the same keys.
 type Journals interface {
@@ -185,6 +210,7 @@ type Store interface {
 	JoinTokens
 	Bundles
 	Journals
+	Revocations
 	Audit
 	Close() error
 }

@@ -3,8 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
 	"log/slog"
+	"math/big"
 	"net"
 	"path/filepath"
 	"strings"
@@ -37,7 +43,27 @@ func (r *recordingAuthority) add(s string) {
 
 func (r *recordingAuthority) Status(context.Context) (ca.Status, error) {
 	r.add("status")
-	return ca.Status{TrustDomain: "example.org", Keys: []ca.KeyStatus{{Kind: ca.X509, ID: "abcd", State: ca.Active, NotBefore: cliNow, NotAfter: cliNow.Add(time.Hour)}}}, nil
+	return ca.Status{TrustDomain: "example.org", Keys: []ca.KeyStatus{{Kind: ca.X509, ID: "abcd", State: ca.Active, NotBefore: cliNow, NotAfter: cliNow.Add(time.Hour)}},
+		UpstreamRoots: []*x509.Certificate{upstreamRoot()}}, nil
+}
+
+// upstreamRoot is a self-signed certificate named "Upstream Root".
+func upstreamRoot() *x509.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "Upstream Root"}, NotBefore: cliNow, NotAfter: cliNow.Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		panic(err)
+	}
+	c, err := x509.ParseCertificate(der)
+	if err != nil {
+		panic(err)
+	}
+	return c
 }
 func (r *recordingAuthority) Prepare(_ context.Context, k ca.KeyKind) (ca.KeyStatus, error) {
 	r.add("prepare " + string(k))
@@ -53,6 +79,11 @@ func (r *recordingAuthority) Taint(_ context.Context, k ca.KeyKind, id string) e
 }
 func (r *recordingAuthority) Revoke(_ context.Context, k ca.KeyKind, id string) error {
 	r.add("revoke " + string(k) + " " + id)
+	return nil
+}
+
+func (r *recordingAuthority) RevokeSVID(_ context.Context, actor, serial, spiffeID string) error {
+	r.add("revoke svid " + serial + " " + spiffeID)
 	return nil
 }
 
@@ -136,6 +167,7 @@ func TestCAOpsCommands(t *testing.T) {
 	}{
 		{args: []string{"status"}, wantOut: "abcd"},
 		{args: []string{"status", "-o", "json"}, wantOut: `"kind": "x509"`},
+		{args: []string{"status"}, wantOut: "CN=Upstream Root"},
 		{args: []string{"prepare", "--kind", "jwt"}, wantOut: "prepared"},
 		{args: []string{"activate"}, wantOut: "active"},
 		{args: []string{"taint", "abcd"}, wantOut: "tainted x509 key abcd"},
@@ -157,7 +189,23 @@ func TestCAOpsCommands(t *testing.T) {
 			}
 		})
 	}
-	want := "status,status,prepare jwt,activate x509,taint x509 abcd,revoke jwt kid9"
+	want := "status,status,status,prepare jwt,activate x509,taint x509 abcd,revoke jwt kid9"
+	if got := strings.Join(e.auth.calls, ","); got != want {
+		t.Fatalf("authority calls %q, want %q", got, want)
+	}
+	e.auth.calls = nil
+	newSVID := func() *cobra.Command {
+		c := &cobra.Command{Use: "svid", SilenceErrors: true, SilenceUsage: true}
+		c.AddCommand(newSVIDRevokeCmd())
+		return c
+	}
+	if out, _, err := runCmd(t, newSVID(), "", "revoke", "--serial", "AB12", "--spiffe-id", "spiffe://example.org/w", "--admin-socket", e.socket); err != nil || !strings.Contains(out, "revoked svid AB12") {
+		t.Fatalf("svid revoke: out %q, err %v", out, err)
+	}
+	if _, _, err := runCmd(t, newSVID(), "", "revoke", "--admin-socket", e.socket); err == nil || !strings.Contains(err.Error(), "--serial") {
+		t.Fatalf("svid revoke without --serial: %v", err)
+	}
+	want = "revoke svid AB12 spiffe://example.org/w"
 	if got := strings.Join(e.auth.calls, ","); got != want {
 		t.Fatalf("authority calls %q, want %q", got, want)
 	}

@@ -2,7 +2,11 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -61,7 +65,10 @@ func newCAStatusCmd() *cobra.Command {
 					return printJSON(cmd.OutOrStdout(), resp)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "trust domain: %s\n", resp.GetTrustDomain())
-				return printKeys(cmd, resp.GetKeys()...)
+				if err := printKeys(cmd, resp.GetKeys()...); err != nil {
+					return err
+				}
+				return printRoots(cmd, resp.GetUpstreamRoots())
 			})
 		},
 	}
@@ -76,6 +83,23 @@ func printKeys(cmd *cobra.Command, keys ...*adminv1.CAKey) error {
 	for _, k := range keys {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%v\n", kindName(k.GetKind()), k.GetId(), k.GetState(),
 			fmtTime(k.GetNotBefore()), fmtTime(k.GetNotAfter()), k.GetTainted())
+	}
+	return tw.Flush()
+}
+
+// printRoots lists the upstream roots: agents' bootstrap trust, not the
+// bundle's authorities.
+func printRoots(cmd *cobra.Command, roots [][]byte) error {
+	fmt.Fprintln(cmd.OutOrStdout(), "\nupstream roots (bootstrap trust for agents; not in the bundle):")
+	tw := newTable(cmd.OutOrStdout())
+	fmt.Fprintln(tw, "SUBJECT\tSHA-256\tNOT AFTER")
+	for _, der := range roots {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("upstream root: %w", err)
+		}
+		sum := sha256.Sum256(der)
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Subject, hex.EncodeToString(sum[:]), c.NotAfter.UTC().Format(time.RFC3339))
 	}
 	return tw.Flush()
 }

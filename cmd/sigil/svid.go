@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/internal/atomicfile"
 	"github.com/sigilhq/sigil/internal/unixsock"
 )
@@ -121,7 +122,37 @@ func (c *workloadClient) explain(what string, err error) error {
 
 func newSVIDCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "svid", Short: "Fetch this process's X509-SVIDs from the agent"}
-	cmd.AddCommand(newSVIDFetchCmd())
+	cmd.AddCommand(newSVIDFetchCmd(), newSVIDRevokeCmd())
+	return cmd
+}
+
+// newSVIDRevokeCmd makes `svid revoke --serial S`, an admin call to the CA.
+func newSVIDRevokeCmd() *cobra.Command {
+	var serial, id string
+	cmd := &cobra.Command{
+		Use:   "revoke --serial SERIAL [--spiffe-id ID]",
+		Short: "Revoke one X.509-SVID by serial (admin socket)",
+		Long: "Revoke one X.509-SVID by serial: the CA's node and admin mTLS refuse it at once and\n" +
+			"the CRLs the CA sends agents (and agents hand Envoy) list it until it expires.\n" +
+			"SERIAL is hex, as `openssl x509 -noout -serial` prints it. --spiffe-id is recorded.\n" +
+			"go-spiffe peers read no CRLs: see SECURITY.md (Revocation).",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if serial == "" {
+				return errors.New("--serial is required (revoking by --spiffe-id alone is not supported yet)")
+			}
+			return withAdmin(cmd, func(c adminv1.AdminClient) error {
+				if _, err := c.RevokeSVID(cmd.Context(), &adminv1.RevokeSVIDRequest{Serial: serial, SpiffeId: id}); err != nil {
+					return err
+				}
+				_, err := fmt.Fprintf(cmd.OutOrStdout(), "revoked svid %s\n", serial)
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&serial, "serial", "", "serial number of the SVID, hex")
+	cmd.Flags().StringVar(&id, "spiffe-id", "", "SPIFFE ID of the SVID, recorded with the revocation")
+	addAdminSocketFlag(cmd)
 	return cmd
 }
 

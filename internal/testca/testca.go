@@ -270,3 +270,18 @@ func create(t testing.TB, tmpl, parent *x509.Certificate, pub crypto.PublicKey, 
 	}
 	return cert
 }
+
+// CRL returns a DER X.509 CRL signed by the issuer (what Issue signs with)
+// listing serials, valid for an hour.
+func (ca *CA) CRL(t testing.TB, serials ...*big.Int) []byte {
+	t.Helper()
+	tmpl := &x509.RevocationList{Number: big.NewInt(time.Now().UnixMicro()), ThisUpdate: time.Now().Add(-time.Minute), NextUpdate: time.Now().Add(time.Hour)}
+	for _, s := range serials {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries, x509.RevocationListEntry{SerialNumber: s, RevocationTime: time.Now()})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, ca.chain[0], ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return der
+}

@@ -25,6 +25,10 @@ type Update struct {
 	// FederatedBundles are the bundles of the trust domains the workload's
 	// entries federate with.
 	FederatedBundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
+	// X509CRLs are DER X.509 CRLs of our trust domain's signing keys: the
+	// SVIDs revoked one by one. Verifiers that read CRLs (Envoy) refuse
+	// what they list.
+	X509CRLs [][]byte
 }
 
 // Subscription delivers Updates.

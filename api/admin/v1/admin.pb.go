@@ -1569,6 +1569,7 @@ type CAStatusResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
 	Keys          []*CAKey               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
+	UpstreamRoots [][]byte               `protobuf:"bytes,3,rep,name=upstream_roots,json=upstreamRoots,proto3" json:"upstream_roots,omitempty"` // DER: what the signing keys chain to; not the bundle
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1613,6 +1614,13 @@ func (x *CAStatusResponse) GetTrustDomain() string {
 func (x *CAStatusResponse) GetKeys() []*CAKey {
 	if x != nil {
 		return x.Keys
+	}
+	return nil
+}
+
+func (x *CAStatusResponse) GetUpstreamRoots() [][]byte {
+	if x != nil {
+		return x.UpstreamRoots
 	}
 	return nil
 }
@@ -1969,6 +1977,94 @@ func (*RevokeCAResponse) Descriptor() ([]byte, []int) {
 	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
+type RevokeSVIDRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`                     // hex, as `openssl x509 -serial` prints it; required
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"` // optional, recorded with the revocation
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeSVIDRequest) Reset() {
+	*x = RevokeSVIDRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeSVIDRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeSVIDRequest) ProtoMessage() {}
+
+func (x *RevokeSVIDRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeSVIDRequest.ProtoReflect.Descriptor instead.
+func (*RevokeSVIDRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+}
+
+func (x *RevokeSVIDRequest) GetSerial() string {
+	if x != nil {
+		return x.Serial
+	}
+	return ""
+}
+
+func (x *RevokeSVIDRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
+}
+
+type RevokeSVIDResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeSVIDResponse) Reset() {
+	*x = RevokeSVIDResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeSVIDResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeSVIDResponse) ProtoMessage() {}
+
+func (x *RevokeSVIDResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeSVIDResponse.ProtoReflect.Descriptor instead.
+func (*RevokeSVIDResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+}
+
 type AuditEvent struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1983,7 +2079,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1995,7 +2091,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2008,7 +2104,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *AuditEvent) GetId() int64 {
@@ -2066,7 +2162,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2174,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2187,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ListAuditRequest) GetAfterId() int64 {
@@ -2117,7 +2213,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2129,7 +2225,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2142,7 +2238,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuditResponse) GetEvents() []*AuditEvent {
@@ -2242,10 +2338,11 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
 	"\atainted\x18\x06 \x01(\bR\atainted\"\x11\n" +
-	"\x0fCAStatusRequest\"`\n" +
+	"\x0fCAStatusRequest\"\x87\x01\n" +
 	"\x10CAStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
-	"\x04keys\x18\x02 \x03(\v2\x15.sigil.admin.v1.CAKeyR\x04keys\"?\n" +
+	"\x04keys\x18\x02 \x03(\v2\x15.sigil.admin.v1.CAKeyR\x04keys\x12%\n" +
+	"\x0eupstream_roots\x18\x03 \x03(\fR\rupstreamRoots\"?\n" +
 	"\x10PrepareCARequest\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.sigil.admin.v1.KeyKindR\x04kind\"<\n" +
 	"\x11PrepareCAResponse\x12'\n" +
@@ -2261,7 +2358,11 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x0fRevokeCARequest\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.sigil.admin.v1.KeyKindR\x04kind\x12\x15\n" +
 	"\x06key_id\x18\x02 \x01(\tR\x05keyId\"\x12\n" +
-	"\x10RevokeCAResponse\"\xac\x01\n" +
+	"\x10RevokeCAResponse\"H\n" +
+	"\x11RevokeSVIDRequest\x12\x16\n" +
+	"\x06serial\x18\x01 \x01(\tR\x06serial\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\"\x14\n" +
+	"\x12RevokeSVIDResponse\"\xac\x01\n" +
 	"\n" +
 	"AuditEvent\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\x03R\x02id\x12.\n" +
@@ -2282,7 +2383,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\aKeyKind\x12\x18\n" +
 	"\x14KEY_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rKEY_KIND_X509\x10\x01\x12\x10\n" +
-	"\fKEY_KIND_JWT\x10\x022\xd3\f\n" +
+	"\fKEY_KIND_JWT\x10\x022\xa8\r\n" +
 	"\x05Admin\x12\\\n" +
 	"\rCreateEntries\x12$.sigil.admin.v1.CreateEntriesRequest\x1a%.sigil.admin.v1.CreateEntriesResponse\x12V\n" +
 	"\vUpdateEntry\x12\".sigil.admin.v1.UpdateEntryRequest\x1a#.sigil.admin.v1.UpdateEntryResponse\x12V\n" +
@@ -2304,7 +2405,9 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"ActivateCA\x12!.sigil.admin.v1.ActivateCARequest\x1a\".sigil.admin.v1.ActivateCAResponse\x12J\n" +
 	"\aTaintCA\x12\x1e.sigil.admin.v1.TaintCARequest\x1a\x1f.sigil.admin.v1.TaintCAResponse\x12M\n" +
-	"\bRevokeCA\x12\x1f.sigil.admin.v1.RevokeCARequest\x1a .sigil.admin.v1.RevokeCAResponse\x12P\n" +
+	"\bRevokeCA\x12\x1f.sigil.admin.v1.RevokeCARequest\x1a .sigil.admin.v1.RevokeCAResponse\x12S\n" +
+	"\n" +
+	"RevokeSVID\x12!.sigil.admin.v1.RevokeSVIDRequest\x1a\".sigil.admin.v1.RevokeSVIDResponse\x12P\n" +
 	"\tListAudit\x12 .sigil.admin.v1.ListAuditRequest\x1a!.sigil.admin.v1.ListAuditResponseB/Z-github.com/sigilhq/sigil/api/admin/v1;adminv1b\x06proto3"
 
 var (
@@ -2320,7 +2423,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 41)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(BundleFormat)(0),               // 0: sigil.admin.v1.BundleFormat
 	(KeyKind)(0),                    // 1: sigil.admin.v1.KeyKind
@@ -2362,36 +2465,38 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*TaintCAResponse)(nil),         // 37: sigil.admin.v1.TaintCAResponse
 	(*RevokeCARequest)(nil),         // 38: sigil.admin.v1.RevokeCARequest
 	(*RevokeCAResponse)(nil),        // 39: sigil.admin.v1.RevokeCAResponse
-	(*AuditEvent)(nil),              // 40: sigil.admin.v1.AuditEvent
-	(*ListAuditRequest)(nil),        // 41: sigil.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 42: sigil.admin.v1.ListAuditResponse
-	(*v1.Entry)(nil),                // 43: sigil.types.v1.Entry
-	(*durationpb.Duration)(nil),     // 44: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 45: google.protobuf.Timestamp
-	(*v1.Bundle)(nil),               // 46: sigil.types.v1.Bundle
+	(*RevokeSVIDRequest)(nil),       // 40: sigil.admin.v1.RevokeSVIDRequest
+	(*RevokeSVIDResponse)(nil),      // 41: sigil.admin.v1.RevokeSVIDResponse
+	(*AuditEvent)(nil),              // 42: sigil.admin.v1.AuditEvent
+	(*ListAuditRequest)(nil),        // 43: sigil.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 44: sigil.admin.v1.ListAuditResponse
+	(*v1.Entry)(nil),                // 45: sigil.types.v1.Entry
+	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
+	(*v1.Bundle)(nil),               // 48: sigil.types.v1.Bundle
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	43, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
-	43, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	43, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
-	43, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	43, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	43, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	43, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	44, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	45, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	45, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	45, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	45, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
+	45, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	45, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
+	45, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	45, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	45, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	45, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	46, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	47, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	47, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	47, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	47, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	14, // 12: sigil.admin.v1.ListAgentsResponse.agents:type_name -> sigil.admin.v1.Agent
 	14, // 13: sigil.admin.v1.BanAgentResponse.agent:type_name -> sigil.admin.v1.Agent
-	46, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
-	46, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
+	48, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	48, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
 	0,  // 16: sigil.admin.v1.SetBundleRequest.format:type_name -> sigil.admin.v1.BundleFormat
-	46, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	48, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
 	1,  // 18: sigil.admin.v1.CAKey.kind:type_name -> sigil.admin.v1.KeyKind
-	45, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	45, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	47, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	47, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	29, // 21: sigil.admin.v1.CAStatusResponse.keys:type_name -> sigil.admin.v1.CAKey
 	1,  // 22: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
 	29, // 23: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
@@ -2399,8 +2504,8 @@ var file_api_admin_v1_admin_proto_depIdxs = []int32{
 	29, // 25: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
 	1,  // 26: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
 	1,  // 27: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	45, // 28: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	40, // 29: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
+	47, // 28: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	42, // 29: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
 	2,  // 30: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
 	4,  // 31: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
 	6,  // 32: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
@@ -2419,28 +2524,30 @@ var file_api_admin_v1_admin_proto_depIdxs = []int32{
 	34, // 45: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
 	36, // 46: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
 	38, // 47: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
-	41, // 48: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
-	3,  // 49: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
-	5,  // 50: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
-	7,  // 51: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
-	9,  // 52: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
-	11, // 53: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
-	13, // 54: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
-	16, // 55: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
-	18, // 56: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
-	20, // 57: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
-	22, // 58: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
-	24, // 59: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
-	26, // 60: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
-	28, // 61: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
-	31, // 62: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
-	33, // 63: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
-	35, // 64: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
-	37, // 65: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
-	39, // 66: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
-	42, // 67: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
-	49, // [49:68] is the sub-list for method output_type
-	30, // [30:49] is the sub-list for method input_type
+	40, // 48: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
+	43, // 49: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
+	3,  // 50: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
+	5,  // 51: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
+	7,  // 52: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
+	9,  // 53: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
+	11, // 54: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
+	13, // 55: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
+	16, // 56: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
+	18, // 57: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
+	20, // 58: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
+	22, // 59: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
+	24, // 60: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
+	26, // 61: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
+	28, // 62: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
+	31, // 63: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
+	33, // 64: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
+	35, // 65: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
+	37, // 66: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
+	39, // 67: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
+	41, // 68: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
+	44, // 69: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
+	50, // [50:70] is the sub-list for method output_type
+	30, // [30:50] is the sub-list for method input_type
 	30, // [30:30] is the sub-list for extension type_name
 	30, // [30:30] is the sub-list for extension extendee
 	0,  // [0:30] is the sub-list for field type_name
@@ -2457,7 +2564,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   41,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,7 @@ const (
 	Admin_ActivateCA_FullMethodName      = "/sigil.admin.v1.Admin/ActivateCA"
 	Admin_TaintCA_FullMethodName         = "/sigil.admin.v1.Admin/TaintCA"
 	Admin_RevokeCA_FullMethodName        = "/sigil.admin.v1.Admin/RevokeCA"
+	Admin_RevokeSVID_FullMethodName      = "/sigil.admin.v1.Admin/RevokeSVID"
 	Admin_ListAudit_FullMethodName       = "/sigil.admin.v1.Admin/ListAudit"
 )
 
@@ -77,6 +78,9 @@ type AdminClient interface {
 	ActivateCA(ctx context.Context, in *ActivateCARequest, opts ...grpc.CallOption) (*ActivateCAResponse, error)
 	TaintCA(ctx context.Context, in *TaintCARequest, opts ...grpc.CallOption) (*TaintCAResponse, error)
 	RevokeCA(ctx context.Context, in *RevokeCARequest, opts ...grpc.CallOption) (*RevokeCAResponse, error)
+	// RevokeSVID revokes one X.509-SVID by serial: the CA's node and admin
+	// mTLS refuse it and every CRL the CA signs lists it until it expires.
+	RevokeSVID(ctx context.Context, in *RevokeSVIDRequest, opts ...grpc.CallOption) (*RevokeSVIDResponse, error)
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
 }
 
@@ -268,6 +272,16 @@ func (c *adminClient) RevokeCA(ctx context.Context, in *RevokeCARequest, opts ..
 	return out, nil
 }
 
+func (c *adminClient) RevokeSVID(ctx context.Context, in *RevokeSVIDRequest, opts ...grpc.CallOption) (*RevokeSVIDResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RevokeSVIDResponse)
+	err := c.cc.Invoke(ctx, Admin_RevokeSVID_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *adminClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(ListAuditResponse)
@@ -308,6 +322,9 @@ type AdminServer interface {
 	ActivateCA(context.Context, *ActivateCARequest) (*ActivateCAResponse, error)
 	TaintCA(context.Context, *TaintCARequest) (*TaintCAResponse, error)
 	RevokeCA(context.Context, *RevokeCARequest) (*RevokeCAResponse, error)
+	// RevokeSVID revokes one X.509-SVID by serial: the CA's node and admin
+	// mTLS refuse it and every CRL the CA signs lists it until it expires.
+	RevokeSVID(context.Context, *RevokeSVIDRequest) (*RevokeSVIDResponse, error)
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
@@ -372,6 +389,9 @@ func (UnimplementedAdminServer) TaintCA(context.Context, *TaintCARequest) (*Tain
 }
 func (UnimplementedAdminServer) RevokeCA(context.Context, *RevokeCARequest) (*RevokeCAResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method RevokeCA not implemented")
+}
+func (UnimplementedAdminServer) RevokeSVID(context.Context, *RevokeSVIDRequest) (*RevokeSVIDResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RevokeSVID not implemented")
 }
 func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListAudit not implemented")
@@ -721,6 +741,24 @@ func _Admin_RevokeCA_Handler(srv interface{}, ctx context.Context, dec func(inte
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RevokeSVID_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RevokeSVIDRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RevokeSVID(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RevokeSVID_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RevokeSVID(ctx, req.(*RevokeSVIDRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Admin_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(ListAuditRequest)
 	if err := dec(in); err != nil {
@@ -817,6 +855,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RevokeCA",
 			Handler:    _Admin_RevokeCA_Handler,
+		},
+		{
+			MethodName: "RevokeSVID",
+			Handler:    _Admin_RevokeSVID_Handler,
 		},
 		{
 			MethodName: "ListAudit",

@@ -470,9 +470,15 @@ type SyncResponse struct {
 	// tainted_x509_key_ids and revoked_x509_key_ids are set on the first part
 	// only; entries, deleted_entry_ids and bundles are spread over the parts
 	// (the union of the parts' bundles is the complete list).
-	More          bool `protobuf:"varint,16,opt,name=more,proto3" json:"more,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	More bool `protobuf:"varint,16,opt,name=more,proto3" json:"more,omitempty"`
+	// Revocation of single SVIDs (field numbers from 20 on, apart from the
+	// stream's other fields): one DER X.509 CRL per signing key of the
+	// serving CA, each signed by that key. Sent whole whenever any changed;
+	// absent when none changed.
+	X509Crls        [][]byte `protobuf:"bytes,20,rep,name=x509_crls,json=x509Crls,proto3" json:"x509_crls,omitempty"`
+	X509CrlsChanged bool     `protobuf:"varint,21,opt,name=x509_crls_changed,json=x509CrlsChanged,proto3" json:"x509_crls_changed,omitempty"` // x509_crls is the new set, even when empty
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SyncResponse) Reset() {
@@ -557,6 +563,20 @@ func (x *SyncResponse) GetRevokedX509KeyIds() []string {
 func (x *SyncResponse) GetMore() bool {
 	if x != nil {
 		return x.More
+	}
+	return false
+}
+
+func (x *SyncResponse) GetX509Crls() [][]byte {
+	if x != nil {
+		return x.X509Crls
+	}
+	return nil
+}
+
+func (x *SyncResponse) GetX509CrlsChanged() bool {
+	if x != nil {
+		return x.X509CrlsChanged
 	}
 	return false
 }
@@ -901,7 +921,7 @@ const file_api_node_v1_node_proto_rawDesc = "" +
 	"\x12RenewAgentResponse\x12,\n" +
 	"\x04svid\x18\x01 \x01(\v2\x18.sigil.node.v1.AgentSVIDR\x04svid\")\n" +
 	"\vSyncRequest\x12\x1a\n" +
-	"\brevision\x18\x01 \x01(\x03R\brevision\"\xc3\x02\n" +
+	"\brevision\x18\x01 \x01(\x03R\brevision\"\x8c\x03\n" +
 	"\fSyncResponse\x12\x1a\n" +
 	"\brevision\x18\x01 \x01(\x03R\brevision\x12\x12\n" +
 	"\x04full\x18\x02 \x01(\bR\x04full\x12/\n" +
@@ -910,7 +930,9 @@ const file_api_node_v1_node_proto_rawDesc = "" +
 	"\abundles\x18\x05 \x03(\v2\x16.sigil.types.v1.BundleR\abundles\x12/\n" +
 	"\x14tainted_x509_key_ids\x18\x06 \x03(\tR\x11taintedX509KeyIds\x12/\n" +
 	"\x14revoked_x509_key_ids\x18\a \x03(\tR\x11revokedX509KeyIds\x12\x12\n" +
-	"\x04more\x18\x10 \x01(\bR\x04more\"F\n" +
+	"\x04more\x18\x10 \x01(\bR\x04more\x12\x1b\n" +
+	"\tx509_crls\x18\x14 \x03(\fR\bx509Crls\x12*\n" +
+	"\x11x509_crls_changed\x18\x15 \x01(\bR\x0fx509CrlsChanged\"F\n" +
 	"\x14SignX509SVIDsRequest\x12.\n" +
 	"\x04csrs\x18\x01 \x03(\v2\x1a.sigil.node.v1.CSRForEntryR\x04csrs\":\n" +
 	"\vCSRForEntry\x12\x19\n" +

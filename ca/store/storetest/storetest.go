@@ -39,6 +39,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"ConcurrentConsumeJoinToken", testConcurrentConsume},
 		{"Bundles", testBundles},
 		{"Journals", testJournals},
+		{"RevokedSVIDs", testRevokedSVIDs},
 		{"AuditOfMutations", testAuditOfMutations},
 		{"AppendListAudit", testAppendListAudit},
 	}
@@ -1061,4 +1062,70 @@ func testAppendListAudit(t *testing.T, s store.Store) {
 	}
 	_, err = s.ListAudit(ctx, store.AuditFilter{Limit: -1})
 	wantErr(t, "ListAudit(negative limit)", err, store.ErrInvalid)
+}
+
+func testRevokedSVIDs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := micro(time.Now())
+	// Bad input writes nothing.
+	for _, bad := range []store.RevokedSVID{
+		{Serial: "", NotAfter: now.Add(time.Hour)},
+		{Serial: "xyz", NotAfter: now.Add(time.Hour)},
+		{Serial: "-1", NotAfter: now.Add(time.Hour)},
+		{Serial: "0", NotAfter: now.Add(time.Hour)},
+		{Serial: "ab"},
+	} {
+		wantErr(t, fmt.Sprintf("revoke %+v", bad), s.RevokeSVID(ctx, "admin", bad, now, 10), store.ErrInvalid)
+	}
+	wantErr(t, "revoke without actor", s.RevokeSVID(ctx, "", store.RevokedSVID{Serial: "ab", NotAfter: now.Add(time.Hour)}, now, 10), store.ErrInvalid)
+	if got, err := s.ListRevokedSVIDs(ctx, now); err != nil || len(got) != 0 {
+		t.Fatalf("after bad input: %v, %v; want nothing", got, err)
+	}
+
+	// Serials are normalized: leading zeros and case do not make a second record.
+	if err := s.RevokeSVID(ctx, "admin", store.RevokedSVID{Serial: "00AB", SPIFFEID: "spiffe://example.org/a", NotAfter: now.Add(time.Hour)}, now, 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RevokeSVID(ctx, "admin", store.RevokedSVID{Serial: "ab", NotAfter: now.Add(2 * time.Hour)}, now, 2); err != nil {
+		t.Fatalf("revoke again (a later notAfter is kept): %v", err)
+	}
+	if err := s.RevokeSVID(ctx, "admin", store.RevokedSVID{Serial: "ab", NotAfter: now.Add(time.Minute)}, now, 2); err != nil {
+		t.Fatalf("revoke again (an earlier notAfter is ignored): %v", err)
+	}
+	if err := s.RevokeSVID(ctx, "admin", store.RevokedSVID{Serial: "cd", NotAfter: now.Add(time.Minute)}, now, 2); err != nil {
+		t.Fatal(err)
+	}
+	// Bounded: a third unexpired serial is refused at limit 2.
+	wantErr(t, "revoke over the limit", s.RevokeSVID(ctx, "admin", store.RevokedSVID{Serial: "ef", NotAfter: now.Add(time.Minute)}, now, 2), store.ErrLimit)
+	got, err := s.ListRevokedSVIDs(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Serial != "ab" || got[1].Serial != "cd" {
+		t.Fatalf("revoked = %+v, want ab and cd", got)
+	}
+	if !got[0].NotAfter.Equal(now.Add(2*time.Hour)) || got[0].SPIFFEID != "spiffe://example.org/a" || got[0].RevokedAt.IsZero() {
+		t.Fatalf("revoked ab = %+v, want notAfter %v, its SPIFFE ID and a revocation time", got[0], now.Add(2*time.Hour))
+	}
+	// Expired ones are not listed, do not count against the limit, and are pruned.
+	later := now.Add(30 * time.Minute)
+	if got, _ := s.ListRevokedSVIDs(ctx, later); len(got) != 1 || got[0].Serial != "ab" {
+		t.Fatalf("revoked at +30m = %+v, want only ab", got)
+	}
+	if err := s.RevokeSVID(ctx, "admin", store.RevokedSVID{Serial: "ef", NotAfter: later.Add(time.Minute)}, later, 2); err != nil {
+		t.Fatalf("revoke once cd expired: %v", err)
+	}
+	n, err := s.PruneRevokedSVIDs(ctx, later)
+	if err != nil || n != 1 {
+		t.Fatalf("prune = %d, %v; want 1 (cd)", n, err)
+	}
+	var revokes int
+	for _, ev := range audit(t, s) {
+		if ev.Action == "svid.revoke" {
+			revokes++
+		}
+	}
+	if revokes != 5 {
+		t.Fatalf("%d svid.revoke audit events, want 5", revokes)
+	}
 }

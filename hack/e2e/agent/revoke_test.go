@@ -256,3 +256,37 @@ func TestRevokedCAKeyIsRefusedEverywhere(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 }
+
+// `sigil svid revoke --serial`: the revoked client SVID, which opened the
+// admin API over mTLS before, is refused by the real CA process after.
+func TestRevokedSVIDIsRefusedByCAMTLS(t *testing.T) {
+	e := newEnv(t)
+	e.startCA(t)
+	e.enrol(t)
+	e.startAgent(t)
+	sigil.MustRun(t, e.admin("entry", "create", "--spiffe-id", idRoot, "--parent-id", e.agentID, "--selector", "unix:uid:0", "--admin")...)
+	var victim *x509svid.SVID
+	var bundle *x509bundle.Bundle
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		victim, bundle = e.fetch(t)
+		if victim.ID.String() == idRoot {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent never served %s (serves %s)", idRoot, victim.ID)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if err := e.adminCall(t, victim, bundle); err != nil {
+		t.Fatalf("before revoke, the admin API refuses the SVID: %v", err)
+	}
+	serial := strings.ToUpper(victim.Certificates[0].SerialNumber.Text(16))
+	start := time.Now()
+	sigil.MustRun(t, e.admin("svid", "revoke", "--serial", serial, "--spiffe-id", idRoot)...)
+	err := e.adminCall(t, victim, bundle)
+	if err == nil {
+		t.Fatal("after svid revoke, the CA's admin mTLS accepts the revoked SVID")
+	}
+	t.Logf("admin mTLS refuses the revoked SVID %s after the revoke command started: %v", time.Since(start), err)
+}

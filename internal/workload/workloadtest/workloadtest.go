@@ -39,6 +39,7 @@ type Source struct {
 	mu        sync.Mutex
 	entries   map[string]Entry
 	bundle    *spiffebundle.Bundle
+	crls      [][]byte
 	federated map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	subs      map[*sub]struct{}
 	jwtKey    crypto.Signer
@@ -77,6 +78,9 @@ func (s *Source) Delete(id string) { s.change(func() { delete(s.entries, id) }) 
 // SetBundle replaces the own trust domain's bundle.
 func (s *Source) SetBundle(b *spiffebundle.Bundle) { s.change(func() { s.bundle = b }) }
 
+// SetCRLs sets our trust domain's DER X.509 CRLs.
+func (s *Source) SetCRLs(crls [][]byte) { s.change(func() { s.crls = crls }) }
+
 // SetFederated sets (or with nil removes) a federated trust domain's bundle.
 func (s *Source) SetFederated(td spiffeid.TrustDomain, b *spiffebundle.Bundle) {
 	s.change(func() {
@@ -113,7 +117,7 @@ func (s *Source) change(fn func()) {
 }
 
 func (s *Source) updateLocked(sels selector.Set) workload.Update {
-	u := workload.Update{Bundle: s.bundle, FederatedBundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}}
+	u := workload.Update{Bundle: s.bundle, FederatedBundles: map[spiffeid.TrustDomain]*spiffebundle.Bundle{}, X509CRLs: s.crls}
 	for _, e := range s.entries {
 		if !sels.Superset(e.Selectors) {
 			continue

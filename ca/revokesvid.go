@@ -1,0 +1,160 @@
+package ca
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/x509"
+	"fmt"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/sigilhq/sigil/ca/store"
+)
+
+// Bounds of leaf revocation.
+const (
+	// MaxRevokedSVIDs bounds the unexpired revoked SVIDs the store keeps;
+	// one more is refused with store.ErrLimit (revoke the issuing key
+	// instead).
+	MaxRevokedSVIDs = 10000
+	// CRLLife is a CRL's nextUpdate after its thisUpdate. A verifier that
+	// checks CRLs refuses every SVID of the issuer once its CRL is past
+	// nextUpdate, so it is no shorter than an SVID's default life; CRLs are
+	// re-signed at half their life and at once on any change.
+	CRLLife = time.Hour
+	// RevocationPoll is how often Run reads revocations other replicas
+	// recorded in the shared store.
+	RevocationPoll = time.Second
+)
+
+// revocations is the CA's view of the revoked SVIDs and the CRLs it signs
+// for them.
+type revocations struct {
+	serials    map[string]bool // lowercase hex
+	key        string          // serials and signing key IDs, to see a change
+	thisUpdate time.Time
+	crls       [][]byte // DER, one per unexpired signing key of this replica
+}
+
+// RevokeSVID revokes one X.509-SVID by serial number (lowercase or
+// uppercase hex). The serial is recorded in the store shared by every
+// replica until notAfter, which is the latest expiry of the bundle's
+// authorities: no SVID of this trust domain lives longer than its issuer,
+// so the record outlives the SVID whoever issued it. spiffeID is only
+// recorded. Every replica's CA mTLS refuses the serial within
+// RevocationPoll, and this replica's CRLs list it at once.
+func (c *CA) RevokeSVID(ctx context.Context, actor, serial, spiffeID string) error {
+	n, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(serial), "0x"), 16)
+	if !ok || n.Sign() <= 0 {
+		return fmt.Errorf("revoke svid: %w: serial %q is not a positive hex number", store.ErrInvalid, serial)
+	}
+	now := c.cfg.Now()
+	var notAfter time.Time
+	if p := c.authorities.Load(); p != nil {
+		for _, a := range *p {
+			if a.NotAfter.After(notAfter) {
+				notAfter = a.NotAfter
+			}
+		}
+	}
+	if notAfter.IsZero() {
+		return ErrNotReady
+	}
+	r := store.RevokedSVID{Serial: n.Text(16), SPIFFEID: spiffeID, NotAfter: notAfter}
+	if err := c.cfg.Store.RevokeSVID(ctx, actor, r, now, MaxRevokedSVIDs); err != nil {
+		return err
+	}
+	c.cfg.Logger.Warn("svid revoked", "serial", r.Serial, "spiffe_id", spiffeID, "actor", actor)
+	return c.refreshRevocations(ctx)
+}
+
+// SVIDRevoked reports whether the serial of an X.509-SVID was revoked.
+func (c *CA) SVIDRevoked(serial *big.Int) bool {
+	r := c.revoked.Load()
+	return r != nil && r.serials[serial.Text(16)]
+}
+
+// CRLs returns one DER X.509 CRL per unexpired signing key of this
+// replica, each signed by that key and listing every revoked serial.
+// Serials are random 128-bit numbers, so listing another key's serial
+// in a CRL revokes nothing else.
+func (c *CA) CRLs() [][]byte {
+	r := c.revoked.Load()
+	if r == nil {
+		return nil
+	}
+	return r.crls
+}
+
+// refreshRevocations re-reads the revoked serials and re-signs the CRLs when
+// they, or this replica's signing keys, changed, or at half a CRL's life.
+// Expired revocations are pruned by the store's readers' time filter and
+// deleted on the rotation tick.
+func (c *CA) refreshRevocations(ctx context.Context) error {
+	c.revMu.Lock()
+	defer c.revMu.Unlock()
+	now := c.cfg.Now()
+	list, err := c.cfg.Store.ListRevokedSVIDs(ctx, now)
+	if err != nil {
+		return fmt.Errorf("refresh revocations: %w", err)
+	}
+	st := c.cur.Load()
+	if st == nil {
+		return ErrNotReady
+	}
+	var slots []*x509Slot
+	var b strings.Builder
+	for _, r := range list {
+		b.WriteString(r.Serial)
+		b.WriteByte(',')
+	}
+	b.WriteByte('|')
+	for _, s := range st.x509 {
+		if now.Before(s.cert.NotAfter) {
+			slots = append(slots, s)
+			b.WriteString(s.rec.ID)
+			b.WriteByte(',')
+		}
+	}
+	old := c.revoked.Load()
+	if old != nil && old.key == b.String() && now.Before(old.thisUpdate.Add(CRLLife/2)) {
+		return nil
+	}
+	next := &revocations{serials: make(map[string]bool, len(list)), key: b.String(), thisUpdate: now}
+	entries := make([]x509.RevocationListEntry, 0, len(list))
+	for _, r := range list {
+		next.serials[r.Serial] = true
+		n, _ := new(big.Int).SetString(r.Serial, 16)
+		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.RevokedAt})
+	}
+	for _, s := range slots {
+		tmpl := &x509.RevocationList{
+			// Increasing across re-signs and restarts.
+			Number:                    big.NewInt(now.UnixMicro()),
+			ThisUpdate:                now.Add(-backdate),
+			NextUpdate:                now.Add(CRLLife),
+			RevokedCertificateEntries: entries,
+		}
+		der, err := x509.CreateRevocationList(rand.Reader, tmpl, s.cert, s.signer)
+		if err != nil {
+			return fmt.Errorf("sign crl for key %s: %w", s.rec.ID, err)
+		}
+		next.crls = append(next.crls, der)
+	}
+	c.revoked.Store(next)
+	if old == nil || !slices.Equal(keysOf(old.serials), keysOf(next.serials)) {
+		c.cfg.Logger.Info("revoked svids loaded", "count", len(list), "crls", len(next.crls))
+	}
+	return nil
+}
+
+func keysOf(m map[string]bool) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
