@@ -36,7 +36,18 @@ func talkers(cmd *cobra.Command) map[string]string {
 // exitUnavailable, and shows no raw gRPC text. Arguments make each command
 // get as far as dialing; a new command needs its line here.
 func TestCommandsWithNothingRunning(t *testing.T) {
+	// audit verify asks the CA for the trust bundle only for a log with
+	// checkpoints.
+	logPath := filepath.Join(t.TempDir(), "decisions.log")
+	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(logPath+".checkpoints", []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	args := map[string][]string{
+		"audit verify":  {logPath},
+		"svid revoke":   {"--serial", "ab12"},
 		"agent ban":     {"x"},
 		"agent evict":   {"x"},
 		"ca revoke":     {"--kind", "x509", "x"},
