@@ -19,7 +19,21 @@ mkdir -p "$SIGIL_TOOLS"
 export PATH="$SIGIL_TOOLS:$PATH"
 FUZZTIME="${FUZZTIME:-5s}"
 
-step() { printf '\n== %s\n' "$*"; }
+step() {
+  printf '\n== %s\n' "$*"
+}
+
+# Never silent for more than a minute: while a step runs, say every 50 s
+# what is still running and for how long.
+(
+  while sleep 50; do
+    kill -0 "$$" 2>/dev/null || exit 0
+    printf '   ... still running (%ss in all); go processes: %s\n' "$SECONDS" \
+      "$(pgrep -a -f '\.test |go (test|build|vet)' 2>/dev/null | awk '{print $2}' | xargs -r -n1 basename 2>/dev/null | sort | uniq -c | awk '{printf "%s%s×%s", sep, $2, $1; sep=", "}')"
+  done
+) &
+ticker=$!
+trap 'kill $ticker 2>/dev/null || true' EXIT
 
 if ! command -v go >/dev/null; then
   echo "go not found: install Go 1.26 or newer (https://go.dev/dl)" >&2
