@@ -140,8 +140,12 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 				err = ensureDevAuthzEntry(ctx, stack.Store, cfg.TrustDomain, agentID)
 			}
 			if err != nil {
+				interrupted := ctx.Err() != nil // Ctrl-C during start-up
 				stop()
 				<-done
+				if interrupted && errors.Is(err, context.Canceled) {
+					return nil
+				}
 				return err
 			}
 			out := cmd.OutOrStdout()
