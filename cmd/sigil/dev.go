@@ -144,6 +144,7 @@ resumes with the same root and entries. Ctrl-C stops it.`,
 				stop()
 				<-done
 				if interrupted && errors.Is(err, context.Canceled) {
+					logger.Info("sigil dev stopped", "during", "start-up")
 					return nil
 				}
 				return err

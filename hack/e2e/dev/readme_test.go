@@ -86,6 +86,8 @@ func TestREADMECommands(t *testing.T) {
 	for _, sock := range []string{"admin.sock", "agent.sock"} {
 		waitUnix(t, filepath.Join(home, ".sigil", "dev", sock), done, out)
 	}
+	// The banner comes once dev has made its entries, after the sockets.
+	waitOutput(t, "Sigil dev is running", done, out)
 	// Ctrl-C reaches the whole process group, as in a terminal.
 	if err := syscall.Kill(-cmd.Process.Pid, syscall.SIGINT); err != nil {
 		t.Fatal(err)
@@ -130,4 +132,21 @@ func waitUnix(t *testing.T, path string, done <-chan struct{}, out fmt.Stringer)
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Fatalf("%s not ready within 5m:\n%s", path, out)
+}
+
+// waitOutput waits while the process lives until it has printed want.
+func waitOutput(t *testing.T, want string, done <-chan struct{}, out fmt.Stringer) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(out.String(), want) {
+		select {
+		case <-done:
+			t.Fatalf("exited before printing %q:\n%s", want, out)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("did not print %q within 1m:\n%s", want, out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
