@@ -434,15 +434,22 @@ func TestBootstrapErrors(t *testing.T) {
 	}
 }
 
-func TestX509PoPAttestsAgainAfterEviction(t *testing.T) {
-	tc := newTestCA(t, time.Hour)
+// x509popNode issues a node certificate under the test PKI and returns the
+// x509pop attestor holding it and the agent ID it attests as.
+func x509popNode(t *testing.T, tc *testCA) (*nodeattest.X509PoP, string) {
+	t.Helper()
 	node := tc.pki.Issue(t, "spiffe://corp.example/node-1")
 	pop, err := nodeattest.NewX509PoP(node.Certificates, node.PrivateKey)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(node.Certificates[0].Raw)
-	agentID := "spiffe://example.org/sigil/agent/x509pop/" + hex.EncodeToString(sum[:])
+	return pop, "spiffe://example.org/sigil/agent/x509pop/" + hex.EncodeToString(sum[:])
+}
+
+func TestX509PoPAttestsAgainAfterEviction(t *testing.T) {
+	tc := newTestCA(t, time.Hour)
+	pop, agentID := x509popNode(t, tc)
 	tc.entry(t, agentID, "spiffe://example.org/web", "unix:uid:1000")
 	a, reg, _, _ := runAgent(t, tc, filepath.Join(t.TempDir(), "agent"), "", func(c *agent.Config) { c.Attestor = pop })
 	sub := a.Cache().Subscribe(sels("unix:uid:1000"))

@@ -2,12 +2,9 @@ package agent_test
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -25,20 +22,13 @@ import (
 	"github.com/sigilhq/sigil/agent/attest/unix"
 	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/nodeattest"
+	"github.com/sigilhq/sigil/internal/e2e"
 	"github.com/sigilhq/sigil/internal/envoytest"
 	"github.com/sigilhq/sigil/internal/health"
 	"github.com/sigilhq/sigil/internal/workload"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lis.Close()
-	return lis.Addr().String()
-}
+func freeAddr(t *testing.T) string { return e2e.FreeAddr(t) }
 
 // get returns the status code and body of an HTTP GET.
 func get(t *testing.T, url string) (int, string) {
@@ -189,13 +179,7 @@ func TestJoinTokenAgentSVIDExpired(t *testing.T) {
 // and serves new SVIDs.
 func TestX509PoPAgentRecoversAfterItsSVIDExpired(t *testing.T) {
 	tc := newTestCAWith(t, time.Hour, 20*time.Second)
-	node := tc.pki.Issue(t, "spiffe://corp.example/node-1")
-	pop, err := nodeattest.NewX509PoP(node.Certificates, node.PrivateKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(node.Certificates[0].Raw)
-	agentID := "spiffe://example.org/sigil/agent/x509pop/" + hex.EncodeToString(sum[:])
+	pop, agentID := x509popNode(t, tc)
 	tc.entry(t, agentID, "spiffe://example.org/web", "unix:uid:1000")
 	a, reg, _, errc := runAgent(t, tc, filepath.Join(t.TempDir(), "agent"), "", func(c *agent.Config) { c.Attestor = pop })
 	sub := a.Cache().Subscribe(sels("unix:uid:1000"))

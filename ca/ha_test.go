@@ -11,27 +11,27 @@ import (
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/keys"
 	"github.com/sigilhq/sigil/ca/store/sqlstore"
+	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }
 
-// Two CA replicas share one PostgreSQL database and the same upstream PKI;
-// each has its own signing keys. Both replicas' keys must stay in the one
-// published bundle, so an SVID from either verifies everywhere.
-func TestReplicasShareOneBundle(t *testing.T) {
+// twoReplicas starts two CA replicas on one real PostgreSQL database, under
+// the same existing PKI, on one fake clock.
+func twoReplicas(t *testing.T) (a, b *ca.CA, st *sqlstore.Store, clk *clock.Fake) {
+	t.Helper()
 	ctx := context.Background()
 	st, err := sqlstore.OpenPostgres(ctx, pgtest.Start(t))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
-	clk := newClock()
+	t.Cleanup(func() { st.Close() })
+	clk = newClock()
 	var shared env
 	shared.clock = clk
 	var cfg ca.Config
 	existingPKI(t, clk.Now())(&shared, &cfg)
-
 	replica := func(name string) *ca.CA {
 		c, err := ca.New(ca.Config{TrustDomain: td, InstanceID: name, Store: st, Keys: keys.NewMemory(), Upstream: cfg.Upstream, Now: clk.Now})
 		if err != nil {
@@ -42,7 +42,15 @@ func TestReplicasShareOneBundle(t *testing.T) {
 		}
 		return c
 	}
-	a, b := replica("a"), replica("b")
+	return replica("a"), replica("b"), st, clk
+}
+
+// Two CA replicas share one PostgreSQL database and the same upstream PKI;
+// each has its own signing keys. Both replicas' keys must stay in the one
+// published bundle, so an SVID from either verifies everywhere.
+func TestReplicasShareOneBundle(t *testing.T) {
+	ctx := context.Background()
+	a, b, st, clk := twoReplicas(t)
 	kidA, kidB := keyIDs(t, a, ca.JWT, ca.Active)[0], keyIDs(t, b, ca.JWT, ca.Active)[0]
 	if kidA == kidB {
 		t.Fatal("replicas share a JWT key")
@@ -116,27 +124,7 @@ func keysOf[V any](m map[string]V) []string {
 // across both replicas' ticks.
 func TestIdleReplicasKeepBundleSequence(t *testing.T) {
 	ctx := context.Background()
-	st, err := sqlstore.OpenPostgres(ctx, pgtest.Start(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	clk := newClock()
-	var shared env
-	shared.clock = clk
-	var cfg ca.Config
-	existingPKI(t, clk.Now())(&shared, &cfg)
-	replica := func(name string) *ca.CA {
-		c, err := ca.New(ca.Config{TrustDomain: td, InstanceID: name, Store: st, Keys: keys.NewMemory(), Upstream: cfg.Upstream, Now: clk.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Init(ctx); err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	a, b := replica("a"), replica("b")
+	a, b, st, clk := twoReplicas(t)
 	sequence := func() uint64 {
 		t.Helper()
 		bundle, err := st.GetBundle(ctx, "example.org")

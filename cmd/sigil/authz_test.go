@@ -18,17 +18,11 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/sigilhq/sigil/internal/e2e"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
+func freeAddr(t *testing.T) string { return e2e.FreeAddr(t) }
 
 func check(t *testing.T, client authv3.AuthorizationClient, src, dst, method, path string) code.Code {
 	t.Helper()
