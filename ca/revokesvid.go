@@ -35,7 +35,8 @@ type revocations struct {
 	serials    map[string]bool // lowercase hex
 	key        string          // serials and signing key IDs, to see a change
 	thisUpdate time.Time
-	crls       [][]byte // DER, one per unexpired signing key of this replica
+	crls       [][]byte  // DER, one per unexpired signing key of this replica
+	latest     time.Time // the latest RevokedAt: what a re-key must cover
 }
 
 // RevokeSVID revokes one X.509-SVID by serial number (lowercase or
@@ -67,7 +68,11 @@ func (c *CA) RevokeSVID(ctx context.Context, actor, serial, spiffeID string) err
 		return err
 	}
 	c.cfg.Logger.Warn("svid revoked", "serial", r.Serial, "spiffe_id", spiffeID, "actor", actor)
-	return c.refreshRevocations(ctx)
+	if err := c.refreshRevocations(ctx); err != nil {
+		return err
+	}
+	c.kickRekey()
+	return nil
 }
 
 // SVIDRevoked reports whether the serial of an X.509-SVID was revoked.
@@ -126,6 +131,9 @@ func (c *CA) refreshRevocations(ctx context.Context) error {
 	entries := make([]x509.RevocationListEntry, 0, len(list))
 	for _, r := range list {
 		next.serials[r.Serial] = true
+		if r.RevokedAt.After(next.latest) {
+			next.latest = r.RevokedAt
+		}
 		n, _ := new(big.Int).SetString(r.Serial, 16)
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.RevokedAt})
 	}
