@@ -198,3 +198,42 @@ func TestRekeyRemintIsBounded(t *testing.T) {
 		t.Fatalf("K1's key file: %v, want gone", err)
 	}
 }
+
+// Revoking a SPIFFE ID revokes its SVIDs issued before, not those issued
+// after (its entries still mint), not other IDs', and starts a re-key.
+func TestRevokeSPIFFEID(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, withStoreClock(t))
+	victim := e.sign(t, "spiffe://example.org/victim")
+	bystander := e.sign(t, "spiffe://example.org/bystander")
+	e.clock.Advance(time.Second)
+	if err := e.ca.RevokeSPIFFEID(ctx, "admin", "spiffe://example.org/victim"); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Second)
+	after := e.sign(t, "spiffe://example.org/victim")
+	for _, tt := range []struct {
+		name string
+		svid *ca.X509SVID
+		want bool
+	}{{"victim's SVID from before", victim, true}, {"bystander", bystander, false}, {"victim's SVID from after", after, false}} {
+		if got := e.ca.LeafRevoked(tt.svid.Certificates[0]); got != tt.want {
+			t.Errorf("%s: LeafRevoked = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+	step(t, e.ca)
+	if cur, _ := rekeyStatus(t, e.ca); cur == nil || cur.Phase != ca.RekeyPublish {
+		t.Fatalf("re-key %+v, want one publishing", cur)
+	}
+	// A restarted CA (or another replica) reads it from the store.
+	c2, err := ca.New(ca.Config{TrustDomain: td, InstanceID: "b", Store: e.store, Keys: keys.NewMemory(), Upstream: e.up, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c2.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !c2.LeafRevoked(victim.Certificates[0]) || c2.LeafRevoked(after.Certificates[0]) {
+		t.Fatal("replica b does not see the ID revocation as it should")
+	}
+}
