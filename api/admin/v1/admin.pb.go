@@ -2106,8 +2106,8 @@ func (*RevokeCAResponse) Descriptor() ([]byte, []int) {
 
 type RevokeSVIDRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`                     // hex, as `openssl x509 -serial` prints it; required
-	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"` // optional, recorded with the revocation
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`                     // hex, as `openssl x509 -serial` prints it; required unless spiffe_id alone
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"` // with serial: recorded; alone: revoke every SVID of the ID issued until now
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
