@@ -317,6 +317,7 @@ func (c *CA) Run(ctx context.Context, every time.Duration) error {
 	defer rev.Stop()
 	rk := time.NewTicker(rekeyTick)
 	defer rk.Stop()
+	var rekeyErr string
 	if st := c.cur.Load(); st != nil && st.doc.Rekey != nil {
 		c.cfg.Logger.Warn("resuming the re-key in progress", "new_key", st.doc.Rekey.NewKey, "started", st.doc.Rekey.Started)
 	}
@@ -338,8 +339,14 @@ func (c *CA) Run(ctx context.Context, every time.Duration) error {
 		case <-rk.C:
 		case <-c.rekeyKick:
 		}
-		if err := c.rekeyStep(ctx); err != nil && ctx.Err() == nil {
+		// Logged once per distinct failure: the step retries every tick.
+		switch err := c.rekeyStep(ctx); {
+		case err != nil && ctx.Err() == nil && err.Error() != rekeyErr:
+			rekeyErr = err.Error()
 			c.cfg.Logger.Error("re-key step failed; retrying", "error", err)
+		case err == nil && rekeyErr != "":
+			rekeyErr = ""
+			c.cfg.Logger.Info("re-key step succeeds again")
 		}
 	}
 }
