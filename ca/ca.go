@@ -69,6 +69,15 @@ type Config struct {
 	Now         func() time.Time
 	Logger      *slog.Logger
 	Metrics     prometheus.Registerer // where the CA's series are registered; nil: nowhere
+	// The re-key after a leaf revocation (rekey.go): how long the next key
+	// is published before it signs (default 3s), and how long agents get
+	// to re-mint before the old keys are revoked: at least RekeyRemintMin
+	// (2s), then until no X.509-SVID was signed for RekeyRemintQuiet (1s),
+	// at most RekeyRemintMax (30s).
+	RekeyPublishWait time.Duration
+	RekeyRemintMin   time.Duration
+	RekeyRemintQuiet time.Duration
+	RekeyRemintMax   time.Duration
 }
 
 // CA issues SVIDs for one trust domain.
@@ -87,6 +96,10 @@ type CA struct {
 
 	revMu   sync.Mutex // serializes refreshRevocations
 	revoked atomic.Pointer[revocations]
+
+	lastSign  atomic.Int64  // UnixNano of the last X.509-SVID signed
+	started   time.Time     // when Init ran: a resumed re-key's re-mint wait counts from it
+	rekeyKick chan struct{} // wakes Run to advance the re-key
 }
 
 // ErrNotReady is returned by signing calls before Init succeeded.
@@ -124,6 +137,21 @@ func New(cfg Config) (*CA, error) {
 	if cfg.RefreshHint == 0 {
 		cfg.RefreshHint = DefaultRefreshHint
 	}
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{{&cfg.RekeyPublishWait, DefaultRekeyPublishWait}, {&cfg.RekeyRemintMin, DefaultRekeyRemintMin},
+		{&cfg.RekeyRemintQuiet, DefaultRekeyRemintQuiet}, {&cfg.RekeyRemintMax, DefaultRekeyRemintMax}} {
+		if *d.v == 0 {
+			*d.v = d.def
+		}
+		if *d.v < 0 {
+			return nil, errors.New("ca: re-key waits must not be negative")
+		}
+	}
+	if cfg.RekeyRemintMax < cfg.RekeyRemintMin {
+		return nil, errors.New("ca: rekey_remint_max is shorter than rekey_remint_min")
+	}
 	if cfg.CATTL < time.Minute || cfg.X509SVIDTTL < time.Second || cfg.JWTSVIDTTL < time.Second {
 		return nil, errors.New("ca: ttls too short (ca_ttl ≥ 1m, svid ttls ≥ 1s)")
 	}
@@ -137,7 +165,8 @@ func New(cfg Config) (*CA, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	sum := sha256.Sum256([]byte(cfg.InstanceID))
-	c := &CA{cfg: cfg, id: sigilid.CA(cfg.TrustDomain), kidTag: base64.RawURLEncoding.EncodeToString(sum[:])[:6] + "."}
+	c := &CA{cfg: cfg, id: sigilid.CA(cfg.TrustDomain), kidTag: base64.RawURLEncoding.EncodeToString(sum[:])[:6] + ".",
+		rekeyKick: make(chan struct{}, 1)}
 	var err error
 	if c.metrics, err = newMetrics(cfg.Metrics, c.activeKeyExpiry); err != nil {
 		return nil, fmt.Errorf("ca: %w", err)
@@ -156,6 +185,7 @@ func (c *CA) TrustDomain() spiffeid.TrustDomain { return c.cfg.TrustDomain }
 func (c *CA) Init(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.started = c.cfg.Now()
 	raw, err := c.cfg.Store.LoadJournal(ctx, c.cfg.InstanceID)
 	var doc journalDoc
 	switch {
@@ -285,6 +315,12 @@ func (c *CA) Run(ctx context.Context, every time.Duration) error {
 	defer t.Stop()
 	rev := time.NewTicker(RevocationPoll)
 	defer rev.Stop()
+	rk := time.NewTicker(rekeyTick)
+	defer rk.Stop()
+	var rekeyErr string
+	if st := c.cur.Load(); st != nil && st.doc.Rekey != nil {
+		c.cfg.Logger.Warn("resuming the re-key in progress", "new_key", st.doc.Rekey.NewKey, "started", st.doc.Rekey.Started)
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -300,6 +336,17 @@ func (c *CA) Run(ctx context.Context, every time.Duration) error {
 			if err := c.refreshRevocations(ctx); err != nil {
 				c.cfg.Logger.Error("refresh revocations", "error", err)
 			}
+		case <-rk.C:
+		case <-c.rekeyKick:
+		}
+		// Logged once per distinct failure: the step retries every tick.
+		switch err := c.rekeyStep(ctx); {
+		case err != nil && ctx.Err() == nil && err.Error() != rekeyErr:
+			rekeyErr = err.Error()
+			c.cfg.Logger.Error("re-key step failed; retrying", "error", err)
+		case err == nil && rekeyErr != "":
+			rekeyErr = ""
+			c.cfg.Logger.Info("re-key step succeeds again")
 		}
 	}
 }

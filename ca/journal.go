@@ -23,6 +23,10 @@ type journalDoc struct {
 	// RevokedX509 lists the IDs of X.509 CA keys revoked by an operator, so
 	// that agents and authz can deny what they signed.
 	RevokedX509 []string `json:"revoked_x509,omitempty"`
+	// Rekey is the re-key in progress after a leaf revocation (nil: none);
+	// LastRekey the last one finished. See rekey.go.
+	Rekey     *rekeyRecord `json:"rekey,omitempty"`
+	LastRekey *rekeyRecord `json:"last_rekey,omitempty"`
 }
 
 type x509Record struct {
@@ -31,6 +35,10 @@ type x509Record struct {
 	Chain   [][]byte `json:"chain"` // DER; Chain[0] is this CA's certificate
 	State   KeyState `json:"state"`
 	Tainted bool     `json:"tainted,omitempty"`
+	// ActivatedAt is when the key began signing (zero: prepared, or
+	// activated by a sigil that did not record it; then its notBefore
+	// stands in).
+	ActivatedAt time.Time `json:"activated_at,omitzero"`
 }
 
 type jwtRecord struct {
@@ -68,6 +76,8 @@ func (j journalDoc) clone() journalDoc {
 	c.X509 = append([]x509Record(nil), j.X509...)
 	c.JWT = append([]jwtRecord(nil), j.JWT...)
 	c.RevokedX509 = append([]string(nil), j.RevokedX509...)
+	c.Rekey = j.Rekey.clone()
+	c.LastRekey = j.LastRekey.clone()
 	return c
 }
 

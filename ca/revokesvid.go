@@ -19,6 +19,9 @@ const (
 	// one more is refused with store.ErrLimit (revoke the issuing key
 	// instead).
 	MaxRevokedSVIDs = 10000
+	// MaxRevokedIDs bounds the unexpired SPIFFE ID revocations the store
+	// keeps.
+	MaxRevokedIDs = 1000
 	// CRLLife is a CRL's nextUpdate after its thisUpdate. A verifier that
 	// checks CRLs refuses every SVID of the issuer once its CRL is past
 	// nextUpdate, so it is no shorter than an SVID's default life; CRLs are
@@ -32,10 +35,12 @@ const (
 // revocations is the CA's view of the revoked SVIDs and the CRLs it signs
 // for them.
 type revocations struct {
-	serials    map[string]bool // lowercase hex
-	key        string          // serials and signing key IDs, to see a change
+	serials    map[string]bool      // lowercase hex
+	ids        map[string]time.Time // SPIFFE ID → SVIDs issued before this are revoked
+	key        string               // serials and signing key IDs, to see a change
 	thisUpdate time.Time
-	crls       [][]byte // DER, one per unexpired signing key of this replica
+	crls       [][]byte  // DER, one per unexpired signing key of this replica
+	latest     time.Time // the latest RevokedAt: what a re-key must cover
 }
 
 // RevokeSVID revokes one X.509-SVID by serial number (lowercase or
@@ -51,14 +56,7 @@ func (c *CA) RevokeSVID(ctx context.Context, actor, serial, spiffeID string) err
 		return fmt.Errorf("revoke svid: %w: serial %q is not a positive hex number", store.ErrInvalid, serial)
 	}
 	now := c.cfg.Now()
-	var notAfter time.Time
-	if p := c.authorities.Load(); p != nil {
-		for _, a := range *p {
-			if a.NotAfter.After(notAfter) {
-				notAfter = a.NotAfter
-			}
-		}
-	}
+	notAfter := c.lastAuthorityExpiry()
 	if notAfter.IsZero() {
 		return ErrNotReady
 	}
@@ -67,7 +65,66 @@ func (c *CA) RevokeSVID(ctx context.Context, actor, serial, spiffeID string) err
 		return err
 	}
 	c.cfg.Logger.Warn("svid revoked", "serial", r.Serial, "spiffe_id", spiffeID, "actor", actor)
-	return c.refreshRevocations(ctx)
+	if err := c.refreshRevocations(ctx); err != nil {
+		return err
+	}
+	c.kickRekey()
+	return nil
+}
+
+// RevokeSPIFFEID revokes every X.509-SVID of a SPIFFE ID issued before now
+// (the store's clock). The CA keeps no record of what it signed, so no CRL
+// can list them; every replica's CA mTLS refuses them (notBefore plus the
+// backdate before the revocation time) within RevocationPoll, and the
+// re-key takes their issuing keys out of the bundle for every other
+// verifier. The ID's entries keep minting new SVIDs unless deleted.
+func (c *CA) RevokeSPIFFEID(ctx context.Context, actor, spiffeID string) error {
+	notAfter := c.lastAuthorityExpiry()
+	if notAfter.IsZero() {
+		return ErrNotReady
+	}
+	r := store.RevokedID{SPIFFEID: spiffeID, NotAfter: notAfter}
+	if err := c.cfg.Store.RevokeSPIFFEID(ctx, actor, r, c.cfg.Now(), MaxRevokedIDs); err != nil {
+		return err
+	}
+	c.cfg.Logger.Warn("svids of a spiffe id revoked", "spiffe_id", spiffeID, "actor", actor)
+	if err := c.refreshRevocations(ctx); err != nil {
+		return err
+	}
+	c.kickRekey()
+	return nil
+}
+
+// lastAuthorityExpiry is the latest notAfter of the published bundle's
+// authorities: no SVID of this trust domain outlives it.
+func (c *CA) lastAuthorityExpiry() time.Time {
+	var notAfter time.Time
+	if p := c.authorities.Load(); p != nil {
+		for _, a := range *p {
+			if a.NotAfter.After(notAfter) {
+				notAfter = a.NotAfter
+			}
+		}
+	}
+	return notAfter
+}
+
+// LeafRevoked reports whether a client X.509-SVID was revoked, by serial
+// or by SPIFFE ID (issued before the ID's revocation).
+func (c *CA) LeafRevoked(leaf *x509.Certificate) bool {
+	r := c.revoked.Load()
+	if r == nil {
+		return false
+	}
+	if r.serials[leaf.SerialNumber.Text(16)] {
+		return true
+	}
+	for _, u := range leaf.URIs {
+		if t, ok := r.ids[u.String()]; ok && leaf.NotBefore.Add(backdate).Before(t) {
+			return true
+		}
+	}
+	return false
 }
 
 // SVIDRevoked reports whether the serial of an X.509-SVID was revoked.
@@ -100,6 +157,10 @@ func (c *CA) refreshRevocations(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("refresh revocations: %w", err)
 	}
+	ids, err := c.cfg.Store.ListRevokedIDs(ctx, now)
+	if err != nil {
+		return fmt.Errorf("refresh revocations: %w", err)
+	}
 	st := c.cur.Load()
 	if st == nil {
 		return ErrNotReady
@@ -109,6 +170,10 @@ func (c *CA) refreshRevocations(ctx context.Context) error {
 	for _, r := range list {
 		b.WriteString(r.Serial)
 		b.WriteByte(',')
+	}
+	b.WriteByte('|')
+	for _, r := range ids {
+		fmt.Fprintf(&b, "%s@%d,", r.SPIFFEID, r.RevokedAt.UnixMicro())
 	}
 	b.WriteByte('|')
 	for _, s := range st.x509 {
@@ -122,10 +187,19 @@ func (c *CA) refreshRevocations(ctx context.Context) error {
 	if old != nil && old.key == b.String() && now.Before(old.thisUpdate.Add(CRLLife/2)) {
 		return nil
 	}
-	next := &revocations{serials: make(map[string]bool, len(list)), key: b.String(), thisUpdate: now}
+	next := &revocations{serials: make(map[string]bool, len(list)), ids: make(map[string]time.Time, len(ids)), key: b.String(), thisUpdate: now}
+	for _, r := range ids {
+		next.ids[r.SPIFFEID] = r.RevokedAt
+		if r.RevokedAt.After(next.latest) {
+			next.latest = r.RevokedAt
+		}
+	}
 	entries := make([]x509.RevocationListEntry, 0, len(list))
 	for _, r := range list {
 		next.serials[r.Serial] = true
+		if r.RevokedAt.After(next.latest) {
+			next.latest = r.RevokedAt
+		}
 		n, _ := new(big.Int).SetString(r.Serial, 16)
 		entries = append(entries, x509.RevocationListEntry{SerialNumber: n, RevocationTime: r.RevokedAt})
 	}
@@ -144,8 +218,8 @@ func (c *CA) refreshRevocations(ctx context.Context) error {
 		next.crls = append(next.crls, der)
 	}
 	c.revoked.Store(next)
-	if old == nil || !slices.Equal(keysOf(old.serials), keysOf(next.serials)) {
-		c.cfg.Logger.Info("revoked svids loaded", "count", len(list), "crls", len(next.crls))
+	if old == nil || !slices.Equal(keysOf(old.serials), keysOf(next.serials)) || len(old.ids) != len(next.ids) {
+		c.cfg.Logger.Info("revoked svids loaded", "count", len(list), "spiffe_ids", len(ids), "crls", len(next.crls))
 	}
 	return nil
 }

@@ -70,10 +70,10 @@ func (c *CA) rotateLocked(ctx context.Context) error {
 			if err := c.prepareInto(ctx, &doc, kind, now); err != nil {
 				return err
 			}
-			activateInto(&doc, kind)
+			activateInto(&doc, kind, now)
 			changed = true
 		case hasPrepared && ActivateDue(now, nb, na):
-			activateInto(&doc, kind)
+			activateInto(&doc, kind, now)
 			changed = true
 		case !hasPrepared && PrepareDue(now, nb, na):
 			if err := c.prepareInto(ctx, &doc, kind, now); err != nil {
@@ -173,7 +173,7 @@ func (c *CA) prepareInto(ctx context.Context, doc *journalDoc, kind KeyKind, now
 }
 
 // activateInto makes the prepared key of kind active and the active one old.
-func activateInto(doc *journalDoc, kind KeyKind) {
+func activateInto(doc *journalDoc, kind KeyKind, now time.Time) {
 	if kind == X509 {
 		for i := range doc.X509 {
 			switch doc.X509[i].State {
@@ -181,6 +181,7 @@ func activateInto(doc *journalDoc, kind KeyKind) {
 				doc.X509[i].State = Old
 			case Prepared:
 				doc.X509[i].State = Active
+				doc.X509[i].ActivatedAt = now
 			}
 		}
 		return
@@ -267,7 +268,8 @@ func (c *CA) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("ca status: upstream roots: %w", err)
 	}
-	return Status{TrustDomain: c.cfg.TrustDomain.Name(), Keys: st.statuses(), UpstreamRoots: roots}, nil
+	return Status{TrustDomain: c.cfg.TrustDomain.Name(), Keys: st.statuses(), UpstreamRoots: roots,
+		Rekey: st.doc.Rekey.status(), LastRekey: st.doc.LastRekey.status()}, nil
 }
 
 // Prepare makes and publishes a new key of kind now, whatever the schedule.
@@ -297,7 +299,7 @@ func (c *CA) Activate(ctx context.Context, kind KeyKind) (KeyStatus, error) {
 	if _, ok := preparedIndex(doc, kind); !ok {
 		return KeyStatus{}, ErrNoPrepared
 	}
-	activateInto(&doc, kind)
+	activateInto(&doc, kind, c.cfg.Now())
 	ks, err := c.finishForced(ctx, before, doc, kind, Active)
 	if err != nil {
 		return KeyStatus{}, err

@@ -233,6 +233,7 @@ func (c *CA) signLeaf(id spiffeid.ID, pub crypto.PublicKey, dns []string, ttl ti
 	if _, _, err := x509svid.Verify([]*x509.Certificate{leaf}, slot.self, x509svid.WithTime(now)); err != nil {
 		return nil, fmt.Errorf("signed svid fails its own check: %w", err)
 	}
+	c.noteSigned(now)
 	certs := make([]*x509.Certificate, 0, 1+len(slot.chain))
 	certs = append(certs, leaf)
 	certs = append(certs, slot.chain...)

@@ -41,4 +41,7 @@ type Status struct {
 	// UpstreamRoots are what the signing certificates chain to: agents'
 	// bootstrap trust, not the bundle's authorities.
 	UpstreamRoots []*x509.Certificate
+	// Rekey is the re-key after a leaf revocation in progress (nil: none),
+	// LastRekey the last one that ended.
+	Rekey, LastRekey *RekeyStatus
 }

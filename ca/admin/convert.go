@@ -41,6 +41,23 @@ func keyToProto(k ca.KeyStatus) *adminv1.CAKey {
 	}
 }
 
+func rekeyToProto(r *ca.RekeyStatus) *adminv1.CARekey {
+	if r == nil {
+		return nil
+	}
+	return &adminv1.CARekey{
+		Phase:     string(r.Phase),
+		Covers:    apiconv.TimeOrNil(r.Covers),
+		Started:   apiconv.TimeOrNil(r.Started),
+		Published: apiconv.TimeOrNil(r.Published),
+		Activated: apiconv.TimeOrNil(r.Activated),
+		Done:      apiconv.TimeOrNil(r.Done),
+		NewKeyId:  r.NewKeyID,
+		OldKeyIds: r.OldKeyIDs,
+		Reason:    r.Reason,
+	}
+}
+
 func kindToProto(k ca.KeyKind) adminv1.KeyKind {
 	switch k {
 	case ca.X509:

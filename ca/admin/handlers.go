@@ -462,7 +462,7 @@ func (s *Server) CAStatus(ctx context.Context, _ *adminv1.CAStatusRequest) (*adm
 	if err != nil {
 		return nil, s.failCA(ctx, "ca status", "ca status", err)
 	}
-	out := &adminv1.CAStatusResponse{TrustDomain: st.TrustDomain}
+	out := &adminv1.CAStatusResponse{TrustDomain: st.TrustDomain, Rekey: rekeyToProto(st.Rekey), LastRekey: rekeyToProto(st.LastRekey)}
 	for _, r := range st.UpstreamRoots {
 		out.UpstreamRoots = append(out.UpstreamRoots, r.Raw)
 	}
@@ -537,8 +537,10 @@ func (s *Server) RevokeCA(ctx context.Context, req *adminv1.RevokeCARequest) (*a
 	return &adminv1.RevokeCAResponse{}, nil
 }
 
-// RevokeSVID revokes one X.509-SVID by serial. The store writes the
-// svid.revoke audit event with the caller as actor in the same transaction.
+// RevokeSVID revokes one X.509-SVID by serial, or, with only a SPIFFE ID,
+// every X.509-SVID of that ID issued before now. The store writes the
+// audit event (svid.revoke, svid.revoke_id) with the caller as actor in the
+// same transaction. Either starts the CA's re-key (see ca/rekey.go).
 func (s *Server) RevokeSVID(ctx context.Context, req *adminv1.RevokeSVIDRequest) (*adminv1.RevokeSVIDResponse, error) {
 	actor, err := caller(ctx)
 	if err != nil {
@@ -546,11 +548,8 @@ func (s *Server) RevokeSVID(ctx context.Context, req *adminv1.RevokeSVIDRequest)
 	}
 	serial := strings.ReplaceAll(strings.TrimPrefix(req.GetSerial(), "serial="), ":", "")
 	switch {
-	case serial == "" && req.GetSpiffeId() != "":
-		return nil, status.Error(codes.Unimplemented, "revoking every SVID of a SPIFFE ID is not supported yet: "+
-			"revoke each serial, or taint and revoke the key that issued them (sigil ca taint/revoke)")
-	case serial == "":
-		return nil, invalid("serial", "required")
+	case serial == "" && req.GetSpiffeId() == "":
+		return nil, invalid("serial", "required (or spiffe_id alone)")
 	case len(serial) > 64:
 		return nil, invalid("serial", "longer than 64 hex digits")
 	}
@@ -558,6 +557,17 @@ func (s *Server) RevokeSVID(ctx context.Context, req *adminv1.RevokeSVIDRequest)
 		if _, err := s.memberID("spiffe_id", req.GetSpiffeId()); err != nil {
 			return nil, err
 		}
+	}
+	if serial == "" {
+		id := req.GetSpiffeId()
+		if err := s.auth.RevokeSPIFFEID(ctx, actor, id); err != nil {
+			if errors.Is(err, store.ErrLimit) {
+				return nil, status.Errorf(codes.ResourceExhausted, "spiffe id %s: %v: taint and revoke the issuing keys instead", id, err)
+			}
+			return nil, s.failCA(ctx, "svid revoke", "spiffe id "+id, err)
+		}
+		s.log.InfoContext(ctx, "svids of a spiffe id revoked", "actor", actor, "spiffe_id", id)
+		return &adminv1.RevokeSVIDResponse{}, nil
 	}
 	if err := s.auth.RevokeSVID(ctx, actor, serial, req.GetSpiffeId()); err != nil {
 		if errors.Is(err, store.ErrLimit) {

@@ -96,6 +96,10 @@ func (f *fakeAuthority) RevokeSVID(_ context.Context, actor, serial, spiffeID st
 	return f.record("revoke svid " + serial + " " + spiffeID + " by " + actor)
 }
 
+func (f *fakeAuthority) RevokeSPIFFEID(_ context.Context, actor, spiffeID string) error {
+	return f.record("revoke spiffe id " + spiffeID + " by " + actor)
+}
+
 var _ Authority = (*fakeAuthority)(nil)
 
 type env struct {

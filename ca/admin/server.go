@@ -25,6 +25,7 @@ type Authority interface {
 	Taint(ctx context.Context, kind ca.KeyKind, keyID string) error
 	Revoke(ctx context.Context, kind ca.KeyKind, keyID string) error
 	RevokeSVID(ctx context.Context, actor, serial, spiffeID string) error
+	RevokeSPIFFEID(ctx context.Context, actor, spiffeID string) error
 }
 
 // Store is the part of the datastore the admin API uses.

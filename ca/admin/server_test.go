@@ -723,7 +723,7 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 }
 
-// RevokeSVID passes a normalized serial and the caller to the CA, refuses
+// RevokeSVID passes a normalized serial (or a SPIFFE ID alone) and the caller to the CA, refuses
 // bad input before reaching it, and maps the store's limit to
 // ResourceExhausted.
 func TestRevokeSVID(t *testing.T) {
@@ -738,7 +738,8 @@ func TestRevokeSVID(t *testing.T) {
 		code codes.Code
 	}{
 		{"no serial", &adminv1.RevokeSVIDRequest{}, codes.InvalidArgument},
-		{"only a SPIFFE ID", &adminv1.RevokeSVIDRequest{SpiffeId: "spiffe://example.org/w"}, codes.Unimplemented},
+		{"foreign SPIFFE ID alone", &adminv1.RevokeSVIDRequest{SpiffeId: "spiffe://other.org/w"}, codes.InvalidArgument},
+		{"bad SPIFFE ID alone", &adminv1.RevokeSVIDRequest{SpiffeId: "example.org/w"}, codes.InvalidArgument},
 		{"huge serial", &adminv1.RevokeSVIDRequest{Serial: strings.Repeat("a", 65)}, codes.InvalidArgument},
 		{"foreign SPIFFE ID", &adminv1.RevokeSVIDRequest{Serial: "ab", SpiffeId: "spiffe://other.org/w"}, codes.InvalidArgument},
 	} {
@@ -747,7 +748,10 @@ func TestRevokeSVID(t *testing.T) {
 			wantCode(t, err, tt.code)
 		})
 	}
-	if got, want := e.auth.Calls(), []string{"revoke svid ABCD spiffe://example.org/w by local-admin"}; !slices.Equal(got, want) {
+	if _, err := e.client.RevokeSVID(ctx, &adminv1.RevokeSVIDRequest{SpiffeId: "spiffe://example.org/w"}); err != nil {
+		t.Fatalf("revoke by SPIFFE ID alone: %v", err)
+	}
+	if got, want := e.auth.Calls(), []string{"revoke svid ABCD spiffe://example.org/w by local-admin", "revoke spiffe id spiffe://example.org/w by local-admin"}; !slices.Equal(got, want) {
 		t.Fatalf("authority calls %v, want %v", got, want)
 	}
 	e.auth.err = fmt.Errorf("revoke: %w", store.ErrLimit)

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -33,7 +32,9 @@ type Registrar interface {
 type Identity interface {
 	GetX509SVID() (*x509svid.SVID, error)
 	X509Authorities(ctx context.Context) ([]*x509.Certificate, error)
-	SVIDRevoked(serial *big.Int) bool
+	// LeafRevoked reports whether a client SVID was revoked, by serial
+	// or by SPIFFE ID.
+	LeafRevoked(leaf *x509.Certificate) bool
 }
 
 // Config says where to listen. Empty addresses disable a listener.
@@ -151,7 +152,7 @@ func TLSConfig(ctx context.Context, id Identity) *tls.Config {
 			// connection at all.
 			VerifyPeerCertificate: func(_ [][]byte, chains [][]*x509.Certificate) error {
 				for _, chain := range chains {
-					if len(chain) > 0 && id.SVIDRevoked(chain[0].SerialNumber) {
+					if len(chain) > 0 && id.LeafRevoked(chain[0]) {
 						return fmt.Errorf("client certificate serial %s was revoked", chain[0].SerialNumber.Text(16))
 					}
 				}

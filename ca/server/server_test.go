@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"crypto/x509"
-	"math/big"
 	"net"
 	"os"
 	"path/filepath"
@@ -34,7 +33,9 @@ type identity struct {
 
 func (i identity) GetX509SVID() (*x509svid.SVID, error)                         { return i.svid, nil }
 func (i identity) X509Authorities(context.Context) ([]*x509.Certificate, error) { return i.roots, nil }
-func (i identity) SVIDRevoked(serial *big.Int) bool                             { return i.revoked[serial.Text(16)] }
+func (i identity) LeafRevoked(leaf *x509.Certificate) bool {
+	return i.revoked[leaf.SerialNumber.Text(16)]
+}
 
 // peerRecorder is a service that remembers the verified client chain of
 // the last call, to show what the listener hands handlers.

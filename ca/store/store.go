@@ -173,6 +173,14 @@ type RevokedSVID struct {
 	RevokedAt time.Time // set by the store
 }
 
+// RevokedID revokes every X.509-SVID of one SPIFFE ID issued before
+// RevokedAt, kept until the last of them would have expired.
+type RevokedID struct {
+	SPIFFEID  string
+	NotAfter  time.Time // after this every such SVID is dead anyway and the record is pruned
+	RevokedAt time.Time // set by the store; revoking again moves it to the later time
+}
+
 // ErrLimit means a bounded table is full; nothing was written.
 var ErrLimit = errors.New("limit reached")
 
@@ -186,7 +194,15 @@ type Revocations interface {
 	// ListRevokedSVIDs returns the revocations not yet expired at now,
 	// ordered by serial.
 	ListRevokedSVIDs(ctx context.Context, now time.Time) ([]RevokedSVID, error)
-	// PruneRevokedSVIDs deletes the revocations that expired before now.
+	// RevokeSPIFFEID records r (audit event svid.revoke_id). Revoking an
+	// ID again moves RevokedAt to now and keeps the later NotAfter. When
+	// limit unexpired ID revocations exist already it fails with ErrLimit.
+	RevokeSPIFFEID(ctx context.Context, actor string, r RevokedID, now time.Time, limit int) error
+	// ListRevokedIDs returns the ID revocations not yet expired at now,
+	// ordered by SPIFFE ID.
+	ListRevokedIDs(ctx context.Context, now time.Time) ([]RevokedID, error)
+	// PruneRevokedSVIDs deletes the revocations (by serial and by ID) that
+	// expired before now.
 	PruneRevokedSVIDs(ctx context.Context, now time.Time) (int, error)
 }
 

@@ -87,6 +87,11 @@ func (r *recordingAuthority) RevokeSVID(_ context.Context, actor, serial, spiffe
 	return nil
 }
 
+func (r *recordingAuthority) RevokeSPIFFEID(_ context.Context, actor, spiffeID string) error {
+	r.add("revoke spiffe id " + spiffeID)
+	return nil
+}
+
 type cliEnv struct {
 	socket string
 	store  *sqlstore.Store
@@ -205,7 +210,11 @@ func TestCAOpsCommands(t *testing.T) {
 	if _, _, err := runCmd(t, newSVID(), "", "revoke", "--admin-socket", e.socket); err == nil || !strings.Contains(err.Error(), "--serial") {
 		t.Fatalf("svid revoke without --serial: %v", err)
 	}
-	want = "revoke svid AB12 spiffe://example.org/w"
+	if out, _, err := runCmd(t, newSVID(), "", "revoke", "--spiffe-id", "spiffe://example.org/w", "--admin-socket", e.socket); err != nil ||
+		!strings.Contains(out, "revoked every svid of spiffe://example.org/w issued until now") || !strings.Contains(out, "entry delete") {
+		t.Fatalf("svid revoke --spiffe-id: out %q, err %v", out, err)
+	}
+	want = "revoke svid AB12 spiffe://example.org/w,revoke spiffe id spiffe://example.org/w"
 	if got := strings.Join(e.auth.calls, ","); got != want {
 		t.Fatalf("authority calls %q, want %q", got, want)
 	}

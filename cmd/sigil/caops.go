@@ -6,9 +6,11 @@ import (
 	"crypto/x509"
 	"encoding/hex"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 )
@@ -68,6 +70,8 @@ func newCAStatusCmd() *cobra.Command {
 				if err := printKeys(cmd, resp.GetKeys()...); err != nil {
 					return err
 				}
+				printRekey(cmd, "re-key in progress", resp.GetRekey())
+				printRekey(cmd, "last re-key", resp.GetLastRekey())
 				return printRoots(cmd, resp.GetUpstreamRoots())
 			})
 		},
@@ -85,6 +89,31 @@ func printKeys(cmd *cobra.Command, keys ...*adminv1.CAKey) error {
 			fmtTime(k.GetNotBefore()), fmtTime(k.GetNotAfter()), k.GetTainted())
 	}
 	return tw.Flush()
+}
+
+// printRekey shows a re-key after an SVID revocation and how long each
+// phase took (or is taking).
+func printRekey(cmd *cobra.Command, title string, r *adminv1.CARekey) {
+	if r == nil {
+		return
+	}
+	w := cmd.OutOrStdout()
+	fmt.Fprintf(w, "\n%s (after an svid revocation): phase %s, new key %s, old keys %s\n", title, r.GetPhase(), r.GetNewKeyId(), strings.Join(r.GetOldKeyIds(), ","))
+	since := func(a, b *timestamppb.Timestamp) string {
+		if a == nil || b == nil {
+			return "-"
+		}
+		return b.AsTime().Sub(a.AsTime()).Round(time.Millisecond).String()
+	}
+	end := r.GetDone()
+	if end == nil {
+		end = timestamppb.Now()
+	}
+	fmt.Fprintf(w, "  started %s; published → activated %s; activated → old keys revoked %s; total %s\n",
+		fmtTime(r.GetStarted()), since(r.GetPublished(), r.GetActivated()), since(r.GetActivated(), r.GetDone()), since(r.GetStarted(), end))
+	if r.GetReason() != "" {
+		fmt.Fprintf(w, "  aborted: %s\n", r.GetReason())
+	}
 }
 
 // printRoots lists the upstream roots: agents' bootstrap trust, not the

@@ -126,32 +126,46 @@ func newSVIDCmd() *cobra.Command {
 	return cmd
 }
 
-// newSVIDRevokeCmd makes `svid revoke --serial S`, an admin call to the CA.
+// newSVIDRevokeCmd makes `svid revoke --serial S | --spiffe-id ID`, an admin
+// call to the CA.
 func newSVIDRevokeCmd() *cobra.Command {
 	var serial, id string
 	cmd := &cobra.Command{
-		Use:   "revoke --serial SERIAL [--spiffe-id ID]",
-		Short: "Revoke one X.509-SVID by serial (admin socket)",
+		Use:   "revoke (--serial SERIAL [--spiffe-id ID] | --spiffe-id ID)",
+		Short: "Revoke one X.509-SVID by serial, or every X.509-SVID of a SPIFFE ID issued until now (admin socket)",
 		Long: "Revoke one X.509-SVID by serial: the CA's node and admin mTLS refuse it at once and\n" +
 			"the CRLs the CA sends agents (and agents hand Envoy) list it until it expires.\n" +
 			"SERIAL is hex, as `openssl x509 -noout -serial` prints it. --spiffe-id is recorded.\n" +
-			"go-spiffe peers read no CRLs: see SECURITY.md (Revocation).",
+			"With --spiffe-id alone, every X.509-SVID of that ID issued until now is revoked: the\n" +
+			"CA's mTLS refuses them, but no CRL lists them (the CA records no serials it signed).\n" +
+			"The ID's entries keep minting new SVIDs: delete them first (sigil entry delete).\n" +
+			"Either way the CA then re-keys: it publishes a next signing key, activates it, agents\n" +
+			"re-mint every SVID and the old keys are revoked, so that go-spiffe peers and Envoy's\n" +
+			"SPIFFE validator, which read no CRLs, refuse the revoked SVIDs too (seconds; watch\n" +
+			"it with `sigil ca status`). See SECURITY.md (Revocation).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if serial == "" {
-				return errors.New("--serial is required (revoking by --spiffe-id alone is not supported yet)")
+			if serial == "" && id == "" {
+				return errors.New("--serial or --spiffe-id is required")
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				if _, err := c.RevokeSVID(cmd.Context(), &adminv1.RevokeSVIDRequest{Serial: serial, SpiffeId: id}); err != nil {
 					return err
 				}
-				_, err := fmt.Fprintf(cmd.OutOrStdout(), "revoked svid %s\n", serial)
+				w := cmd.OutOrStdout()
+				if serial == "" {
+					fmt.Fprintf(w, "revoked every svid of %s issued until now\n", id)
+					fmt.Fprintln(w, "its entries still mint new svids: delete them (sigil entry delete) unless the workload is trusted again")
+				} else {
+					fmt.Fprintf(w, "revoked svid %s\n", serial)
+				}
+				_, err := fmt.Fprintln(w, "the ca re-keys so that verifiers without crls refuse it too: see sigil ca status")
 				return err
 			})
 		},
 	}
 	cmd.Flags().StringVar(&serial, "serial", "", "serial number of the SVID, hex")
-	cmd.Flags().StringVar(&id, "spiffe-id", "", "SPIFFE ID of the SVID, recorded with the revocation")
+	cmd.Flags().StringVar(&id, "spiffe-id", "", "with --serial: recorded with the revocation; alone: revoke every SVID of this ID issued until now")
 	addAdminSocketFlag(cmd)
 	return cmd
 }

@@ -1570,6 +1570,8 @@ type CAStatusResponse struct {
 	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
 	Keys          []*CAKey               `protobuf:"bytes,2,rep,name=keys,proto3" json:"keys,omitempty"`
 	UpstreamRoots [][]byte               `protobuf:"bytes,3,rep,name=upstream_roots,json=upstreamRoots,proto3" json:"upstream_roots,omitempty"` // DER: what the signing keys chain to; not the bundle
+	Rekey         *CARekey               `protobuf:"bytes,4,opt,name=rekey,proto3" json:"rekey,omitempty"`                                      // the re-key after an SVID revocation in progress; absent: none
+	LastRekey     *CARekey               `protobuf:"bytes,5,opt,name=last_rekey,json=lastRekey,proto3" json:"last_rekey,omitempty"`             // the last re-key that ended
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1625,6 +1627,131 @@ func (x *CAStatusResponse) GetUpstreamRoots() [][]byte {
 	return nil
 }
 
+func (x *CAStatusResponse) GetRekey() *CARekey {
+	if x != nil {
+		return x.Rekey
+	}
+	return nil
+}
+
+func (x *CAStatusResponse) GetLastRekey() *CARekey {
+	if x != nil {
+		return x.LastRekey
+	}
+	return nil
+}
+
+// CARekey is a re-key after an SVID revocation: the next X.509 key is
+// published, activated once agents have it, the old keys are tainted and
+// revoked once agents re-minted.
+type CARekey struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Phase         string                 `protobuf:"bytes,1,opt,name=phase,proto3" json:"phase,omitempty"`   // publish, remint, done, aborted
+	Covers        *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=covers,proto3" json:"covers,omitempty"` // the latest revocation it answers
+	Started       *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=started,proto3" json:"started,omitempty"`
+	Published     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=published,proto3" json:"published,omitempty"` // the next key entered the bundle
+	Activated     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=activated,proto3" json:"activated,omitempty"` // the next key signs, the old ones are tainted
+	Done          *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=done,proto3" json:"done,omitempty"`           // the old keys are revoked (or it was aborted)
+	NewKeyId      string                 `protobuf:"bytes,7,opt,name=new_key_id,json=newKeyId,proto3" json:"new_key_id,omitempty"`
+	OldKeyIds     []string               `protobuf:"bytes,8,rep,name=old_key_ids,json=oldKeyIds,proto3" json:"old_key_ids,omitempty"`
+	Reason        string                 `protobuf:"bytes,9,opt,name=reason,proto3" json:"reason,omitempty"` // why it was aborted
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CARekey) Reset() {
+	*x = CARekey{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CARekey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CARekey) ProtoMessage() {}
+
+func (x *CARekey) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CARekey.ProtoReflect.Descriptor instead.
+func (*CARekey) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CARekey) GetPhase() string {
+	if x != nil {
+		return x.Phase
+	}
+	return ""
+}
+
+func (x *CARekey) GetCovers() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Covers
+	}
+	return nil
+}
+
+func (x *CARekey) GetStarted() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Started
+	}
+	return nil
+}
+
+func (x *CARekey) GetPublished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Published
+	}
+	return nil
+}
+
+func (x *CARekey) GetActivated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Activated
+	}
+	return nil
+}
+
+func (x *CARekey) GetDone() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Done
+	}
+	return nil
+}
+
+func (x *CARekey) GetNewKeyId() string {
+	if x != nil {
+		return x.NewKeyId
+	}
+	return ""
+}
+
+func (x *CARekey) GetOldKeyIds() []string {
+	if x != nil {
+		return x.OldKeyIds
+	}
+	return nil
+}
+
+func (x *CARekey) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type PrepareCARequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Kind          KeyKind                `protobuf:"varint,1,opt,name=kind,proto3,enum=sigil.admin.v1.KeyKind" json:"kind,omitempty"`
@@ -1634,7 +1761,7 @@ type PrepareCARequest struct {
 
 func (x *PrepareCARequest) Reset() {
 	*x = PrepareCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1646,7 +1773,7 @@ func (x *PrepareCARequest) String() string {
 func (*PrepareCARequest) ProtoMessage() {}
 
 func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1659,7 +1786,7 @@ func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCARequest.ProtoReflect.Descriptor instead.
 func (*PrepareCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *PrepareCARequest) GetKind() KeyKind {
@@ -1678,7 +1805,7 @@ type PrepareCAResponse struct {
 
 func (x *PrepareCAResponse) Reset() {
 	*x = PrepareCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1690,7 +1817,7 @@ func (x *PrepareCAResponse) String() string {
 func (*PrepareCAResponse) ProtoMessage() {}
 
 func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1703,7 +1830,7 @@ func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCAResponse.ProtoReflect.Descriptor instead.
 func (*PrepareCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PrepareCAResponse) GetKey() *CAKey {
@@ -1722,7 +1849,7 @@ type ActivateCARequest struct {
 
 func (x *ActivateCARequest) Reset() {
 	*x = ActivateCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1734,7 +1861,7 @@ func (x *ActivateCARequest) String() string {
 func (*ActivateCARequest) ProtoMessage() {}
 
 func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1747,7 +1874,7 @@ func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCARequest.ProtoReflect.Descriptor instead.
 func (*ActivateCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *ActivateCARequest) GetKind() KeyKind {
@@ -1766,7 +1893,7 @@ type ActivateCAResponse struct {
 
 func (x *ActivateCAResponse) Reset() {
 	*x = ActivateCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1778,7 +1905,7 @@ func (x *ActivateCAResponse) String() string {
 func (*ActivateCAResponse) ProtoMessage() {}
 
 func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1791,7 +1918,7 @@ func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCAResponse.ProtoReflect.Descriptor instead.
 func (*ActivateCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ActivateCAResponse) GetKey() *CAKey {
@@ -1811,7 +1938,7 @@ type TaintCARequest struct {
 
 func (x *TaintCARequest) Reset() {
 	*x = TaintCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1950,7 @@ func (x *TaintCARequest) String() string {
 func (*TaintCARequest) ProtoMessage() {}
 
 func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1963,7 @@ func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCARequest.ProtoReflect.Descriptor instead.
 func (*TaintCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *TaintCARequest) GetKind() KeyKind {
@@ -1861,7 +1988,7 @@ type TaintCAResponse struct {
 
 func (x *TaintCAResponse) Reset() {
 	*x = TaintCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1873,7 +2000,7 @@ func (x *TaintCAResponse) String() string {
 func (*TaintCAResponse) ProtoMessage() {}
 
 func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1886,7 +2013,7 @@ func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCAResponse.ProtoReflect.Descriptor instead.
 func (*TaintCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 type RevokeCARequest struct {
@@ -1899,7 +2026,7 @@ type RevokeCARequest struct {
 
 func (x *RevokeCARequest) Reset() {
 	*x = RevokeCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +2038,7 @@ func (x *RevokeCARequest) String() string {
 func (*RevokeCARequest) ProtoMessage() {}
 
 func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +2051,7 @@ func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCARequest.ProtoReflect.Descriptor instead.
 func (*RevokeCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RevokeCARequest) GetKind() KeyKind {
@@ -1949,7 +2076,7 @@ type RevokeCAResponse struct {
 
 func (x *RevokeCAResponse) Reset() {
 	*x = RevokeCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1961,7 +2088,7 @@ func (x *RevokeCAResponse) String() string {
 func (*RevokeCAResponse) ProtoMessage() {}
 
 func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1974,20 +2101,20 @@ func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCAResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 type RevokeSVIDRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`                     // hex, as `openssl x509 -serial` prints it; required
-	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"` // optional, recorded with the revocation
+	Serial        string                 `protobuf:"bytes,1,opt,name=serial,proto3" json:"serial,omitempty"`                     // hex, as `openssl x509 -serial` prints it; required unless spiffe_id alone
+	SpiffeId      string                 `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"` // with serial: recorded; alone: revoke every SVID of the ID issued until now
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RevokeSVIDRequest) Reset() {
 	*x = RevokeSVIDRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1999,7 +2126,7 @@ func (x *RevokeSVIDRequest) String() string {
 func (*RevokeSVIDRequest) ProtoMessage() {}
 
 func (x *RevokeSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2012,7 +2139,7 @@ func (x *RevokeSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSVIDRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *RevokeSVIDRequest) GetSerial() string {
@@ -2037,7 +2164,7 @@ type RevokeSVIDResponse struct {
 
 func (x *RevokeSVIDResponse) Reset() {
 	*x = RevokeSVIDResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2049,7 +2176,7 @@ func (x *RevokeSVIDResponse) String() string {
 func (*RevokeSVIDResponse) ProtoMessage() {}
 
 func (x *RevokeSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2062,7 +2189,7 @@ func (x *RevokeSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSVIDResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 type AuditEvent struct {
@@ -2079,7 +2206,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2091,7 +2218,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2104,7 +2231,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *AuditEvent) GetId() int64 {
@@ -2162,7 +2289,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2174,7 +2301,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2187,7 +2314,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *ListAuditRequest) GetAfterId() int64 {
@@ -2213,7 +2340,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2225,7 +2352,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2238,7 +2365,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListAuditResponse) GetEvents() []*AuditEvent {
@@ -2338,11 +2465,25 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
 	"\atainted\x18\x06 \x01(\bR\atainted\"\x11\n" +
-	"\x0fCAStatusRequest\"\x87\x01\n" +
+	"\x0fCAStatusRequest\"\xee\x01\n" +
 	"\x10CAStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x04keys\x18\x02 \x03(\v2\x15.sigil.admin.v1.CAKeyR\x04keys\x12%\n" +
-	"\x0eupstream_roots\x18\x03 \x03(\fR\rupstreamRoots\"?\n" +
+	"\x0eupstream_roots\x18\x03 \x03(\fR\rupstreamRoots\x12-\n" +
+	"\x05rekey\x18\x04 \x01(\v2\x17.sigil.admin.v1.CARekeyR\x05rekey\x126\n" +
+	"\n" +
+	"last_rekey\x18\x05 \x01(\v2\x17.sigil.admin.v1.CARekeyR\tlastRekey\"\x83\x03\n" +
+	"\aCARekey\x12\x14\n" +
+	"\x05phase\x18\x01 \x01(\tR\x05phase\x122\n" +
+	"\x06covers\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06covers\x124\n" +
+	"\astarted\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\astarted\x128\n" +
+	"\tpublished\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tpublished\x128\n" +
+	"\tactivated\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\tactivated\x12.\n" +
+	"\x04done\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\x04done\x12\x1c\n" +
+	"\n" +
+	"new_key_id\x18\a \x01(\tR\bnewKeyId\x12\x1e\n" +
+	"\vold_key_ids\x18\b \x03(\tR\toldKeyIds\x12\x16\n" +
+	"\x06reason\x18\t \x01(\tR\x06reason\"?\n" +
 	"\x10PrepareCARequest\x12+\n" +
 	"\x04kind\x18\x01 \x01(\x0e2\x17.sigil.admin.v1.KeyKindR\x04kind\"<\n" +
 	"\x11PrepareCAResponse\x12'\n" +
@@ -2423,7 +2564,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(BundleFormat)(0),               // 0: sigil.admin.v1.BundleFormat
 	(KeyKind)(0),                    // 1: sigil.admin.v1.KeyKind
@@ -2457,100 +2598,108 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*CAKey)(nil),                   // 29: sigil.admin.v1.CAKey
 	(*CAStatusRequest)(nil),         // 30: sigil.admin.v1.CAStatusRequest
 	(*CAStatusResponse)(nil),        // 31: sigil.admin.v1.CAStatusResponse
-	(*PrepareCARequest)(nil),        // 32: sigil.admin.v1.PrepareCARequest
-	(*PrepareCAResponse)(nil),       // 33: sigil.admin.v1.PrepareCAResponse
-	(*ActivateCARequest)(nil),       // 34: sigil.admin.v1.ActivateCARequest
-	(*ActivateCAResponse)(nil),      // 35: sigil.admin.v1.ActivateCAResponse
-	(*TaintCARequest)(nil),          // 36: sigil.admin.v1.TaintCARequest
-	(*TaintCAResponse)(nil),         // 37: sigil.admin.v1.TaintCAResponse
-	(*RevokeCARequest)(nil),         // 38: sigil.admin.v1.RevokeCARequest
-	(*RevokeCAResponse)(nil),        // 39: sigil.admin.v1.RevokeCAResponse
-	(*RevokeSVIDRequest)(nil),       // 40: sigil.admin.v1.RevokeSVIDRequest
-	(*RevokeSVIDResponse)(nil),      // 41: sigil.admin.v1.RevokeSVIDResponse
-	(*AuditEvent)(nil),              // 42: sigil.admin.v1.AuditEvent
-	(*ListAuditRequest)(nil),        // 43: sigil.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 44: sigil.admin.v1.ListAuditResponse
-	(*v1.Entry)(nil),                // 45: sigil.types.v1.Entry
-	(*durationpb.Duration)(nil),     // 46: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 47: google.protobuf.Timestamp
-	(*v1.Bundle)(nil),               // 48: sigil.types.v1.Bundle
+	(*CARekey)(nil),                 // 32: sigil.admin.v1.CARekey
+	(*PrepareCARequest)(nil),        // 33: sigil.admin.v1.PrepareCARequest
+	(*PrepareCAResponse)(nil),       // 34: sigil.admin.v1.PrepareCAResponse
+	(*ActivateCARequest)(nil),       // 35: sigil.admin.v1.ActivateCARequest
+	(*ActivateCAResponse)(nil),      // 36: sigil.admin.v1.ActivateCAResponse
+	(*TaintCARequest)(nil),          // 37: sigil.admin.v1.TaintCARequest
+	(*TaintCAResponse)(nil),         // 38: sigil.admin.v1.TaintCAResponse
+	(*RevokeCARequest)(nil),         // 39: sigil.admin.v1.RevokeCARequest
+	(*RevokeCAResponse)(nil),        // 40: sigil.admin.v1.RevokeCAResponse
+	(*RevokeSVIDRequest)(nil),       // 41: sigil.admin.v1.RevokeSVIDRequest
+	(*RevokeSVIDResponse)(nil),      // 42: sigil.admin.v1.RevokeSVIDResponse
+	(*AuditEvent)(nil),              // 43: sigil.admin.v1.AuditEvent
+	(*ListAuditRequest)(nil),        // 44: sigil.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 45: sigil.admin.v1.ListAuditResponse
+	(*v1.Entry)(nil),                // 46: sigil.types.v1.Entry
+	(*durationpb.Duration)(nil),     // 47: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 48: google.protobuf.Timestamp
+	(*v1.Bundle)(nil),               // 49: sigil.types.v1.Bundle
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	45, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
-	45, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	45, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
-	45, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	45, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	45, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	45, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	46, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	47, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	47, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	47, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	47, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	46, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
+	46, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	46, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
+	46, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	46, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	46, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	46, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	47, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	48, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	48, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	48, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	14, // 12: sigil.admin.v1.ListAgentsResponse.agents:type_name -> sigil.admin.v1.Agent
 	14, // 13: sigil.admin.v1.BanAgentResponse.agent:type_name -> sigil.admin.v1.Agent
-	48, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
-	48, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
+	49, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	49, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
 	0,  // 16: sigil.admin.v1.SetBundleRequest.format:type_name -> sigil.admin.v1.BundleFormat
-	48, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	49, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
 	1,  // 18: sigil.admin.v1.CAKey.kind:type_name -> sigil.admin.v1.KeyKind
-	47, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	47, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	48, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	48, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	29, // 21: sigil.admin.v1.CAStatusResponse.keys:type_name -> sigil.admin.v1.CAKey
-	1,  // 22: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	29, // 23: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 24: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	29, // 25: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 26: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	1,  // 27: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	47, // 28: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	42, // 29: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
-	2,  // 30: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
-	4,  // 31: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
-	6,  // 32: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
-	8,  // 33: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
-	10, // 34: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
-	12, // 35: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
-	15, // 36: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
-	17, // 37: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
-	19, // 38: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
-	21, // 39: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
-	23, // 40: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
-	25, // 41: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
-	27, // 42: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
-	30, // 43: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
-	32, // 44: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
-	34, // 45: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
-	36, // 46: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
-	38, // 47: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
-	40, // 48: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
-	43, // 49: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
-	3,  // 50: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
-	5,  // 51: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
-	7,  // 52: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
-	9,  // 53: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
-	11, // 54: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
-	13, // 55: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
-	16, // 56: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
-	18, // 57: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
-	20, // 58: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
-	22, // 59: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
-	24, // 60: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
-	26, // 61: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
-	28, // 62: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
-	31, // 63: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
-	33, // 64: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
-	35, // 65: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
-	37, // 66: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
-	39, // 67: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
-	41, // 68: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
-	44, // 69: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
-	50, // [50:70] is the sub-list for method output_type
-	30, // [30:50] is the sub-list for method input_type
-	30, // [30:30] is the sub-list for extension type_name
-	30, // [30:30] is the sub-list for extension extendee
-	0,  // [0:30] is the sub-list for field type_name
+	32, // 22: sigil.admin.v1.CAStatusResponse.rekey:type_name -> sigil.admin.v1.CARekey
+	32, // 23: sigil.admin.v1.CAStatusResponse.last_rekey:type_name -> sigil.admin.v1.CARekey
+	48, // 24: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
+	48, // 25: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
+	48, // 26: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
+	48, // 27: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
+	48, // 28: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
+	1,  // 29: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 30: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 31: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 32: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 33: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	1,  // 34: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	48, // 35: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	43, // 36: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
+	2,  // 37: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
+	4,  // 38: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
+	6,  // 39: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
+	8,  // 40: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
+	10, // 41: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
+	12, // 42: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
+	15, // 43: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
+	17, // 44: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
+	19, // 45: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
+	21, // 46: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
+	23, // 47: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
+	25, // 48: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
+	27, // 49: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
+	30, // 50: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
+	33, // 51: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
+	35, // 52: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
+	37, // 53: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
+	39, // 54: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
+	41, // 55: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
+	44, // 56: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
+	3,  // 57: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
+	5,  // 58: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
+	7,  // 59: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
+	9,  // 60: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
+	11, // 61: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
+	13, // 62: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
+	16, // 63: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
+	18, // 64: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
+	20, // 65: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
+	22, // 66: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
+	24, // 67: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
+	26, // 68: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
+	28, // 69: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
+	31, // 70: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
+	34, // 71: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
+	36, // 72: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
+	38, // 73: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
+	40, // 74: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
+	42, // 75: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
+	45, // 76: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
+	57, // [57:77] is the sub-list for method output_type
+	37, // [37:57] is the sub-list for method input_type
+	37, // [37:37] is the sub-list for extension type_name
+	37, // [37:37] is the sub-list for extension extendee
+	0,  // [0:37] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -2564,7 +2713,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   43,
+			NumMessages:   44,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -80,6 +80,9 @@ type AdminClient interface {
 	RevokeCA(ctx context.Context, in *RevokeCARequest, opts ...grpc.CallOption) (*RevokeCAResponse, error)
 	// RevokeSVID revokes one X.509-SVID by serial: the CA's node and admin
 	// mTLS refuse it and every CRL the CA signs lists it until it expires.
+	// With only spiffe_id, every X.509-SVID of that ID issued before now is
+	// revoked (the CA mTLS refuses them; no CRL can list them). Either way
+	// the CA re-keys so that verifiers without CRLs refuse them too.
 	RevokeSVID(ctx context.Context, in *RevokeSVIDRequest, opts ...grpc.CallOption) (*RevokeSVIDResponse, error)
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
 }
@@ -324,6 +327,9 @@ type AdminServer interface {
 	RevokeCA(context.Context, *RevokeCARequest) (*RevokeCAResponse, error)
 	// RevokeSVID revokes one X.509-SVID by serial: the CA's node and admin
 	// mTLS refuse it and every CRL the CA signs lists it until it expires.
+	// With only spiffe_id, every X.509-SVID of that ID issued before now is
+	// revoked (the CA mTLS refuses them; no CRL can list them). Either way
+	// the CA re-keys so that verifiers without CRLs refuse them too.
 	RevokeSVID(context.Context, *RevokeSVIDRequest) (*RevokeSVIDResponse, error)
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
 	mustEmbedUnimplementedAdminServer()

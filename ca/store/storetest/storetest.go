@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Bundles", testBundles},
 		{"Journals", testJournals},
 		{"RevokedSVIDs", testRevokedSVIDs},
+		{"RevokedIDs", testRevokedIDs},
 		{"AuditOfMutations", testAuditOfMutations},
 		{"AppendListAudit", testAppendListAudit},
 	}
@@ -1127,5 +1128,49 @@ func testRevokedSVIDs(t *testing.T, s store.Store) {
 	}
 	if revokes != 5 {
 		t.Fatalf("%d svid.revoke audit events, want 5", revokes)
+	}
+}
+
+func testRevokedIDs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := micro(time.Now())
+	a, b := "spiffe://example.org/a", "spiffe://example.org/b"
+	for _, bad := range []store.RevokedID{{SPIFFEID: "", NotAfter: now.Add(time.Hour)}, {SPIFFEID: "x", NotAfter: now.Add(time.Hour)}, {SPIFFEID: a}} {
+		wantErr(t, fmt.Sprintf("revoke id %+v", bad), s.RevokeSPIFFEID(ctx, "admin", bad, now, 10), store.ErrInvalid)
+	}
+	wantErr(t, "revoke id without actor", s.RevokeSPIFFEID(ctx, "", store.RevokedID{SPIFFEID: a, NotAfter: now.Add(time.Hour)}, now, 10), store.ErrInvalid)
+	if err := s.RevokeSPIFFEID(ctx, "admin", store.RevokedID{SPIFFEID: a, NotAfter: now.Add(time.Hour)}, now, 1); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.ListRevokedIDs(ctx, now)
+	if err != nil || len(first) != 1 || first[0].SPIFFEID != a || first[0].RevokedAt.IsZero() || !first[0].NotAfter.Equal(now.Add(time.Hour)) {
+		t.Fatalf("revoked ids = %+v, %v; want %s with a time", first, err, a)
+	}
+	// Again: the time moves on, an earlier notAfter is ignored, and the
+	// same ID does not count against the limit.
+	time.Sleep(2 * time.Millisecond)
+	if err := s.RevokeSPIFFEID(ctx, "admin", store.RevokedID{SPIFFEID: a, NotAfter: now.Add(time.Minute)}, now, 1); err != nil {
+		t.Fatalf("revoke again: %v", err)
+	}
+	again, _ := s.ListRevokedIDs(ctx, now)
+	if len(again) != 1 || !again[0].RevokedAt.After(first[0].RevokedAt) || !again[0].NotAfter.Equal(now.Add(time.Hour)) {
+		t.Fatalf("after revoking again: %+v, want a later time and notAfter %v", again, now.Add(time.Hour))
+	}
+	wantErr(t, "revoke id over the limit", s.RevokeSPIFFEID(ctx, "admin", store.RevokedID{SPIFFEID: b, NotAfter: now.Add(time.Minute)}, now, 1), store.ErrLimit)
+	later := now.Add(2 * time.Hour)
+	if got, _ := s.ListRevokedIDs(ctx, later); len(got) != 0 {
+		t.Fatalf("expired id revocations listed: %+v", got)
+	}
+	if n, err := s.PruneRevokedSVIDs(ctx, later); err != nil || n < 1 {
+		t.Fatalf("prune = %d, %v; want the id revocation pruned", n, err)
+	}
+	var events int
+	for _, ev := range audit(t, s) {
+		if ev.Action == "svid.revoke_id" && ev.Target == a {
+			events++
+		}
+	}
+	if events != 2 {
+		t.Fatalf("%d svid.revoke_id audit events, want 2", events)
 	}
 }
