@@ -17,7 +17,9 @@ import (
 )
 
 // setChecker is an authz.Revocation over a swappable Set.
-type setChecker struct{ set atomic.Pointer[revocation.Set] }
+type setChecker struct {
+	set atomic.Pointer[revocation.Set]
+}
 
 func (c *setChecker) Check(cert *x509.Certificate) error { return c.set.Load().Check(cert, time.Now()) }
 
