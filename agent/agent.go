@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	randv2 "math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,6 +78,9 @@ type Agent struct {
 	cache   *cache.Cache
 	denied  chan struct{}
 
+	revoked atomic.Pointer[revokedKeys]
+	revMu   sync.Mutex // serializes addRevokedKeys
+
 	mu sync.Mutex
 	id *svidstore.Identity
 	// problem, if set, is why the agent is not ready that the operator
@@ -117,17 +121,18 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, caID: sigilid.CA(cfg.TrustDomain), metrics: m, denied: make(chan struct{}, 1)}
 	a.conn = &swapConn{onDenied: a.poke}
 	c, err := cache.New(cache.Config{
-		TrustDomain: cfg.TrustDomain,
-		Client:      nodev1.NewNodeClient(a.conn),
-		NewKey:      cfg.NewWorkloadKey,
-		BatchSize:   cfg.BatchSize,
-		RetryMin:    cfg.RetryMin,
-		RetryMax:    cfg.RetryMax,
-		Clock:       cfg.Clock,
-		Rand:        cfg.Rand,
-		Logger:      cfg.Logger,
-		Metrics:     cache.NewMetrics(cfg.Metrics),
-		OnBadKeys:   a.renewIfIssuerBad,
+		TrustDomain:   cfg.TrustDomain,
+		Client:        nodev1.NewNodeClient(a.conn),
+		NewKey:        cfg.NewWorkloadKey,
+		BatchSize:     cfg.BatchSize,
+		RetryMin:      cfg.RetryMin,
+		RetryMax:      cfg.RetryMax,
+		Clock:         cfg.Clock,
+		Rand:          cfg.Rand,
+		Logger:        cfg.Logger,
+		Metrics:       cache.NewMetrics(cfg.Metrics),
+		OnBadKeys:     a.renewIfIssuerBad,
+		OnRevokedKeys: a.addRevokedKeys,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
@@ -204,6 +209,9 @@ func (a *Agent) poke() {
 // renews it, syncs and mints workload SVIDs, and serves them until ctx
 // ends. It returns early only on errors the operator must fix.
 func (a *Agent) Run(ctx context.Context) error {
+	if err := a.loadRevokedKeys(); err != nil {
+		return err
+	}
 	if err := a.bootstrap(ctx); err != nil {
 		return err
 	}
@@ -243,6 +251,10 @@ func (a *Agent) getX509SVID() (*x509svid.SVID, error) {
 // revoked: the bootstrap roots serve only before the first sync or when
 // every authority the agent holds has expired.
 func (a *Agent) roots() []*x509.Certificate {
+	return a.withoutRevoked(a.heldRoots())
+}
+
+func (a *Agent) heldRoots() []*x509.Certificate {
 	now := a.cfg.Clock.Now()
 	if b := a.cache.Bundle(); b != nil {
 		if live := unexpired(b.X509Authorities(), now); len(live) > 0 {
@@ -322,8 +334,12 @@ func (a *Agent) checkAgentSVID(res *nodev1.AgentSVID, key crypto.Signer) (*x509s
 	if len(roots) == 0 {
 		roots = a.roots()
 	}
-	if _, _, err := x509svid.Verify(svid.Certificates, bundleSet(a.cfg.TrustDomain, roots)); err != nil {
+	_, chains, err := x509svid.Verify(svid.Certificates, bundleSet(a.cfg.TrustDomain, roots))
+	if err != nil {
 		return nil, nil, fmt.Errorf("agent svid from the CA does not chain to the bundle: %w", err)
+	}
+	if err := a.throughRevoked(chains); err != nil {
+		return nil, nil, fmt.Errorf("agent svid from the CA: %w", err)
 	}
 	return svid, roots, nil
 }

@@ -48,6 +48,7 @@ type testCA struct {
 	ca    *ca.CA
 	roots []*x509.Certificate
 	pki   *testca.CA // the roots x509pop node certificates chain to
+	keys  *keys.Memory
 	stop  func()
 	// agentTTL is the life of agent SVIDs (the CA backdates them 10s).
 	agentTTL time.Duration
@@ -91,7 +92,7 @@ func newTestCAWith(t testing.TB, x509TTL, agentTTL time.Duration) *testCA {
 	addr := lis.Addr().String()
 	lis.Close()
 	pki := testca.New(t, spiffeid.RequireTrustDomainFromString("corp.example"))
-	tc := &testCA{t: t, dir: dir, addr: addr, store: st, ca: c, roots: roots, pki: pki, agentTTL: agentTTL}
+	tc := &testCA{t: t, dir: dir, addr: addr, store: st, ca: c, roots: roots, pki: pki, keys: km, agentTTL: agentTTL}
 	tc.Start()
 	t.Cleanup(func() { tc.Stop() })
 	return tc

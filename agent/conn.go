@@ -118,7 +118,7 @@ func (a *Agent) checkServer(ctx context.Context) error {
 		return status.Errorf(codes.Unavailable, "connect to the CA at %s: %v", a.cfg.ServerAddress, err)
 	}
 	defer raw.Close()
-	conf := tlsconfig.TLSClientConfig(rootsSource{td: a.cfg.TrustDomain, roots: a.roots}, tlsconfig.AuthorizeID(a.caID))
+	conf := tlsconfig.TLSClientConfig(rootsSource{td: a.cfg.TrustDomain, roots: a.roots}, a.authorizeCA())
 	conn := tls.Client(raw, conf)
 	if err := conn.HandshakeContext(ctx); err != nil {
 		var ne net.Error
@@ -135,7 +135,7 @@ func (a *Agent) checkServer(ctx context.Context) error {
 // the agent's current SVID.
 func (a *Agent) dial(mtls bool) (*grpc.ClientConn, error) {
 	bundles := rootsSource{td: a.cfg.TrustDomain, roots: a.roots}
-	authz := tlsconfig.AuthorizeID(a.caID)
+	authz := a.authorizeCA()
 	conf := tlsconfig.TLSClientConfig(bundles, authz)
 	if mtls {
 		conf = tlsconfig.MTLSClientConfig(svidSource(a.getX509SVID), bundles, authz)

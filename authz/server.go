@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -28,6 +29,7 @@ import (
 	"github.com/sigilhq/sigil/authz/decisionlog"
 	"github.com/sigilhq/sigil/authz/engine"
 	"github.com/sigilhq/sigil/authz/input"
+	"github.com/sigilhq/sigil/authz/revocation"
 )
 
 // Decider evaluates an input against the current policy revision.
@@ -107,6 +109,23 @@ func (l *Limits) fill() error {
 	return nil
 }
 
+// Reasons of revocation denials (Config.Revocation).
+const (
+	// ReasonRevoked: the peer certificate is listed in its issuer's CRL.
+	ReasonRevoked engine.Reason = "svid_revoked"
+	// ReasonRevocationUnknown: the peer certificate's revocation status
+	// cannot be told (no CRL for its issuer, a CRL past nextUpdate, no
+	// CRLs yet, or a certificate that does not parse). Fail closed.
+	ReasonRevocationUnknown engine.Reason = "revocation_unknown"
+)
+
+// Revocation checks a peer certificate: nil when it is not revoked, an
+// error wrapping revocation.ErrRevoked when it is, any other error when
+// its status cannot be told.
+type Revocation interface {
+	Check(cert *x509.Certificate) error
+}
+
 // ReasonNotRecorded denies a request whose decision the log could not
 // write under a fail-closed (deny) log policy.
 const ReasonNotRecorded engine.Reason = "decision_log_failed"
@@ -138,6 +157,11 @@ type Config struct {
 	StreamWorkers int
 	// Limits bound evaluation time, concurrency and input size.
 	Limits Limits
+	// Revocation, if set, checks the peer certificate Envoy sends in
+	// attributes.source.certificate (include_peer_certificate): a revoked
+	// or unknown one is denied before any evaluation. A Check without a
+	// certificate is not checked.
+	Revocation Revocation
 }
 
 // Server is the ext_authz v3 Authorization service.
@@ -191,7 +215,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	var d engine.Decision
 	var in ast.Value
 	release := func() {}
-	if body := len(req.GetAttributes().GetRequest().GetHttp().GetBody()) + len(req.GetAttributes().GetRequest().GetHttp().GetRawBody()); body > s.cfg.Limits.MaxBodyBytes {
+	if rd, revoked := s.revoked(req); revoked {
+		d = rd
+	} else if body := len(req.GetAttributes().GetRequest().GetHttp().GetBody()) + len(req.GetAttributes().GetRequest().GetHttp().GetRawBody()); body > s.cfg.Limits.MaxBodyBytes {
 		d = s.limited(ReasonInputTooLarge, "max_body_bytes", fmt.Sprintf("request body of %d bytes is over limits.max_body_bytes (%d)", body, s.cfg.Limits.MaxBodyBytes), 413, "request body too large")
 	} else if d, release = s.admit(ctx); release != nil {
 		var err error
@@ -255,6 +281,31 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	s.cfg.Metrics.observe(d, elapsed)
 	return resp, nil
+}
+
+// revoked checks the peer certificate against Config.Revocation and
+// returns the denial if it fails.
+func (s *Server) revoked(req *authv3.CheckRequest) (engine.Decision, bool) {
+	pem := req.GetAttributes().GetSource().GetCertificate()
+	if s.cfg.Revocation == nil || pem == "" {
+		return engine.Decision{}, false
+	}
+	cert, err := revocation.ParseURLEncodedPEM(pem)
+	if err == nil {
+		err = s.cfg.Revocation.Check(cert)
+	}
+	switch {
+	case err == nil:
+		return engine.Decision{}, false
+	case errors.Is(err, revocation.ErrRevoked):
+		d := engine.Deny(ReasonRevoked, err.Error(), "")
+		d.HTTPStatus, d.Body = 403, "peer certificate revoked"
+		return d, true
+	default:
+		d := engine.Deny(ReasonRevocationUnknown, err.Error(), "")
+		d.HTTPStatus, d.Body = 403, "peer certificate revocation status unknown"
+		return d, true
+	}
 }
 
 // admit takes an evaluation slot, waiting for one at most EvalTimeout

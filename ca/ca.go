@@ -50,6 +50,7 @@ type Store interface {
 	store.Journals
 	store.Bundles
 	store.Revocations
+	store.CRLs
 	AppendAudit(ctx context.Context, ev store.AuditEvent) (store.AuditEvent, error)
 }
 

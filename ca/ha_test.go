@@ -2,6 +2,9 @@ package ca_test
 
 import (
 	"context"
+	"crypto/x509"
+	"math/big"
+	"net/url"
 	"testing"
 	"time"
 
@@ -158,5 +161,81 @@ func TestIdleReplicasKeepBundleSequence(t *testing.T) {
 	tickBoth(6)
 	if got := sequence(); got != start+1 {
 		t.Fatalf("one new key moved the bundle sequence from %d to %d, want %d", start, got, start+1)
+	}
+}
+
+// crlListing returns the CRL among crls signed by issuer, and whether it
+// lists serial.
+func crlListing(t *testing.T, crls [][]byte, issuer *x509.Certificate, serial *big.Int) (found, lists bool) {
+	t.Helper()
+	for _, der := range crls {
+		crl, err := x509.ParseRevocationList(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if crl.CheckSignatureFrom(issuer) != nil {
+			continue
+		}
+		found = true
+		for _, e := range crl.RevokedCertificateEntries {
+			if e.SerialNumber.Cmp(serial) == 0 {
+				lists = true
+			}
+		}
+	}
+	return found, lists
+}
+
+// An SVID signed by replica a and revoked through replica b: b's agents get
+// a CRL signed by a's key listing it (a stores its CRLs, b forwards them),
+// and a's agents get b's CRLs as well.
+func TestReplicasServeEachOthersCRLs(t *testing.T) {
+	ctx := context.Background()
+	a, b, _, _ := twoReplicas(t)
+	sign := func(c *ca.CA, id string) *ca.X509SVID {
+		csr, err := ca.ParseCSR(makeCSR(t, ecKey(t), &x509.CertificateRequest{URIs: []*url.URL{uri(id)}}), td)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svid, err := c.SignX509SVID(ctx, csr, ca.SVIDParams{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return svid
+	}
+	byA, byB := sign(a, "spiffe://example.org/by-a"), sign(b, "spiffe://example.org/by-b")
+	issuerA, issuerB := byA.Certificates[1], byB.Certificates[1]
+	// Both replicas publish; each then sees the other's keys in the bundle.
+	for _, c := range []*ca.CA{a, b, a} {
+		if err := c.Rotate(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if found, _ := crlListing(t, b.CRLs(), issuerA, byA.Certificates[0].SerialNumber); !found {
+		t.Fatal("replica b serves no CRL of a's key")
+	}
+	if found, _ := crlListing(t, a.CRLs(), issuerB, byB.Certificates[0].SerialNumber); !found {
+		t.Fatal("replica a serves no CRL of b's key")
+	}
+	if err := b.RevokeSVID(ctx, "admin", byA.Certificates[0].SerialNumber.Text(16), ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, lists := crlListing(t, b.CRLs(), issuerA, byA.Certificates[0].SerialNumber); lists {
+		t.Fatal("b serves a's CRL listing the serial before a re-signed it: the test shows nothing")
+	}
+	// a's revocation poll re-signs; b's next poll forwards it.
+	for _, c := range []*ca.CA{a, b} {
+		if err := c.Rotate(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, lists := crlListing(t, b.CRLs(), issuerA, byA.Certificates[0].SerialNumber); !lists {
+		t.Fatal("replica b's agents get no CRL of a's key listing the SVID revoked through b")
+	}
+	if _, lists := crlListing(t, a.CRLs(), issuerA, byA.Certificates[0].SerialNumber); !lists {
+		t.Fatal("replica a's own CRL does not list it")
+	}
+	if n := len(b.CRLs()); n != 2 {
+		t.Fatalf("b serves %d CRLs, want 2 (its key and a's)", n)
 	}
 }

@@ -39,7 +39,9 @@ type revocations struct {
 	ids        map[string]time.Time // SPIFFE ID → SVIDs issued before this are revoked
 	key        string               // serials and signing key IDs, to see a change
 	thisUpdate time.Time
-	crls       [][]byte  // DER, one per unexpired signing key of this replica
+	own        [][]byte  // DER, one per unexpired signing key of this replica
+	stored     bool      // own is in the shared store
+	crls       [][]byte  // own, then the other replicas' (see peerCRLs)
 	latest     time.Time // the latest RevokedAt: what a re-key must cover
 }
 
@@ -49,7 +51,9 @@ type revocations struct {
 // authorities: no SVID of this trust domain lives longer than its issuer,
 // so the record outlives the SVID whoever issued it. spiffeID is only
 // recorded. Every replica's CA mTLS refuses the serial within
-// RevocationPoll, and this replica's CRLs list it at once.
+// RevocationPoll, and this replica's CRLs list it at once; the others'
+// CRLs list it within RevocationPoll and reach every replica's agents
+// within another.
 func (c *CA) RevokeSVID(ctx context.Context, actor, serial, spiffeID string) error {
 	n, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(serial), "0x"), 16)
 	if !ok || n.Sign() <= 0 {
@@ -134,9 +138,10 @@ func (c *CA) SVIDRevoked(serial *big.Int) bool {
 }
 
 // CRLs returns one DER X.509 CRL per unexpired signing key of this
-// replica, each signed by that key and listing every revoked serial.
-// Serials are random 128-bit numbers, so listing another key's serial
-// in a CRL revokes nothing else.
+// replica, each signed by that key and listing every revoked serial,
+// followed by the other replicas' CRLs of the keys in the bundle (see
+// peerCRLs). Serials are random 128-bit numbers, so listing another key's
+// serial in a CRL revokes nothing else.
 func (c *CA) CRLs() [][]byte {
 	r := c.revoked.Load()
 	if r == nil {
@@ -185,7 +190,7 @@ func (c *CA) refreshRevocations(ctx context.Context) error {
 	}
 	old := c.revoked.Load()
 	if old != nil && old.key == b.String() && now.Before(old.thisUpdate.Add(CRLLife/2)) {
-		return nil
+		return c.mergeCRLs(ctx, old, slots, now)
 	}
 	next := &revocations{serials: make(map[string]bool, len(list)), ids: make(map[string]time.Time, len(ids)), key: b.String(), thisUpdate: now}
 	for _, r := range ids {
@@ -215,8 +220,10 @@ func (c *CA) refreshRevocations(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("sign crl for key %s: %w", s.rec.ID, err)
 		}
-		next.crls = append(next.crls, der)
+		next.own = append(next.own, der)
 	}
+	next.stored = c.putCRLs(ctx, slots, next.own, now, now)
+	next.crls = append(slices.Clip(next.own), c.peerCRLs(ctx, now)...)
 	c.revoked.Store(next)
 	if old == nil || !slices.Equal(keysOf(old.serials), keysOf(next.serials)) || len(old.ids) != len(next.ids) {
 		c.cfg.Logger.Info("revoked svids loaded", "count", len(list), "spiffe_ids", len(ids), "crls", len(next.crls))

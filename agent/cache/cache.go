@@ -54,6 +54,9 @@ type Config struct {
 	// not block) after a sync delivered the tainted and revoked CA key IDs,
 	// so the agent can renew its own SVID when its issuer is among them.
 	OnBadKeys func(bad map[string]bool)
+	// OnRevokedKeys, when set, is called likewise with the revoked CA key
+	// IDs of a sync that delivered any, so the agent can persist them.
+	OnRevokedKeys func(revoked []string)
 }
 
 // Cache holds the agent's entries and their SVIDs.

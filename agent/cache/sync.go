@@ -179,10 +179,14 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	}
 
 	var badKeys map[string]bool
+	var revokedKeys []string
 	defer func() {
 		// Deferred before the unlock below, so it runs after it.
 		if badKeys != nil && c.cfg.OnBadKeys != nil {
 			c.cfg.OnBadKeys(badKeys)
+		}
+		if len(revokedKeys) > 0 && c.cfg.OnRevokedKeys != nil {
+			c.cfg.OnRevokedKeys(revokedKeys)
 		}
 	}()
 	c.mu.Lock()
@@ -268,6 +272,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		}
 		c.bad = bad
 		badKeys = maps.Clone(bad)
+		revokedKeys = slices.Clone(resp.GetRevokedX509KeyIds())
 	}
 	if resp.GetRevision() > c.revision || resp.GetFull() {
 		c.revision = resp.GetRevision()

@@ -135,3 +135,75 @@ func Remove(dir string) error {
 	}
 	return nil
 }
+
+// RevokedKeysFile is the file in the data directory that holds the IDs
+// of the revoked CA keys (hex SHA-256 of the signing certificate's
+// SubjectPublicKeyInfo). It is apart from the identity so that it outlives
+// it: an evicted agent removes its identity and attests again by its
+// bootstrap roots, which still chain the revoked keys.
+const RevokedKeysFile = "revoked-ca-keys.json"
+
+// MaxRevokedKeys bounds the revoked key IDs kept; beyond it the oldest
+// are dropped (a revoked key's certificate expires within the CA's key
+// life, a day by default, after which nothing chains through it).
+const MaxRevokedKeys = 1024
+
+type revokedDoc struct {
+	Version int      `json:"version"`
+	KeyIDs  []string `json:"revoked_x509_key_ids"`
+}
+
+// LoadRevokedKeys reads the revoked CA key IDs persisted in dir, oldest
+// first; none if the file does not exist.
+func LoadRevokedKeys(dir string) ([]string, error) {
+	path := filepath.Join(dir, RevokedKeysFile)
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read revoked ca keys: %w", err)
+	}
+	var doc revokedDoc
+	if err := json.Unmarshal(data, &doc); err != nil {
+		return nil, fmt.Errorf("revoked ca keys %s: %w", path, err)
+	}
+	if doc.Version != 1 {
+		return nil, fmt.Errorf("revoked ca keys %s: unknown version %d", path, doc.Version)
+	}
+	if len(doc.KeyIDs) > MaxRevokedKeys {
+		return nil, fmt.Errorf("revoked ca keys %s: %d IDs, over %d", path, len(doc.KeyIDs), MaxRevokedKeys)
+	}
+	for _, id := range doc.KeyIDs {
+		if b, err := hex.DecodeString(id); err != nil || len(b) != sha256.Size {
+			return nil, fmt.Errorf("revoked ca keys %s: %q is not a hex SHA-256", path, id)
+		}
+	}
+	return doc.KeyIDs, nil
+}
+
+// SaveRevokedKeys writes ids (oldest first; the newest MaxRevokedKeys are
+// kept) to dir, mode 0600, replaced atomically.
+func SaveRevokedKeys(dir string, ids []string) error {
+	if len(ids) > MaxRevokedKeys {
+		ids = ids[len(ids)-MaxRevokedKeys:]
+	}
+	data, err := json.Marshal(revokedDoc{Version: 1, KeyIDs: ids})
+	if err != nil {
+		return fmt.Errorf("save revoked ca keys: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("save revoked ca keys: data dir: %w", err)
+	}
+	if err := atomicfile.Write(filepath.Join(dir, RevokedKeysFile), data, 0o600); err != nil {
+		return fmt.Errorf("save revoked ca keys: %w", err)
+	}
+	return nil
+}
+
+// KeyID is the ID the CA gives the signing key of cert: hex SHA-256 of its
+// SubjectPublicKeyInfo.
+func KeyID(cert *x509.Certificate) string {
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:])
+}

@@ -2,6 +2,7 @@ package svidstore
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,4 +103,46 @@ func TestLoadRejects(t *testing.T) {
 			t.Error("saved an incomplete identity")
 		}
 	})
+}
+
+func TestRevokedKeys(t *testing.T) {
+	dir := t.TempDir()
+	if ids, err := LoadRevokedKeys(dir); err != nil || ids != nil {
+		t.Fatalf("nothing persisted: %v, %v", ids, err)
+	}
+	id := strings.Repeat("ab", 32)
+	many := make([]string, MaxRevokedKeys+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("%064x", i)
+	}
+	if err := SaveRevokedKeys(dir, many); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadRevokedKeys(dir)
+	if err != nil || len(got) != MaxRevokedKeys || got[0] != many[1] {
+		t.Fatalf("over the bound: %d IDs from %v, %v; want the newest %d", len(got), got[:1], err, MaxRevokedKeys)
+	}
+	for name, doc := range map[string]string{
+		"not json":    "{",
+		"version":     `{"version":2,"revoked_x509_key_ids":[]}`,
+		"not hex":     `{"version":1,"revoked_x509_key_ids":["zz"]}`,
+		"short":       `{"version":1,"revoked_x509_key_ids":["abcd"]}`,
+		"good, check": `{"version":1,"revoked_x509_key_ids":["` + id + `"]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := os.WriteFile(filepath.Join(dir, RevokedKeysFile), []byte(doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			ids, err := LoadRevokedKeys(dir)
+			if name == "good, check" {
+				if err != nil || len(ids) != 1 || ids[0] != id {
+					t.Fatalf("%v, %v", ids, err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("loaded %v", ids)
+			}
+		})
+	}
 }

@@ -38,6 +38,13 @@ type File struct {
 	DecisionLog   DecisionLogFile `yaml:"decision_log"`            // hash-chained JSON lines; off unless a sink is set
 	GCPercent     *int            `yaml:"gc_percent"`              // Go GC target (default 400, at least 25); GOGC wins
 	Limits        LimitsFile      `yaml:"limits"`                  // what one Check may cost
+	Revocation    *RevocationFile `yaml:"revocation"`              // deny revoked peer certificates (CRLs from the agent's SDS)
+}
+
+// RevocationFile turns on the revocation check of peer certificates.
+type RevocationFile struct {
+	SDSSocket string `yaml:"sds_socket"` // required: the agent socket, unix:///run/sigil/agent.sock; authz follows its SDS validation context like Envoy
+	Resource  string `yaml:"resource"`   // validation context name (default ROOTCA)
 }
 
 // LimitsFile bounds evaluation.
@@ -94,6 +101,8 @@ type Config struct {
 	Shadow        *PolicySource // nil: no shadow policy
 	DecisionLog   DecisionLog
 	Limits        authz.Limits // defaults filled
+	// Revocation, if set, denies revoked peer certificates.
+	Revocation *Revocation
 	// GCPercent is the Go GC target for a dedicated authz process
 	// (default 400: the live heap is a few MB, so the default 100 collects
 	// very often under load). The GOGC environment variable wins.
@@ -130,6 +139,12 @@ type Checkpoints struct {
 	File              string
 	Every             int
 	Interval          time.Duration
+}
+
+// Revocation is the validated revocation check configuration.
+type Revocation struct {
+	SDSSocket string // socket path, without unix://
+	Resource  string
 }
 
 // Enabled reports whether any sink is configured.
@@ -191,6 +206,16 @@ func (f File) Validate() (Config, error) {
 		bad("decision_path", "%v", err)
 	}
 	c.DecisionPath = path
+	if r := f.Revocation; r != nil {
+		rest, ok := strings.CutPrefix(r.SDSSocket, "unix://")
+		if !ok || rest == "" {
+			bad("revocation.sds_socket", "%q: want unix:///path/to/agent.sock, the agent socket whose SDS serves the CRLs", r.SDSSocket)
+		}
+		c.Revocation = &Revocation{SDSSocket: rest, Resource: r.Resource}
+		if c.Revocation.Resource == "" {
+			c.Revocation.Resource = "ROOTCA"
+		}
+	}
 	if f.Policy == nil {
 		bad("policy", "required (dir, bundle_file or bundle_url)")
 	} else {

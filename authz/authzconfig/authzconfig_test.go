@@ -33,7 +33,8 @@ func TestParse(t *testing.T) {
 			"decision_log:\n  file: d.log\n  max_bytes: 1048576\n  max_backups: 3\n  stdout: true\n  http_url: http://l/logs\n  buffer: 65536\n  mask_headers: [x-a]\n  log_request: false\n" +
 			"  on_failure: allow\n  sync: true\n  max_body: 100\n  max_line: 8192\n" +
 			"  checkpoints:\n    workload_api_socket: unix:///run/agent.sock\n    signer_id: spiffe://example.org/authz\n    every: 10\n    interval: 3s\n" +
-			"limits:\n  eval_timeout: 50ms\n  max_concurrent_evals: 8\n  max_queued: 16\n  max_body_bytes: 4096\n",
+			"limits:\n  eval_timeout: 50ms\n  max_concurrent_evals: 8\n  max_queued: 16\n  max_body_bytes: 4096\n" +
+			"revocation:\n  sds_socket: unix:///run/agent.sock\n  resource: spiffe://example.org\n",
 			check: func(t *testing.T, c Config) {
 				want := Config{
 					Listen: "unix:///run/a.sock", HealthAddress: "127.0.0.1:9192", PProf: true, DecisionPath: "data.envoy.http.allow",
@@ -43,7 +44,8 @@ func TestParse(t *testing.T) {
 					DecisionLog: DecisionLog{File: "d.log", MaxBytes: 1 << 20, MaxBackups: 3, Stdout: true, HTTPURL: "http://l/logs",
 						Buffer: MaxBuffer, MaskHeaders: []string{"x-a"}, OnFailure: decisionlog.FailAllow, Sync: true, MaxBody: 100, MaxLine: 8192,
 						Checkpoints: &Checkpoints{WorkloadAPISocket: "unix:///run/agent.sock", SignerID: "spiffe://example.org/authz", File: "d.log.checkpoints", Every: 10, Interval: 3 * time.Second}},
-					Limits: authz.Limits{EvalTimeout: 50 * time.Millisecond, MaxConcurrentEvals: 8, MaxQueued: 16, MaxBodyBytes: 4096},
+					Limits:     authz.Limits{EvalTimeout: 50 * time.Millisecond, MaxConcurrentEvals: 8, MaxQueued: 16, MaxBodyBytes: 4096},
+					Revocation: &Revocation{SDSSocket: "/run/agent.sock", Resource: "spiffe://example.org"},
 				}
 				if !reflect.DeepEqual(c, want) {
 					t.Fatalf("got  %+v\nwant %+v", c, want)
@@ -82,6 +84,8 @@ func TestParse(t *testing.T) {
 		{name: "sync without file", in: "policy:\n  dir: p\ndecision_log:\n  stdout: true\n  sync: true\n", wantErr: "decision_log.sync: needs decision_log.file"},
 		{name: "max_line too small", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  max_line: 100\n", wantErr: "decision_log.max_line: 100: want at least 4096"},
 		{name: "max_body over max_line", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  max_body: 70000\n", wantErr: "decision_log.max_body: 70000"},
+		{name: "revocation without socket", in: "policy:\n  dir: p\nrevocation: {resource: ROOTCA}\n", wantErr: "revocation.sds_socket"},
+		{name: "revocation socket not unix", in: "policy:\n  dir: p\nrevocation: {sds_socket: 127.0.0.1:1}\n", wantErr: "revocation.sds_socket"},
 		{name: "checkpoints without socket", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  checkpoints: {every: 5}\n", wantErr: "decision_log.checkpoints.workload_api_socket"},
 		{name: "checkpoints without file", in: "policy:\n  dir: p\ndecision_log:\n  stdout: true\n  checkpoints: {workload_api_socket: unix:///a}\n", wantErr: "decision_log.checkpoints: needs decision_log.file"},
 		{name: "checkpoint interval too short", in: "policy:\n  dir: p\ndecision_log:\n  file: d\n  checkpoints: {workload_api_socket: unix:///a, interval: 10ms}\n", wantErr: "decision_log.checkpoints.interval"},

@@ -19,6 +19,7 @@ import (
 	"github.com/sigilhq/sigil/authz/engine"
 	"github.com/sigilhq/sigil/authz/input"
 	"github.com/sigilhq/sigil/authz/policysrc"
+	"github.com/sigilhq/sigil/authz/revocation"
 )
 
 // Config wires a Service.
@@ -41,6 +42,7 @@ type Service struct {
 	log       *decisionlog.Logger // nil: no decision log
 	signer    *svidSigner         // nil: no checkpoints
 	server    *authz.Server
+	revoc     *revocation.Watcher // nil: no revocation check
 }
 
 // reloader keeps one policy fresh; remote policies may be missing at start.
@@ -76,6 +78,10 @@ func New(cfg Config) (*Service, error) {
 	sc := authz.Config{
 		Engine: s.engine, DryRun: cfg.DryRun, Metrics: metrics,
 		Input: input.Options{SkipBody: cfg.SkipBody}, Logger: cfg.Logger, Limits: cfg.Limits,
+	}
+	if r := cfg.Revocation; r != nil {
+		s.revoc = &revocation.Watcher{Socket: r.SDSSocket, Resource: r.Resource, Logger: cfg.Logger}
+		sc.Revocation = s.revoc
 	}
 	if cfg.Shadow != nil {
 		if sc.Shadow, err = policy("shadow", *cfg.Shadow, nil); err != nil {
@@ -133,10 +139,14 @@ func sinks(dl authzconfig.DecisionLog, decisionPath string) []decisionlog.Sink {
 	return out
 }
 
-// Ready reports whether an enforced policy is loaded.
-func (s *Service) Ready(context.Context) error {
+// Ready reports whether an enforced policy is loaded and, with the
+// revocation check on, the CRLs have arrived.
+func (s *Service) Ready(ctx context.Context) error {
 	if s.engine.Current() == nil {
 		return errors.New("no policy loaded")
+	}
+	if s.revoc != nil {
+		return s.revoc.Ready(ctx)
 	}
 	return nil
 }
@@ -172,6 +182,9 @@ func (s *Service) Run(ctx context.Context) error {
 		if s.signer != nil {
 			g.Go(func() error { return s.signer.run(ctx, logDone) })
 		}
+	}
+	if s.revoc != nil {
+		g.Go(func() error { return s.revoc.Run(ctx) })
 	}
 	g.Go(func() error { return s.server.Serve(ctx, lis) })
 	return g.Wait()

@@ -206,6 +206,29 @@ type Revocations interface {
 	PruneRevokedSVIDs(ctx context.Context, now time.Time) (int, error)
 }
 
+// SignedCRL is one X.509 CRL a CA replica signed with one of its keys.
+type SignedCRL struct {
+	CAID       string    // the replica (its journal's instance ID)
+	KeyID      string    // hex SubjectKeyId of the signing certificate
+	DER        []byte    // the CRL
+	NextUpdate time.Time // after this the CRL is stale and not listed
+}
+
+// MaxSignedCRLs bounds the CRLs one replica stores.
+const MaxSignedCRLs = 64
+
+// CRLs keeps the CRLs every CA replica signed, so that each replica hands
+// its agents the CRLs of every replica's keys. They are derived data (the
+// revocations are the record): no audit events.
+type CRLs interface {
+	// PutCRLs replaces caID's CRLs with crls (at most MaxSignedCRLs) and
+	// deletes every replica's CRLs that are stale at now.
+	PutCRLs(ctx context.Context, caID string, crls []SignedCRL, now time.Time) error
+	// ListCRLs returns every replica's CRLs not stale at now, ordered by
+	// replica and key ID.
+	ListCRLs(ctx context.Context, now time.Time) ([]SignedCRL, error)
+}
+
 // Journals keeps each CA instance's key journal as an opaque document
 // (owned by package ca), so that a restart resumes with the same keys.
 type Journals interface {
@@ -227,6 +250,7 @@ type Store interface {
 	Bundles
 	Journals
 	Revocations
+	CRLs
 	Audit
 	Close() error
 }

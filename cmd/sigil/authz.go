@@ -77,6 +77,9 @@ func devAuthz(dir string, td spiffeid.TrustDomain, lis net.Listener, logger *slo
 				Interval:          "2s",
 			},
 		},
+		// Deny revoked peer certificates with the CRLs the dev agent
+		// serves Envoy.
+		Revocation: &authzconfig.RevocationFile{SDSSocket: "unix://" + filepath.Join(dir, "agent.sock")},
 	}.Validate()
 	if err != nil {
 		return nil, err

@@ -41,6 +41,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Journals", testJournals},
 		{"RevokedSVIDs", testRevokedSVIDs},
 		{"RevokedIDs", testRevokedIDs},
+		{"SignedCRLs", testSignedCRLs},
 		{"AuditOfMutations", testAuditOfMutations},
 		{"AppendListAudit", testAppendListAudit},
 	}
@@ -1063,6 +1064,48 @@ func testAppendListAudit(t *testing.T, s store.Store) {
 	}
 	_, err = s.ListAudit(ctx, store.AuditFilter{Limit: -1})
 	wantErr(t, "ListAudit(negative limit)", err, store.ErrInvalid)
+}
+
+func testSignedCRLs(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	now := micro(time.Now())
+	for name, bad := range map[string][]store.SignedCRL{
+		"no key id":     {{DER: []byte{1}, NextUpdate: now.Add(time.Hour)}},
+		"no DER":        {{KeyID: "k", NextUpdate: now.Add(time.Hour)}},
+		"no nextUpdate": {{KeyID: "k", DER: []byte{1}}},
+		"too many":      make([]store.SignedCRL, store.MaxSignedCRLs+1),
+	} {
+		wantErr(t, "put crls, "+name, s.PutCRLs(ctx, "a", bad, now), store.ErrInvalid)
+	}
+	wantErr(t, "put crls without ca id", s.PutCRLs(ctx, "", nil, now), store.ErrInvalid)
+	a1 := store.SignedCRL{CAID: "a", KeyID: "a1", DER: []byte("crl a1"), NextUpdate: now.Add(time.Hour)}
+	a2 := store.SignedCRL{CAID: "a", KeyID: "a2", DER: []byte("crl a2"), NextUpdate: now.Add(time.Minute)}
+	b1 := store.SignedCRL{CAID: "b", KeyID: "b1", DER: []byte("crl b1"), NextUpdate: now.Add(time.Hour)}
+	if err := s.PutCRLs(ctx, "a", []store.SignedCRL{a1, a2}, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutCRLs(ctx, "b", []store.SignedCRL{b1}, now); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.ListCRLs(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, []store.SignedCRL{a1, a2, b1}) {
+		t.Fatalf("crls = %+v, want a1, a2, b1", got)
+	}
+	// Stale ones are not listed; a put replaces the replica's set and
+	// deletes every stale one.
+	later := now.Add(30 * time.Minute)
+	if got, _ := s.ListCRLs(ctx, later); len(got) != 2 {
+		t.Fatalf("crls at +30m = %+v, want a1 and b1", got)
+	}
+	if err := s.PutCRLs(ctx, "b", nil, later); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.ListCRLs(ctx, now); !reflect.DeepEqual(got, []store.SignedCRL{a1}) {
+		t.Fatalf("crls after b put none at +30m = %+v, want a1 (a2 stale, deleted)", got)
+	}
 }
 
 func testRevokedSVIDs(t *testing.T, s store.Store) {
