@@ -143,8 +143,8 @@ func newEntryCreateCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp)
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp)
 				}
 				return printEntryTable(cmd.OutOrStdout(), resp.GetEntries())
 			})
@@ -198,8 +198,8 @@ func newEntryListCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp)
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp)
 				}
 				return printEntryTable(cmd.OutOrStdout(), resp.GetEntries())
 			})
@@ -226,8 +226,8 @@ func newEntryShowCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp.GetEntry())
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp.GetEntry())
 				}
 				return printEntry(cmd.OutOrStdout(), resp.GetEntry())
 			})
@@ -270,8 +270,8 @@ func newEntryUpdateCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp.GetEntry())
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp.GetEntry())
 				}
 				return printEntry(cmd.OutOrStdout(), resp.GetEntry())
 			})
