@@ -121,3 +121,28 @@ func TestEntryCommands(t *testing.T) {
 		t.Fatalf("show deleted entry error = %v", err)
 	}
 }
+
+// TestEntryCreateRefusesUnattestableSelectors: a selector no attestor can
+// make is refused with a message naming it, not stored to match nothing.
+func TestEntryCreateRefusesUnattestableSelectors(t *testing.T) {
+	e := startAdmin(t)
+	for _, tc := range []struct {
+		parent, sel, want string
+	}{
+		{cliParent, "foo:bar", `no attestor makes "foo" selectors here (workload selector types: unix)`},
+		{cliParent, "unix:uid:abc", "want a uid in decimal"},
+		{cliParent, "k8s:ns:shop", `no attestor makes "k8s" selectors here`},
+		{cliParent, "x509pop:subject:cn:node-1", "describe nodes and are for node-alias entries"},
+		{"spiffe://example.org/sigil/ca", "unix:uid:1000", "a node-alias entry needs node selectors (x509pop)"},
+	} {
+		_, _, err := run(t, "", "entry", "create", "--spiffe-id", cliCart, "--parent-id", tc.parent, "--selector", tc.sel, "--admin-socket", e.socket)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.sel) {
+			t.Errorf("entry create --selector %s under %s: %v, want an error containing %q", tc.sel, tc.parent, err, tc.want)
+		}
+	}
+	// A node alias with node selectors is fine.
+	if _, _, err := run(t, "", "entry", "create", "--spiffe-id", "spiffe://example.org/nodes/web", "--parent-id", "spiffe://example.org/sigil/ca",
+		"--selector", "x509pop:subject:cn:node-1", "--admin-socket", e.socket); err != nil {
+		t.Fatalf("node alias: %v", err)
+	}
+}
