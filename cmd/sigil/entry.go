@@ -109,6 +109,15 @@ func newEntryCreateCmd() *cobra.Command {
 				if entries, err = readEntryFile(cmd, file); err != nil {
 					return err
 				}
+				// As with --parent-id: on a dev admin socket an entry
+				// without parent_id belongs to the dev agent.
+				if id, ok := devParentID(adminSocket(cmd)); ok {
+					for _, e := range entries {
+						if e.GetParentId() == "" {
+							e.ParentId = id
+						}
+					}
+				}
 			} else {
 				if f.spiffeID == "" {
 					return errors.New("--spiffe-id is required (or --file)")
@@ -151,7 +160,7 @@ func newEntryCreateCmd() *cobra.Command {
 		},
 	}
 	f.add(cmd)
-	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML or JSON list of entries to create together ('-': standard input)")
+	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML or JSON list of entries to create together ('-': standard input); keys as README's \"Entry files\" lists")
 	addOutputFlag(cmd, &output)
 	return cmd
 }

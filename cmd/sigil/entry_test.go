@@ -146,3 +146,18 @@ func TestEntryCreateRefusesUnattestableSelectors(t *testing.T) {
 		t.Fatalf("node alias: %v", err)
 	}
 }
+
+// TestEntryFileDevParent: on sigil dev's admin socket an entry of a file
+// without parent_id belongs to the dev agent, as with --parent-id left out.
+func TestEntryFileDevParent(t *testing.T) {
+	e := startAdmin(t)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(e.socket), devAgentIDFile), []byte(cliParent+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "entries.yaml")
+	os.WriteFile(file, []byte("- spiffe_id: spiffe://example.org/ns/shop/sa/web\n  selectors: [unix:uid:1001]\n"), 0o600)
+	out, _, err := run(t, "", "entry", "create", "-f", file, "--admin-socket", e.socket)
+	if err != nil || !strings.Contains(out, cliParent) {
+		t.Fatalf("entry create -f without parent_id on a dev socket = %v:\n%s", err, out)
+	}
+}

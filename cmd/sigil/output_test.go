@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -73,7 +75,23 @@ func TestOutputFormats(t *testing.T) {
 	input := filepath.Join(dir, "check.json")
 	os.WriteFile(input, []byte(`{"attributes":{"request":{"http":{"method":"GET","path":"/x"}}}}`), 0o644)
 
+	// sigil dev's authz, with its seeded policy.
+	alis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	asvc, err := devAuthz(t.TempDir(), td, alis, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	actx, acancel := context.WithCancel(ctx)
+	adone := make(chan error, 1)
+	go func() { adone <- asvc.Run(actx) }()
+	defer func() { acancel(); <-adone }()
+
 	cases := map[string][]string{
+		"authz check": {"--authz-address", alis.Addr().String(), "--source", "spiffe://example.org/ns/shop/sa/frontend",
+			"--destination", "spiffe://example.org/ns/shop/sa/cart", "--path", "/items/7"},
 		"agent list":    adm,
 		"bundle list":   adm,
 		"bundle show":   adm,
@@ -145,7 +163,7 @@ func TestOutputFormats(t *testing.T) {
 			}
 			j, y := normalize(data[0]), normalize(data[1])
 			switch name {
-			case "entry create", "entry update", "token create", "jwt fetch", "ca status":
+			case "entry create", "entry update", "token create", "jwt fetch", "ca status", "authz check":
 				// Each run makes a new entry, revision, token or JWT (the
 				// test authority a new upstream root): compare keys only.
 				j, y = keysOf(j), keysOf(y)
