@@ -7,7 +7,6 @@ import (
 	"io"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/protobuf/encoding/protojson"
@@ -78,9 +77,6 @@ func printData(w io.Writer, format string, v any) error {
 	return err
 }
 
-// printJSON prints m as indented JSON (printData with json).
-func printJSON(w io.Writer, m proto.Message) error { return printData(w, outJSON, m) }
-
 // dataTree turns v into maps, slices, strings, bools and json.Numbers.
 func dataTree(v any) (any, error) {
 	var raw []byte
@@ -128,12 +124,4 @@ func yamlNumbers(v any) any {
 		return string(t)
 	}
 	return v
-}
-
-// formatsHelp lists formats for a flag's help text: "table, json or yaml".
-func formatsHelp(fs ...string) string {
-	if len(fs) < 2 {
-		return strings.Join(fs, "")
-	}
-	return strings.Join(fs[:len(fs)-1], ", ") + " or " + fs[len(fs)-1]
 }
