@@ -15,6 +15,7 @@ import (
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/selector"
 )
 
 // Authority is what the admin API needs from the CA's key journal.
@@ -82,6 +83,9 @@ type Config struct {
 	// random bytes, so a token is accepted only by the process that issued
 	// it (CA replicas that share a key accept each other's).
 	PageTokenKey []byte
+	// Selectors are the selector types entries may use: those the
+	// attestors in this deployment make (default selector.Builtin()).
+	Selectors *selector.Types
 }
 
 // Server implements adminv1.AdminServer.
@@ -96,6 +100,7 @@ type Server struct {
 	tokenTTL time.Duration
 	rand     io.Reader
 	pager    *pager
+	sels     *selector.Types
 }
 
 var _ adminv1.AdminServer = (*Server)(nil)
@@ -119,6 +124,10 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger,
 		tokenTTL: cfg.DefaultTokenTTL,
 		rand:     cfg.Rand,
+		sels:     cfg.Selectors,
+	}
+	if s.sels == nil {
+		s.sels = selector.Builtin()
 	}
 	if s.now == nil {
 		s.now = time.Now

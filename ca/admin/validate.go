@@ -55,8 +55,17 @@ func (s *Server) entryFromProto(prefix string, e *typesv1.Entry) (store.Entry, e
 	if len(e.GetSelectors()) > maxSelectors {
 		return store.Entry{}, invalid(prefix+".selectors", "at most %d selectors", maxSelectors)
 	}
+	// A node-alias entry (parent: the CA) is matched against the node
+	// selectors of agents; any other against a workload's.
+	kind := selector.KindWorkload
+	if parent == sigilid.CA(s.td) {
+		kind = selector.KindNode
+	}
 	for i, raw := range e.GetSelectors() {
 		sel, err := selector.Parse(raw)
+		if err == nil {
+			err = s.sels.Check(kind, sel)
+		}
 		if err != nil {
 			return store.Entry{}, invalid(fmt.Sprintf("%s.selectors[%d]", prefix, i), "%v", err)
 		}

@@ -1,3 +1,5 @@
+//go:build cgo
+
 package keys
 
 import (
@@ -13,14 +15,6 @@ import (
 	"go.step.sm/crypto/kms/apiv1"
 	"go.step.sm/crypto/kms/pkcs11"
 )
-
-// PKCS11Config says which token holds the keys.
-type PKCS11Config struct {
-	// URI names the module, the token and its PIN, e.g.
-	// "pkcs11:module-path=/usr/lib/softhsm/libsofthsm2.so;token=sigil?pin-value=1234"
-	// (or pin-source=/path/to/pin). It may hold the PIN: never log it.
-	URI string
-}
 
 // PKCS11 keeps keys in a PKCS#11 token (an HSM, SoftHSM2, ...). The key
 // called name is the object labelled "sigil-<name>" whose CKA_ID is that

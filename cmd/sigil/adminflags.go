@@ -1,9 +1,7 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -14,8 +12,6 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/encoding/protojson"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -112,39 +108,6 @@ func adminErr(err error) error {
 		b.WriteRune(r)
 	}
 	return errors.New(strings.ToLower(b.String()) + ": " + st.Message())
-}
-
-// addOutputFlag adds --output table|json.
-func addOutputFlag(cmd *cobra.Command, dst *string) {
-	cmd.Flags().StringVarP(dst, "output", "o", "table", "output format: table or json")
-}
-
-func checkOutput(o string) error {
-	if o != "table" && o != "json" {
-		return usageErrorf("--output %q: want table or json", o)
-	}
-	return nil
-}
-
-// printJSON prints m as indented protojson with the field names of the
-// proto (spiffe_id, not spiffeId).
-func printJSON(w io.Writer, m proto.Message) error {
-	b, err := protojson.MarshalOptions{Multiline: true, Indent: "  ", UseProtoNames: true, EmitUnpopulated: false}.Marshal(m)
-	if err != nil {
-		return err
-	}
-	// protojson's output is deliberately unstable in whitespace; re-indent.
-	var v any
-	if err := json.Unmarshal(b, &v); err != nil {
-		return err
-	}
-	lowerEnums(v, m.ProtoReflect().Descriptor())
-	out, err := json.MarshalIndent(v, "", "  ")
-	if err != nil {
-		return err
-	}
-	_, err = fmt.Fprintf(w, "%s\n", out)
-	return err
 }
 
 // lowerEnums rewrites, in v (m's protojson decoded into maps), every enum

@@ -41,8 +41,8 @@ func newAgentListCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp)
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp)
 				}
 				tw := newTable(cmd.OutOrStdout())
 				fmt.Fprintln(tw, "ID\tATTESTATION\tSERIAL\tEXPIRES\tBANNED\tSELECTORS")

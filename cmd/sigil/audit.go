@@ -27,7 +27,7 @@ func newAuditCmd() *cobra.Command {
 }
 
 func newAuditVerifyCmd() *cobra.Command {
-	var checkpoints, bundle, signerID string
+	var checkpoints, bundle, signerID, output string
 	var allowUnsigned bool
 	cmd := &cobra.Command{
 		Use:   "verify FILE...",
@@ -49,6 +49,9 @@ proves only that no line was changed on its own; anyone who can write the
 file can cut its end or start or recompute every hash.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			opts := decisionlog.VerifyOptions{SignerID: signerID, AllowUnsigned: allowUnsigned}
 			if bundle != "" {
 				roots, err := loadBundle(bundle)
@@ -92,6 +95,9 @@ file can cut its end or start or recompute every hash.`,
 			if err != nil {
 				return fmt.Errorf("audit verify: %w", err)
 			}
+			if output != outTable {
+				return printData(cmd.OutOrStdout(), output, newVerifyView(rep, checkpoints))
+			}
 			writeVerifyReport(cmd.OutOrStdout(), rep, checkpoints)
 			return nil
 		},
@@ -101,6 +107,7 @@ file can cut its end or start or recompute every hash.`,
 	addAdminSocketFlag(cmd)
 	cmd.Flags().StringVar(&signerID, "signer-id", "", "accept checkpoints signed only by this SPIFFE ID")
 	cmd.Flags().BoolVar(&allowUnsigned, "allow-unsigned", false, "accept a log without checkpoints; proves only that no line was edited on its own")
+	addOutputFlag(cmd, &output)
 	return cmd
 }
 
@@ -171,6 +178,50 @@ func loadBundle(path string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("trust bundle %s: no PEM certificate", path)
 	}
 	return pool, nil
+}
+
+// verifyView is a verified log's report as -o json|yaml prints it. A log
+// that fails verification prints nothing on stdout: the error says why.
+type verifyView struct {
+	OK              bool         `json:"ok"`
+	Lines           int          `json:"lines"`
+	Decisions       int          `json:"decisions"`
+	FirstSeq        uint64       `json:"first_seq"`
+	LastSeq         uint64       `json:"last_seq"`
+	Rotations       int          `json:"rotations"`
+	Signed          bool         `json:"signed"`
+	CheckpointsFile string       `json:"checkpoints_file,omitempty"`
+	Checkpoints     int          `json:"checkpoints"`
+	Signers         []string     `json:"signers,omitempty"`
+	CoveredSeq      uint64       `json:"covered_seq"`
+	CoveredAt       *time.Time   `json:"covered_at,omitempty"`
+	Uncovered       uint64       `json:"uncovered"`
+	TornTailBytes   int          `json:"torn_tail_bytes"`
+	Repairs         []repairView `json:"repairs,omitempty"`
+}
+
+type repairView struct {
+	File   string `json:"file"`
+	Seq    uint64 `json:"seq"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
+}
+
+func newVerifyView(rep decisionlog.Report, checkpoints string) verifyView {
+	v := verifyView{
+		OK: true, Lines: rep.Lines, Decisions: rep.Decisions, FirstSeq: rep.FirstSeq, LastSeq: rep.LastSeq,
+		Rotations: rep.Rotations, Signed: !rep.Unsigned, Checkpoints: rep.Checkpoints, Signers: rep.Signers,
+		CoveredSeq: rep.Covered, Uncovered: rep.Uncovered, TornTailBytes: rep.TornTail,
+	}
+	if !rep.Unsigned {
+		v.CheckpointsFile = checkpoints
+		at := rep.CoveredAt.UTC()
+		v.CoveredAt = &at
+	}
+	for _, r := range rep.Repairs {
+		v.Repairs = append(v.Repairs, repairView{File: r.File, Seq: r.Seq, Bytes: r.Bytes, SHA256: r.SHA256})
+	}
+	return v
 }
 
 func writeVerifyReport(out io.Writer, rep decisionlog.Report, checkpoints string) {

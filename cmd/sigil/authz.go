@@ -25,7 +25,7 @@ import (
 )
 
 func newAuthzCmd() *cobra.Command {
-	cmd := &cobra.Command{Use: "authz", Short: "Run the ext_authz service"}
+	cmd := &cobra.Command{Use: "authz", Short: "Run the ext_authz service, or send it one Check"}
 	var configPath string
 	run := &cobra.Command{
 		Use:   "run",
@@ -52,7 +52,7 @@ func newAuthzCmd() *cobra.Command {
 		},
 	}
 	run.Flags().StringVar(&configPath, "config", "authz.yaml", "authz configuration file (YAML)")
-	cmd.AddCommand(run)
+	cmd.AddCommand(run, newAuthzCheckCmd())
 	return cmd
 }
 

@@ -236,3 +236,44 @@ func TestAuthzRunRefusesBadConfigs(t *testing.T) {
 		})
 	}
 }
+
+// TestAuthzCheck sends Checks with `sigil authz check` to sigil dev's
+// authz: allowed, denied (exit 1, still printed), and nothing listening.
+func TestAuthzCheck(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	svc, err := devAuthz(dir, spiffeid.RequireTrustDomainFromString("example.org"), lis, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	const frontend, cart = "spiffe://example.org/ns/shop/sa/frontend", "spiffe://example.org/ns/shop/sa/cart"
+	addr := []string{"--authz-address", lis.Addr().String()}
+
+	out, _, err := run(t, "", append([]string{"authz", "check", "--source", frontend, "--destination", cart, "--path", "/items/7", "-o", "json"}, addr...)...)
+	if err != nil || !strings.Contains(out, `"result": "allow"`) || !strings.Contains(out, `"decision_id"`) {
+		t.Fatalf("allowed check = %v:\n%s", err, out)
+	}
+	out, _, err = run(t, "", append([]string{"authz", "check", "--source", cart, "--destination", frontend, "--path", "/items/7"}, addr...)...)
+	if err == nil || exitCode(err) != 1 || !strings.Contains(out, "deny") || !strings.Contains(out, "403") {
+		t.Fatalf("denied check = %v (exit %d):\n%s", err, exitCode(err), out)
+	}
+	if _, _, err := run(t, "", "authz", "check", "--source", cart, "--destination", frontend, "--authz-address", freeAddr(t)); exitCode(err) != exitUnavailable ||
+		!strings.Contains(err.Error(), "nothing is listening at") || strings.Contains(err.Error(), "rpc error") {
+		t.Fatalf("nothing listening: %v", err)
+	}
+	if _, _, err := run(t, "", append([]string{"authz", "check", "--destination", frontend}, addr...)...); exitCode(err) != exitUsage {
+		t.Fatalf("no --source: %v, want a usage error", err)
+	}
+	// Both decisions are in the log.
+	raw, err := os.ReadFile(filepath.Join(dir, "decisions.log"))
+	if err != nil || strings.Count(string(raw), "\n") < 2 {
+		t.Fatalf("decision log: %v\n%s", err, raw)
+	}
+}

@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -43,11 +45,11 @@ func newBundleShowCmd() *cobra.Command {
 				output = format
 			}
 			switch output {
-			case "pem", "spiffe":
-			case "json":
+			case "pem", "spiffe", outTable, outYAML:
+			case outJSON:
 				output = "spiffe"
 			default:
-				return usageErrorf("--output %q: want pem, spiffe or json (the same as spiffe)", output)
+				return usageErrorf("--output %q: want pem, spiffe, json (the same as spiffe), yaml or table", output)
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.GetBundle(cmd.Context(), &adminv1.GetBundleRequest{TrustDomain: td})
@@ -55,9 +57,19 @@ func newBundleShowCmd() *cobra.Command {
 					return err
 				}
 				var out []byte
-				if output == "pem" {
+				switch output {
+				case "pem":
 					out, err = bundlePEM(resp.GetBundle())
-				} else {
+				case outTable:
+					return printBundleTable(cmd.OutOrStdout(), resp.GetBundle())
+				case outYAML:
+					if out, err = bundleSPIFFE(resp.GetBundle()); err == nil {
+						var doc any
+						if err = json.Unmarshal(out, &doc); err == nil {
+							return printData(cmd.OutOrStdout(), outYAML, doc)
+						}
+					}
+				default:
 					out, err = bundleSPIFFE(resp.GetBundle())
 				}
 				if err != nil {
@@ -68,7 +80,7 @@ func newBundleShowCmd() *cobra.Command {
 			})
 		},
 	}
-	cmd.Flags().StringVarP(&output, "output", "o", "pem", "pem (X.509 authorities), or spiffe or json (SPIFFE bundle JSON with JWT authorities)")
+	cmd.Flags().StringVarP(&output, "output", "o", "pem", "pem (X.509 authorities); spiffe or json (SPIFFE bundle JSON with JWT authorities); yaml (the same as YAML); table (one line per authority)")
 	// --format was the flag's first name; scripts may still use it.
 	cmd.Flags().StringVar(&format, "format", "pem", "old name of --output")
 	cmd.Flags().Lookup("format").Hidden = true
@@ -105,6 +117,25 @@ func bundleSPIFFE(b *typesv1.Bundle) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// printBundleTable prints one line per authority: X.509 ones by subject
+// and expiry, JWT ones by key ID and expiry.
+func printBundleTable(w io.Writer, b *typesv1.Bundle) error {
+	tw := newTable(w)
+	fmt.Fprintf(tw, "trust domain: %s\n", b.GetTrustDomain())
+	fmt.Fprintln(tw, "KIND\tID\tEXPIRES")
+	for _, der := range b.GetX509Authorities() {
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("bundle of %s: %w", b.GetTrustDomain(), err)
+		}
+		fmt.Fprintf(tw, "x509\t%s\t%s\n", c.Subject, c.NotAfter.UTC().Format(time.RFC3339))
+	}
+	for _, k := range b.GetJwtAuthorities() {
+		fmt.Fprintf(tw, "jwt\t%s\t%s\n", k.GetKeyId(), fmtTime(k.GetExpiresAt()))
+	}
+	return tw.Flush()
+}
+
 func newBundleListCmd() *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
@@ -126,8 +157,8 @@ func newBundleListCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp)
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp)
 				}
 				tw := newTable(cmd.OutOrStdout())
 				fmt.Fprintln(tw, "TRUST DOMAIN\tX509 AUTHORITIES\tJWT AUTHORITIES\tSEQUENCE\tREFRESH HINT")

@@ -47,8 +47,8 @@ func TestBundleCommands(t *testing.T) {
 			t.Fatalf("bundle show %v printed %q, %v; want what -o spiffe printed", alias, again, err)
 		}
 	}
-	if _, _, err := run(t, "", append([]string{"bundle", "show", "-o", "table"}, sock...)...); exitCode(err) != exitUsage {
-		t.Fatalf("bundle show -o table: %v, want a usage error", err)
+	if _, _, err := run(t, "", append([]string{"bundle", "show", "-o", "xml"}, sock...)...); exitCode(err) != exitUsage {
+		t.Fatalf("bundle show -o xml: %v, want a usage error", err)
 	}
 	sb, err := spiffebundle.Parse(td, []byte(out))
 	if err != nil {

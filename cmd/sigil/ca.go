@@ -61,8 +61,18 @@ func newCARunCmd() *cobra.Command {
 	return cmd
 }
 
+// newLogger is the logger of a run command, as --log-level and
+// --log-format say (checked before any command runs).
 func newLogger(cmd *cobra.Command) *slog.Logger {
-	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: slog.LevelInfo}))
+	lo, err := logOptions(cmd)
+	if err != nil {
+		lo = logSettings{level: slog.LevelInfo, format: "text"}
+	}
+	opts := &slog.HandlerOptions{Level: lo.level}
+	if lo.format == "json" {
+		return slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), opts))
+	}
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), opts))
 }
 
 func newRegistry() *prometheus.Registry {

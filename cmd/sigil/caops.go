@@ -63,8 +63,8 @@ func newCAStatusCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp)
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "trust domain: %s\n", resp.GetTrustDomain())
 				if err := printKeys(cmd, resp.GetKeys()...); err != nil {

@@ -109,6 +109,15 @@ func newEntryCreateCmd() *cobra.Command {
 				if entries, err = readEntryFile(cmd, file); err != nil {
 					return err
 				}
+				// As with --parent-id: on a dev admin socket an entry
+				// without parent_id belongs to the dev agent.
+				if id, ok := devParentID(adminSocket(cmd)); ok {
+					for _, e := range entries {
+						if e.GetParentId() == "" {
+							e.ParentId = id
+						}
+					}
+				}
 			} else {
 				if f.spiffeID == "" {
 					return errors.New("--spiffe-id is required (or --file)")
@@ -143,15 +152,15 @@ func newEntryCreateCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp)
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp)
 				}
 				return printEntryTable(cmd.OutOrStdout(), resp.GetEntries())
 			})
 		},
 	}
 	f.add(cmd)
-	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML or JSON list of entries to create together ('-': standard input)")
+	cmd.Flags().StringVarP(&file, "file", "f", "", "YAML or JSON list of entries to create together ('-': standard input); keys as README's \"Entry files\" lists")
 	addOutputFlag(cmd, &output)
 	return cmd
 }
@@ -198,8 +207,8 @@ func newEntryListCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp)
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp)
 				}
 				return printEntryTable(cmd.OutOrStdout(), resp.GetEntries())
 			})
@@ -226,8 +235,8 @@ func newEntryShowCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp.GetEntry())
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp.GetEntry())
 				}
 				return printEntry(cmd.OutOrStdout(), resp.GetEntry())
 			})
@@ -270,8 +279,8 @@ func newEntryUpdateCmd() *cobra.Command {
 				if err != nil {
 					return err
 				}
-				if output == "json" {
-					return printJSON(cmd.OutOrStdout(), resp.GetEntry())
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp.GetEntry())
 				}
 				return printEntry(cmd.OutOrStdout(), resp.GetEntry())
 			})

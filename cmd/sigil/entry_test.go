@@ -121,3 +121,43 @@ func TestEntryCommands(t *testing.T) {
 		t.Fatalf("show deleted entry error = %v", err)
 	}
 }
+
+// TestEntryCreateRefusesUnattestableSelectors: a selector no attestor can
+// make is refused with a message naming it, not stored to match nothing.
+func TestEntryCreateRefusesUnattestableSelectors(t *testing.T) {
+	e := startAdmin(t)
+	for _, tc := range []struct {
+		parent, sel, want string
+	}{
+		{cliParent, "foo:bar", `no attestor makes "foo" selectors here (workload selector types: unix)`},
+		{cliParent, "unix:uid:abc", "want a uid in decimal"},
+		{cliParent, "k8s:ns:shop", `no attestor makes "k8s" selectors here`},
+		{cliParent, "x509pop:subject:cn:node-1", "describe nodes and are for node-alias entries"},
+		{"spiffe://example.org/sigil/ca", "unix:uid:1000", "a node-alias entry needs node selectors (x509pop)"},
+	} {
+		_, _, err := run(t, "", "entry", "create", "--spiffe-id", cliCart, "--parent-id", tc.parent, "--selector", tc.sel, "--admin-socket", e.socket)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.sel) {
+			t.Errorf("entry create --selector %s under %s: %v, want an error containing %q", tc.sel, tc.parent, err, tc.want)
+		}
+	}
+	// A node alias with node selectors is fine.
+	if _, _, err := run(t, "", "entry", "create", "--spiffe-id", "spiffe://example.org/nodes/web", "--parent-id", "spiffe://example.org/sigil/ca",
+		"--selector", "x509pop:subject:cn:node-1", "--admin-socket", e.socket); err != nil {
+		t.Fatalf("node alias: %v", err)
+	}
+}
+
+// TestEntryFileDevParent: on sigil dev's admin socket an entry of a file
+// without parent_id belongs to the dev agent, as with --parent-id left out.
+func TestEntryFileDevParent(t *testing.T) {
+	e := startAdmin(t)
+	if err := os.WriteFile(filepath.Join(filepath.Dir(e.socket), devAgentIDFile), []byte(cliParent+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(t.TempDir(), "entries.yaml")
+	os.WriteFile(file, []byte("- spiffe_id: spiffe://example.org/ns/shop/sa/web\n  selectors: [unix:uid:1001]\n"), 0o600)
+	out, _, err := run(t, "", "entry", "create", "-f", file, "--admin-socket", e.socket)
+	if err != nil || !strings.Contains(out, cliParent) {
+		t.Fatalf("entry create -f without parent_id on a dev socket = %v:\n%s", err, out)
+	}
+}

@@ -15,15 +15,32 @@ func newJWTCmd() *cobra.Command {
 	return cmd
 }
 
+// jwtView is a JWT-SVID as -o json|yaml prints it.
+type jwtView struct {
+	Valid     bool           `json:"valid,omitempty"`
+	SPIFFEID  string         `json:"spiffe_id"`
+	Audience  []string       `json:"audience"`
+	ExpiresAt time.Time      `json:"expires_at"`
+	Hint      string         `json:"hint,omitempty"`
+	Token     string         `json:"token,omitempty"`
+	Claims    map[string]any `json:"claims,omitempty"`
+}
+
 func newJWTFetchCmd() *cobra.Command {
 	var wf workloadFlags
 	var audience []string
-	var id string
+	var id, output string
 	cmd := &cobra.Command{
 		Use:   "fetch",
 		Short: "Print a JWT-SVID for this process (one line per identity)",
-		Args:  cobra.NoArgs,
+		Long: `Fetch JWT-SVIDs over the SPIFFE Workload API. The table format is the
+tokens alone, one line per identity, for scripts; json and yaml add each
+token's SPIFFE ID, audience and expiry.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if len(audience) == 0 {
 				return usageErrorf("--audience is required")
 			}
@@ -44,6 +61,13 @@ func newJWTFetchCmd() *cobra.Command {
 			if err != nil {
 				return c.explain("fetch jwt-svid", err)
 			}
+			if output != outTable {
+				views := make([]jwtView, 0, len(svids))
+				for _, s := range svids {
+					views = append(views, jwtView{SPIFFEID: s.ID.String(), Audience: s.Audience, ExpiresAt: s.Expiry.UTC(), Hint: s.Hint, Token: s.Marshal()})
+				}
+				return printData(cmd.OutOrStdout(), output, views)
+			}
 			for _, s := range svids {
 				fmt.Fprintln(cmd.OutOrStdout(), s.Marshal())
 			}
@@ -51,6 +75,7 @@ func newJWTFetchCmd() *cobra.Command {
 		},
 	}
 	wf.add(cmd)
+	addOutputFlag(cmd, &output)
 	cmd.Flags().StringSliceVar(&audience, "audience", nil, "audience (repeat or comma-separate for several)")
 	cmd.Flags().StringVar(&id, "spiffe-id", "", "which of this process's identities (default: each)")
 	return cmd
@@ -58,12 +83,15 @@ func newJWTFetchCmd() *cobra.Command {
 
 func newJWTValidateCmd() *cobra.Command {
 	var wf workloadFlags
-	var audience string
+	var audience, output string
 	cmd := &cobra.Command{
 		Use:   "validate TOKEN",
 		Short: "Check a JWT-SVID's signature, expiry and audience through the agent",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if audience == "" {
 				return usageErrorf("--audience is required")
 			}
@@ -76,11 +104,15 @@ func newJWTValidateCmd() *cobra.Command {
 			if err != nil {
 				return c.explain("invalid jwt-svid", err)
 			}
+			if output != outTable {
+				return printData(cmd.OutOrStdout(), output, jwtView{Valid: true, SPIFFEID: s.ID.String(), Audience: s.Audience, ExpiresAt: s.Expiry.UTC(), Claims: s.Claims})
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "valid: %s, audience %v, expires %s\n", s.ID, s.Audience, s.Expiry.UTC().Format(time.RFC3339))
 			return nil
 		},
 	}
 	wf.add(cmd)
+	addOutputFlag(cmd, &output)
 	cmd.Flags().StringVar(&audience, "audience", "", "the audience the token must carry")
 	return cmd
 }

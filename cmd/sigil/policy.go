@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -37,12 +36,15 @@ func newPolicyTestCmd() *cobra.Command {
 }
 
 func newPolicyEvalCmd() *cobra.Command {
-	var inputPath, policyDir, path string
+	var inputPath, policyDir, path, output string
 	cmd := &cobra.Command{
 		Use:   "eval --policy DIR --input CHECKREQUEST.json",
 		Short: "Decide one ext_authz CheckRequest (protojson) with a policy directory",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if inputPath == "" || policyDir == "" {
 				return errors.New("policy eval: --input and --policy are required")
 			}
@@ -60,9 +62,14 @@ func newPolicyEvalCmd() *cobra.Command {
 				summary["headers"] = d.Headers
 				summary["body"] = d.Body
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			if err := enc.Encode(summary); err != nil {
+			if output == outTable {
+				tw := newTable(cmd.OutOrStdout())
+				fmt.Fprintln(tw, "ALLOWED\tREASON\tREVISION\tDETAIL")
+				fmt.Fprintf(tw, "%v\t%s\t%s\t%s\n", d.Allowed, d.Reason, orDash(d.Revision), orDash(d.Detail))
+				if err := tw.Flush(); err != nil {
+					return err
+				}
+			} else if err := printData(cmd.OutOrStdout(), output, summary); err != nil {
 				return err
 			}
 			if !d.Allowed {
@@ -72,19 +79,23 @@ func newPolicyEvalCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().StringVar(&inputPath, "input", "", "CheckRequest in protojson")
+	addOutputFlagDefault(cmd, &output, outJSON)
 	cmd.Flags().StringVar(&policyDir, "policy", "", "policy directory")
 	cmd.Flags().StringVar(&path, "path", "", "decision path (default data.envoy.authz.allow)")
 	return cmd
 }
 
 func newPolicyReplayCmd() *cobra.Command {
-	var logPath, policyDir, path string
+	var logPath, policyDir, path, output string
 	var skipBody bool
 	cmd := &cobra.Command{
 		Use:   "replay --log decisions.log --policy DIR",
 		Short: "Report what a candidate policy would decide differently over a recorded decision log",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if logPath == "" || policyDir == "" {
 				return errors.New("policy replay: --log and --policy are required")
 			}
@@ -105,6 +116,9 @@ func newPolicyReplayCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if output != outTable {
+				return printData(cmd.OutOrStdout(), output, newReplayView(rep))
+			}
 			return rep.Write(cmd.OutOrStdout())
 		},
 	}
@@ -112,5 +126,39 @@ func newPolicyReplayCmd() *cobra.Command {
 	cmd.Flags().StringVar(&policyDir, "policy", "", "candidate policy directory")
 	cmd.Flags().StringVar(&path, "path", "", "decision path (default data.envoy.authz.allow)")
 	cmd.Flags().BoolVar(&skipBody, "skip-request-body-parse", false, "do not parse request bodies")
+	addOutputFlag(cmd, &output)
 	return cmd
+}
+
+// replayView is a replay report as -o json|yaml prints it.
+type replayView struct {
+	Candidate     string       `json:"candidate_revision"`
+	Lines         int          `json:"lines"`
+	Replayed      int          `json:"replayed"`
+	Unchanged     int          `json:"unchanged"`
+	NotReplayable int          `json:"not_replayable"`
+	Invalid       int          `json:"invalid"`
+	Changes       []changeView `json:"changes"`
+}
+
+type changeView struct {
+	Seq         uint64 `json:"seq"`
+	DecisionID  string `json:"decision_id"`
+	Source      string `json:"source"`
+	Destination string `json:"destination"`
+	Method      string `json:"method"`
+	Path        string `json:"path"`
+	Before      string `json:"before"`
+	After       string `json:"after"`
+	AfterReason string `json:"after_reason"`
+}
+
+func newReplayView(rep replay.Report) replayView {
+	v := replayView{Candidate: rep.Candidate, Lines: rep.Lines, Replayed: rep.Replayed, Unchanged: rep.Unchanged,
+		NotReplayable: rep.NotReplayable, Invalid: rep.Invalid, Changes: []changeView{}}
+	for _, c := range rep.Changes {
+		v.Changes = append(v.Changes, changeView{Seq: c.Seq, DecisionID: c.DecisionID, Source: c.Source, Destination: c.Destination,
+			Method: c.Method, Path: c.Path, Before: c.Before, After: c.After, AfterReason: string(c.AfterReason)})
+	}
+	return v
 }

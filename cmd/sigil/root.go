@@ -13,9 +13,14 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			return applyEnv(cmd)
+			if err := applyEnv(cmd); err != nil {
+				return err
+			}
+			_, err := logOptions(cmd)
+			return err
 		},
 	}
+	addLogFlags(root)
 	for _, add := range []func() *cobra.Command{
 		newDevCmd,
 		newCACmd,

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	gsw "github.com/spiffe/go-spiffe/v2/workloadapi"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -170,9 +171,34 @@ func newSVIDRevokeCmd() *cobra.Command {
 	return cmd
 }
 
+// svidView is one X509-SVID as -o json|yaml prints it.
+type svidView struct {
+	SPIFFEID  string    `json:"spiffe_id"`
+	Hint      string    `json:"hint,omitempty"`
+	Serial    string    `json:"serial"`
+	NotBefore time.Time `json:"not_before"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// WrittenTo is the --write directory, on the SVID written there.
+	WrittenTo string `json:"written_to,omitempty"`
+}
+
+func svidViews(svids []*x509svid.SVID, writtenTo string) []svidView {
+	out := make([]svidView, 0, len(svids))
+	for i, s := range svids {
+		leaf := s.Certificates[0]
+		v := svidView{SPIFFEID: s.ID.String(), Hint: s.Hint, Serial: fmt.Sprintf("%x", leaf.SerialNumber),
+			NotBefore: leaf.NotBefore.UTC(), ExpiresAt: leaf.NotAfter.UTC()}
+		if i == 0 { // DefaultSVID is the first
+			v.WrittenTo = writtenTo
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
 func newSVIDFetchCmd() *cobra.Command {
 	var wf workloadFlags
-	var write string
+	var write, output string
 	cmd := &cobra.Command{
 		Use:   "fetch",
 		Short: "Print the X509-SVIDs the agent gives this process, or write the first one to files",
@@ -181,6 +207,9 @@ SVID is written as DIR/svid.pem (certificate chain), DIR/svid.key (PKCS #8
 private key, mode 0600) and DIR/bundle.pem (the trust domain's roots).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			c, ctx, done, err := wf.client(cmd.Context())
 			if err != nil {
 				return err
@@ -194,15 +223,20 @@ private key, mode 0600) and DIR/bundle.pem (the trust domain's roots).`,
 				return errors.New("the agent gave no X509-SVID")
 			}
 			out := cmd.OutOrStdout()
-			tw := newTable(out)
-			fmt.Fprintln(tw, "SPIFFE ID\tEXPIRES\tHINT")
-			for _, s := range xc.SVIDs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\n", s.ID, s.Certificates[0].NotAfter.UTC().Format(time.RFC3339), orDash(s.Hint))
-			}
-			if err := tw.Flush(); err != nil {
-				return err
+			if output == outTable {
+				tw := newTable(out)
+				fmt.Fprintln(tw, "SPIFFE ID\tEXPIRES\tHINT")
+				for _, s := range xc.SVIDs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\n", s.ID, s.Certificates[0].NotAfter.UTC().Format(time.RFC3339), orDash(s.Hint))
+				}
+				if err := tw.Flush(); err != nil {
+					return err
+				}
 			}
 			if write == "" {
+				if output != outTable {
+					return printData(out, output, svidViews(xc.SVIDs, ""))
+				}
 				return nil
 			}
 			svid := xc.DefaultSVID()
@@ -230,11 +264,15 @@ private key, mode 0600) and DIR/bundle.pem (the trust domain's roots).`,
 					return err
 				}
 			}
+			if output != outTable {
+				return printData(out, output, svidViews(xc.SVIDs, write))
+			}
 			fmt.Fprintf(out, "wrote %s: svid.pem, svid.key, bundle.pem\n", write)
 			return nil
 		},
 	}
 	wf.add(cmd)
+	addOutputFlag(cmd, &output)
 	cmd.Flags().StringVar(&write, "write", "", "write svid.pem, svid.key and bundle.pem into this directory")
 	return cmd
 }

@@ -19,6 +19,7 @@ func newTokenCmd() *cobra.Command {
 
 func newTokenCreateCmd() *cobra.Command {
 	var ttl time.Duration
+	var output string
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a one-time join token; only the token goes to standard output",
@@ -26,6 +27,9 @@ func newTokenCreateCmd() *cobra.Command {
   sigil agent run --config agent.yaml --join-token "$TOKEN"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
 			if ttl <= 0 {
 				return usageErrorf("--ttl %s: must be positive", ttl)
 			}
@@ -33,6 +37,9 @@ func newTokenCreateCmd() *cobra.Command {
 				resp, err := c.CreateJoinToken(cmd.Context(), &adminv1.CreateJoinTokenRequest{Ttl: durationpb.New(ttl)})
 				if err != nil {
 					return err
+				}
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp)
 				}
 				if _, err := fmt.Fprintln(cmd.OutOrStdout(), resp.GetToken()); err != nil {
 					return err
@@ -43,5 +50,6 @@ func newTokenCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 10*time.Minute, "how long the token stays usable")
+	addOutputFlag(cmd, &output)
 	return cmd
 }

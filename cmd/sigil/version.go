@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -20,13 +19,8 @@ func newVersionCmd() *cobra.Command {
 				return err
 			}
 			info := buildinfo.Read()
-			if output == "json" {
-				b, err := json.MarshalIndent(info, "", "  ")
-				if err != nil {
-					return err
-				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s\n", b)
-				return err
+			if output != outTable {
+				return printData(cmd.OutOrStdout(), output, info)
 			}
 			_, err := fmt.Fprintln(cmd.OutOrStdout(), info)
 			return err
