@@ -314,3 +314,21 @@ func backwards(path string, fn func([]byte) bool) error {
 	}
 	return nil
 }
+
+// Scan calls fn with the decisions of path newest first, at most maxScan
+// lines (DefaultScan when 0), until fn returns false. It returns how many
+// lines were read.
+func Scan(path string, maxScan int, fn func(decisionlog.Entry) bool) (int, error) {
+	if maxScan <= 0 {
+		maxScan = DefaultScan
+	}
+	n := 0
+	err := backwards(path, func(line []byte) bool {
+		n++
+		if e, err := decisionlog.Decode(line); err == nil && e.Kind == "" && !fn(e) {
+			return false
+		}
+		return n < maxScan
+	})
+	return n, err
+}

@@ -29,6 +29,8 @@ func newRootCmd() *cobra.Command {
 		newSVIDCmd,
 		newJWTCmd,
 		newVersionCmd,
+		newConsoleCmd,
+		newExplainCmd,
 	} {
 		root.AddCommand(add())
 	}
