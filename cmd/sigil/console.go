@@ -1,10 +1,20 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"net/http"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
+	"github.com/sigilhq/sigil/ca/caconfig"
+	"github.com/sigilhq/sigil/ca/server"
 
 	"github.com/sigilhq/sigil/console"
 )
@@ -53,4 +63,42 @@ each decision's page explains which rules decided it.`,
 	pf.add(cmd)
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8089", "address to serve the console on (keep it on loopback: it has no login of its own)")
 	return cmd
+}
+
+// caConsole is the web console `sigil ca run` serves on console_address:
+// HTTPS with the CA's own SVID, open only to clients presenting an admin
+// X509-SVID, reading the admin API over the CA's local admin socket. It
+// has no decision log or policy: those live on the authz host.
+func caConsole(ctx context.Context, cfg caconfig.Config, stack *caStack, logger *slog.Logger) (func(context.Context) error, error) {
+	conn, err := grpc.NewClient("unix://"+cfg.AdminSocket, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	srv, err := console.New(console.Config{
+		Admin:  adminv1.NewAdminClient(conn),
+		Logger: logger,
+		Authorize: func(r *http.Request) error {
+			if r.TLS == nil {
+				return errors.New("not a TLS connection")
+			}
+			_, err := stack.admin.AuthenticateTLS(r.Context(), *r.TLS)
+			return err
+		},
+	})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", cfg.ConsoleAddress)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("console: %w", err)
+	}
+	logger.Info("console listening", "address", lis.Addr().String())
+	tc := server.TLSConfig(ctx, stack.CA)
+	tc.NextProtos = []string{"h2", "http/1.1"}
+	return func(ctx context.Context) error {
+		defer conn.Close()
+		return console.Serve(ctx, lis, srv.Handler(), tc)
+	}, nil
 }
