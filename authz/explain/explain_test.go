@@ -107,6 +107,9 @@ func TestExplainShop(t *testing.T) {
 		if f.Expr != "method in edge.methods" || f.Rule != "data.sigil.mesh.method_ok" || f.File != "lib/sigil/mesh.rego" {
 			t.Errorf("closest miss %+v, want method in edge.methods in mesh.method_ok", f)
 		}
+		if f.Bindings["operand 1"] != `"DELETE"` || f.Bindings["operand 2"] != `["GET"]` || !strings.Contains(f.Bindings["edge"], `"methods": ["GET"]`) {
+			t.Errorf("closest miss values %v, want the method, the edge's methods and the edge", f.Bindings)
+		}
 		if want := "data.envoy.authz.allow"; len(f.Chain) == 0 || f.Chain[0] != want {
 			t.Errorf("chain %v does not start at %s", f.Chain, want)
 		}
@@ -169,3 +172,4 @@ func hasRule(rs []explain.Rule, name string) bool {
 	}
 	return false
 }
+

@@ -3,6 +3,7 @@ package explain
 import (
 	"fmt"
 	"io"
+	"sort"
 	"strings"
 )
 
@@ -30,8 +31,13 @@ func (ex Explanation) Write(w io.Writer) error {
 			if len(f.Chain) > 0 {
 				fmt.Fprintf(&b, "    via %s\n", strings.Join(f.Chain, " > "))
 			}
-			for k, v := range f.Bindings {
-				fmt.Fprintf(&b, "    %s = %s\n", k, v)
+			keys := make([]string, 0, len(f.Bindings))
+			for k := range f.Bindings {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys)
+			for _, k := range keys {
+				fmt.Fprintf(&b, "    %s = %s\n", k, f.Bindings[k])
 			}
 		}
 	}

@@ -2,6 +2,7 @@ package explain
 
 import (
 	"strconv"
+	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -16,6 +17,9 @@ type query struct {
 	// at is the index of the expression being evaluated.
 	at   int
 	rule *ast.Rule
+	// evalEvent is the Eval event of the expression at at: its
+	// bindings, which a Fail event may no longer carry.
+	evalEvent topdown.Event
 }
 
 // tracer reads OPA's trace as it streams, keeping only what an
@@ -71,6 +75,7 @@ func (t *tracer) TraceEvent(e topdown.Event) {
 		if x, ok := e.Node.(*ast.Expr); ok {
 			if q := t.queries[e.QueryID]; q != nil {
 				q.at = x.Index
+				q.evalEvent = e
 			}
 		}
 	case topdown.ExitOp:
@@ -144,28 +149,53 @@ func (t *tracer) fail(e topdown.Event, x *ast.Expr) {
 	}
 	f.Chain = chain
 	f.Bindings = bindings(e, x)
+	if f.Bindings == nil && q.evalEvent.Node == ast.Node(x) {
+		f.Bindings = bindings(q.evalEvent, x)
+	}
 	t.closest = append(t.closest, f)
 }
 
-// bindings are the values of x's user-visible variables in e.
+// bindings are the values behind x when it failed: the named variables
+// bound on x's line (e.g. the function argument edge) and, as operand 1,
+// 2, ..., the compiler's temporaries inside x (e.g. the two sides of
+// method in edge.methods).
 func bindings(e topdown.Event, x *ast.Expr) map[string]string {
 	if e.Locals == nil {
 		return nil
 	}
+	const max = 8
 	out := map[string]string{}
+	if x.Location != nil {
+		for v, md := range e.LocalMetadata {
+			if len(out) >= max {
+				break
+			}
+			name := string(md.Name)
+			if md.Location == nil || md.Location.File != x.Location.File || md.Location.Row != x.Location.Row ||
+				strings.HasPrefix(name, "__") || ast.Var(name).IsWildcard() {
+				continue
+			}
+			if val := e.Locals.Get(v); val != nil {
+				out[name] = clip(val.String())
+			}
+		}
+	}
+	n := 0
 	ast.WalkVars(x, func(v ast.Var) bool {
-		if len(out) >= 8 {
-			return true
-		}
-		name := string(v)
-		if md, ok := e.LocalMetadata[v]; ok {
-			name = string(md.Name)
-		}
-		if v.IsGenerated() && name == string(v) || v.IsWildcard() {
+		if len(out) >= max || v.IsWildcard() {
 			return false
 		}
-		if val := e.Locals.Get(v); val != nil {
-			out[name] = clip(val.String())
+		val := e.Locals.Get(v)
+		if val == nil {
+			return false
+		}
+		if md, ok := e.LocalMetadata[v]; ok && !strings.HasPrefix(string(md.Name), "__") {
+			out[string(md.Name)] = clip(val.String())
+			return false
+		}
+		if v.IsGenerated() {
+			n++
+			out["operand "+strconv.Itoa(n)] = clip(val.String())
 		}
 		return false
 	})
