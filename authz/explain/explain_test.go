@@ -172,4 +172,3 @@ func hasRule(rs []explain.Rule, name string) bool {
 	}
 	return false
 }
-
