@@ -36,6 +36,9 @@ each decision's page explains which rules decided it.`,
 		Example: `  sigil console --policy ~/.sigil/dev/policies --decision-log ~/.sigil/dev/decisions.log`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := loopbackOnly(listen); err != nil {
+				return err
+			}
 			if err := pf.resolve(); err != nil {
 				return err
 			}
@@ -63,6 +66,22 @@ each decision's page explains which rules decided it.`,
 	pf.add(cmd)
 	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8089", "address to serve the console on (keep it on loopback: it has no login of its own)")
 	return cmd
+}
+
+// loopbackOnly refuses a --listen address other machines could reach:
+// the local console has no login of its own.
+func loopbackOnly(listen string) error {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return usageErrorf("--listen %q: %v", listen, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+		return nil
+	}
+	return usageErrorf("--listen %q: the local console has no login, so it serves on loopback only (127.0.0.1 or ::1); for a console others can reach, set console_address in ca.yaml (HTTPS for admin SVIDs)", listen)
 }
 
 // caConsole is the web console `sigil ca run` serves on console_address:
