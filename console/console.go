@@ -18,6 +18,7 @@ import (
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/authz/engine"
 	"github.com/sigilhq/sigil/authz/explain"
+	"github.com/sigilhq/sigil/authz/input"
 	"github.com/sigilhq/sigil/internal/clock"
 )
 
@@ -55,6 +56,8 @@ type Config struct {
 	Policy PolicyLoader
 	// DecisionPath is the authz decision path (default data.envoy.authz.allow).
 	DecisionPath string
+	// Input builds inputs as the authz service does (its skip_body).
+	Input input.Options
 	// Authorize, when set, is asked before every request; an error
 	// refuses it with 403 (the CA checks for an admin SVID).
 	Authorize func(r *http.Request) error

@@ -20,7 +20,7 @@ func (s *Server) currentExplainer(r *http.Request) (*explain.Explainer, error) {
 	if x != nil && x.Revision() == p.Revision {
 		return x, nil
 	}
-	x, err = explain.New(r.Context(), p, s.cfg.DecisionPath)
+	x, err = explain.New(r.Context(), p, s.cfg.DecisionPath, s.cfg.Input)
 	if err != nil {
 		return nil, err
 	}

@@ -90,8 +90,9 @@ type Explainer struct {
 }
 
 // New prepares p for explanations of the decision at path (as authz takes
-// it: data.envoy.authz.allow or envoy/authz/allow).
-func New(ctx context.Context, p engine.Policy, path string) (*Explainer, error) {
+// it: data.envoy.authz.allow or envoy/authz/allow), building inputs with
+// opts as the authz service does.
+func New(ctx context.Context, p engine.Policy, path string, opts input.Options) (*Explainer, error) {
 	q, err := engine.NormalizePath(path)
 	if err != nil {
 		return nil, err
@@ -109,16 +110,16 @@ func New(ctx context.Context, p engine.Policy, path string) (*Explainer, error) 
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	opts := []func(*rego.Rego){rego.Query(q)}
+	ropts := []func(*rego.Rego){rego.Query(q)}
 	for _, name := range names {
-		opts = append(opts, rego.Module(name, p.Modules[name]))
+		ropts = append(ropts, rego.Module(name, p.Modules[name]))
 	}
 	data := p.Data
 	if data == nil {
 		data = map[string]any{}
 	}
-	opts = append(opts, rego.Store(inmem.NewFromObject(data)))
-	traced, err := rego.New(opts...).PrepareForEval(ctx)
+	ropts = append(ropts, rego.Store(inmem.NewFromObject(data)))
+	traced, err := rego.New(ropts...).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare policy revision %s for tracing: %w", p.Revision, err)
 	}
@@ -126,7 +127,7 @@ func New(ctx context.Context, p engine.Policy, path string) (*Explainer, error) 
 	for name, src := range p.Modules {
 		lines[name] = strings.Split(src, "\n")
 	}
-	return &Explainer{query: q, ref: ref, prepared: prepared, traced: traced, lines: lines}, nil
+	return &Explainer{query: q, ref: ref, prepared: prepared, traced: traced, lines: lines, opts: opts}, nil
 }
 
 // Revision is the policy revision this explainer was prepared from.

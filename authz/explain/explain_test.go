@@ -14,6 +14,7 @@ import (
 
 	"github.com/sigilhq/sigil/authz/engine"
 	"github.com/sigilhq/sigil/authz/explain"
+	"github.com/sigilhq/sigil/authz/input"
 	"github.com/sigilhq/sigil/authz/policysrc"
 	"github.com/sigilhq/sigil/policies"
 )
@@ -22,7 +23,7 @@ import (
 // directory and prepares an explainer for it, as authz would load it.
 func seeded(t *testing.T, example string) *explain.Explainer {
 	t.Helper()
-	x, err := explain.New(context.Background(), policyOf(t, example), "")
+	x, err := explain.New(context.Background(), policyOf(t, example), "", input.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +160,7 @@ func TestExplainDemoObjectDenial(t *testing.T) {
 }
 
 func TestExplainBadPolicyPath(t *testing.T) {
-	if _, err := explain.New(context.Background(), policyOf(t, "examples/shop"), "data.envoy.authz[x]"); err == nil {
+	if _, err := explain.New(context.Background(), policyOf(t, "examples/shop"), "data.envoy.authz[x]", input.Options{}); err == nil {
 		t.Fatal("a non-ground decision path was accepted")
 	}
 }

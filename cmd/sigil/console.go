@@ -49,7 +49,7 @@ each decision's page explains which rules decided it.`,
 			defer done()
 			srv, err := console.New(console.Config{
 				Admin: client, DecisionLog: pf.decisionLog, Policy: pf.policy(),
-				DecisionPath: pf.decisionPath, Logger: newLogger(cmd),
+				DecisionPath: pf.decisionPath, Input: pf.input, Logger: newLogger(cmd),
 			})
 			if err != nil {
 				return err
@@ -64,7 +64,7 @@ each decision's page explains which rules decided it.`,
 	}
 	addAdminSocketFlag(cmd)
 	pf.add(cmd)
-	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8089", "address to serve the console on (keep it on loopback: it has no login of its own)")
+	cmd.Flags().StringVar(&listen, "listen", "127.0.0.1:8089", "loopback address to serve the console on (it has no login of its own)")
 	return cmd
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/sigilhq/sigil/authz/decisionlog"
 	"github.com/sigilhq/sigil/authz/decisionread"
 	"github.com/sigilhq/sigil/authz/explain"
+	"github.com/sigilhq/sigil/authz/input"
 	"github.com/sigilhq/sigil/authz/policysrc"
 	"github.com/sigilhq/sigil/authz/policytool"
 	"github.com/sigilhq/sigil/console"
@@ -22,6 +23,8 @@ import (
 // config, or the directory and file themselves.
 type policyFlags struct {
 	authzConfig, policyDir, bundle, decisionLog, decisionPath string
+	// input is how the authz service builds inputs (from --authz-config).
+	input input.Options
 }
 
 func (f *policyFlags) add(cmd *cobra.Command) {
@@ -57,6 +60,7 @@ func (f *policyFlags) resolve() error {
 	if f.decisionPath == "" {
 		f.decisionPath = cfg.DecisionPath
 	}
+	f.input.SkipBody = cfg.SkipBody
 	return nil
 }
 
@@ -112,7 +116,7 @@ from the decision log by --seq or --id.`,
 			if err != nil {
 				return err
 			}
-			x, err := explain.New(cmd.Context(), p, pf.decisionPath)
+			x, err := explain.New(cmd.Context(), p, pf.decisionPath, pf.input)
 			if err != nil {
 				return err
 			}
