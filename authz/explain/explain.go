@@ -81,7 +81,6 @@ type Explanation struct {
 // concurrent use.
 type Explainer struct {
 	query    string
-	ref      ast.Ref
 	prepared *engine.Prepared
 	traced   rego.PreparedEvalQuery
 	opts     input.Options
@@ -96,10 +95,6 @@ func New(ctx context.Context, p engine.Policy, path string, opts input.Options) 
 	q, err := engine.NormalizePath(path)
 	if err != nil {
 		return nil, err
-	}
-	ref, err := ast.ParseRef(q)
-	if err != nil {
-		return nil, fmt.Errorf("decision path %q: %w", path, err)
 	}
 	prepared, err := engine.Prepare(ctx, p, q)
 	if err != nil {
@@ -127,7 +122,7 @@ func New(ctx context.Context, p engine.Policy, path string, opts input.Options) 
 	for name, src := range p.Modules {
 		lines[name] = strings.Split(src, "\n")
 	}
-	return &Explainer{query: q, ref: ref, prepared: prepared, traced: traced, lines: lines, opts: opts}, nil
+	return &Explainer{query: q, prepared: prepared, traced: traced, lines: lines, opts: opts}, nil
 }
 
 // Revision is the policy revision this explainer was prepared from.

@@ -31,7 +31,7 @@ func seeded(t *testing.T, example string) *explain.Explainer {
 }
 
 // policyOf loads lib and one example the way authz loads a directory.
-func policyOf(t *testing.T, example string) engine.Policy {
+func policyOf(t testing.TB, example string) engine.Policy {
 	t.Helper()
 	dir := t.TempDir()
 	for _, root := range []string{"lib", example} {
@@ -172,4 +172,19 @@ func hasRule(rs []explain.Rule, name string) bool {
 		}
 	}
 	return false
+}
+
+func BenchmarkExplainDenied(b *testing.B) {
+	x, err := explain.New(context.Background(), policyOf(b, "examples/shop"), "", input.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := request(frontend, cart, "DELETE", "/items/7", 8080)
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if ex := x.Explain(ctx, req); len(ex.Closest) == 0 {
+			b.Fatal("no closest miss")
+		}
+	}
 }
