@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"strings"
 
@@ -90,6 +91,13 @@ func (s *Server) authenticate(ctx context.Context) (string, error) {
 		return LocalAdmin, nil
 	}
 	return "", status.Error(codes.PermissionDenied, "admin api: callers need the local admin socket or an admin SVID over mTLS")
+}
+
+// AuthenticateTLS names the caller of a TLS connection by the rules of
+// the admin API over mTLS, for other read-only admin surfaces (the web
+// console); the error is a PermissionDenied status.
+func (s *Server) AuthenticateTLS(ctx context.Context, cs tls.ConnectionState) (string, error) {
+	return s.authenticateTLS(ctx, credentials.TLSInfo{State: cs})
 }
 
 // authenticateTLS admits a verified X509-SVID of our trust domain only when

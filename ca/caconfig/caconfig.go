@@ -31,6 +31,10 @@ type File struct {
 	Upstream      UpstreamFile   `yaml:"upstream"`            // who signs the CA's signing certificates
 
 	NodeAttestation NodeAttestationFile `yaml:"node_attestation"` // how agents prove their nodes
+
+	// ConsoleAddress serves the read-only web console over HTTPS to
+	// clients with an admin X509-SVID, e.g. 0.0.0.0:8444; empty disables.
+	ConsoleAddress string `yaml:"console_address"`
 }
 
 // NodeAttestationFile configures how agents prove their nodes. Join tokens
@@ -87,6 +91,9 @@ type Config struct {
 	Upstream      Upstream
 
 	NodeAttestation NodeAttestation
+
+	// ConsoleAddress is the web console (HTTPS, admin SVID); "" disables.
+	ConsoleAddress string
 }
 
 // NodeAttestation is the validated node attestation config.
@@ -151,6 +158,7 @@ func (f File) Validate() (Config, error) {
 	c.AdminSocket = or(f.AdminSocket, filepath.Join(f.DataDir, "admin.sock"))
 	c.ServerAddress = f.ServerAddress
 	c.HealthAddress = f.HealthAddress
+	c.ConsoleAddress = f.ConsoleAddress
 	c.KeyType = keys.ECP256
 	if f.KeyType != "" {
 		if c.KeyType, err = keys.ParseType(f.KeyType); err != nil {

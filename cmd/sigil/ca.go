@@ -54,6 +54,13 @@ func newCARunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if cfg.ConsoleAddress != "" {
+				run, err := caConsole(cmd.Context(), cfg, stack, logger)
+				if err != nil {
+					return err
+				}
+				runs = append(runs, run)
+			}
 			return runAll(cmd.Context(), runs...)
 		},
 	}
@@ -87,6 +94,7 @@ type caStack struct {
 	CA      *ca.CA
 	Store   store.Store
 	node    *nodeapi.Server
+	admin   *admin.Server
 	server  *server.Server
 	closers []func() error
 }
@@ -176,6 +184,7 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 	if err != nil {
 		return nil, err
 	}
+	s.admin = adminSrv
 	jt, err := nodeattest.NewJoinToken(cfg.TrustDomain, s.Store, nil)
 	if err != nil {
 		return nil, err

@@ -60,6 +60,7 @@ func TestCommandsWithNothingRunning(t *testing.T) {
 		"jwt validate":  {"token", "--audience", "a"},
 		"bundle delete": {"--trust-domain", "other.org"},
 		"bundle set":    {"--trust-domain", "other.org", "--file", "-"},
+		"console":       {"--listen", "127.0.0.1:0"},
 	}
 	home := t.TempDir()
 	down := filepath.Join(t.TempDir(), "down.sock")

@@ -34,6 +34,8 @@ func newRootCmd() *cobra.Command {
 		newSVIDCmd,
 		newJWTCmd,
 		newVersionCmd,
+		newConsoleCmd,
+		newExplainCmd,
 	} {
 		root.AddCommand(add())
 	}
