@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	randv2 "math/rand/v2"
+	"slices"
 	"sync"
 	"time"
 
@@ -36,9 +37,17 @@ type ServeFunc func(ctx context.Context, c *cache.Cache) error
 
 // Config configures an Agent.
 type Config struct {
-	TrustDomain   spiffeid.TrustDomain
-	ServerAddress string // host:port of the CA's node API
-	DataDir       string // where the agent's identity is persisted
+	TrustDomain spiffeid.TrustDomain
+	// ServerAddress and ServerAddresses are the host:port of the CA's node
+	// API on each replica (ServerAddress first); at least one is required.
+	// A name that resolves to several addresses stands for each of them.
+	// The agent talks to one replica and fails over to the next.
+	ServerAddress   string
+	ServerAddresses []string
+	// LookupHost resolves the names in the server addresses; default
+	// net.DefaultResolver.LookupHost.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
+	DataDir    string // where the agent's identity is persisted
 	// BootstrapBundle holds the roots the agent trusts the CA by before it
 	// has a persisted bundle.
 	BootstrapBundle []*x509.Certificate
@@ -76,6 +85,11 @@ type Agent struct {
 	metrics *metrics
 	cache   *cache.Cache
 	denied  chan struct{}
+	servers *servers
+	// failover moves the agent between CA replicas; connMu serializes
+	// replacing the connection (renewal, failover).
+	failover *failover
+	connMu   sync.Mutex
 
 	mu sync.Mutex
 	id *svidstore.Identity
@@ -89,7 +103,8 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("agent: trust domain is required")
 	}
-	if cfg.ServerAddress == "" {
+	addrs := slices.DeleteFunc(append([]string{cfg.ServerAddress}, cfg.ServerAddresses...), func(s string) bool { return s == "" })
+	if len(addrs) == 0 {
 		return nil, errors.New("agent: server address is required")
 	}
 	if cfg.DataDir == "" {
@@ -114,8 +129,9 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a := &Agent{cfg: cfg, caID: sigilid.CA(cfg.TrustDomain), metrics: m, denied: make(chan struct{}, 1)}
-	a.conn = &swapConn{onDenied: a.poke}
+	a := &Agent{cfg: cfg, caID: sigilid.CA(cfg.TrustDomain), metrics: m, denied: make(chan struct{}, 1),
+		servers: newServers(addrs, cfg.LookupHost), failover: newFailover()}
+	a.conn = &swapConn{onDenied: a.poke, onFailed: a.failover.onFailed, onOK: a.failover.onOK}
 	c, err := cache.New(cache.Config{
 		TrustDomain: cfg.TrustDomain,
 		Client:      nodev1.NewNodeClient(a.conn),
@@ -211,6 +227,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer a.conn.close()
 	g.Go(func() error { return a.cache.Run(ctx) })
 	g.Go(func() error { return a.runRenewal(ctx) })
+	g.Go(func() error { return a.runFailover(ctx) })
 	if a.cfg.Serve != nil {
 		g.Go(func() error { return a.cfg.Serve(ctx, a.cache) })
 	}
@@ -276,11 +293,24 @@ func (a *Agent) install(id *svidstore.Identity) error {
 	a.mu.Lock()
 	a.id = id
 	a.mu.Unlock()
-	cc, err := a.dial(true)
+	return a.reconnectSame(context.Background())
+}
+
+// reconnectSame replaces the connection by a new one to the same replica
+// (or the current candidate when there is none): one that presents the
+// agent's current SVID.
+func (a *Agent) reconnectSame(ctx context.Context) error {
+	a.connMu.Lock()
+	defer a.connMu.Unlock()
+	addr := a.servers.current(ctx)
+	if c := a.conn.current(); c != nil {
+		addr = c.addr
+	}
+	cc, err := a.dial(addr, true)
 	if err != nil {
 		return err
 	}
-	a.conn.swap(cc)
+	a.conn.swap(cc, addr)
 	return nil
 }
 

@@ -62,6 +62,9 @@ type Cache struct {
 	wake chan struct{} // buffer 1: something needs minting
 	// expWake (buffer 1): an SVID changed, look at validity again.
 	expWake chan struct{}
+	// redial (buffer 1): the agent moved to another CA replica; a sync
+	// stream waiting out its backoff reopens at once.
+	redial chan struct{}
 
 	mu       sync.Mutex
 	entries  map[string]*entry
@@ -134,6 +137,7 @@ func New(cfg Config) (*Cache, error) {
 		cfg:      cfg,
 		wake:     make(chan struct{}, 1),
 		expWake:  make(chan struct{}, 1),
+		redial:   make(chan struct{}, 1),
 		entries:  map[string]*entry{},
 		bundles:  map[spiffeid.TrustDomain]*spiffebundle.Bundle{},
 		bad:      map[string]bool{},
@@ -195,6 +199,17 @@ func (c *Cache) Stats() (entries, svids int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.entries), c.nsvids
+}
+
+// Reconnect says the node API client now talks to another CA replica: a
+// sync stream or minting waiting out a backoff after failures tries again
+// at once.
+func (c *Cache) Reconnect() {
+	select {
+	case c.redial <- struct{}{}:
+	default:
+	}
+	c.poke()
 }
 
 func (c *Cache) poke() {

@@ -19,7 +19,6 @@ import (
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/bundleconv"
-	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -48,8 +47,14 @@ func (c *Cache) runSync(ctx context.Context) {
 			// a healthy stream, reopened at once on the new one.
 			continue
 		}
-		if !clock.Sleep(ctx, c.cfg.Clock, d) {
+		t := c.cfg.Clock.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-t.C():
+		case <-c.redial:
+			t.Stop()
 		}
 	}
 }
