@@ -48,6 +48,9 @@ type Config struct {
 	// net.DefaultResolver.LookupHost.
 	LookupHost func(ctx context.Context, host string) ([]string, error)
 	DataDir    string // where the agent's identity is persisted
+	// SVIDDir is where the workloads' entries and X509-SVIDs are kept
+	// across restarts (0600); default DataDir.
+	SVIDDir string
 	// BootstrapBundle holds the roots the agent trusts the CA by before it
 	// has a persisted bundle.
 	BootstrapBundle []*x509.Certificate
@@ -96,6 +99,9 @@ type Agent struct {
 	// problem, if set, is why the agent is not ready that the operator
 	// must read (an expired agent SVID, a CA it cannot verify).
 	problem string
+	// resumed: the agent runs on its persisted identity (not a new
+	// attestation), so its persisted workload SVIDs are its own.
+	resumed bool
 }
 
 // New checks cfg and fills defaults. It starts nothing: call Run.
@@ -109,6 +115,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("agent: data dir is required")
+	}
+	if cfg.SVIDDir == "" {
+		cfg.SVIDDir = cfg.DataDir
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
@@ -223,11 +232,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.bootstrap(ctx); err != nil {
 		return err
 	}
+	a.restoreWorkloads()
 	g, ctx := errgroup.WithContext(ctx)
 	defer a.conn.close()
 	g.Go(func() error { return a.cache.Run(ctx) })
 	g.Go(func() error { return a.runRenewal(ctx) })
 	g.Go(func() error { return a.runFailover(ctx) })
+	g.Go(func() error { return a.runPersist(ctx) })
 	if a.cfg.Serve != nil {
 		g.Go(func() error { return a.cfg.Serve(ctx, a.cache) })
 	}

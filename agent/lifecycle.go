@@ -33,6 +33,7 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 	if prev != nil && a.cfg.Clock.Now().Before(prev.NotAfter()) {
 		a.mu.Lock()
 		a.id = prev
+		a.resumed = true
 		a.mu.Unlock()
 		if err := a.reconnectSame(ctx); err != nil {
 			return err

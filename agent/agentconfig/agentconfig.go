@@ -22,6 +22,7 @@ type File struct {
 	TrustDomain     string       `yaml:"trust_domain"`      // required, e.g. example.org
 	ServerAddress   Addresses    `yaml:"server_address"`    // required: host:port of the CA, or a list of them (one per replica; a name may resolve to several)
 	DataDir         string       `yaml:"data_dir"`          // required: the agent's persisted identity (0700)
+	SVIDDir         string       `yaml:"svid_dir"`          // where workloads' entries and X509-SVIDs (with their keys, file mode 0600) are kept across restarts, so a restart while the CA is down still serves them (default data_dir)
 	SocketPath      string       `yaml:"socket_path"`       // Workload API + SDS socket (default DATA_DIR/agent.sock); its directory must be reachable by workloads
 	TrustBundleFile string       `yaml:"trust_bundle_file"` // PEM roots to trust the CA by before the first attestation
 	JoinToken       string       `yaml:"join_token"`        // node attestation with a one-time token from `sigil token create`
@@ -57,6 +58,7 @@ type Config struct {
 	ServerAddress   string
 	ServerAddresses []string
 	DataDir         string // the agent's persisted identity; created 0700
+	SVIDDir         string // workloads' persisted entries and SVIDs; default DataDir
 	SocketPath      string // Workload API socket; default DATA_DIR/agent.sock
 	// TrustBundleFile holds the PEM roots the agent trusts the CA by before
 	// it has a persisted bundle; "" means a persisted bundle must exist.
@@ -133,6 +135,10 @@ func (f File) Validate() (Config, error) {
 		return cfg, errors.New("data_dir is required")
 	}
 	cfg.DataDir = f.DataDir
+	cfg.SVIDDir = f.SVIDDir
+	if cfg.SVIDDir == "" {
+		cfg.SVIDDir = f.DataDir
+	}
 	cfg.SocketPath = f.SocketPath
 	if cfg.SocketPath == "" {
 		cfg.SocketPath = filepath.Join(f.DataDir, "agent.sock")
@@ -277,6 +283,7 @@ func (c Config) relativeTo(dir string) Config {
 		return filepath.Join(dir, p)
 	}
 	c.DataDir = abs(c.DataDir)
+	c.SVIDDir = abs(c.SVIDDir)
 	c.SocketPath = abs(c.SocketPath)
 	c.TrustBundleFile = abs(c.TrustBundleFile)
 	if c.X509PoP != nil {

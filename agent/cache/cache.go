@@ -73,6 +73,7 @@ type Cache struct {
 	crls     [][]byte        // DER CRLs of our trust domain, as the CA last sent them
 	revision int64
 	synced   bool
+	version  uint64 // bumped by every change subscribers are told about
 	subs     map[*subscription]struct{}
 	nsvids   int                          // entries holding an SVID
 	interned map[string]*x509.Certificate // CA certificates by DER

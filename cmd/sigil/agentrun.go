@@ -74,6 +74,7 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 		TrustDomain:     cfg.TrustDomain,
 		ServerAddresses: cfg.ServerAddresses,
 		DataDir:         cfg.DataDir,
+		SVIDDir:         cfg.SVIDDir,
 		Metrics:         reg,
 		Logger:          logger,
 	}
