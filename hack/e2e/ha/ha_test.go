@@ -167,4 +167,23 @@ func TestFailoverZeroFailedCalls(t *testing.T) {
 	if failed.Load() != 0 || calls.Load() < 50 {
 		t.Fatalf("%d of %d calls failed (want 0 of at least 50)", failed.Load(), calls.Load())
 	}
+
+	// 6. Both replicas down, the agent killed with SIGKILL and started
+	// again: its workload still gets its SVID over the Workload API.
+	caA.Kill(t)
+	caB.Kill(t)
+	agent.Kill(t)
+	restarted := time.Now()
+	agent = sigil.Start(t, "agent", "run", "--config", filepath.Join(dir, "agent.yaml"))
+	e2e.WaitForSocket(t, agent, sock, 60*time.Second)
+	fctx, fcancel := context.WithTimeout(ctx, 30*time.Second)
+	defer fcancel()
+	svid, err := workloadapi.FetchX509SVID(fctx, workloadapi.WithAddr("unix://"+sock))
+	if err != nil {
+		t.Fatalf("after kill -9 of the agent with every CA replica down: %v\nagent output:\n%s", err, agent.Output())
+	}
+	if svid.ID != id || !time.Now().Before(svid.Certificates[0].NotAfter) {
+		t.Fatalf("got %s valid until %s", svid.ID, svid.Certificates[0].NotAfter)
+	}
+	t.Logf("agent restarted after kill -9 with no CA: SVID served %v after start", time.Since(restarted).Round(time.Millisecond))
 }
