@@ -186,4 +186,66 @@ func TestFailoverZeroFailedCalls(t *testing.T) {
 		t.Fatalf("got %s valid until %s", svid.ID, svid.Certificates[0].NotAfter)
 	}
 	t.Logf("agent restarted after kill -9 with no CA: SVID served %v after start", time.Since(restarted).Round(time.Millisecond))
+
+	// 7. Replica b back on a quiet system; the agent syncs with it. Then
+	// `sigil agent evict`: time until the workload's SVID stream ends.
+	caB = sigil.Start(t, "ca", "run", "--config", cfgB)
+	adminB := filepath.Join(dir, "b", "admin.sock")
+	e2e.WaitForSocket(t, caB, adminB, 60*time.Second)
+	deadline = time.Now().Add(60 * time.Second)
+	for !strings.Contains(agent.Output(), `connected to the CA replica" server=`+addrB) && !strings.Contains(agent.Output(), `talking to the CA replica" server=`+addrB) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the restarted agent did not reach replica b; output:\n%s", agent.Output())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(2 * time.Second) // quiet
+	ended := make(chan error, 1)
+	wctx, wcancel := context.WithCancel(ctx)
+	defer wcancel()
+	client, err := workloadapi.New(wctx, workloadapi.WithAddr("unix://"+sock))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	got := make(chan struct{}, 1)
+	go func() {
+		_ = client.WatchX509Context(wctx, watcher{
+			update: func(c *workloadapi.X509Context) {
+				if len(c.SVIDs) > 0 {
+					select {
+					case got <- struct{}{}:
+					default:
+					}
+				}
+			},
+			fail: func(err error) {
+				select {
+				case ended <- err:
+				default:
+				}
+			},
+		})
+	}()
+	select {
+	case <-got:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no SVID on the watch stream")
+	}
+	evicted := time.Now()
+	sigil.MustRun(t, "agent", "evict", agentID, "--admin-socket", adminB)
+	select {
+	case err := <-ended:
+		t.Logf("evict: the workload's SVID stream ended %v after `sigil agent evict` (%v)", time.Since(evicted).Round(time.Millisecond), err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the workload's SVID stream did not end within 30s of the eviction")
+	}
 }
+
+type watcher struct {
+	update func(*workloadapi.X509Context)
+	fail   func(error)
+}
+
+func (w watcher) OnX509ContextUpdate(c *workloadapi.X509Context) { w.update(c) }
+func (w watcher) OnX509ContextWatchError(err error)              { w.fail(err) }
