@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	randv2 "math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,9 +38,20 @@ type ServeFunc func(ctx context.Context, c *cache.Cache) error
 
 // Config configures an Agent.
 type Config struct {
-	TrustDomain   spiffeid.TrustDomain
-	ServerAddress string // host:port of the CA's node API
-	DataDir       string // where the agent's identity is persisted
+	TrustDomain spiffeid.TrustDomain
+	// ServerAddress and ServerAddresses are the host:port of the CA's node
+	// API on each replica (ServerAddress first); at least one is required.
+	// A name that resolves to several addresses stands for each of them.
+	// The agent talks to one replica and fails over to the next.
+	ServerAddress   string
+	ServerAddresses []string
+	// LookupHost resolves the names in the server addresses; default
+	// net.DefaultResolver.LookupHost.
+	LookupHost func(ctx context.Context, host string) ([]string, error)
+	DataDir    string // where the agent's identity is persisted
+	// SVIDDir is where the workloads' entries and X509-SVIDs are kept
+	// across restarts (0600); default DataDir.
+	SVIDDir string
 	// BootstrapBundle holds the roots the agent trusts the CA by before it
 	// has a persisted bundle.
 	BootstrapBundle []*x509.Certificate
@@ -77,6 +89,11 @@ type Agent struct {
 	metrics *metrics
 	cache   *cache.Cache
 	denied  chan struct{}
+	servers *servers
+	// failover moves the agent between CA replicas; connMu serializes
+	// replacing the connection (renewal, failover).
+	failover *failover
+	connMu   sync.Mutex
 
 	revoked atomic.Pointer[revokedKeys]
 	revMu   sync.Mutex // serializes addRevokedKeys
@@ -86,6 +103,9 @@ type Agent struct {
 	// problem, if set, is why the agent is not ready that the operator
 	// must read (an expired agent SVID, a CA it cannot verify).
 	problem string
+	// resumed: the agent runs on its persisted identity (not a new
+	// attestation), so its persisted workload SVIDs are its own.
+	resumed bool
 }
 
 // New checks cfg and fills defaults. It starts nothing: call Run.
@@ -93,11 +113,15 @@ func New(cfg Config) (*Agent, error) {
 	if cfg.TrustDomain.IsZero() {
 		return nil, errors.New("agent: trust domain is required")
 	}
-	if cfg.ServerAddress == "" {
+	addrs := slices.DeleteFunc(append([]string{cfg.ServerAddress}, cfg.ServerAddresses...), func(s string) bool { return s == "" })
+	if len(addrs) == 0 {
 		return nil, errors.New("agent: server address is required")
 	}
 	if cfg.DataDir == "" {
 		return nil, errors.New("agent: data dir is required")
+	}
+	if cfg.SVIDDir == "" {
+		cfg.SVIDDir = cfg.DataDir
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
@@ -118,8 +142,9 @@ func New(cfg Config) (*Agent, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
-	a := &Agent{cfg: cfg, caID: sigilid.CA(cfg.TrustDomain), metrics: m, denied: make(chan struct{}, 1)}
-	a.conn = &swapConn{onDenied: a.poke}
+	a := &Agent{cfg: cfg, caID: sigilid.CA(cfg.TrustDomain), metrics: m, denied: make(chan struct{}, 1),
+		servers: newServers(addrs, cfg.LookupHost), failover: newFailover()}
+	a.conn = &swapConn{onDenied: a.poke, onFailed: a.failover.onFailed, onOK: a.failover.onOK}
 	c, err := cache.New(cache.Config{
 		TrustDomain:   cfg.TrustDomain,
 		Client:        nodev1.NewNodeClient(a.conn),
@@ -215,10 +240,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.bootstrap(ctx); err != nil {
 		return err
 	}
+	a.restoreWorkloads()
 	g, ctx := errgroup.WithContext(ctx)
 	defer a.conn.close()
 	g.Go(func() error { return a.cache.Run(ctx) })
 	g.Go(func() error { return a.runRenewal(ctx) })
+	g.Go(func() error { return a.runFailover(ctx) })
+	g.Go(func() error { return a.runPersist(ctx) })
 	if a.cfg.Serve != nil {
 		g.Go(func() error { return a.cfg.Serve(ctx, a.cache) })
 	}
@@ -288,11 +316,24 @@ func (a *Agent) install(id *svidstore.Identity) error {
 	a.mu.Lock()
 	a.id = id
 	a.mu.Unlock()
-	cc, err := a.dial(true)
+	return a.reconnectSame(context.Background())
+}
+
+// reconnectSame replaces the connection by a new one to the same replica
+// (or the current candidate when there is none): one that presents the
+// agent's current SVID.
+func (a *Agent) reconnectSame(ctx context.Context) error {
+	a.connMu.Lock()
+	defer a.connMu.Unlock()
+	addr := a.servers.current(ctx)
+	if c := a.conn.current(); c != nil {
+		addr = c.addr
+	}
+	cc, err := a.dial(addr, true)
 	if err != nil {
 		return err
 	}
-	a.conn.swap(cc)
+	a.conn.swap(cc, addr)
 	return nil
 }
 

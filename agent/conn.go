@@ -23,46 +23,94 @@ import (
 )
 
 // swapConn is a grpc.ClientConnInterface whose connection is replaced when
-// the agent's SVID changes: the CA accepts only the agent's current SVID,
-// and a TLS connection keeps the certificate it was opened with.
+// the agent's SVID changes (the CA accepts only the agent's current SVID,
+// and a TLS connection keeps the certificate it was opened with) and when
+// the agent fails over to another CA replica.
 type swapConn struct {
-	p   atomic.Pointer[grpc.ClientConn]
+	p   atomic.Pointer[conn]
 	gen atomic.Uint64 // bumped by every swap
 	// onDenied is called when a stream on the current connection ends
 	// because the CA refused the agent (evicted, banned, expired SVID).
 	// Streams on a replaced connection are refused as "renewed" and
 	// ignored.
 	onDenied func()
+	// onFailed is called with the connection's generation when a call or
+	// stream on it ends because the replica is unreachable or failing;
+	// onOK when a call succeeds or a stream delivers. Either may be nil
+	// and must not block.
+	onFailed, onOK func(gen uint64)
+}
+
+// conn is one connection to one CA replica.
+type conn struct {
+	cc   *grpc.ClientConn
+	addr string
+	gen  uint64
 }
 
 var _ grpc.ClientConnInterface = (*swapConn)(nil)
 
 func (s *swapConn) Invoke(ctx context.Context, method string, args, reply any, opts ...grpc.CallOption) error {
-	cc := s.p.Load()
-	if cc == nil {
+	c := s.p.Load()
+	if c == nil {
 		return status.Error(codes.Unavailable, "agent: not connected to the CA")
 	}
-	return cc.Invoke(ctx, method, args, reply, opts...)
+	err := c.cc.Invoke(ctx, method, args, reply, opts...)
+	s.report(c.gen, err)
+	return err
 }
 
 func (s *swapConn) NewStream(ctx context.Context, desc *grpc.StreamDesc, method string, opts ...grpc.CallOption) (grpc.ClientStream, error) {
-	cc := s.p.Load()
-	if cc == nil {
+	c := s.p.Load()
+	if c == nil {
 		return nil, status.Error(codes.Unavailable, "agent: not connected to the CA")
 	}
-	gen := s.gen.Load()
-	cs, err := cc.NewStream(ctx, desc, method, opts...)
+	cs, err := c.cc.NewStream(ctx, desc, method, opts...)
 	if err != nil {
+		s.report(c.gen, err)
 		return nil, err
 	}
 	return &watchedStream{ClientStream: cs, check: func(err error) {
-		if refused(err) && s.gen.Load() == gen && s.onDenied != nil {
+		if err == nil {
+			if s.onOK != nil {
+				s.onOK(c.gen)
+			}
+			return
+		}
+		if refused(err) && s.gen.Load() == c.gen && s.onDenied != nil {
 			s.onDenied()
 		}
+		s.report(c.gen, err)
 	}}, nil
 }
 
-// watchedStream reports the error a stream ends with.
+// report passes the outcome of a call on the connection of generation gen
+// to onOK or onFailed.
+func (s *swapConn) report(gen uint64, err error) {
+	switch {
+	case err == nil:
+		if s.onOK != nil {
+			s.onOK(gen)
+		}
+	case replicaFailed(err):
+		if s.onFailed != nil {
+			s.onFailed(gen)
+		}
+	}
+}
+
+// replicaFailed reports whether err says the replica itself is
+// unreachable or failing, so that another replica may do better.
+func replicaFailed(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Internal, codes.Unknown:
+		return true
+	}
+	return false
+}
+
+// watchedStream reports every message received and the error a stream
+// ends with.
 type watchedStream struct {
 	grpc.ClientStream
 	check func(error)
@@ -70,22 +118,29 @@ type watchedStream struct {
 
 func (w *watchedStream) RecvMsg(m any) error {
 	err := w.ClientStream.RecvMsg(m)
-	if err != nil {
+	if !errors.Is(err, io.EOF) {
 		w.check(err)
 	}
 	return err
 }
 
-// swap makes cc current and closes the previous connection, ending the
-// calls on it; their callers retry on cc.
-func (s *swapConn) swap(cc *grpc.ClientConn) {
-	s.gen.Add(1)
-	if old := s.p.Swap(cc); old != nil {
-		old.Close()
+// swap makes cc (a connection to addr) current and closes the previous
+// connection, ending the calls on it; their callers retry on cc.
+func (s *swapConn) swap(cc *grpc.ClientConn, addr string) {
+	var next *conn
+	gen := s.gen.Add(1)
+	if cc != nil {
+		next = &conn{cc: cc, addr: addr, gen: gen}
+	}
+	if old := s.p.Swap(next); old != nil {
+		old.cc.Close()
 	}
 }
 
-func (s *swapConn) close() { s.swap(nil) }
+// current is the connection in use (nil: none) .
+func (s *swapConn) current() *conn { return s.p.Load() }
+
+func (s *swapConn) close() { s.swap(nil, "") }
 
 type svidSource func() (*x509svid.SVID, error)
 
@@ -111,11 +166,11 @@ func bundleSet(td spiffeid.TrustDomain, roots []*x509.Certificate) x509bundle.So
 // not who the trust bundle says (a wrong bundle, a wrong address) is an
 // error the operator sees at once rather than a connection retried forever.
 // Failing to connect at all is Unavailable: the CA may come up later.
-func (a *Agent) checkServer(ctx context.Context) error {
+func (a *Agent) checkServer(ctx context.Context, addr string) error {
 	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", a.cfg.ServerAddress)
+	raw, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
-		return status.Errorf(codes.Unavailable, "connect to the CA at %s: %v", a.cfg.ServerAddress, err)
+		return status.Errorf(codes.Unavailable, "connect to the CA at %s: %v", addr, err)
 	}
 	defer raw.Close()
 	conf := tlsconfig.TLSClientConfig(rootsSource{td: a.cfg.TrustDomain, roots: a.roots}, a.authorizeCA())
@@ -123,24 +178,26 @@ func (a *Agent) checkServer(ctx context.Context) error {
 	if err := conn.HandshakeContext(ctx); err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, io.EOF) {
-			return status.Errorf(codes.Unavailable, "TLS handshake with the CA at %s: %v", a.cfg.ServerAddress, err)
+			return status.Errorf(codes.Unavailable, "TLS handshake with the CA at %s: %v", addr, err)
 		}
-		return fmt.Errorf("the server at %s is not %s under the trust bundle (check trust_bundle_file and server_address): %w", a.cfg.ServerAddress, a.caID, err)
+		return fmt.Errorf("the server at %s is not %s under the trust bundle (check trust_bundle_file and server_address): %w", addr, a.caID, err)
 	}
 	return conn.Close()
 }
 
-// dial opens a (lazy) connection to the CA that accepts only the CA's own
-// SPIFFE ID, chaining to the agent's current roots; with mtls it presents
-// the agent's current SVID.
-func (a *Agent) dial(mtls bool) (*grpc.ClientConn, error) {
+// dial opens a (lazy) connection to the CA replica at addr that accepts
+// only the CA's own SPIFFE ID, chaining to the agent's current roots; with
+// mtls it presents the agent's current SVID. addr is dialed as it is: the
+// agent resolves names itself (see servers) to fail over between the
+// addresses.
+func (a *Agent) dial(addr string, mtls bool) (*grpc.ClientConn, error) {
 	bundles := rootsSource{td: a.cfg.TrustDomain, roots: a.roots}
 	authz := a.authorizeCA()
 	conf := tlsconfig.TLSClientConfig(bundles, authz)
 	if mtls {
 		conf = tlsconfig.MTLSClientConfig(svidSource(a.getX509SVID), bundles, authz)
 	}
-	cc, err := grpc.NewClient(a.cfg.ServerAddress,
+	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(conf)),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: a.cfg.RetryMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: a.cfg.RetryMax},
@@ -148,7 +205,7 @@ func (a *Agent) dial(mtls bool) (*grpc.ClientConn, error) {
 		}),
 	)
 	if err != nil {
-		return nil, fmt.Errorf("dial the CA at %s: %w", a.cfg.ServerAddress, err)
+		return nil, fmt.Errorf("dial the CA at %s: %w", addr, err)
 	}
 	return cc, nil
 }

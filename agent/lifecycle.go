@@ -33,12 +33,11 @@ func (a *Agent) bootstrap(ctx context.Context) error {
 	if prev != nil && a.cfg.Clock.Now().Before(prev.NotAfter()) {
 		a.mu.Lock()
 		a.id = prev
+		a.resumed = true
 		a.mu.Unlock()
-		cc, err := a.dial(true)
-		if err != nil {
+		if err := a.reconnectSame(ctx); err != nil {
 			return err
 		}
-		a.conn.swap(cc)
 		a.metrics.expiry.Set(float64(prev.NotAfter().Unix()))
 		a.cfg.Logger.Info("using the persisted agent identity", "agent_id", prev.SVID.ID.String(), "expires", prev.NotAfter())
 		return nil
@@ -60,7 +59,8 @@ func (a *Agent) attestRetrying(ctx context.Context, prev *svidstore.Identity) er
 			return err
 		}
 		d := cache.Backoff(attempt, a.cfg.RetryMin, a.cfg.RetryMax, a.cfg.Rand())
-		a.cfg.Logger.Warn("cannot reach the CA to attest; retrying", "error", err, "retry_in", d)
+		next := a.servers.next(ctx)
+		a.cfg.Logger.Warn("cannot reach the CA to attest; retrying", "error", err, "retry_in", d, "server", next)
 		if !clock.Sleep(ctx, a.cfg.Clock, d) {
 			return ctx.Err()
 		}
@@ -114,10 +114,11 @@ func (a *Agent) attest(ctx context.Context, prev *svidstore.Identity) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	if err := a.checkServer(ctx); err != nil {
+	addr := a.servers.current(ctx)
+	if err := a.checkServer(ctx, addr); err != nil {
 		return err
 	}
-	cc, err := a.dial(false)
+	cc, err := a.dial(addr, false)
 	if err != nil {
 		return err
 	}
@@ -258,7 +259,11 @@ func (a *Agent) recoverExpired(ctx context.Context, notAfter time.Time) error {
 func (a *Agent) untrustedCA(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, callTimeout)
 	defer cancel()
-	err := a.checkServer(ctx)
+	addr := a.servers.current(ctx)
+	if c := a.conn.current(); c != nil {
+		addr = c.addr
+	}
+	err := a.checkServer(ctx, addr)
 	if err == nil || transient(err) || ctx.Err() != nil {
 		return nil
 	}

@@ -10,6 +10,7 @@ type metrics struct {
 	attestations *prometheus.CounterVec // result
 	renewals     *prometheus.CounterVec // result
 	expiry       prometheus.Gauge
+	failovers    prometheus.Counter
 }
 
 // newMetrics makes the agent's series and registers them on reg (nil: on
@@ -25,11 +26,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		expiry: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "sigil_agent_svid_expiry_timestamp_seconds", Help: "When the agent's own SVID expires (Unix time).",
 		}),
+		failovers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sigil_agent_ca_failovers_total", Help: "Moves of the agent to another CA replica after the one in use was unreachable or failing.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.attestations, m.renewals, m.expiry} {
+	for _, c := range []prometheus.Collector{m.attestations, m.renewals, m.expiry, m.failovers} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

@@ -205,6 +205,9 @@ func (c *CA) Init(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := c.checkPeerRoots(ctx, doc); err != nil {
+		return err
+	}
 	st, err := c.load(ctx, doc)
 	if err != nil {
 		return err

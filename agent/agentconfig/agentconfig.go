@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"gopkg.in/yaml.v3"
 
 	"github.com/sigilhq/sigil/agent/socketlimit"
 	"github.com/sigilhq/sigil/internal/yamlx"
@@ -17,8 +20,9 @@ import (
 // File is the YAML schema of agent.yaml.
 type File struct {
 	TrustDomain     string       `yaml:"trust_domain"`      // required, e.g. example.org
-	ServerAddress   string       `yaml:"server_address"`    // required: host:port of the CA
+	ServerAddress   Addresses    `yaml:"server_address"`    // required: host:port of the CA, or a list of them (one per replica; a name may resolve to several)
 	DataDir         string       `yaml:"data_dir"`          // required: the agent's persisted identity (0700)
+	SVIDDir         string       `yaml:"svid_dir"`          // where workloads' entries and X509-SVIDs (with their keys, file mode 0600) are kept across restarts, so a restart while the CA is down still serves them (default data_dir)
 	SocketPath      string       `yaml:"socket_path"`       // Workload API + SDS socket (default DATA_DIR/agent.sock); its directory must be reachable by workloads
 	TrustBundleFile string       `yaml:"trust_bundle_file"` // PEM roots to trust the CA by before the first attestation
 	JoinToken       string       `yaml:"join_token"`        // node attestation with a one-time token from `sigil token create`
@@ -48,10 +52,14 @@ type X509PoPFile struct {
 
 // Config is the validated configuration.
 type Config struct {
-	TrustDomain   spiffeid.TrustDomain
-	ServerAddress string // host:port of the CA's node API
-	DataDir       string // the agent's persisted identity; created 0700
-	SocketPath    string // Workload API socket; default DATA_DIR/agent.sock
+	TrustDomain spiffeid.TrustDomain
+	// ServerAddress is the first of ServerAddresses, the host:port of the
+	// CA's node API on each replica.
+	ServerAddress   string
+	ServerAddresses []string
+	DataDir         string // the agent's persisted identity; created 0700
+	SVIDDir         string // workloads' persisted entries and SVIDs; default DataDir
+	SocketPath      string // Workload API socket; default DATA_DIR/agent.sock
 	// TrustBundleFile holds the PEM roots the agent trusts the CA by before
 	// it has a persisted bundle; "" means a persisted bundle must exist.
 	TrustBundleFile string
@@ -118,17 +126,19 @@ func (f File) Validate() (Config, error) {
 		return cfg, fmt.Errorf("trust_domain %q: %w", f.TrustDomain, err)
 	}
 	cfg.TrustDomain = td
-	if f.ServerAddress == "" {
-		return cfg, errors.New("server_address is required (host:port of the CA)")
+	addrs, err := f.ServerAddress.validate()
+	if err != nil {
+		return cfg, err
 	}
-	if _, _, err := net.SplitHostPort(f.ServerAddress); err != nil {
-		return cfg, fmt.Errorf("server_address %q: want host:port", f.ServerAddress)
-	}
-	cfg.ServerAddress = f.ServerAddress
+	cfg.ServerAddress, cfg.ServerAddresses = addrs[0], addrs
 	if f.DataDir == "" {
 		return cfg, errors.New("data_dir is required")
 	}
 	cfg.DataDir = f.DataDir
+	cfg.SVIDDir = f.SVIDDir
+	if cfg.SVIDDir == "" {
+		cfg.SVIDDir = f.DataDir
+	}
 	cfg.SocketPath = f.SocketPath
 	if cfg.SocketPath == "" {
 		cfg.SocketPath = filepath.Join(f.DataDir, "agent.sock")
@@ -167,6 +177,64 @@ func (f File) Validate() (Config, error) {
 	}
 	cfg.Limits = lim
 	return cfg, nil
+}
+
+// MaxServerAddresses bounds the server_address list.
+const MaxServerAddresses = 32
+
+// Addresses is server_address: one host:port, or a list of them.
+type Addresses []string
+
+// UnmarshalYAML takes a string or a list of strings.
+func (a *Addresses) UnmarshalYAML(n *yaml.Node) error {
+	switch n.Kind {
+	case yaml.ScalarNode:
+		var s string
+		if err := n.Decode(&s); err != nil {
+			return err
+		}
+		*a = Addresses{s}
+		return nil
+	case yaml.SequenceNode:
+		l := make([]string, 0, len(n.Content))
+		for i, item := range n.Content {
+			if item.Kind != yaml.ScalarNode {
+				return fmt.Errorf("line %d: server_address[%d]: want host:port", item.Line, i)
+			}
+			l = append(l, item.Value)
+		}
+		*a = l
+		return nil
+	}
+	return fmt.Errorf("line %d: server_address: want host:port or a list of host:port", n.Line)
+}
+
+func (a Addresses) validate() ([]string, error) {
+	if len(a) == 0 || (len(a) == 1 && a[0] == "") {
+		return nil, errors.New("server_address is required: host:port of the CA, or a list of them, one per CA replica")
+	}
+	if len(a) > MaxServerAddresses {
+		return nil, fmt.Errorf("server_address lists %d addresses: at most %d", len(a), MaxServerAddresses)
+	}
+	seen := map[string]bool{}
+	for i, hp := range a {
+		key := "server_address"
+		if len(a) > 1 {
+			key = fmt.Sprintf("server_address[%d]", i)
+		}
+		host, port, err := net.SplitHostPort(hp)
+		if err != nil || host == "" {
+			return nil, fmt.Errorf("%s %q: want host:port, e.g. ca-1.example.org:8443", key, hp)
+		}
+		if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+			return nil, fmt.Errorf("%s %q: port %q is not a number from 1 to 65535", key, hp, port)
+		}
+		if seen[hp] {
+			return nil, fmt.Errorf("%s %q: listed twice", key, hp)
+		}
+		seen[hp] = true
+	}
+	return slices.Clone(a), nil
 }
 
 func (f LimitsFile) validate() (Limits, error) {
@@ -215,6 +283,7 @@ func (c Config) relativeTo(dir string) Config {
 		return filepath.Join(dir, p)
 	}
 	c.DataDir = abs(c.DataDir)
+	c.SVIDDir = abs(c.SVIDDir)
 	c.SocketPath = abs(c.SocketPath)
 	c.TrustBundleFile = abs(c.TrustBundleFile)
 	if c.X509PoP != nil {

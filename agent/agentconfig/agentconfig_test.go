@@ -60,6 +60,30 @@ func TestParse(t *testing.T) {
 		{name: "bad trust domain", in: "trust_domain: Ex ample\nserver_address: a:1\ndata_dir: /x\n", wantErr: "trust_domain"},
 		{name: "no server", in: "trust_domain: example.org\ndata_dir: /x\n", wantErr: "server_address is required"},
 		{name: "bad server", in: "trust_domain: example.org\nserver_address: nope\ndata_dir: /x\n", wantErr: "server_address \"nope\""},
+		{name: "one server", in: base, check: func(t *testing.T, c Config) {
+			if c.ServerAddress != "127.0.0.1:8081" || len(c.ServerAddresses) != 1 || c.ServerAddresses[0] != "127.0.0.1:8081" {
+				t.Errorf("servers = %q %q", c.ServerAddress, c.ServerAddresses)
+			}
+		}},
+		{name: "server list", in: "trust_domain: example.org\nserver_address: [ca-a.example.org:8443, '10.0.0.2:8443', '[::1]:8443']\ndata_dir: /x\n", check: func(t *testing.T, c Config) {
+			want := []string{"ca-a.example.org:8443", "10.0.0.2:8443", "[::1]:8443"}
+			if c.ServerAddress != want[0] || strings.Join(c.ServerAddresses, " ") != strings.Join(want, " ") {
+				t.Errorf("servers = %q %q, want %q", c.ServerAddress, c.ServerAddresses, want)
+			}
+		}},
+		{name: "server block list", in: "trust_domain: example.org\nserver_address:\n  - a:1\n  - b:2\ndata_dir: /x\n", check: func(t *testing.T, c Config) {
+			if strings.Join(c.ServerAddresses, " ") != "a:1 b:2" {
+				t.Errorf("servers = %q", c.ServerAddresses)
+			}
+		}},
+		{name: "empty server list", in: "trust_domain: example.org\nserver_address: []\ndata_dir: /x\n", wantErr: "server_address is required"},
+		{name: "bad server in list", in: "trust_domain: example.org\nserver_address: [a:1, b]\ndata_dir: /x\n", wantErr: `server_address[1] "b": want host:port`},
+		{name: "bad port", in: "trust_domain: example.org\nserver_address: a:http\ndata_dir: /x\n", wantErr: `port "http" is not a number`},
+		{name: "port zero", in: "trust_domain: example.org\nserver_address: [a:1, a:0]\ndata_dir: /x\n", wantErr: `server_address[1] "a:0": port "0"`},
+		{name: "no host", in: "trust_domain: example.org\nserver_address: ':8443'\ndata_dir: /x\n", wantErr: `want host:port`},
+		{name: "duplicate server", in: "trust_domain: example.org\nserver_address: [a:1, a:1]\ndata_dir: /x\n", wantErr: "listed twice"},
+		{name: "server map", in: "trust_domain: example.org\nserver_address: {a: 1}\ndata_dir: /x\n", wantErr: "server_address: want host:port or a list"},
+		{name: "server nested list", in: "trust_domain: example.org\nserver_address: [[a:1]]\ndata_dir: /x\n", wantErr: "server_address"},
 		{name: "no data dir", in: "trust_domain: example.org\nserver_address: a:1\n", wantErr: "data_dir is required"},
 		{name: "two attestors", in: base + "join_token: a\nx509pop:\n  cert_file: /a\n  key_file: /b\n", wantErr: "choose one"},
 		{name: "x509pop no key", in: base + "x509pop:\n  cert_file: /a\n", wantErr: "x509pop.key_file is required"},
@@ -118,7 +142,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if c.TrustDomain.IsZero() || c.ServerAddress == "" || c.DataDir == "" || c.SocketPath == "" || c.WorkloadKeyType == "" {
+		if c.TrustDomain.IsZero() || c.ServerAddress == "" || len(c.ServerAddresses) == 0 || len(c.ServerAddresses) > MaxServerAddresses || c.DataDir == "" || c.SocketPath == "" || c.WorkloadKeyType == "" {
 			t.Fatalf("accepted an incomplete config: %+v", c)
 		}
 		if c.JoinToken != "" && c.X509PoP != nil {

@@ -65,6 +65,9 @@ type Cache struct {
 	wake chan struct{} // buffer 1: something needs minting
 	// expWake (buffer 1): an SVID changed, look at validity again.
 	expWake chan struct{}
+	// redial (buffer 1): the agent moved to another CA replica; a sync
+	// stream waiting out its backoff reopens at once.
+	redial chan struct{}
 
 	mu       sync.Mutex
 	entries  map[string]*entry
@@ -73,6 +76,7 @@ type Cache struct {
 	crls     [][]byte        // DER CRLs of our trust domain, as the CA last sent them
 	revision int64
 	synced   bool
+	version  uint64 // bumped by every change subscribers are told about
 	subs     map[*subscription]struct{}
 	nsvids   int                          // entries holding an SVID
 	interned map[string]*x509.Certificate // CA certificates by DER
@@ -137,6 +141,7 @@ func New(cfg Config) (*Cache, error) {
 		cfg:      cfg,
 		wake:     make(chan struct{}, 1),
 		expWake:  make(chan struct{}, 1),
+		redial:   make(chan struct{}, 1),
 		entries:  map[string]*entry{},
 		bundles:  map[spiffeid.TrustDomain]*spiffebundle.Bundle{},
 		bad:      map[string]bool{},
@@ -198,6 +203,17 @@ func (c *Cache) Stats() (entries, svids int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return len(c.entries), c.nsvids
+}
+
+// Reconnect says the node API client now talks to another CA replica: a
+// sync stream or minting waiting out a backoff after failures tries again
+// at once.
+func (c *Cache) Reconnect() {
+	select {
+	case c.redial <- struct{}{}:
+	default:
+	}
+	c.poke()
 }
 
 func (c *Cache) poke() {

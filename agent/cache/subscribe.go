@@ -80,6 +80,7 @@ func (c *Cache) notifyLocked(ch changes) {
 	if ch.empty() {
 		return
 	}
+	c.version++
 	now := c.cfg.Clock.Now()
 	for s := range c.subs {
 		if ch.affects(s.sels) {

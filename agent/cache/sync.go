@@ -3,7 +3,9 @@ package cache
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,7 +21,6 @@ import (
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/bundleconv"
-	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -48,8 +49,14 @@ func (c *Cache) runSync(ctx context.Context) {
 			// a healthy stream, reopened at once on the new one.
 			continue
 		}
-		if !clock.Sleep(ctx, c.cfg.Clock, d) {
+		t := c.cfg.Clock.NewTimer(d)
+		select {
+		case <-ctx.Done():
+			t.Stop()
 			return
+		case <-t.C():
+		case <-c.redial:
+			t.Stop()
 		}
 	}
 }
@@ -237,7 +244,15 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		c.entries[id] = e
 	}
 	if bundles != nil {
-		ch.all = ch.all || !sameBundles(c.bundles, bundles)
+		if !sameBundles(c.bundles, bundles) {
+			ch.all = true
+			// An SVID whose issuer the new bundle no longer trusts
+			// (e.g. restored from disk, issued under a key since
+			// dropped) is of no use to anyone: mint a new one.
+			if c.dropUntrusted(bundles[c.cfg.TrustDomain]) {
+				needMint = true
+			}
+		}
 		c.bundles = bundles
 	}
 	if resp.GetX509CrlsChanged() {
@@ -330,4 +345,28 @@ func (c *Cache) drop(id string, e *entry) {
 	if e.svid != nil {
 		c.nsvids--
 	}
+}
+
+// dropUntrusted drops every SVID that does not chain to bundle and reports
+// whether it dropped any. Callers hold c.mu.
+func (c *Cache) dropUntrusted(bundle *spiffebundle.Bundle) bool {
+	trusted := map[string]bool{}
+	for _, a := range bundle.X509Authorities() {
+		sum := sha256.Sum256(a.RawSubjectPublicKeyInfo)
+		trusted[hex.EncodeToString(sum[:])] = true
+	}
+	dropped := false
+	for id, e := range c.entries {
+		if e.svid == nil || trusted[e.caKeyID] {
+			continue
+		}
+		if _, err := issuerKeyID(e.svid, bundle); err == nil {
+			continue
+		}
+		c.cfg.Logger.Warn("dropping an X509-SVID: the new bundle does not trust its issuer", "entry_id", id, "spiffe_id", e.id.String())
+		e.svid = nil
+		c.nsvids--
+		dropped = true
+	}
+	return dropped
 }

@@ -183,6 +183,10 @@ func (s *SelfSigned) SignCA(_ context.Context, tmpl *x509.Certificate, pub crypt
 	return s.is.signCA(tmpl, pub)
 }
 
+// SignsDirectly reports that the root signs the CA's certificates with no
+// intermediate (ca.DirectUpstream).
+func (s *SelfSigned) SignsDirectly() bool { return true }
+
 // Roots returns the root certificate.
 func (s *SelfSigned) Roots(context.Context) ([]*x509.Certificate, error) {
 	return s.is.rootsCopy(), nil

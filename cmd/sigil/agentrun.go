@@ -71,11 +71,12 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
 	ac := agent.Config{
-		TrustDomain:   cfg.TrustDomain,
-		ServerAddress: cfg.ServerAddress,
-		DataDir:       cfg.DataDir,
-		Metrics:       reg,
-		Logger:        logger,
+		TrustDomain:     cfg.TrustDomain,
+		ServerAddresses: cfg.ServerAddresses,
+		DataDir:         cfg.DataDir,
+		SVIDDir:         cfg.SVIDDir,
+		Metrics:         reg,
+		Logger:          logger,
 	}
 	if cfg.TrustBundleFile != "" {
 		roots, err := pemfile.ReadCerts(cfg.TrustBundleFile)

@@ -214,7 +214,7 @@ func newDevAgent(ctx context.Context, stack *caStack, dir, serverAddr string, lo
 	}
 	cfg, err := agentconfig.File{
 		TrustDomain:   stack.CA.TrustDomain().Name(),
-		ServerAddress: serverAddr,
+		ServerAddress: agentconfig.Addresses{serverAddr},
 		DataDir:       filepath.Join(dir, "agent"),
 		SocketPath:    filepath.Join(dir, "agent.sock"),
 		JoinToken:     token,

@@ -108,6 +108,8 @@ func yamlType(goType string) string {
 		return "integer"
 	case "[]string":
 		return "list of strings"
+	case "Addresses": // agentconfig: one host:port or a list
+		return "string or list of strings"
 	}
 	return goType
 }

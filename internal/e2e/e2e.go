@@ -229,3 +229,13 @@ func WaitForSocket(t testing.TB, p *Proc, path string, timeout time.Duration) {
 	}
 	t.Fatalf("%s not ready within %s", path, timeout)
 }
+
+// Kill ends the process with SIGKILL (no clean shutdown, as a crash or
+// kill -9) and waits for it to exit.
+func (p *Proc) Kill(t testing.TB) {
+	t.Helper()
+	if err := p.cmd.Process.Kill(); err != nil {
+		t.Fatalf("kill: %v", err)
+	}
+	<-p.done
+}

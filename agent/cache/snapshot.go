@@ -1,0 +1,142 @@
+package cache
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+
+	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
+	"github.com/spiffe/go-spiffe/v2/spiffeid"
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/protobuf/proto"
+
+	typesv1 "github.com/sigilhq/sigil/api/types/v1"
+)
+
+// Snapshot is what the cache holds that lets an agent serve its workloads
+// after a restart before it reaches the CA: the entries, the bundles and
+// the X509-SVIDs by entry ID.
+type Snapshot struct {
+	Entries []*typesv1.Entry
+	Bundles []*spiffebundle.Bundle
+	SVIDs   map[string]*x509svid.SVID
+}
+
+// Version counts the changes subscribers were told about: a snapshot taken
+// at an unchanged version holds nothing new.
+func (c *Cache) Version() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.version
+}
+
+// Snapshot copies the cache's entries, bundles and SVIDs (shared, never
+// modified in place) in a stable order.
+func (c *Cache) Snapshot() Snapshot {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := Snapshot{SVIDs: map[string]*x509svid.SVID{}}
+	for _, id := range sortedIDs(c.entries) {
+		e := c.entries[id]
+		s.Entries = append(s.Entries, proto.CloneOf(e.pb))
+		if e.svid != nil {
+			s.SVIDs[id] = e.svid
+		}
+	}
+	for _, td := range slices.SortedFunc(maps.Keys(c.bundles), func(a, b spiffeid.TrustDomain) int { return cmpString(a.Name(), b.Name()) }) {
+		s.Bundles = append(s.Bundles, c.bundles[td])
+	}
+	return s
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Restore loads a snapshot into an empty cache before Run: entries and
+// bundles as they were, and each SVID that is for its entry's SPIFFE ID
+// and chains to the snapshot's bundle of our trust domain. An SVID that
+// has expired is dropped; the validity rules withhold a not-yet-valid one
+// as always. The next sync from the CA replaces the whole set (it starts
+// from revision 0), so whatever the CA changed meanwhile applies. It
+// returns how many SVIDs it kept and dropped.
+func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
+	parsed := make(map[string]*entry, len(s.Entries))
+	for _, pb := range s.Entries {
+		e, err := parseEntry(pb, c.cfg.TrustDomain)
+		if err != nil {
+			return 0, 0, fmt.Errorf("restore: %w", err)
+		}
+		parsed[pb.GetId()] = e
+	}
+	bundles := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
+	for _, b := range s.Bundles {
+		bundles[b.TrustDomain()] = b
+	}
+	own, ok := bundles[c.cfg.TrustDomain]
+	if !ok {
+		return 0, 0, fmt.Errorf("restore: no bundle of our trust domain %s", c.cfg.TrustDomain)
+	}
+	now := c.cfg.Clock.Now()
+	for id, svid := range s.SVIDs {
+		e, ok := parsed[id]
+		if !ok || svid == nil || len(svid.Certificates) == 0 || svid.ID != e.id {
+			dropped++
+			continue
+		}
+		keyID, err := issuerKeyID(svid, own)
+		if err != nil {
+			c.cfg.Logger.Warn("dropping a persisted X509-SVID: the bundle does not trust its issuer", "entry_id", id, "spiffe_id", svid.ID.String(), "error", err)
+			dropped++
+			continue
+		}
+		from, until := Validity(svid.Certificates)
+		if !now.Before(until) {
+			dropped++
+			continue
+		}
+		e.svid, e.caKeyID = svid, keyID
+		e.jitter = c.cfg.Rand()
+		e.rotateAt = RotateAt(svid.Certificates[0].NotBefore, svid.Certificates[0].NotAfter, e.jitter)
+		e.validFrom, e.validUntil = from, until
+		e.usable = Usable(now, from, until)
+		kept++
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.entries) > 0 || c.synced {
+		return 0, 0, errors.New("restore: the cache is not empty")
+	}
+	c.entries = parsed
+	c.bundles = bundles
+	c.nsvids = kept
+	c.revision = 0
+	c.cfg.Metrics.svids.Set(float64(c.nsvids))
+	c.notifyLocked(changes{all: true})
+	c.poke()
+	c.pokeExpiry()
+	return kept, dropped, nil
+}
+
+// issuerKeyID verifies svid against bundle and returns the key ID (SHA-256
+// of the public key, hex) of the authority that signed it.
+func issuerKeyID(svid *x509svid.SVID, bundle *spiffebundle.Bundle) (string, error) {
+	_, chains, err := x509svid.Verify(svid.Certificates, bundle)
+	if err != nil {
+		return "", err
+	}
+	if len(chains) == 0 || len(chains[0]) < 2 {
+		return "", errors.New("no issuer in the verified chain")
+	}
+	sum := sha256.Sum256(chains[0][1].RawSubjectPublicKeyInfo)
+	return hex.EncodeToString(sum[:]), nil
+}
