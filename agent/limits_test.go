@@ -139,7 +139,9 @@ func TestSocketLimits(t *testing.T) {
 		conns   = 200
 		streams = 100 // per connection: 20,000 attempts
 	)
-	tc := newTestCA(t, time.Hour)
+	// Agent SVIDs of an hour: the attack runs for minutes on a loaded
+	// machine, and a join-token agent whose SVID expires stops serving.
+	tc := newTestCAWith(t, time.Hour, time.Hour)
 	tok := tc.token(t)
 	agentID := "spiffe://example.org/sigil/agent/join_token/" + tok
 	tc.entry(t, agentID, "spiffe://example.org/root", "unix:uid:0")
