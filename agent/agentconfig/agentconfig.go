@@ -9,6 +9,7 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
+	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/socketlimit"
 	"github.com/sigilhq/sigil/internal/yamlx"
 	"github.com/sigilhq/sigil/sds"
@@ -23,6 +24,7 @@ type File struct {
 	TrustBundleFile string       `yaml:"trust_bundle_file"` // PEM roots to trust the CA by before the first attestation
 	JoinToken       string       `yaml:"join_token"`        // node attestation with a one-time token from `sigil token create`
 	X509PoP         *X509PoPFile `yaml:"x509pop"`           // or node attestation with an existing node certificate
+	K8sPSAT         *K8sPSATFile `yaml:"k8s_psat"`          // or node attestation with the pod's projected service account token (Kubernetes)
 	WorkloadKeyType string       `yaml:"workload_key_type"` // keys made for workloads: ec-p256 (default) | ec-p384 | rsa-2048
 	HealthAddress   string       `yaml:"health_address"`    // /live, /ready, /metrics; empty disables
 	Limits          LimitsFile   `yaml:"limits"`            // what callers of the socket may hold; past a limit a call is refused with ResourceExhausted naming it
@@ -46,6 +48,14 @@ type X509PoPFile struct {
 	KeyFile  string `yaml:"key_file"`  // PEM private key of the node certificate (0600)
 }
 
+// K8sPSATFile configures node attestation with a projected service account
+// token: the agent runs in a pod of a DaemonSet that mounts a token for
+// audience sigil (the CA's node_attestation.k8s_psat names the audience).
+type K8sPSATFile struct {
+	Cluster   string `yaml:"cluster"`    // required: the cluster's name in the CA's node_attestation.k8s_psat.clusters
+	TokenPath string `yaml:"token_path"` // projected token file, read again on each attestation (default /var/run/secrets/tokens/sigil-agent)
+}
+
 // Config is the validated configuration.
 type Config struct {
 	TrustDomain   spiffeid.TrustDomain
@@ -55,11 +65,12 @@ type Config struct {
 	// TrustBundleFile holds the PEM roots the agent trusts the CA by before
 	// it has a persisted bundle; "" means a persisted bundle must exist.
 	TrustBundleFile string
-	// JoinToken and X509PoP choose the node attestor; at most one is set.
-	// Neither: the agent runs only on a persisted identity and cannot
+	// JoinToken, X509PoP and K8sPSAT choose the node attestor; at most one
+	// is set. None: the agent runs only on a persisted identity and cannot
 	// attest again.
 	JoinToken       string
 	X509PoP         *X509PoP
+	K8sPSAT         *K8sPSAT
 	WorkloadKeyType KeyType
 	HealthAddress   string // /live, /ready, /metrics; "" disables
 	Limits          Limits
@@ -80,6 +91,12 @@ type Limits struct {
 type X509PoP struct {
 	CertFile string
 	KeyFile  string
+}
+
+// K8sPSAT is the cluster name and the projected token file.
+type K8sPSAT struct {
+	Cluster   string
+	TokenPath string
 }
 
 // KeyType is the kind of key the agent generates for workloads.
@@ -146,6 +163,18 @@ func (f File) Validate() (Config, error) {
 			return cfg, errors.New("x509pop.key_file is required")
 		}
 		cfg.X509PoP = &X509PoP{CertFile: f.X509PoP.CertFile, KeyFile: f.X509PoP.KeyFile}
+	}
+	if f.K8sPSAT != nil {
+		if f.JoinToken != "" || f.X509PoP != nil {
+			return cfg, errors.New("k8s_psat is set beside join_token or x509pop: choose one node attestor")
+		}
+		if err := checkClusterName(f.K8sPSAT.Cluster); err != nil {
+			return cfg, fmt.Errorf("k8s_psat.cluster: %w", err)
+		}
+		cfg.K8sPSAT = &K8sPSAT{Cluster: f.K8sPSAT.Cluster, TokenPath: f.K8sPSAT.TokenPath}
+		if cfg.K8sPSAT.TokenPath == "" {
+			cfg.K8sPSAT.TokenPath = nodeattest.DefaultPSATTokenPath
+		}
 	}
 	switch kt := KeyType(f.WorkloadKeyType); kt {
 	case "":
@@ -220,5 +249,28 @@ func (c Config) relativeTo(dir string) Config {
 	if c.X509PoP != nil {
 		c.X509PoP = &X509PoP{CertFile: abs(c.X509PoP.CertFile), KeyFile: abs(c.X509PoP.KeyFile)}
 	}
+	if c.K8sPSAT != nil {
+		c.K8sPSAT = &K8sPSAT{Cluster: c.K8sPSAT.Cluster, TokenPath: abs(c.K8sPSAT.TokenPath)}
+	}
 	return c
+}
+
+// checkClusterName accepts what can be one segment of a SPIFFE ID path
+// (the agent ID is spiffe://TD/sigil/agent/k8s_psat/<cluster>/<node-uid>).
+func checkClusterName(name string) error {
+	if name == "" {
+		return errors.New("required (the cluster's name in the CA's node_attestation.k8s_psat.clusters)")
+	}
+	if len(name) > 63 {
+		return fmt.Errorf("%q is longer than 63 characters", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("%q: use letters, digits, '-', '_' and '.' only", name)
+		}
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("%q is not a valid name", name)
+	}
+	return nil
 }

@@ -54,6 +54,21 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{name: "no attestor", in: base},
+		{name: "k8s_psat default token path", in: base + "k8s_psat:\n  cluster: prod-1\n", check: func(t *testing.T, c Config) {
+			if c.K8sPSAT == nil || c.K8sPSAT.Cluster != "prod-1" || c.K8sPSAT.TokenPath != "/var/run/secrets/tokens/sigil-agent" {
+				t.Errorf("k8s_psat = %+v", c.K8sPSAT)
+			}
+		}},
+		{name: "k8s_psat token path", in: base + "k8s_psat:\n  cluster: c\n  token_path: /t/agent\n", check: func(t *testing.T, c Config) {
+			if c.K8sPSAT == nil || c.K8sPSAT.TokenPath != "/t/agent" {
+				t.Errorf("k8s_psat = %+v", c.K8sPSAT)
+			}
+		}},
+		{name: "k8s_psat no cluster", in: base + "k8s_psat:\n  token_path: /t\n", wantErr: "k8s_psat.cluster: required"},
+		{name: "k8s_psat cluster with slash", in: base + "k8s_psat:\n  cluster: a/b\n", wantErr: `k8s_psat.cluster: "a/b"`},
+		{name: "k8s_psat cluster dotdot", in: base + "k8s_psat:\n  cluster: ..\n", wantErr: "not a valid name"},
+		{name: "k8s_psat and join token", in: base + "join_token: a\nk8s_psat:\n  cluster: c\n", wantErr: "choose one"},
+		{name: "k8s_psat unknown key", in: base + "k8s_psat:\n  cluster: c\n  audience: sigil\n", wantErr: `unknown key "audience"`},
 		{name: "unknown key", in: base + "join_tokne: abc\n", wantErr: `line 4: unknown key "join_tokne"`},
 		{name: "unknown nested key", in: base + "x509pop:\n  cert: /a\n", wantErr: `line 5: unknown key "cert"`},
 		{name: "no trust domain", in: "server_address: a:1\ndata_dir: /x\n", wantErr: "trust_domain is required"},
@@ -93,6 +108,13 @@ func TestLoadRelativePaths(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "agent.yaml")
 	in := "trust_domain: example.org\nserver_address: 127.0.0.1:1\ndata_dir: data\ntrust_bundle_file: bundle.pem\nx509pop:\n  cert_file: n.crt\n  key_file: /abs/n.key\n"
+	psat := "trust_domain: example.org\nserver_address: 127.0.0.1:1\ndata_dir: data\nk8s_psat:\n  cluster: c\n  token_path: tok\n"
+	if err := os.WriteFile(filepath.Join(dir, "psat.yaml"), []byte(psat), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Load(filepath.Join(dir, "psat.yaml")); err != nil || c.K8sPSAT.TokenPath != filepath.Join(dir, "tok") {
+		t.Errorf("k8s_psat relative token path: %+v, %v", c.K8sPSAT, err)
+	}
 	if err := os.WriteFile(path, []byte(in), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -43,6 +43,9 @@ func newAgentRunCmd() *cobra.Command {
 				if cfg.X509PoP != nil {
 					return usageErrorf("--join-token: the config attests by x509pop; remove x509pop from it to attest by join token")
 				}
+				if cfg.K8sPSAT != nil {
+					return usageErrorf("--join-token: the config attests by k8s_psat; remove k8s_psat from it to attest by join token")
+				}
 				cfg.JoinToken = joinToken
 			}
 			logger, reg := newLogger(cmd), newRegistry()
@@ -93,6 +96,8 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 			return nil, err
 		}
 		ac.Attestor = x
+	case cfg.K8sPSAT != nil:
+		ac.Attestor = nodeattest.K8sPSAT{Cluster: cfg.K8sPSAT.Cluster, TokenPath: cfg.K8sPSAT.TokenPath}
 	}
 	newKey, err := workloadKeys(cfg.WorkloadKeyType)
 	if err != nil {
