@@ -54,7 +54,7 @@ type K8sPSATFile struct {
 // K8sClusterFile is one cluster whose agents may attest by k8s_psat. The CA
 // needs create on tokenreviews and get on pods and nodes there.
 type K8sClusterFile struct {
-	Kubeconfig             string   `yaml:"kubeconfig"`               // kubeconfig file of the cluster's API server; or
+	Kubeconfig             string   `yaml:"kubeconfig"`               // kubeconfig file for the cluster's API server (or set in_cluster)
 	InCluster              bool     `yaml:"in_cluster"`               // the CA runs in this cluster: use its pod's service account
 	AllowedServiceAccounts []string `yaml:"allowed_service_accounts"` // required: the agents' service accounts, "namespace:name"
 	Audience               string   `yaml:"audience"`                 // the audience of the agents' projected tokens (default sigil)
