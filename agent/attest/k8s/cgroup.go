@@ -2,14 +2,21 @@ package k8s
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/sigilhq/sigil/agent/attest"
 )
 
 // ErrNotInPod is wrapped when a process's cgroups name no Kubernetes pod:
-// the process is not a pod's workload, and only other attestors apply.
-var ErrNotInPod = errors.New("not in a pod")
+// the process is not a pod's workload, and only other attestors apply. It
+// matches attest.ErrNotApplicable.
+var ErrNotInPod error = notInPod{}
+
+type notInPod struct{}
+
+func (notInPod) Error() string        { return "not in a pod" }
+func (notInPod) Is(target error) bool { return target == attest.ErrNotApplicable }
 
 // maxCgroupBytes bounds how much of /proc/PID/cgroup is read and parsed.
 // A real file holds at most a few dozen lines.
