@@ -63,9 +63,9 @@ func newAgentRunCmd() *cobra.Command {
 
 // buildAgent wires an agent from its configuration: the trust bundle file,
 // the node attestor, workload keys, the workload attestors (unix, and k8s
-// when configured) and the
-// Workload API on the socket. mods adjust the result before it is built
-// (`sigil dev` sets BootstrapBundle from its in-process CA).
+// when configured) and the Workload API on the socket. mods adjust the
+// result before it is built (`sigil dev` sets BootstrapBundle from its
+// in-process CA).
 func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, reg prometheus.Registerer, mods ...func(*agent.Config)) (*agent.Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
