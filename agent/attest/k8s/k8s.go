@@ -302,38 +302,40 @@ func (a *Attestor) lookup(c Container) (pod *corev1.Pod, ctr *corev1.ContainerSt
 }
 
 func podSelectors(pod *corev1.Pod, ctr *corev1.ContainerStatus) []selector.Selector {
-	sels := []selector.Selector{
-		{Type: Type, Value: "ns:" + pod.Namespace},
-		{Type: Type, Value: "sa:" + pod.Spec.ServiceAccountName},
-		{Type: Type, Value: "pod-name:" + pod.Name},
-		{Type: Type, Value: "pod-uid:" + string(pod.UID)},
-		{Type: Type, Value: "node-name:" + pod.Spec.NodeName},
-		{Type: Type, Value: "container-name:" + ctr.Name},
+	var sels []selector.Selector
+	add := func(key, value string) {
+		if value != "" {
+			sels = append(sels, selector.Selector{Type: Type, Value: key + ":" + value})
+		}
 	}
+	add("ns", pod.Namespace)
+	add("sa", pod.Spec.ServiceAccountName)
+	add("pod-name", pod.Name)
+	add("pod-uid", string(pod.UID))
+	add("node-name", pod.Spec.NodeName)
+	add("container-name", ctr.Name)
 	for k, v := range pod.Labels {
-		sels = append(sels, selector.Selector{Type: Type, Value: "pod-label:" + k + ":" + v})
+		add("pod-label", k+":"+v) // a label with an empty value is k8s:pod-label:K:
 	}
-	images := []string{ctr.Image, ctr.ImageID}
+	add("container-image", ctr.Image)
+	add("container-image", ctr.ImageID)
 	for _, list := range [][]corev1.Container{pod.Spec.Containers, pod.Spec.InitContainers} {
 		for _, sc := range list {
 			if sc.Name == ctr.Name {
-				images = append(images, sc.Image)
+				add("container-image", sc.Image)
 			}
 		}
 	}
 	for _, ec := range pod.Spec.EphemeralContainers {
 		if ec.Name == ctr.Name {
-			images = append(images, ec.Image)
+			add("container-image", ec.Image)
 		}
 	}
-	for _, img := range images {
-		sels = append(sels, selector.Selector{Type: Type, Value: "container-image:" + img})
-	}
-	// A value the store could never hold (empty service account, say)
-	// would match nothing; drop it rather than fail.
+	// A value the store could never hold (too long, say) would match
+	// nothing; drop it rather than fail.
 	out := sels[:0]
 	for _, s := range sels {
-		if s.Validate() == nil && !strings.HasSuffix(s.Value, ":") {
+		if s.Validate() == nil {
 			out = append(out, s)
 		}
 	}
