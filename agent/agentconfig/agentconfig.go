@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -28,6 +29,21 @@ type File struct {
 	WorkloadKeyType string       `yaml:"workload_key_type"` // keys made for workloads: ec-p256 (default) | ec-p384 | rsa-2048
 	HealthAddress   string       `yaml:"health_address"`    // /live, /ready, /metrics; empty disables
 	Limits          LimitsFile   `yaml:"limits"`            // what callers of the socket may hold; past a limit a call is refused with ResourceExhausted naming it
+	// WorkloadAttestors adds attestors beside unix (always on).
+	WorkloadAttestors WorkloadAttestorsFile `yaml:"workload_attestors"`
+}
+
+// WorkloadAttestorsFile configures the workload attestors beyond unix.
+type WorkloadAttestorsFile struct {
+	K8s *K8sFile `yaml:"k8s"` // Kubernetes pods on this node; `k8s: {}` turns it on with defaults (in-cluster, NODE_NAME)
+}
+
+// K8sFile configures the k8s workload attestor.
+type K8sFile struct {
+	Kubeconfig string `yaml:"kubeconfig"` // kubeconfig file to watch pods with; empty: the pod's in-cluster service account
+	NodeName   string `yaml:"node_name"`  // this node's name; empty: the NODE_NAME environment variable (set it from spec.nodeName)
+	Wait       string `yaml:"wait"`       // how long to wait for a container the pod watch has not seen yet before refusing it (default 5s)
+	ProcDir    string `yaml:"proc_dir"`   // where the host's procfs is mounted (default /proc; the agent needs hostPID)
 }
 
 // LimitsFile bounds what the callers of the agent socket may make the agent
@@ -74,7 +90,23 @@ type Config struct {
 	WorkloadKeyType KeyType
 	HealthAddress   string // /live, /ready, /metrics; "" disables
 	Limits          Limits
+	// K8s, if set, turns on the k8s workload attestor.
+	K8s *K8s
 }
+
+// K8s is the validated k8s workload attestor configuration.
+type K8s struct {
+	// Kubeconfig is a kubeconfig file; "" means in-cluster.
+	Kubeconfig string
+	// NodeName is this node's name; "" means from NODE_NAME (read by cmd).
+	NodeName string
+	// Wait bounds the wait for a container the watch has not seen.
+	Wait    time.Duration
+	ProcDir string // "" means /proc
+}
+
+// DefaultK8sWait is the k8s attestor's default wait.
+const DefaultK8sWait = 5 * time.Second
 
 // Limits are the validated socket limits, defaults filled in.
 type Limits struct {
@@ -195,7 +227,53 @@ func (f File) Validate() (Config, error) {
 		return cfg, err
 	}
 	cfg.Limits = lim
+	if f.WorkloadAttestors.K8s != nil {
+		k, err := f.WorkloadAttestors.K8s.validate()
+		if err != nil {
+			return cfg, err
+		}
+		cfg.K8s = k
+	}
 	return cfg, nil
+}
+
+func (f K8sFile) validate() (*K8s, error) {
+	k := &K8s{Kubeconfig: f.Kubeconfig, NodeName: f.NodeName, Wait: DefaultK8sWait, ProcDir: f.ProcDir}
+	if f.NodeName != "" && !nodeName(f.NodeName) {
+		return nil, fmt.Errorf("workload_attestors.k8s.node_name %q: want a Kubernetes node name (lowercase letters, digits, '-' and '.', at most 253)", f.NodeName)
+	}
+	if f.Wait != "" {
+		d, err := time.ParseDuration(f.Wait)
+		if err != nil {
+			return nil, fmt.Errorf("workload_attestors.k8s.wait %q: want a duration such as 5s", f.Wait)
+		}
+		if d < 100*time.Millisecond || d > time.Minute {
+			return nil, fmt.Errorf("workload_attestors.k8s.wait %s: want between 100ms and 1m (a workload's call waits this long)", d)
+		}
+		k.Wait = d
+	}
+	if f.ProcDir != "" && !filepath.IsAbs(f.ProcDir) {
+		return nil, fmt.Errorf("workload_attestors.k8s.proc_dir %q: want an absolute path", f.ProcDir)
+	}
+	return k, nil
+}
+
+// nodeName reports whether s is a DNS subdomain, as node names are.
+func nodeName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (f LimitsFile) validate() (Limits, error) {
@@ -251,6 +329,11 @@ func (c Config) relativeTo(dir string) Config {
 	}
 	if c.K8sPSAT != nil {
 		c.K8sPSAT = &K8sPSAT{Cluster: c.K8sPSAT.Cluster, TokenPath: abs(c.K8sPSAT.TokenPath)}
+	}
+	if c.K8s != nil {
+		k := *c.K8s
+		k.Kubeconfig = abs(k.Kubeconfig)
+		c.K8s = &k
 	}
 	return c
 }
