@@ -76,7 +76,7 @@ type Config struct {
 
 // Errors the operator must act on.
 var (
-	ErrNoAttestor = errors.New("the agent has no valid identity and no node attestor is configured: set join_token or x509pop")
+	ErrNoAttestor = errors.New("the agent has no valid identity and no node attestor is configured: set join_token, x509pop or k8s_psat")
 	ErrTokenUsed  = errors.New("the join token was already used and a join token works once: create a new one with `sigil token create` and restart the agent with --join-token (or put it in join_token)")
 	ErrNoBundle   = errors.New("no trust bundle to verify the CA by: set trust_bundle_file to the CA's root certificates (PEM)")
 )

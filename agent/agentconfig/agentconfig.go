@@ -7,11 +7,13 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"gopkg.in/yaml.v3"
 
+	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/socketlimit"
 	"github.com/sigilhq/sigil/internal/yamlx"
 	"github.com/sigilhq/sigil/sds"
@@ -27,9 +29,25 @@ type File struct {
 	TrustBundleFile string       `yaml:"trust_bundle_file"` // PEM roots to trust the CA by before the first attestation
 	JoinToken       string       `yaml:"join_token"`        // node attestation with a one-time token from `sigil token create`
 	X509PoP         *X509PoPFile `yaml:"x509pop"`           // or node attestation with an existing node certificate
+	K8sPSAT         *K8sPSATFile `yaml:"k8s_psat"`          // or node attestation with the pod's projected service account token (Kubernetes)
 	WorkloadKeyType string       `yaml:"workload_key_type"` // keys made for workloads: ec-p256 (default) | ec-p384 | rsa-2048
 	HealthAddress   string       `yaml:"health_address"`    // /live, /ready, /metrics; empty disables
 	Limits          LimitsFile   `yaml:"limits"`            // what callers of the socket may hold; past a limit a call is refused with ResourceExhausted naming it
+	// WorkloadAttestors adds attestors beside unix (always on).
+	WorkloadAttestors WorkloadAttestorsFile `yaml:"workload_attestors"`
+}
+
+// WorkloadAttestorsFile configures the workload attestors beyond unix.
+type WorkloadAttestorsFile struct {
+	K8s *K8sFile `yaml:"k8s"` // Kubernetes pods on this node; `k8s: {}` turns it on with defaults (in-cluster, NODE_NAME)
+}
+
+// K8sFile configures the k8s workload attestor.
+type K8sFile struct {
+	Kubeconfig string `yaml:"kubeconfig"` // kubeconfig file to watch pods with; empty: the pod's in-cluster service account
+	NodeName   string `yaml:"node_name"`  // this node's name; empty: the NODE_NAME environment variable (set it from spec.nodeName)
+	Wait       string `yaml:"wait"`       // how long to wait for a container the pod watch has not seen yet before refusing it (default 5s)
+	ProcDir    string `yaml:"proc_dir"`   // where the host's procfs is mounted (default /proc; the agent needs hostPID)
 }
 
 // LimitsFile bounds what the callers of the agent socket may make the agent
@@ -50,6 +68,14 @@ type X509PoPFile struct {
 	KeyFile  string `yaml:"key_file"`  // PEM private key of the node certificate (0600)
 }
 
+// K8sPSATFile configures node attestation with a projected service account
+// token: the agent runs in a pod of a DaemonSet that mounts a token for
+// audience sigil (the CA's node_attestation.k8s_psat names the audience).
+type K8sPSATFile struct {
+	Cluster   string `yaml:"cluster"`    // required: the cluster's name in the CA's node_attestation.k8s_psat.clusters
+	TokenPath string `yaml:"token_path"` // projected token file, read again on each attestation (default /var/run/secrets/tokens/sigil-agent)
+}
+
 // Config is the validated configuration.
 type Config struct {
 	TrustDomain spiffeid.TrustDomain
@@ -63,15 +89,32 @@ type Config struct {
 	// TrustBundleFile holds the PEM roots the agent trusts the CA by before
 	// it has a persisted bundle; "" means a persisted bundle must exist.
 	TrustBundleFile string
-	// JoinToken and X509PoP choose the node attestor; at most one is set.
-	// Neither: the agent runs only on a persisted identity and cannot
+	// JoinToken, X509PoP and K8sPSAT choose the node attestor; at most one
+	// is set. None: the agent runs only on a persisted identity and cannot
 	// attest again.
 	JoinToken       string
 	X509PoP         *X509PoP
+	K8sPSAT         *K8sPSAT
 	WorkloadKeyType KeyType
 	HealthAddress   string // /live, /ready, /metrics; "" disables
 	Limits          Limits
+	// K8s, if set, turns on the k8s workload attestor.
+	K8s *K8s
 }
+
+// K8s is the validated k8s workload attestor configuration.
+type K8s struct {
+	// Kubeconfig is a kubeconfig file; "" means in-cluster.
+	Kubeconfig string
+	// NodeName is this node's name; "" means from NODE_NAME (read by cmd).
+	NodeName string
+	// Wait bounds the wait for a container the watch has not seen.
+	Wait    time.Duration
+	ProcDir string // "" means /proc
+}
+
+// DefaultK8sWait is the k8s attestor's default wait.
+const DefaultK8sWait = 5 * time.Second
 
 // Limits are the validated socket limits, defaults filled in.
 type Limits struct {
@@ -88,6 +131,12 @@ type Limits struct {
 type X509PoP struct {
 	CertFile string
 	KeyFile  string
+}
+
+// K8sPSAT is the cluster name and the projected token file.
+type K8sPSAT struct {
+	Cluster   string
+	TokenPath string
 }
 
 // KeyType is the kind of key the agent generates for workloads.
@@ -157,6 +206,18 @@ func (f File) Validate() (Config, error) {
 		}
 		cfg.X509PoP = &X509PoP{CertFile: f.X509PoP.CertFile, KeyFile: f.X509PoP.KeyFile}
 	}
+	if f.K8sPSAT != nil {
+		if f.JoinToken != "" || f.X509PoP != nil {
+			return cfg, errors.New("k8s_psat is set beside join_token or x509pop: choose one node attestor")
+		}
+		if err := checkClusterName(f.K8sPSAT.Cluster); err != nil {
+			return cfg, fmt.Errorf("k8s_psat.cluster: %w", err)
+		}
+		cfg.K8sPSAT = &K8sPSAT{Cluster: f.K8sPSAT.Cluster, TokenPath: f.K8sPSAT.TokenPath}
+		if cfg.K8sPSAT.TokenPath == "" {
+			cfg.K8sPSAT.TokenPath = nodeattest.DefaultPSATTokenPath
+		}
+	}
 	switch kt := KeyType(f.WorkloadKeyType); kt {
 	case "":
 		cfg.WorkloadKeyType = KeyECP256
@@ -176,6 +237,13 @@ func (f File) Validate() (Config, error) {
 		return cfg, err
 	}
 	cfg.Limits = lim
+	if f.WorkloadAttestors.K8s != nil {
+		k, err := f.WorkloadAttestors.K8s.validate()
+		if err != nil {
+			return cfg, err
+		}
+		cfg.K8s = k
+	}
 	return cfg, nil
 }
 
@@ -237,6 +305,45 @@ func (a Addresses) validate() ([]string, error) {
 	return slices.Clone(a), nil
 }
 
+func (f K8sFile) validate() (*K8s, error) {
+	k := &K8s{Kubeconfig: f.Kubeconfig, NodeName: f.NodeName, Wait: DefaultK8sWait, ProcDir: f.ProcDir}
+	if f.NodeName != "" && !nodeName(f.NodeName) {
+		return nil, fmt.Errorf("workload_attestors.k8s.node_name %q: want a Kubernetes node name (lowercase letters, digits, '-' and '.', at most 253)", f.NodeName)
+	}
+	if f.Wait != "" {
+		d, err := time.ParseDuration(f.Wait)
+		if err != nil {
+			return nil, fmt.Errorf("workload_attestors.k8s.wait %q: want a duration such as 5s", f.Wait)
+		}
+		if d < 100*time.Millisecond || d > time.Minute {
+			return nil, fmt.Errorf("workload_attestors.k8s.wait %s: want between 100ms and 1m (a workload's call waits this long)", d)
+		}
+		k.Wait = d
+	}
+	if f.ProcDir != "" && !filepath.IsAbs(f.ProcDir) {
+		return nil, fmt.Errorf("workload_attestors.k8s.proc_dir %q: want an absolute path", f.ProcDir)
+	}
+	return k, nil
+}
+
+// nodeName reports whether s is a DNS subdomain, as node names are.
+func nodeName(s string) bool {
+	if len(s) > 253 {
+		return false
+	}
+	for label := range strings.SplitSeq(s, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
+
 func (f LimitsFile) validate() (Limits, error) {
 	l := Limits{SDSPendingTimeout: sds.DefaultPendingTimeout}
 	for _, v := range []struct {
@@ -289,5 +396,33 @@ func (c Config) relativeTo(dir string) Config {
 	if c.X509PoP != nil {
 		c.X509PoP = &X509PoP{CertFile: abs(c.X509PoP.CertFile), KeyFile: abs(c.X509PoP.KeyFile)}
 	}
+	if c.K8sPSAT != nil {
+		c.K8sPSAT = &K8sPSAT{Cluster: c.K8sPSAT.Cluster, TokenPath: abs(c.K8sPSAT.TokenPath)}
+	}
+	if c.K8s != nil {
+		k := *c.K8s
+		k.Kubeconfig = abs(k.Kubeconfig)
+		c.K8s = &k
+	}
 	return c
+}
+
+// checkClusterName accepts what can be one segment of a SPIFFE ID path
+// (the agent ID is spiffe://TD/sigil/agent/k8s_psat/<cluster>/<node-uid>).
+func checkClusterName(name string) error {
+	if name == "" {
+		return errors.New("required (the cluster's name in the CA's node_attestation.k8s_psat.clusters)")
+	}
+	if len(name) > 63 {
+		return fmt.Errorf("%q is longer than 63 characters", name)
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.') {
+			return fmt.Errorf("%q: use letters, digits, '-', '_' and '.' only", name)
+		}
+	}
+	if name == "." || name == ".." {
+		return fmt.Errorf("%q is not a valid name", name)
+	}
+	return nil
 }

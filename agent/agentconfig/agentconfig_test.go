@@ -54,6 +54,21 @@ func TestParse(t *testing.T) {
 			}
 		}},
 		{name: "no attestor", in: base},
+		{name: "k8s_psat default token path", in: base + "k8s_psat:\n  cluster: prod-1\n", check: func(t *testing.T, c Config) {
+			if c.K8sPSAT == nil || c.K8sPSAT.Cluster != "prod-1" || c.K8sPSAT.TokenPath != "/var/run/secrets/tokens/sigil-agent" {
+				t.Errorf("k8s_psat = %+v", c.K8sPSAT)
+			}
+		}},
+		{name: "k8s_psat token path", in: base + "k8s_psat:\n  cluster: c\n  token_path: /t/agent\n", check: func(t *testing.T, c Config) {
+			if c.K8sPSAT == nil || c.K8sPSAT.TokenPath != "/t/agent" {
+				t.Errorf("k8s_psat = %+v", c.K8sPSAT)
+			}
+		}},
+		{name: "k8s_psat no cluster", in: base + "k8s_psat:\n  token_path: /t\n", wantErr: "k8s_psat.cluster: required"},
+		{name: "k8s_psat cluster with slash", in: base + "k8s_psat:\n  cluster: a/b\n", wantErr: `k8s_psat.cluster: "a/b"`},
+		{name: "k8s_psat cluster dotdot", in: base + "k8s_psat:\n  cluster: ..\n", wantErr: "not a valid name"},
+		{name: "k8s_psat and join token", in: base + "join_token: a\nk8s_psat:\n  cluster: c\n", wantErr: "choose one"},
+		{name: "k8s_psat unknown key", in: base + "k8s_psat:\n  cluster: c\n  audience: sigil\n", wantErr: `unknown key "audience"`},
 		{name: "unknown key", in: base + "join_tokne: abc\n", wantErr: `line 4: unknown key "join_tokne"`},
 		{name: "unknown nested key", in: base + "x509pop:\n  cert: /a\n", wantErr: `line 5: unknown key "cert"`},
 		{name: "no trust domain", in: "server_address: a:1\ndata_dir: /x\n", wantErr: "trust_domain is required"},
@@ -90,6 +105,28 @@ func TestParse(t *testing.T) {
 		{name: "x509pop no cert", in: base + "x509pop:\n  key_file: /a\n", wantErr: "x509pop.cert_file is required"},
 		{name: "bad key type", in: base + "workload_key_type: dsa\n", wantErr: `workload_key_type "dsa"`},
 		{name: "bad health", in: base + "health_address: x\n", wantErr: "health_address"},
+		{name: "k8s defaults", in: base + "workload_attestors:\n  k8s: {}\n", check: func(t *testing.T, c Config) {
+			if c.K8s == nil || *c.K8s != (K8s{Wait: DefaultK8sWait}) {
+				t.Errorf("k8s = %+v", c.K8s)
+			}
+		}},
+		{name: "k8s set", in: base + "workload_attestors:\n  k8s:\n    kubeconfig: /etc/kube.conf\n    node_name: node-a.example\n    wait: 2s\n    proc_dir: /host/proc\n", check: func(t *testing.T, c Config) {
+			want := K8s{Kubeconfig: "/etc/kube.conf", NodeName: "node-a.example", Wait: 2 * time.Second, ProcDir: "/host/proc"}
+			if c.K8s == nil || *c.K8s != want {
+				t.Errorf("k8s = %+v, want %+v", c.K8s, want)
+			}
+		}},
+		{name: "no k8s", in: base, check: func(t *testing.T, c Config) {
+			if c.K8s != nil {
+				t.Errorf("k8s = %+v without workload_attestors", c.K8s)
+			}
+		}},
+		{name: "k8s bad wait", in: base + "workload_attestors:\n  k8s:\n    wait: soon\n", wantErr: `workload_attestors.k8s.wait "soon"`},
+		{name: "k8s long wait", in: base + "workload_attestors:\n  k8s:\n    wait: 10m\n", wantErr: "want between 100ms and 1m"},
+		{name: "k8s bad node", in: base + "workload_attestors:\n  k8s:\n    node_name: Node_A\n", wantErr: `workload_attestors.k8s.node_name "Node_A"`},
+		{name: "k8s relative proc", in: base + "workload_attestors:\n  k8s:\n    proc_dir: proc\n", wantErr: "proc_dir \"proc\": want an absolute path"},
+		{name: "k8s unknown key", in: base + "workload_attestors:\n  k8s:\n    nodename: a\n", wantErr: `line 6: unknown key "nodename"`},
+		{name: "unknown attestor", in: base + "workload_attestors:\n  docker: {}\n", wantErr: `line 5: unknown key "docker"`},
 		{name: "empty", in: "", wantErr: "config is empty"},
 		{name: "only comments", in: "# trust_domain: example.org\n", wantErr: "config is empty"},
 		{name: "two documents", in: base + "---\n" + base, wantErr: "config holds 2 YAML documents"},
@@ -116,7 +153,15 @@ func TestParse(t *testing.T) {
 func TestLoadRelativePaths(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "agent.yaml")
-	in := "trust_domain: example.org\nserver_address: 127.0.0.1:1\ndata_dir: data\ntrust_bundle_file: bundle.pem\nx509pop:\n  cert_file: n.crt\n  key_file: /abs/n.key\n"
+	in := "trust_domain: example.org\nserver_address: 127.0.0.1:1\ndata_dir: data\ntrust_bundle_file: bundle.pem\nx509pop:\n  cert_file: n.crt\n  key_file: /abs/n.key\n" +
+		"workload_attestors:\n  k8s:\n    kubeconfig: kube/config\n"
+	psat := "trust_domain: example.org\nserver_address: 127.0.0.1:1\ndata_dir: data\nk8s_psat:\n  cluster: c\n  token_path: tok\n"
+	if err := os.WriteFile(filepath.Join(dir, "psat.yaml"), []byte(psat), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if c, err := Load(filepath.Join(dir, "psat.yaml")); err != nil || c.K8sPSAT.TokenPath != filepath.Join(dir, "tok") {
+		t.Errorf("k8s_psat relative token path: %+v, %v", c.K8sPSAT, err)
+	}
 	if err := os.WriteFile(path, []byte(in), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -127,6 +172,9 @@ func TestLoadRelativePaths(t *testing.T) {
 	if c.DataDir != filepath.Join(dir, "data") || c.SocketPath != filepath.Join(dir, "data", "agent.sock") ||
 		c.TrustBundleFile != filepath.Join(dir, "bundle.pem") || c.X509PoP.CertFile != filepath.Join(dir, "n.crt") || c.X509PoP.KeyFile != "/abs/n.key" {
 		t.Errorf("got %+v %+v", c, c.X509PoP)
+	}
+	if c.K8s == nil || c.K8s.Kubeconfig != filepath.Join(dir, "kube", "config") {
+		t.Errorf("k8s = %+v", c.K8s)
 	}
 	if _, err := Load(filepath.Join(dir, "missing.yaml")); err == nil || !strings.Contains(err.Error(), "read config") {
 		t.Errorf("missing file: err = %v", err)

@@ -111,7 +111,14 @@ func Attest(ctx context.Context, client nodev1.NodeClient, a Attestor, csrDER []
 	if err != nil {
 		return nil, fmt.Errorf("attest: open stream: %w", err)
 	}
-	p := a.Params()
+	var p *nodev1.AttestParams
+	if l, ok := a.(ParamsLoader); ok {
+		if p, err = l.LoadParams(); err != nil {
+			return nil, err
+		}
+	} else {
+		p = a.Params()
+	}
 	p.Csr = csrDER
 	if err := stream.Send(&nodev1.AttestRequest{Step: &nodev1.AttestRequest_Params{Params: p}}); err != nil {
 		return nil, fmt.Errorf("attest %s: send params: %w", p.GetType(), recvErr(stream, err))

@@ -120,3 +120,55 @@ func TestX509PoPErrors(t *testing.T) {
 		t.Fatalf("join token params %v", p)
 	}
 }
+
+// TestK8sPSATRereadsToken checks that each attestation reads the token file
+// again (the kubelet rotates it) and that a missing, empty or oversized
+// file is an error naming the problem, not parameters without a token.
+func TestK8sPSATRereadsToken(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "sigil-agent")
+	a := nodeattest.K8sPSAT{Cluster: "prod", TokenPath: path}
+	if _, err := a.LoadParams(); err == nil || !strings.Contains(err.Error(), "read token") {
+		t.Fatalf("missing file: err = %v", err)
+	}
+	if p := a.Params(); p.GetType() != "k8s_psat" || p.GetToken() != "" || p.GetCluster() != "prod" {
+		t.Fatalf("params without a token file: %v", p)
+	}
+	for _, tok := range []string{"first.token.v1", "second.token.v2"} {
+		if err := os.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		p, err := a.LoadParams()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.GetType() != "k8s_psat" || p.GetToken() != tok || p.GetCluster() != "prod" || len(p.GetCertificates()) != 0 {
+			t.Fatalf("params %v, want token %q of cluster prod", p, tok)
+		}
+		if a.Params().GetToken() != tok {
+			t.Fatalf("Params() did not re-read the token")
+		}
+	}
+	for name, tc := range map[string]struct {
+		data []byte
+		want string
+	}{
+		"empty":     {data: []byte(" \n"), want: "is empty"},
+		"oversized": {data: make([]byte, nodeattest.MaxPSATTokenLen+1), want: "larger than"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := os.WriteFile(path, tc.data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.LoadParams(); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("err = %v, want %q", err, tc.want)
+			}
+		})
+	}
+	if _, err := (nodeattest.K8sPSAT{TokenPath: path}).LoadParams(); err == nil || !strings.Contains(err.Error(), "cluster") {
+		t.Fatalf("no cluster: err = %v", err)
+	}
+	if _, err := a.Answer(make([]byte, 32)); err == nil {
+		t.Fatal("k8s_psat answered a challenge")
+	}
+}

@@ -4,11 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"sort"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 
 	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/ca/nodeattest"
 	"github.com/sigilhq/sigil/internal/yamlx"
 )
 
@@ -38,10 +41,27 @@ type File struct {
 }
 
 // NodeAttestationFile configures how agents prove their nodes. Join tokens
-// are always accepted; x509pop is enabled by naming its roots.
+// are always accepted; x509pop is enabled by naming its roots, k8s_psat by
+// naming at least one cluster.
 type NodeAttestationFile struct {
 	AgentSVIDTTL string      `yaml:"agent_svid_ttl"` // default: x509_svid_ttl
 	X509PoP      X509PoPFile `yaml:"x509pop"`
+	K8sPSAT      K8sPSATFile `yaml:"k8s_psat"`
+}
+
+// K8sPSATFile configures node attestation by projected service account
+// tokens of agents running in Kubernetes pods.
+type K8sPSATFile struct {
+	Clusters map[string]K8sClusterFile `yaml:"clusters"` // cluster name (as in the agent's k8s_psat.cluster) → how to reach it
+}
+
+// K8sClusterFile is one cluster whose agents may attest by k8s_psat. The CA
+// needs create on tokenreviews and get on pods and nodes there.
+type K8sClusterFile struct {
+	Kubeconfig             string   `yaml:"kubeconfig"`               // kubeconfig file for the cluster's API server (or set in_cluster)
+	InCluster              bool     `yaml:"in_cluster"`               // the CA runs in this cluster: use its pod's service account
+	AllowedServiceAccounts []string `yaml:"allowed_service_accounts"` // required: the agents' service accounts, "namespace:name"
+	Audience               string   `yaml:"audience"`                 // the audience of the agents' projected tokens (default sigil)
 }
 
 // X509PoPFile configures x509pop node attestation.
@@ -99,7 +119,16 @@ type Config struct {
 // NodeAttestation is the validated node attestation config.
 type NodeAttestation struct {
 	AgentSVIDTTL     time.Duration
-	X509PoPRootsFile string // "" disables x509pop
+	X509PoPRootsFile string       // "" disables x509pop
+	K8sPSAT          []K8sCluster // sorted by name; none disables k8s_psat
+}
+
+// K8sCluster is one cluster whose agents may attest by k8s_psat.
+type K8sCluster struct {
+	Name                   string
+	Kubeconfig             string // "" means in-cluster
+	AllowedServiceAccounts []string
+	Audience               string
 }
 
 // Store is the chosen datastore.
@@ -191,6 +220,7 @@ func (f File) Validate() (Config, error) {
 		bad("node_attestation.agent_svid_ttl", "must be shorter than ca_ttl (%s)", c.CATTL)
 	}
 	c.NodeAttestation.X509PoPRootsFile = f.NodeAttestation.X509PoP.RootsFile
+	c.NodeAttestation.K8sPSAT = k8sClusters(f.NodeAttestation.K8sPSAT, bad)
 
 	switch c.Store.Type = or(f.Store.Type, "sqlite"); c.Store.Type {
 	case "sqlite":
@@ -239,6 +269,43 @@ func (f File) Validate() (Config, error) {
 		return Config{}, fmt.Errorf("invalid config: %w", err)
 	}
 	return c, nil
+}
+
+func k8sClusters(f K8sPSATFile, bad func(field, format string, args ...any)) []K8sCluster {
+	names := make([]string, 0, len(f.Clusters))
+	for name := range f.Clusters {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var out []K8sCluster
+	for _, name := range names {
+		cf := f.Clusters[name]
+		field := "node_attestation.k8s_psat.clusters." + name
+		if err := nodeattest.CheckClusterName(name); err != nil {
+			bad("node_attestation.k8s_psat.clusters", "cluster name %v", err)
+			continue
+		}
+		switch {
+		case cf.Kubeconfig == "" && !cf.InCluster:
+			bad(field, "set kubeconfig, or in_cluster: true when the CA runs in this cluster")
+		case cf.Kubeconfig != "" && cf.InCluster:
+			bad(field, "kubeconfig and in_cluster are both set: choose one")
+		}
+		if len(cf.AllowedServiceAccounts) == 0 {
+			bad(field+".allowed_service_accounts", "required: the agents' service accounts as namespace:name")
+		}
+		for _, sa := range cf.AllowedServiceAccounts {
+			if err := nodeattest.CheckServiceAccount(sa); err != nil {
+				bad(field+".allowed_service_accounts", "%v", err)
+			}
+		}
+		out = append(out, K8sCluster{
+			Name: name, Kubeconfig: cf.Kubeconfig,
+			AllowedServiceAccounts: slices.Clone(cf.AllowedServiceAccounts),
+			Audience:               or(cf.Audience, nodeattest.DefaultPSATAudience),
+		})
+	}
+	return out
 }
 
 func or(s, def string) string {

@@ -6,6 +6,8 @@ import (
 	"time"
 )
 
+const psat = "trust_domain: example.org\ndata_dir: /d\nnode_attestation:\n  k8s_psat:\n    clusters:\n"
+
 func TestParse(t *testing.T) {
 	tests := []struct {
 		name    string
@@ -48,6 +50,25 @@ func TestParse(t *testing.T) {
 		}},
 		{name: "agent svid ttl too long", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation: {agent_svid_ttl: 48h}\n", wantErr: "node_attestation.agent_svid_ttl: must be shorter"},
 		{name: "unknown x509pop key", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation:\n  x509pop:\n    roots: a.pem\n", wantErr: `line 5: unknown key "roots"`},
+		{name: "k8s_psat", in: psat + "      prod:\n        kubeconfig: /etc/sigil/prod.kubeconfig\n        allowed_service_accounts: [sigil:agent, sigil:agent-canary]\n      dev:\n        in_cluster: true\n        allowed_service_accounts: [kube-system:sigil]\n        audience: sigil-dev\n", check: func(t *testing.T, c Config) {
+			got := c.NodeAttestation.K8sPSAT
+			if len(got) != 2 || got[0].Name != "dev" || got[1].Name != "prod" {
+				t.Fatalf("clusters %+v, want dev then prod", got)
+			}
+			if got[0].Kubeconfig != "" || got[0].Audience != "sigil-dev" || len(got[0].AllowedServiceAccounts) != 1 {
+				t.Errorf("dev %+v", got[0])
+			}
+			if got[1].Kubeconfig != "/etc/sigil/prod.kubeconfig" || got[1].Audience != "sigil" || got[1].AllowedServiceAccounts[1] != "sigil:agent-canary" {
+				t.Errorf("prod %+v", got[1])
+			}
+		}},
+		{name: "k8s_psat neither kubeconfig nor in_cluster", in: psat + "      prod:\n        allowed_service_accounts: [a:b]\n", wantErr: "clusters.prod: set kubeconfig, or in_cluster"},
+		{name: "k8s_psat both kubeconfig and in_cluster", in: psat + "      prod:\n        kubeconfig: /k\n        in_cluster: true\n        allowed_service_accounts: [a:b]\n", wantErr: "both set"},
+		{name: "k8s_psat no service accounts", in: psat + "      prod:\n        kubeconfig: /k\n", wantErr: "clusters.prod.allowed_service_accounts: required"},
+		{name: "k8s_psat bad service account", in: psat + "      prod:\n        kubeconfig: /k\n        allowed_service_accounts: [agent]\n", wantErr: `service account "agent": want namespace:name`},
+		{name: "k8s_psat service account empty namespace", in: psat + "      prod:\n        kubeconfig: /k\n        allowed_service_accounts: [':agent']\n", wantErr: "want namespace:name"},
+		{name: "k8s_psat bad cluster name", in: psat + "      a/b:\n        kubeconfig: /k\n        allowed_service_accounts: [a:b]\n", wantErr: `cluster name "a/b"`},
+		{name: "k8s_psat unknown key", in: psat + "      prod:\n        kube_config: /k\n", wantErr: `line 7: unknown key "kube_config"`},
 		{name: "not yaml", in: "{{{", wantErr: "config:"},
 		{name: "empty", in: "", wantErr: "config is empty"},
 		{name: "only comments", in: "# trust_domain: example.org\n", wantErr: "config is empty"},

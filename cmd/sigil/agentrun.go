@@ -19,7 +19,6 @@ import (
 
 	"github.com/sigilhq/sigil/agent"
 	"github.com/sigilhq/sigil/agent/agentconfig"
-	"github.com/sigilhq/sigil/agent/attest/unix"
 	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	"github.com/sigilhq/sigil/agent/socketlimit"
@@ -43,6 +42,9 @@ func newAgentRunCmd() *cobra.Command {
 				if cfg.X509PoP != nil {
 					return usageErrorf("--join-token: the config attests by x509pop; remove x509pop from it to attest by join token")
 				}
+				if cfg.K8sPSAT != nil {
+					return usageErrorf("--join-token: the config attests by k8s_psat; remove k8s_psat from it to attest by join token")
+				}
 				cfg.JoinToken = joinToken
 			}
 			logger, reg := newLogger(cmd), newRegistry()
@@ -63,9 +65,10 @@ func newAgentRunCmd() *cobra.Command {
 }
 
 // buildAgent wires an agent from its configuration: the trust bundle file,
-// the node attestor, workload keys, the unix workload attestor and the
-// Workload API on the socket. mods adjust the result before it is built
-// (`sigil dev` sets BootstrapBundle from its in-process CA).
+// the node attestor, workload keys, the workload attestors (unix, and k8s
+// when configured) and the Workload API on the socket. mods adjust the
+// result before it is built (`sigil dev` sets BootstrapBundle from its
+// in-process CA).
 func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, reg prometheus.Registerer, mods ...func(*agent.Config)) (*agent.Agent, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
@@ -94,6 +97,8 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 			return nil, err
 		}
 		ac.Attestor = x
+	case cfg.K8sPSAT != nil:
+		ac.Attestor = nodeattest.K8sPSAT{Cluster: cfg.K8sPSAT.Cluster, TokenPath: cfg.K8sPSAT.TokenPath}
 	}
 	newKey, err := workloadKeys(cfg.WorkloadKeyType)
 	if err != nil {
@@ -101,7 +106,7 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 	}
 	ac.NewWorkloadKey = newKey
 
-	att, err := unix.New(unix.Config{Logger: logger})
+	att, runAttestor, err := workloadAttestor(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
@@ -122,10 +127,10 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 		return nil, err
 	}
 	pending := func(c *sds.Config) { c.PendingTimeout = cfg.Limits.SDSPendingTimeout }
-	ac.Serve = agent.ServeSocket(agent.SocketConfig{
+	ac.Serve = serveBeside(agent.ServeSocket(agent.SocketConfig{
 		Path: cfg.SocketPath, Attestor: att, Metrics: reg, Logger: logger, Limiter: lim,
 		Register: []func(*grpc.Server, *cache.Cache) error{agent.SDS(att, logger.With("component", "sds"), reg, pending)},
-	})
+	}), runAttestor)
 	for _, m := range mods {
 		m(&ac)
 	}

@@ -201,6 +201,23 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 		}
 		attestors = append(attestors, xp)
 	}
+	if len(cfg.NodeAttestation.K8sPSAT) > 0 {
+		kc := nodeattest.K8sPSATConfig{TrustDomain: cfg.TrustDomain}
+		for _, c := range cfg.NodeAttestation.K8sPSAT {
+			client, err := nodeattest.ClientFor(c.Kubeconfig)
+			if err != nil {
+				return nil, fmt.Errorf("node_attestation.k8s_psat.clusters.%s: %w", c.Name, err)
+			}
+			kc.Clusters = append(kc.Clusters, nodeattest.K8sCluster{
+				Name: c.Name, Client: client, ServiceAccounts: c.AllowedServiceAccounts, Audience: c.Audience,
+			})
+		}
+		kp, err := nodeattest.NewK8sPSAT(kc)
+		if err != nil {
+			return nil, err
+		}
+		attestors = append(attestors, kp)
+	}
 	if s.node, err = nodeapi.New(nodeapi.Config{
 		TrustDomain: cfg.TrustDomain, Store: s.Store, CA: authority, Attestors: attestors,
 		AgentSVIDTTL: cfg.NodeAttestation.AgentSVIDTTL, Logger: logger, Metrics: reg,

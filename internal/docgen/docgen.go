@@ -77,6 +77,11 @@ func Config(path, root string) (string, error) {
 				walk(prefix+key+".", nested)
 				continue
 			}
+			if nested := structs[strings.TrimPrefix(typ, "map[string]")]; nested != nil {
+				fmt.Fprintf(&b, "| `%s%s` | map of NAME to map | %s |\n", prefix, key, comment)
+				walk(prefix+key+".NAME.", nested)
+				continue
+			}
 			fmt.Fprintf(&b, "| `%s%s` | %s | %s |\n", prefix, key, yamlType(typ), comment)
 		}
 	}
@@ -94,6 +99,8 @@ func typeName(e ast.Expr) string {
 		return "[]" + typeName(t.Elt)
 	case *ast.SelectorExpr:
 		return typeName(t.X) + "." + t.Sel.Name
+	case *ast.MapType:
+		return "map[" + typeName(t.Key) + "]" + typeName(t.Value)
 	}
 	return "?"
 }

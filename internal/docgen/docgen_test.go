@@ -14,6 +14,7 @@ func TestConfig(t *testing.T) {
 type File struct {
 	Name string ` + "`yaml:\"name\"`" + ` // who | what
 	Sub  *Sub   ` + "`yaml:\"sub\"`" + `  // nested
+	Subs map[string]Sub ` + "`yaml:\"subs\"`" + ` // by name
 	Skip string
 }
 type Sub struct {
@@ -29,7 +30,7 @@ type Sub struct {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"| `name` | string | who \\| what |", "| `sub` | map | nested |", "| `sub.port` | integer | Port to listen on. |", "| `sub.tags` | list of strings |"} {
+	for _, want := range []string{"| `name` | string | who \\| what |", "| `sub` | map | nested |", "| `sub.port` | integer | Port to listen on. |", "| `sub.tags` | list of strings |", "| `subs` | map of NAME to map | by name |", "| `subs.NAME.port` | integer |"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in\n%s", want, got)
 		}

@@ -116,10 +116,11 @@ func (*AttestRequest_ChallengeResponse) isAttestRequest_Step() {}
 
 type AttestParams struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`                 // "join_token" | "x509pop"
-	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`               // join_token
+	Type          string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`                 // "join_token" | "x509pop" | "k8s_psat"
+	Token         string                 `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`               // join_token; k8s_psat: the projected service account token
 	Certificates  [][]byte               `protobuf:"bytes,3,rep,name=certificates,proto3" json:"certificates,omitempty"` // x509pop: DER chain, leaf first
 	Csr           []byte                 `protobuf:"bytes,4,opt,name=csr,proto3" json:"csr,omitempty"`                   // DER CSR for the agent's SVID key
+	Cluster       string                 `protobuf:"bytes,5,opt,name=cluster,proto3" json:"cluster,omitempty"`           // k8s_psat: the cluster name the CA knows the agent's cluster by
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -180,6 +181,13 @@ func (x *AttestParams) GetCsr() []byte {
 		return x.Csr
 	}
 	return nil
+}
+
+func (x *AttestParams) GetCluster() string {
+	if x != nil {
+		return x.Cluster
+	}
+	return ""
 }
 
 type AttestResponse struct {
@@ -901,12 +909,13 @@ const file_api_node_v1_node_proto_rawDesc = "" +
 	"\rAttestRequest\x125\n" +
 	"\x06params\x18\x01 \x01(\v2\x1b.sigil.node.v1.AttestParamsH\x00R\x06params\x12/\n" +
 	"\x12challenge_response\x18\x02 \x01(\fH\x00R\x11challengeResponseB\x06\n" +
-	"\x04step\"n\n" +
+	"\x04step\"\x88\x01\n" +
 	"\fAttestParams\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x14\n" +
 	"\x05token\x18\x02 \x01(\tR\x05token\x12\"\n" +
 	"\fcertificates\x18\x03 \x03(\fR\fcertificates\x12\x10\n" +
-	"\x03csr\x18\x04 \x01(\fR\x03csr\"l\n" +
+	"\x03csr\x18\x04 \x01(\fR\x03csr\x12\x18\n" +
+	"\acluster\x18\x05 \x01(\tR\acluster\"l\n" +
 	"\x0eAttestResponse\x12\x1e\n" +
 	"\tchallenge\x18\x01 \x01(\fH\x00R\tchallenge\x122\n" +
 	"\x06result\x18\x02 \x01(\v2\x18.sigil.node.v1.AgentSVIDH\x00R\x06resultB\x06\n" +

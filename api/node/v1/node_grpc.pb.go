@@ -48,6 +48,11 @@ type NodeClient interface {
 	//	            challenge_response = signature over SHA-256(nonce) with the key of
 	//	            certificates[0]; the server verifies the chain against its
 	//	            configured x509pop roots and answers with the result.
+	//	k8s_psat:   the client sends AttestParams{type "k8s_psat", token, cluster, csr}
+	//	            (token: its projected service account token); the server reviews
+	//	            the token with that cluster's API server (TokenReview), checks the
+	//	            bound pod and its node, and answers with the result. An agent may
+	//	            attest this way again.
 	//
 	// The CSR's subject and SANs are ignored: the CA sets the agent ID.
 	Attest(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AttestRequest, AttestResponse], error)
@@ -153,6 +158,11 @@ type NodeServer interface {
 	//	            challenge_response = signature over SHA-256(nonce) with the key of
 	//	            certificates[0]; the server verifies the chain against its
 	//	            configured x509pop roots and answers with the result.
+	//	k8s_psat:   the client sends AttestParams{type "k8s_psat", token, cluster, csr}
+	//	            (token: its projected service account token); the server reviews
+	//	            the token with that cluster's API server (TokenReview), checks the
+	//	            bound pod and its node, and answers with the result. An agent may
+	//	            attest this way again.
 	//
 	// The CSR's subject and SANs are ignored: the CA sets the agent ID.
 	Attest(grpc.BidiStreamingServer[AttestRequest, AttestResponse]) error

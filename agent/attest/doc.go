@@ -1,0 +1,3 @@
+// Package attest runs several workload attestors on one caller and joins
+// their selectors.
+package attest
