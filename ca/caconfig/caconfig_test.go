@@ -48,6 +48,19 @@ func TestParse(t *testing.T) {
 		}},
 		{name: "agent svid ttl too long", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation: {agent_svid_ttl: 48h}\n", wantErr: "node_attestation.agent_svid_ttl: must be shorter"},
 		{name: "unknown x509pop key", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation:\n  x509pop:\n    roots: a.pem\n", wantErr: `line 5: unknown key "roots"`},
+		{name: "kubernetes", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {cluster: prod, default_identity: false}\n", check: func(t *testing.T, c Config) {
+			k := c.Kubernetes
+			if k.Cluster != "prod" || k.DefaultIdentity || k.LeaseNamespace != "sigil" || k.LeaseName != "sigil-ca-registrar" || k.Kubeconfig != "" {
+				t.Fatalf("%+v", k)
+			}
+		}},
+		{name: "kubernetes default identity on", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {cluster: prod}\n", check: func(t *testing.T, c Config) {
+			if !c.Kubernetes.DefaultIdentity {
+				t.Fatalf("%+v", c.Kubernetes)
+			}
+		}},
+		{name: "kubernetes without cluster", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {kubeconfig: /k}\n", wantErr: "kubernetes.cluster: required"},
+		{name: "kubernetes bad cluster", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {cluster: 'a/b'}\n", wantErr: "kubernetes.cluster"},
 		{name: "not yaml", in: "{{{", wantErr: "config:"},
 		{name: "empty", in: "", wantErr: "config is empty"},
 		{name: "only comments", in: "# trust_domain: example.org\n", wantErr: "config is empty"},
