@@ -117,18 +117,22 @@ func New(cfg Config) (*Reconciler, error) {
 	return &Reconciler{cfg: cfg, planner: p, log: cfg.Logger.With("component", "k8sreg")}, nil
 }
 
-// stripPod keeps only what the reconciler reads, so 10,000 cached pods
-// stay small.
-func stripPod(obj any) (any, error) {
-	pod, ok := obj.(*corev1.Pod)
-	if !ok {
-		return obj, nil
+// strip keeps only what the reconciler reads of pods, nodes and
+// namespaces, so that 10,000 cached pods stay small.
+func strip(obj any) (any, error) {
+	switch o := obj.(type) {
+	case *corev1.Pod:
+		return &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: o.Name, Namespace: o.Namespace, UID: o.UID, Labels: o.Labels, ResourceVersion: o.ResourceVersion},
+			Spec:       corev1.PodSpec{NodeName: o.Spec.NodeName, ServiceAccountName: o.Spec.ServiceAccountName},
+			Status:     corev1.PodStatus{Phase: o.Status.Phase},
+		}, nil
+	case *corev1.Node:
+		return &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: o.Name, UID: o.UID, ResourceVersion: o.ResourceVersion}}, nil
+	case *corev1.Namespace:
+		return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: o.Name, UID: o.UID, Labels: o.Labels, ResourceVersion: o.ResourceVersion}}, nil
 	}
-	return &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: pod.Name, Namespace: pod.Namespace, UID: pod.UID, Labels: pod.Labels, ResourceVersion: pod.ResourceVersion},
-		Spec:       corev1.PodSpec{NodeName: pod.Spec.NodeName, ServiceAccountName: pod.Spec.ServiceAccountName},
-		Status:     corev1.PodStatus{Phase: pod.Status.Phase},
-	}, nil
+	return obj, nil
 }
 
 type caches struct {
@@ -148,7 +152,7 @@ func (r *Reconciler) RunLeading(ctx context.Context) error {
 		default:
 		}
 	}
-	factory := informers.NewSharedInformerFactoryWithOptions(r.cfg.Client, 0, informers.WithTransform(stripPod))
+	factory := informers.NewSharedInformerFactoryWithOptions(r.cfg.Client, 0, informers.WithTransform(strip))
 	podInf := factory.Core().V1().Pods().Informer()
 	nsInf := factory.Core().V1().Namespaces().Informer()
 	nodeInf := factory.Core().V1().Nodes().Informer()
