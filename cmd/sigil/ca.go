@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sigilhq/sigil/ca"
@@ -249,7 +250,13 @@ func (s *caStack) Run(ctx context.Context) error {
 // and CA instance.
 func buildK8sReg(cfg caconfig.Config, st store.Store, logger *slog.Logger) (*k8sreg.Reconciler, k8sreg.Lease, error) {
 	k := cfg.Kubernetes
-	rc, err := clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
+	var rc *rest.Config
+	var err error
+	if k.Kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
+	}
 	if err != nil {
 		return nil, k8sreg.Lease{}, fmt.Errorf("kubernetes: client config: %w", err)
 	}
