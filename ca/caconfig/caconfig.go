@@ -37,7 +37,18 @@ type File struct {
 
 	// ConsoleAddress serves the read-only web console over HTTPS to
 	// clients with an admin X509-SVID, e.g. 0.0.0.0:8444; empty disables.
-	ConsoleAddress string `yaml:"console_address"`
+	ConsoleAddress string         `yaml:"console_address"`
+	Kubernetes     KubernetesFile `yaml:"kubernetes"` // auto-registration of pods; empty cluster disables
+}
+
+// KubernetesFile configures auto-registration: entries for pods from
+// SigilIdentity templates, made by the one replica holding a Lease.
+type KubernetesFile struct {
+	Cluster         string `yaml:"cluster"`          // names the cluster in agent IDs (as k8s_psat does); empty disables
+	Kubeconfig      string `yaml:"kubeconfig"`       // default: in-cluster service account
+	DefaultIdentity *bool  `yaml:"default_identity"` // spiffe://TD/ns/NS/sa/SA for pods no SigilIdentity matches (default true)
+	LeaseNamespace  string `yaml:"lease_namespace"`  // default sigil
+	LeaseName       string `yaml:"lease_name"`       // default sigil-ca-registrar
 }
 
 // NodeAttestationFile configures how agents prove their nodes. Join tokens
@@ -114,6 +125,16 @@ type Config struct {
 
 	// ConsoleAddress is the web console (HTTPS, admin SVID); "" disables.
 	ConsoleAddress string
+	Kubernetes     Kubernetes
+}
+
+// Kubernetes is the validated auto-registration config.
+type Kubernetes struct {
+	Cluster         string // "" disables auto-registration
+	Kubeconfig      string // "" means in-cluster
+	DefaultIdentity bool
+	LeaseNamespace  string
+	LeaseName       string
 }
 
 // NodeAttestation is the validated node attestation config.
@@ -221,6 +242,18 @@ func (f File) Validate() (Config, error) {
 	}
 	c.NodeAttestation.X509PoPRootsFile = f.NodeAttestation.X509PoP.RootsFile
 	c.NodeAttestation.K8sPSAT = k8sClusters(f.NodeAttestation.K8sPSAT, bad)
+
+	if k := f.Kubernetes; k.Cluster != "" {
+		if _, err := spiffeid.FromSegments(td, "sigil", "agent", "k8s_psat", k.Cluster); err != nil {
+			bad("kubernetes.cluster", "%q: %v", k.Cluster, err)
+		}
+		c.Kubernetes = Kubernetes{
+			Cluster: k.Cluster, Kubeconfig: k.Kubeconfig, DefaultIdentity: k.DefaultIdentity == nil || *k.DefaultIdentity,
+			LeaseNamespace: or(k.LeaseNamespace, "sigil"), LeaseName: or(k.LeaseName, "sigil-ca-registrar"),
+		}
+	} else if k != (KubernetesFile{}) {
+		bad("kubernetes.cluster", "required when kubernetes is set")
+	}
 
 	switch c.Store.Type = or(f.Store.Type, "sqlite"); c.Store.Type {
 	case "sqlite":

@@ -69,6 +69,19 @@ func TestParse(t *testing.T) {
 		{name: "k8s_psat service account empty namespace", in: psat + "      prod:\n        kubeconfig: /k\n        allowed_service_accounts: [':agent']\n", wantErr: "want namespace:name"},
 		{name: "k8s_psat bad cluster name", in: psat + "      a/b:\n        kubeconfig: /k\n        allowed_service_accounts: [a:b]\n", wantErr: `cluster name "a/b"`},
 		{name: "k8s_psat unknown key", in: psat + "      prod:\n        kube_config: /k\n", wantErr: `line 7: unknown key "kube_config"`},
+		{name: "kubernetes", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {cluster: prod, default_identity: false}\n", check: func(t *testing.T, c Config) {
+			k := c.Kubernetes
+			if k.Cluster != "prod" || k.DefaultIdentity || k.LeaseNamespace != "sigil" || k.LeaseName != "sigil-ca-registrar" || k.Kubeconfig != "" {
+				t.Fatalf("%+v", k)
+			}
+		}},
+		{name: "kubernetes default identity on", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {cluster: prod}\n", check: func(t *testing.T, c Config) {
+			if !c.Kubernetes.DefaultIdentity {
+				t.Fatalf("%+v", c.Kubernetes)
+			}
+		}},
+		{name: "kubernetes without cluster", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {kubeconfig: /k}\n", wantErr: "kubernetes.cluster: required"},
+		{name: "kubernetes bad cluster", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {cluster: 'a/b'}\n", wantErr: "kubernetes.cluster"},
 		{name: "not yaml", in: "{{{", wantErr: "config:"},
 		{name: "empty", in: "", wantErr: "config is empty"},
 		{name: "only comments", in: "# trust_domain: example.org\n", wantErr: "config is empty"},

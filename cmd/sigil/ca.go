@@ -11,10 +11,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/admin"
 	"github.com/sigilhq/sigil/ca/caconfig"
+	"github.com/sigilhq/sigil/ca/k8sreg"
 	"github.com/sigilhq/sigil/ca/keys"
 	"github.com/sigilhq/sigil/ca/nodeapi"
 	"github.com/sigilhq/sigil/ca/nodeattest"
@@ -96,6 +101,8 @@ type caStack struct {
 	node    *nodeapi.Server
 	admin   *admin.Server
 	server  *server.Server
+	k8sreg  *k8sreg.Reconciler // nil unless kubernetes.cluster is set
+	lease   k8sreg.Lease
 	closers []func() error
 }
 
@@ -224,6 +231,11 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 	}); err != nil {
 		return nil, err
 	}
+	if k := cfg.Kubernetes; k.Cluster != "" {
+		if s.k8sreg, s.lease, err = buildK8sReg(cfg, s.Store, logger); err != nil {
+			return nil, err
+		}
+	}
 	sc := server.Config{
 		AdminSocket: cfg.AdminSocket, ServerAddress: cfg.ServerAddress,
 		Services: []server.Registrar{adminSrv, s.node}, Identity: authority, Logger: logger,
@@ -262,7 +274,48 @@ func describeState(cfg caconfig.Config) string {
 
 // Run serves and rotates until ctx ends.
 func (s *caStack) Run(ctx context.Context) error {
-	return runAll(ctx, func(ctx context.Context) error { return s.CA.Run(ctx, 0) }, s.node.Run, s.server.Run)
+	runs := []func(context.Context) error{func(ctx context.Context) error { return s.CA.Run(ctx, 0) }, s.node.Run, s.server.Run}
+	if s.k8sreg != nil {
+		runs = append(runs, func(ctx context.Context) error { return s.k8sreg.Run(ctx, s.lease) })
+	}
+	return runAll(ctx, runs...)
+}
+
+// buildK8sReg wires auto-registration of pods: clients from the kubeconfig
+// (or the pod's service account), and a Lease identity naming this host
+// and CA instance.
+func buildK8sReg(cfg caconfig.Config, st store.Store, logger *slog.Logger) (*k8sreg.Reconciler, k8sreg.Lease, error) {
+	k := cfg.Kubernetes
+	var rc *rest.Config
+	var err error
+	if k.Kubeconfig == "" {
+		rc, err = rest.InClusterConfig()
+	} else {
+		rc, err = clientcmd.BuildConfigFromFlags("", k.Kubeconfig)
+	}
+	if err != nil {
+		return nil, k8sreg.Lease{}, fmt.Errorf("kubernetes: client config: %w", err)
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, k8sreg.Lease{}, fmt.Errorf("kubernetes: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, k8sreg.Lease{}, fmt.Errorf("kubernetes: %w", err)
+	}
+	r, err := k8sreg.New(k8sreg.Config{
+		TrustDomain: cfg.TrustDomain, Cluster: k.Cluster, Client: client, Dynamic: dyn, Store: st,
+		NoDefaultIdentity: !k.DefaultIdentity, Logger: logger,
+	})
+	if err != nil {
+		return nil, k8sreg.Lease{}, err
+	}
+	host, err := os.Hostname()
+	if err != nil {
+		return nil, k8sreg.Lease{}, fmt.Errorf("kubernetes: lease identity: %w", err)
+	}
+	return r, k8sreg.Lease{Namespace: k.LeaseNamespace, Name: k.LeaseName, Identity: host + "/" + cfg.InstanceID}, nil
 }
 
 // Close releases the store and key manager.

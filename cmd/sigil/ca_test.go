@@ -46,3 +46,32 @@ func TestCARunHealth(t *testing.T) {
 		t.Fatal("ca run did not stop")
 	}
 }
+
+// TestCARunKubernetesRefusals: a kubernetes: section the CA cannot act on
+// stops `sigil ca run` at start with a reason.
+func TestCARunKubernetesRefusals(t *testing.T) {
+	t.Setenv("KUBERNETES_SERVICE_HOST", "")
+	for _, tc := range []struct{ name, section, want string }{
+		{"not in a cluster", "kubernetes: {cluster: prod}\n", "kubernetes: client config"},
+		{"missing kubeconfig", "kubernetes: {cluster: prod, kubeconfig: /nonexistent/kubeconfig}\n", "kubernetes: client config"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "ca.yaml")
+			yaml := "trust_domain: example.org\ndata_dir: " + filepath.Join(dir, "ca") + "\nkey_manager: {type: memory}\n" + tc.section
+			if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			root := newRootCmd()
+			root.SetArgs([]string{"ca", "run", "--config", cfg})
+			root.SetErr(io.Discard)
+			root.SetOut(io.Discard)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			err := root.ExecuteContext(ctx)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("ca run: %v, want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
