@@ -17,18 +17,17 @@ import (
 
 // File is the YAML schema of agent.yaml.
 type File struct {
-	TrustDomain     string       `yaml:"trust_domain"`      // required, e.g. example.org
-	ServerAddress   string       `yaml:"server_address"`    // required: host:port of the CA
-	DataDir         string       `yaml:"data_dir"`          // required: the agent's persisted identity (0700)
-	SocketPath      string       `yaml:"socket_path"`       // Workload API + SDS socket (default DATA_DIR/agent.sock); its directory must be reachable by workloads
-	TrustBundleFile string       `yaml:"trust_bundle_file"` // PEM roots to trust the CA by before the first attestation
-	JoinToken       string       `yaml:"join_token"`        // node attestation with a one-time token from `sigil token create`
-	X509PoP         *X509PoPFile `yaml:"x509pop"`           // or node attestation with an existing node certificate
-	WorkloadKeyType string       `yaml:"workload_key_type"` // keys made for workloads: ec-p256 (default) | ec-p384 | rsa-2048
-	HealthAddress   string       `yaml:"health_address"`    // /live, /ready, /metrics; empty disables
-	Limits          LimitsFile   `yaml:"limits"`            // what callers of the socket may hold; past a limit a call is refused with ResourceExhausted naming it
-	// WorkloadAttestors adds attestors beside unix (always on).
-	WorkloadAttestors WorkloadAttestorsFile `yaml:"workload_attestors"`
+	TrustDomain       string                `yaml:"trust_domain"`       // required, e.g. example.org
+	ServerAddress     string                `yaml:"server_address"`     // required: host:port of the CA
+	DataDir           string                `yaml:"data_dir"`           // required: the agent's persisted identity (0700)
+	SocketPath        string                `yaml:"socket_path"`        // Workload API + SDS socket (default DATA_DIR/agent.sock); its directory must be reachable by workloads
+	TrustBundleFile   string                `yaml:"trust_bundle_file"`  // PEM roots to trust the CA by before the first attestation
+	JoinToken         string                `yaml:"join_token"`         // node attestation with a one-time token from `sigil token create`
+	X509PoP           *X509PoPFile          `yaml:"x509pop"`            // or node attestation with an existing node certificate
+	WorkloadKeyType   string                `yaml:"workload_key_type"`  // keys made for workloads: ec-p256 (default) | ec-p384 | rsa-2048
+	HealthAddress     string                `yaml:"health_address"`     // /live, /ready, /metrics; empty disables
+	Limits            LimitsFile            `yaml:"limits"`             // what callers of the socket may hold; past a limit a call is refused with ResourceExhausted naming it
+	WorkloadAttestors WorkloadAttestorsFile `yaml:"workload_attestors"` // workload attestors beside unix (always on)
 }
 
 // WorkloadAttestorsFile configures the workload attestors beyond unix.
