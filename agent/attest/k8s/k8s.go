@@ -28,6 +28,12 @@ import (
 // Type is the selector type this attestor makes.
 const Type = "k8s"
 
+// SelectorKeys lists the keys of the selectors Attest makes
+// (k8s:KEY:VALUE), for the table of selector types entries may use.
+func SelectorKeys() []string {
+	return []string{"ns", "sa", "pod-name", "pod-uid", "pod-label", "container-name", "container-image", "node-name"}
+}
+
 // DefaultWait is how long an attestation waits for the watch to show a
 // container it does not know yet.
 const DefaultWait = 5 * time.Second
