@@ -399,19 +399,6 @@ func structValueTerm(v *structpb.Value) *ast.Term {
 	return ast.NullTerm()
 }
 
-func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
-	u, err := url.Parse(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	parts := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
-	pts := make([]*ast.Term, len(parts))
-	for i, p := range parts {
-		pts[i] = ast.StringTerm(p)
-	}
-	return ast.ArrayTerm(pts...), valuesTerm(u.Query()), nil
-}
-
 func valuesTerm(q url.Values) *ast.Term {
 	kvs := make([][2]*ast.Term, 0, len(q))
 	for k, vs := range q {
