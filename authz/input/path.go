@@ -11,19 +11,36 @@ import (
 // more go through net/url (which has its own limit).
 const maxFastQueryParams = 64
 
-// parsePathAndQuery returns parsed_path and parsed_query as
-// opa-envoy-plugin builds them from url.Parse(path): the path split on
-// "/" after its leading slashes, and the query as a map of value lists.
-// Paths with nothing to unescape or reinterpret (no '%', '+', '#', ';',
-// control bytes, no leading "//") are split directly; that is what
-// url.Parse would return for them, without its allocations. Every other
-// path goes through net/url. The fuzz target checks the two agree.
-func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
+// queryParam is one query key and its values in order.
+type queryParam struct {
+	key  string
+	vals []string
+}
+
+// splitPathAndQuery returns the path segments and query parameters
+// opa-envoy-plugin derives from url.Parse(path) (parsed_path,
+// parsed_query): the path split on "/" after its leading slashes, the
+// query as ParseQuery reads it (order of keys is not kept; it does not
+// matter in an object). Paths with nothing to unescape or reinterpret
+// (no '%', '+', '#', ';', control bytes, no leading "//") are split
+// directly, which is what url.Parse would return for them without its
+// allocations; every other path goes through net/url. The fuzz target
+// checks the two agree.
+func splitPathAndQuery(path string) ([]string, []queryParam, error) {
 	if !plainPath(path) {
-		return parsePathAndQuerySlow(path)
+		u, err := url.Parse(path)
+		if err != nil {
+			return nil, nil, err
+		}
+		q := u.Query()
+		params := make([]queryParam, 0, len(q))
+		for k, vs := range q {
+			params = append(params, queryParam{key: k, vals: vs})
+		}
+		return splitPath(u.Path), params, nil
 	}
 	p, q, _ := strings.Cut(path, "?")
-	return pathTerm(p), fastQueryTerm(q), nil
+	return splitPath(p), splitQuery(q), nil
 }
 
 // plainPath reports whether url.Parse(path) would only cut path at the
@@ -46,33 +63,15 @@ func plainPath(path string) bool {
 	return true
 }
 
-func pathTerm(p string) *ast.Term {
-	p = strings.TrimLeft(p, "/")
-	n := strings.Count(p, "/") + 1
-	pts := make([]*ast.Term, 0, n)
-	for {
-		seg, rest, more := strings.Cut(p, "/")
-		pts = append(pts, ast.StringTerm(seg))
-		if !more {
-			break
-		}
-		p = rest
-	}
-	return ast.ArrayTerm(pts...)
+func splitPath(p string) []string {
+	return strings.Split(strings.TrimLeft(p, "/"), "/")
 }
 
-// fastQueryTerm is valuesTerm(url.ParseQuery(q)) for a query plainPath
-// accepted: pairs split at '&', empty pairs skipped, key and value split
-// at the first '=', values of a repeated key kept in order.
-func fastQueryTerm(q string) *ast.Term {
-	if q == "" {
-		return ast.ObjectTerm()
-	}
-	type kv struct {
-		key  string
-		vals []*ast.Term
-	}
-	var pairs []kv
+// splitQuery is url.ParseQuery for a query plainPath accepted: pairs
+// split at '&', empty pairs skipped, key and value split at the first
+// '=', values of a repeated key kept in order.
+func splitQuery(q string) []queryParam {
+	var params []queryParam
 	for q != "" {
 		var pair string
 		pair, q, _ = strings.Cut(q, "&")
@@ -81,22 +80,61 @@ func fastQueryTerm(q string) *ast.Term {
 		}
 		k, v, _ := strings.Cut(pair, "=")
 		found := false
-		for i := range pairs {
-			if pairs[i].key == k {
-				pairs[i].vals = append(pairs[i].vals, ast.StringTerm(v))
+		for i := range params {
+			if params[i].key == k {
+				params[i].vals = append(params[i].vals, v)
 				found = true
 				break
 			}
 		}
 		if !found {
-			pairs = append(pairs, kv{key: k, vals: []*ast.Term{ast.StringTerm(v)}})
+			params = append(params, queryParam{key: k, vals: []string{v}})
 		}
 	}
-	kvs := make([][2]*ast.Term, len(pairs))
-	for i, p := range pairs {
-		kvs[i] = [2]*ast.Term{ast.StringTerm(p.key), ast.ArrayTerm(p.vals...)}
+	return params
+}
+
+// parsePathAndQuery returns parsed_path and parsed_query as terms.
+func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
+	segs, params, err := splitPathAndQuery(path)
+	if err != nil {
+		return nil, nil, err
 	}
-	return ast.ObjectTerm(kvs...)
+	pts := make([]*ast.Term, len(segs))
+	for i, s := range segs {
+		pts[i] = ast.StringTerm(s)
+	}
+	kvs := make([][2]*ast.Term, len(params))
+	for i, p := range params {
+		vs := make([]*ast.Term, len(p.vals))
+		for j, v := range p.vals {
+			vs[j] = ast.StringTerm(v)
+		}
+		kvs[i] = [2]*ast.Term{ast.StringTerm(p.key), ast.ArrayTerm(vs...)}
+	}
+	return ast.ArrayTerm(pts...), ast.ObjectTerm(kvs...), nil
+}
+
+// lazyPathAndQuery returns parsed_path and parsed_query in the lazy
+// form: native slices and maps of ast strings, converted only if read.
+func lazyPathAndQuery(path string) ([]any, map[string]any, error) {
+	segs, params, err := splitPathAndQuery(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]any, len(segs))
+	for i, s := range segs {
+		out[i] = ast.String(s)
+	}
+	q := make(map[string]any, len(params))
+	for _, p := range params {
+		vs := make([]any, len(p.vals))
+		for j, v := range p.vals {
+			vs[j] = ast.String(v)
+		}
+		q[p.key] = vs
+	}
+	return out, q, nil
 }
 
 // parsePathAndQuerySlow is the reference: net/url, as opa-envoy-plugin.
@@ -105,5 +143,10 @@ func parsePathAndQuerySlow(path string) (*ast.Term, *ast.Term, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	return pathTerm(u.Path), valuesTerm(u.Query()), nil
+	parts := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
+	pts := make([]*ast.Term, len(parts))
+	for i, p := range parts {
+		pts[i] = ast.StringTerm(p)
+	}
+	return ast.ArrayTerm(pts...), valuesTerm(u.Query()), nil
 }
