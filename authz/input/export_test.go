@@ -17,3 +17,6 @@ var (
 	ParsePathAndQuery     = parsePathAndQuery
 	ParsePathAndQuerySlow = parsePathAndQuerySlow
 )
+
+// KnownFields is how many fields each directly converted message has.
+var KnownFields = knownFields
