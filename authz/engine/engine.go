@@ -12,6 +12,7 @@ import (
 
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown"
@@ -137,8 +138,16 @@ func Prepare(ctx context.Context, p Policy, path string) (*Prepared, error) {
 }
 
 // Decide evaluates input and interprets the result, failing closed.
+//
+// Per evaluation it skips what rego would otherwise set up and nobody
+// reads: a goroutine waiting on ctx to cancel the evaluation (cancelled
+// here by context.AfterFunc, which starts one only when ctx ends) and a
+// fresh metrics set with its timers.
 func (p *Prepared) Decide(ctx context.Context, input ast.Value) Decision {
-	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input))
+	cancel := topdown.NewCancel()
+	stop := context.AfterFunc(ctx, cancel.Cancel)
+	rs, err := p.pq.Eval(ctx, rego.EvalParsedInput(input), rego.EvalExternalCancel(cancel), rego.EvalMetrics(metrics.NoOp()))
+	stop()
 	switch {
 	case err != nil && (topdown.IsCancel(err) || ctx.Err() != nil):
 		// OPA cancels the evaluation when ctx ends.

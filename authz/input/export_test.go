@@ -10,3 +10,13 @@ func NewReflectiveBuilder(opts Options) *Builder {
 
 // MaxCachedIDs bounds the per-principal cache of a Builder.
 const MaxCachedIDs = maxCachedIDs
+
+// ParsePathAndQuery is parsed_path and parsed_query; Slow is the net/url
+// reference the fast path must agree with.
+var (
+	ParsePathAndQuery     = parsePathAndQuery
+	ParsePathAndQuerySlow = parsePathAndQuerySlow
+)
+
+// KnownFields is how many fields each directly converted message has.
+var KnownFields = knownFields

@@ -165,7 +165,13 @@ func (b *Builder) Build(req *authv3.CheckRequest) (ast.Value, error) {
 	if !ok {
 		return nil, &Error{Field: "request", Err: errNotMessage}
 	}
-	if err := b.addParsed(req, true, func(k *ast.Term, v *ast.Term) { top[string(k.Value.(ast.String))] = v.Value }); err != nil {
+	insert := func(k *ast.Term, v any) {
+		if t, ok := v.(*ast.Term); ok {
+			v = t.Value
+		}
+		top[string(k.Value.(ast.String))] = v
+	}
+	if err := b.addParsed(req, true, insert); err != nil {
 		return nil, err
 	}
 	return ast.LazyObject(top), nil
@@ -177,7 +183,7 @@ var errNotMessage = errors.New("not a message")
 // reference the lazy form is checked against.
 func (b *Builder) buildEager(req *authv3.CheckRequest) (ast.Value, error) {
 	obj := b.messageObject(req.ProtoReflect(), 8)
-	if err := b.addParsed(req, false, obj.Insert); err != nil {
+	if err := b.addParsed(req, false, func(k *ast.Term, v any) { obj.Insert(k, v.(*ast.Term)) }); err != nil {
 		return nil, err
 	}
 	return obj, nil
@@ -185,17 +191,27 @@ func (b *Builder) buildEager(req *authv3.CheckRequest) (ast.Value, error) {
 
 // addParsed adds what opa-envoy-plugin derives from the request (version,
 // parsed_path, parsed_query, parsed_body, truncated_body,
-// source_principal) and input.sigil.
-func (b *Builder) addParsed(req *authv3.CheckRequest, lazy bool, insert func(k, v *ast.Term)) error {
+// source_principal) and input.sigil. insert takes a *ast.Term, or in the
+// lazy form also a native value LazyObject converts when read.
+func (b *Builder) addParsed(req *authv3.CheckRequest, lazy bool, insert func(k *ast.Term, v any)) error {
 	http := req.GetAttributes().GetRequest().GetHttp()
 	insert(keyVersion, b.version)
 
-	path, query, err := parsePathAndQuery(http.GetPath())
-	if err != nil {
-		return &Error{Field: "path", Err: err}
+	if lazy {
+		path, query, err := lazyPathAndQuery(http.GetPath())
+		if err != nil {
+			return &Error{Field: "path", Err: err}
+		}
+		insert(keyParsedPath, path)
+		insert(keyParsedQuery, query)
+	} else {
+		path, query, err := parsePathAndQuery(http.GetPath())
+		if err != nil {
+			return &Error{Field: "path", Err: err}
+		}
+		insert(keyParsedPath, path)
+		insert(keyParsedQuery, query)
 	}
-	insert(keyParsedPath, path)
-	insert(keyParsedQuery, query)
 
 	if !b.opts.SkipBody {
 		body, truncated, err := parseBody(http.GetHeaders(), http.GetBody(), http.GetRawBody())
@@ -397,19 +413,6 @@ func structValueTerm(v *structpb.Value) *ast.Term {
 		return ast.ArrayTerm(ts...)
 	}
 	return ast.NullTerm()
-}
-
-func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
-	u, err := url.Parse(path)
-	if err != nil {
-		return nil, nil, err
-	}
-	parts := strings.Split(strings.TrimLeft(u.Path, "/"), "/")
-	pts := make([]*ast.Term, len(parts))
-	for i, p := range parts {
-		pts[i] = ast.StringTerm(p)
-	}
-	return ast.ArrayTerm(pts...), valuesTerm(u.Query()), nil
 }
 
 func valuesTerm(q url.Values) *ast.Term {

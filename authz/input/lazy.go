@@ -19,8 +19,12 @@ import (
 // tests and the fuzz target check that.
 
 func (b *Builder) lazyMessage(m protoreflect.Message) any {
-	if s, ok := m.Interface().(*structpb.Struct); ok {
+	x := m.Interface()
+	if s, ok := x.(*structpb.Struct); ok {
 		return structTerm(s).Value
+	}
+	if out, ok := b.lazyKnown(x); ok {
+		return out
 	}
 	out := make(map[string]any, 8)
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
