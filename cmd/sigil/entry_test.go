@@ -129,11 +129,11 @@ func TestEntryCreateRefusesUnattestableSelectors(t *testing.T) {
 	for _, tc := range []struct {
 		parent, sel, want string
 	}{
-		{cliParent, "foo:bar", `no attestor makes "foo" selectors here (workload selector types: unix)`},
+		{cliParent, "foo:bar", `no attestor makes "foo" selectors here (workload selector types: k8s, unix)`},
 		{cliParent, "unix:uid:abc", "want a uid in decimal"},
-		{cliParent, "k8s:ns:shop", `no attestor makes "k8s" selectors here`},
+		{cliParent, "k8s:namespace:shop", `has no key "namespace"`},
 		{cliParent, "x509pop:subject:cn:node-1", "describe nodes and are for node-alias entries"},
-		{"spiffe://example.org/sigil/ca", "unix:uid:1000", "a node-alias entry needs node selectors (x509pop)"},
+		{"spiffe://example.org/sigil/ca", "unix:uid:1000", "a node-alias entry needs node selectors (k8s_psat, x509pop)"},
 	} {
 		_, _, err := run(t, "", "entry", "create", "--spiffe-id", cliCart, "--parent-id", tc.parent, "--selector", tc.sel, "--admin-socket", e.socket)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), tc.sel) {

@@ -70,10 +70,11 @@ func (t *Types) With(specs ...TypeSpec) (*Types, error) {
 	return out, nil
 }
 
-// Builtin is the table of the attestors in Sigil: unix for workloads,
-// x509pop for nodes (join tokens make no node selectors).
+// Builtin is the table of the attestors in Sigil: unix and k8s for
+// workloads, x509pop and k8s_psat for nodes (join tokens make no node
+// selectors).
 func Builtin() *Types {
-	return &Types{specs: map[string]TypeSpec{"unix": Unix(), "x509pop": X509PoP()}}
+	return &Types{specs: map[string]TypeSpec{"unix": Unix(), "k8s": K8s(), "x509pop": X509PoP(), "k8s_psat": K8sPSAT()}}
 }
 
 // Names lists the types of kind, sorted.
@@ -158,6 +159,45 @@ func Unix() TypeSpec {
 		{Key: "path", Check: absPath},
 		{Key: "sha256", Check: hexDigest(32)},
 	}}
+}
+
+// K8s is the Kubernetes workload attestor's table (agent/attest/k8s).
+func K8s() TypeSpec {
+	return TypeSpec{Type: "k8s", Kind: KindWorkload, Attestor: "the k8s workload attestor", Keys: []KeySpec{
+		{Key: "ns", Check: name("a namespace")},
+		{Key: "sa", Check: name("a service account name")},
+		{Key: "pod-name", Check: name("a pod name")},
+		{Key: "pod-uid", Check: name("a pod UID")},
+		{Key: "pod-label", Check: labelPair},
+		{Key: "container-name", Check: name("a container name")},
+		{Key: "container-image"},
+		{Key: "node-name", Check: name("a node name")},
+	}}
+}
+
+// K8sPSAT is the k8s_psat node attestor's table (ca/nodeattest).
+func K8sPSAT() TypeSpec {
+	return TypeSpec{Type: "k8s_psat", Kind: KindNode, Attestor: "the k8s_psat node attestor", Keys: []KeySpec{
+		{Key: "cluster", Check: name("a cluster name")},
+		{Key: "agent_ns", Check: name("a namespace")},
+		{Key: "agent_sa", Check: name("a service account name")},
+		{Key: "agent_pod_name", Check: name("a pod name")},
+		{Key: "agent_pod_uid", Check: name("a pod UID")},
+		{Key: "agent_pod_label", Check: labelPair},
+		{Key: "agent_node_name", Check: name("a node name")},
+		{Key: "agent_node_uid", Check: name("a node UID")},
+		{Key: "agent_node_ip"},
+		{Key: "agent_node_label", Check: labelPair},
+	}}
+}
+
+// labelPair checks a Kubernetes label as the attestors write it: KEY:VALUE
+// (the value may be empty).
+func labelPair(v string) error {
+	if k, _, ok := strings.Cut(v, ":"); !ok || k == "" {
+		return errors.New("want a label as KEY:VALUE, e.g. app:cart")
+	}
+	return nil
 }
 
 // X509PoP is the x509pop node attestor's table (ca/nodeattest).

@@ -23,8 +23,12 @@ func TestTypesCheck(t *testing.T) {
 		{name: "supplementary group", kind: KindWorkload, in: "unix:supplementary_group:docker"},
 		{name: "path", kind: KindWorkload, in: "unix:path:/usr/bin/app"},
 		{name: "sha256", kind: KindWorkload, in: "unix:sha256:" + digest},
-		{name: "unknown type", kind: KindWorkload, in: "foo:bar", wantErr: `no attestor makes "foo" selectors here (workload selector types: unix)`},
-		{name: "k8s without k8s attestor", kind: KindWorkload, in: "k8s:ns:shop", wantErr: `no attestor makes "k8s" selectors here`},
+		{name: "unknown type", kind: KindWorkload, in: "foo:bar", wantErr: `no attestor makes "foo" selectors here (workload selector types: k8s, unix)`},
+		{name: "k8s ns", kind: KindWorkload, in: "k8s:ns:shop"},
+		{name: "k8s pod label", kind: KindWorkload, in: "k8s:pod-label:app:cart"},
+		{name: "k8s pod label without value", kind: KindWorkload, in: "k8s:pod-label:app:"},
+		{name: "k8s label without key", kind: KindWorkload, in: "k8s:pod-label:app", wantErr: "want a label as KEY:VALUE"},
+		{name: "k8s unknown key", kind: KindWorkload, in: "k8s:namespace:shop", wantErr: `has no key "namespace"`},
 		{name: "uid not a number", kind: KindWorkload, in: "unix:uid:abc", wantErr: "want a uid in decimal"},
 		{name: "uid too large", kind: KindWorkload, in: "unix:uid:4294967296", wantErr: "want a uid in decimal"},
 		{name: "uid negative", kind: KindWorkload, in: "unix:uid:-1", wantErr: "want a uid in decimal"},
@@ -43,8 +47,11 @@ func TestTypesCheck(t *testing.T) {
 		{name: "x509pop ca", kind: KindNode, in: "x509pop:ca:fingerprint:" + digest},
 		{name: "x509pop ca without fingerprint", kind: KindNode, in: "x509pop:ca:" + digest, wantErr: "ca:fingerprint:"},
 		{name: "x509pop upper serial", kind: KindNode, in: "x509pop:serialnumber:1A", wantErr: "lower-case hex"},
-		{name: "workload selector on a node alias", kind: KindNode, in: "unix:uid:0", wantErr: "describe workloads; a node-alias entry needs node selectors (x509pop)"},
-		{name: "k8s_psat without attestor", kind: KindNode, in: "k8s_psat:cluster:prod", wantErr: `(node selector types: x509pop)`},
+		{name: "workload selector on a node alias", kind: KindNode, in: "unix:uid:0", wantErr: "describe workloads; a node-alias entry needs node selectors (k8s_psat, x509pop)"},
+		{name: "k8s_psat cluster", kind: KindNode, in: "k8s_psat:cluster:prod"},
+		{name: "k8s_psat node label", kind: KindNode, in: "k8s_psat:agent_node_label:zone:a"},
+		{name: "k8s_psat on a workload", kind: KindWorkload, in: "k8s_psat:cluster:prod", wantErr: "describe nodes"},
+		{name: "k8s on a node alias", kind: KindNode, in: "k8s:ns:shop", wantErr: "describe workloads"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -66,23 +73,23 @@ func TestTypesCheck(t *testing.T) {
 	}
 }
 
-// TestTypesWith adds an attestor's table, as the k8s attestor does, and
+// TestTypesWith adds an attestor's table, as a new attestor would, and
 // leaves the original alone.
 func TestTypesWith(t *testing.T) {
 	base := Builtin()
-	k8s := TypeSpec{Type: "k8s", Kind: KindWorkload, Attestor: "the k8s workload attestor", Keys: []KeySpec{{Key: "ns"}, {Key: "sa"}}}
-	ext, err := base.With(k8s)
+	tpm := TypeSpec{Type: "tpm", Kind: KindWorkload, Attestor: "a tpm workload attestor", Keys: []KeySpec{{Key: "pcr"}}}
+	ext, err := base.With(tpm)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, _ := Parse("k8s:ns:shop")
+	s, _ := Parse("tpm:pcr:7")
 	if err := ext.Check(KindWorkload, s); err != nil {
 		t.Fatalf("extended table refused %s: %v", s, err)
 	}
 	if err := base.Check(KindWorkload, s); err == nil {
 		t.Fatal("With changed the table it was called on")
 	}
-	if got := strings.Join(ext.Names(KindWorkload), ","); got != "k8s,unix" {
+	if got := strings.Join(ext.Names(KindWorkload), ","); got != "k8s,tpm,unix" {
 		t.Fatalf("Names = %s", got)
 	}
 	for _, bad := range []TypeSpec{

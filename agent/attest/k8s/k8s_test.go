@@ -343,3 +343,15 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		})
 	}
 }
+
+// The CA refuses entries whose selectors no attestor makes; its table of
+// k8s keys must be the keys this attestor makes.
+func TestSelectorKeysMatchCATable(t *testing.T) {
+	var table []string
+	for _, k := range selector.K8s().Keys {
+		table = append(table, k.Key)
+	}
+	if got := k8s.SelectorKeys(); !slices.Equal(slices.Sorted(slices.Values(got)), slices.Sorted(slices.Values(table))) {
+		t.Fatalf("attestor keys %v, internal/selector.K8s() keys %v", got, table)
+	}
+}
