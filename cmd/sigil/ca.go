@@ -77,6 +77,7 @@ type caStack struct {
 	CA      *ca.CA
 	Store   store.Store
 	node    *nodeapi.Server
+	listen  func(context.Context) error // the store's change relay, if any
 	server  *server.Server
 	closers []func() error
 }
@@ -101,11 +102,12 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 		}
 		s.Store = st
 	case "postgres":
-		st, err := sqlstore.OpenPostgres(ctx, cfg.Store.DSN)
+		st, err := sqlstore.OpenPostgres(ctx, cfg.Store.DSN, sqlstore.WithLogger(logger))
 		if err != nil {
 			return nil, err
 		}
 		s.Store = st
+		s.listen = st.Listen
 	default:
 		return nil, fmt.Errorf("unknown store type %q", cfg.Store.Type)
 	}
@@ -226,7 +228,11 @@ func describeState(cfg caconfig.Config) string {
 
 // Run serves and rotates until ctx ends.
 func (s *caStack) Run(ctx context.Context) error {
-	return runAll(ctx, func(ctx context.Context) error { return s.CA.Run(ctx, 0) }, s.node.Run, s.server.Run)
+	runs := []func(context.Context) error{func(ctx context.Context) error { return s.CA.Run(ctx, 0) }, s.node.Run, s.server.Run}
+	if s.listen != nil {
+		runs = append(runs, s.listen)
+	}
+	return runAll(ctx, runs...)
 }
 
 // Close releases the store and key manager.

@@ -40,7 +40,7 @@ func (s *Store) CreateEntries(ctx context.Context, actor string, entries []store
 		seen[keys[i]] = i
 		out[i] = e
 	}
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.change(ctx, func(tx *sql.Tx) error {
 		last, err := bump(ctx, tx, len(out))
 		if err != nil {
 			return err
@@ -98,7 +98,7 @@ func (s *Store) UpdateEntry(ctx context.Context, actor string, e store.Entry) (s
 	if err != nil {
 		return store.Entry{}, fmt.Errorf("update entry %s: %w", e.ID, err)
 	}
-	err = s.write(ctx, func(tx *sql.Tx) error {
+	err = s.change(ctx, func(tx *sql.Tx) error {
 		rev, err := bump(ctx, tx, 1)
 		if err != nil {
 			return err
@@ -141,7 +141,7 @@ func (s *Store) DeleteEntry(ctx context.Context, actor string, id string) (store
 		return store.Entry{}, fmt.Errorf("delete entry %s: %w", id, err)
 	}
 	var e store.Entry
-	err := s.write(ctx, func(tx *sql.Tx) error {
+	err := s.change(ctx, func(tx *sql.Tx) error {
 		rev, err := bump(ctx, tx, 1)
 		if err != nil {
 			return err
