@@ -88,7 +88,7 @@ func (s *Store) insertEntries(ctx context.Context, tx *sql.Tx, actor string, es 
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		placeholders(&q, len(args), cols)
+		s.placeholders(&q, len(args), cols)
 		args = append(args, e.ID, e.SPIFFEID, e.ParentID, record.EncodeSelectors(e.Selectors), int64(e.X509TTL), int64(e.JWTTTL),
 			record.EncodeStrings(e.DNSNames), record.EncodeStrings(e.FederatesWith), e.Admin, e.Downstream,
 			e.Revision, e.CreatedAt, keys[i])
@@ -122,7 +122,7 @@ func (s *Store) insertEntries(ctx context.Context, tx *sql.Tx, actor string, es 
 		if i > 0 {
 			q.WriteString(", ")
 		}
-		placeholders(&q, len(args), auditCols)
+		s.placeholders(&q, len(args), auditCols)
 		args = append(args, ev.Time, ev.Actor, ev.Action, ev.Target, ev.Details)
 	}
 	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
@@ -131,12 +131,19 @@ func (s *Store) insertEntries(ctx context.Context, tx *sql.Tx, actor string, es 
 	return nil
 }
 
-// placeholders writes "($n+1, ..., $n+k)".
-func placeholders(q *strings.Builder, n, k int) {
+// placeholders writes "($n+1, ..., $n+k)", or for SQLite "(?, ..., ?)":
+// SQLite keeps $N and ?N in a list of named parameters that the driver
+// searches once per argument, quadratic in a statement of thousands of
+// them; plain ? is bound by position.
+func (s *Store) placeholders(q *strings.Builder, n, k int) {
 	q.WriteByte('(')
 	for j := 1; j <= k; j++ {
 		if j > 1 {
 			q.WriteString(", ")
+		}
+		if !s.postgres {
+			q.WriteByte('?')
+			continue
 		}
 		q.WriteByte('$')
 		q.WriteString(strconv.Itoa(n + j))

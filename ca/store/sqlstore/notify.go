@@ -78,7 +78,7 @@ func (s *Store) change(ctx context.Context, fn func(tx *sql.Tx) error) error {
 		if err := fn(tx); err != nil {
 			return err
 		}
-		if s.listenCfg == nil {
+		if !s.postgres {
 			return nil
 		}
 		if _, err := tx.ExecContext(ctx, `SELECT pg_notify($1, (SELECT value FROM revision WHERE id = 1)::text)`, notifyChannel); err != nil {

@@ -40,6 +40,7 @@ func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, erro
 		return nil, fmt.Errorf("open postgres store %s/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Database, err)
 	}
 	s := newStore(db, db, opts)
+	s.postgres = true
 	s.listenCfg = cfg.ConnConfig.Copy()
 	return s, nil
 }

@@ -44,6 +44,7 @@ type Store struct {
 	r   *sql.DB // reads; w itself for PostgreSQL
 	now func() time.Time
 
+	postgres  bool // else SQLite
 	changes   *changes
 	listenCfg *pgx.ConnConfig // PostgreSQL only: what Listen connects to
 	clock     clock.Clock
