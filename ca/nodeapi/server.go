@@ -53,8 +53,12 @@ const (
 	MaxBatch = 1000
 	// MaxAudiences bounds the audiences of one JWT-SVID.
 	MaxAudiences = 16
-	// DefaultPollInterval is how often Run looks for changes to push.
+	// DefaultPollInterval is how often Run looks for changes to push in
+	// the CA's state and in a Store that does not push its own.
 	DefaultPollInterval = 200 * time.Millisecond
+	// DefaultSafetyPoll is how often Run reads a Store that pushes its
+	// changes (a Notifier) even without a change reported.
+	DefaultSafetyPoll = 5 * time.Second
 	// DefaultAttestTimeout bounds one Attest call, challenges included.
 	DefaultAttestTimeout = 30 * time.Second
 )
@@ -68,9 +72,12 @@ type Config struct {
 	Attestors []nodeattest.Attestor
 	// AgentSVIDTTL is the life of agent SVIDs; 0: the CA's X509-SVID default.
 	AgentSVIDTTL time.Duration
-	// PollInterval is how often Run checks the store for changes; default
-	// DefaultPollInterval.
+	// PollInterval is how often Run checks the CA, and a Store that is not
+	// a Notifier, for changes; default DefaultPollInterval.
 	PollInterval time.Duration
+	// SafetyPoll is how often Run reads a Store that is a Notifier even
+	// when it reports no change; default DefaultSafetyPoll.
+	SafetyPoll time.Duration
 	// AttestTimeout bounds an Attest call, so a silent client cannot hold
 	// it open; default DefaultAttestTimeout.
 	AttestTimeout time.Duration
@@ -123,6 +130,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval
+	}
+	if cfg.SafetyPoll <= 0 {
+		cfg.SafetyPoll = DefaultSafetyPoll
 	}
 	if cfg.AttestTimeout <= 0 {
 		cfg.AttestTimeout = DefaultAttestTimeout

@@ -57,22 +57,52 @@ func (h *hub) publish(s *snapshot) {
 	h.ch = make(chan struct{})
 }
 
+// Notifier is the optional ability of a Store to push changes: Changed
+// returns a channel closed at the next committed change of entries
+// or bundles (see sqlstore.Store.Changed).
+type Notifier interface {
+	Changed() <-chan struct{}
+}
+
 // Run watches the store and the CA for changes (entry revision, bundles,
-// tainted and revoked keys) every PollInterval and wakes the open Sync
-// streams. It returns when ctx ends.
+// tainted and revoked keys) and wakes the open Sync streams. It returns
+// when ctx ends.
+//
+// A Store that is a Notifier is read as soon as it reports a change, and
+// otherwise only every SafetyPoll; other stores are read every
+// PollInterval. The CA's own state (tainted and revoked keys, CRLs) is in
+// memory and checked every PollInterval.
 func (s *Server) Run(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.PollInterval)
 	defer t.Stop()
-	var last *snapshot
+	notifier, push := s.cfg.Store.(Notifier)
+	var (
+		last    *snapshot
+		db      *dbSnap
+		wake    <-chan struct{}
+		dirty   bool
+		sinceDB int
+	)
 	agentCheck := max(1, int(agentCheckEvery/s.cfg.PollInterval))
+	safety := max(1, int(s.cfg.SafetyPoll/s.cfg.PollInterval))
 	failing := false
-	for tick := 0; ; tick++ {
-		if tick%agentCheck == 0 {
+	for tick, ticked := 0, true; ; {
+		if ticked && tick%agentCheck == 0 {
 			if err := s.endGoneAgents(ctx); err != nil && ctx.Err() == nil && !failing {
 				s.log.ErrorContext(ctx, "node api: check for evicted and banned agents", "error", err)
 			}
 		}
-		snap, err := s.poll(ctx)
+		if push {
+			// Before the read: a change committed after it closes wake.
+			wake = notifier.Changed()
+		}
+		var err error
+		if db == nil || !push || dirty || sinceDB >= safety {
+			var next *dbSnap
+			if next, err = s.pollStore(ctx); err == nil {
+				db, dirty, sinceDB = next, false, 0
+			}
+		}
 		switch {
 		case err != nil && ctx.Err() == nil:
 			if !failing {
@@ -84,20 +114,34 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.InfoContext(ctx, "node api: watching for changes again")
 			}
 			failing = false
+			snap := s.withCA(db)
 			if last == nil || snap.revision != last.revision || snap.bundleKey != last.bundleKey || snap.taintKey != last.taintKey || snap.crlKey != last.crlKey {
 				s.hub.publish(snap)
 				last = snap
 			}
 		}
+		ticked = false
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			tick++
+			ticked = true
+			sinceDB++
+		case <-wake:
+			dirty = true
 		}
 	}
 }
 
-func (s *Server) poll(ctx context.Context) (*snapshot, error) {
+// dbSnap is what the watcher last read from the store.
+type dbSnap struct {
+	revision  int64
+	bundles   []store.Bundle
+	bundleKey string
+}
+
+func (s *Server) pollStore(ctx context.Context) (*dbSnap, error) {
 	rev, err := s.cfg.Store.Revision(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("read revision: %w", err)
@@ -106,18 +150,23 @@ func (s *Server) poll(ctx context.Context) (*snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list bundles: %w", err)
 	}
+	return &dbSnap{revision: rev, bundles: bundles, bundleKey: bundleKey(bundles)}, nil
+}
+
+// withCA completes db with the CA's in-memory state.
+func (s *Server) withCA(db *dbSnap) *snapshot {
 	tainted, revoked := s.cfg.CA.TaintedX509()
 	crls := s.cfg.CA.CRLs()
 	return &snapshot{
-		revision:  rev,
-		bundles:   bundles,
-		bundleKey: bundleKey(bundles),
+		revision:  db.revision,
+		bundles:   db.bundles,
+		bundleKey: db.bundleKey,
 		tainted:   tainted,
 		revoked:   revoked,
 		taintKey:  strings.Join(tainted, ",") + "|" + strings.Join(revoked, ","),
 		crls:      crls,
 		crlKey:    crlKey(crls),
-	}, nil
+	}
 }
 
 func crlKey(crls [][]byte) string {

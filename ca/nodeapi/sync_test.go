@@ -3,6 +3,7 @@ package nodeapi_test
 import (
 	"context"
 	"crypto/x509"
+	"fmt"
 	"math/big"
 	"slices"
 	"testing"
@@ -12,6 +13,7 @@ import (
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/ca"
+	"github.com/sigilhq/sigil/ca/nodeapi"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
 )
@@ -366,4 +368,22 @@ func TestSyncPushesCRLs(t *testing.T) {
 		}
 		return false
 	})
+}
+
+// A store that pushes its changes (SQLite wakes the watcher in-process)
+// reaches open streams without any poll: here neither the poll nor the
+// safety poll would come within the test.
+func TestSyncPushedWithoutPolling(t *testing.T) {
+	e := newEnv(t, func(c *nodeapi.Config) { c.PollInterval, c.SafetyPoll = time.Hour, time.Hour })
+	a := e.joinAgent(t)
+	s := e.openSync(t, a, 0)
+	s.waitFor(t, "the first response", func(*nodev1.SyncResponse) bool { return true })
+	for i := range 3 {
+		en := e.entry(t, fmt.Sprintf("spiffe://example.org/pushed-%d", i), a.id)
+		s.waitFor(t, "the new entry", hasEntry(en.ID))
+	}
+	if err := e.store.SetBundle(e.ctx, "test", store.Bundle{TrustDomain: "partner.org", X509Authorities: [][]byte{e.pki.Roots()[0].Raw}}); err != nil {
+		t.Fatal(err)
+	}
+	s.waitFor(t, "the partner bundle", func(r *nodev1.SyncResponse) bool { return len(r.GetBundles()) == 2 })
 }

@@ -181,6 +181,17 @@ type RevokedID struct {
 	RevokedAt time.Time // set by the store; revoking again moves it to the later time
 }
 
+// BatchError is the failure of one record of a batch call (CreateEntries):
+// Index is its position in the batch, from 0; nothing of the batch was
+// written.
+type BatchError struct {
+	Index int
+	Err   error
+}
+
+func (e *BatchError) Error() string { return e.Err.Error() }
+func (e *BatchError) Unwrap() error { return e.Err }
+
 // ErrLimit means a bounded table is full; nothing was written.
 var ErrLimit = errors.New("limit reached")
 

@@ -100,6 +100,7 @@ type caStack struct {
 	Store   store.Store
 	node    *nodeapi.Server
 	admin   *admin.Server
+	listen  func(context.Context) error // the store's change relay, if any
 	server  *server.Server
 	k8sreg  *k8sreg.Reconciler // nil unless kubernetes.cluster is set
 	lease   k8sreg.Lease
@@ -126,11 +127,12 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 		}
 		s.Store = st
 	case "postgres":
-		st, err := sqlstore.OpenPostgres(ctx, cfg.Store.DSN)
+		st, err := sqlstore.OpenPostgres(ctx, cfg.Store.DSN, sqlstore.WithLogger(logger))
 		if err != nil {
 			return nil, err
 		}
 		s.Store = st
+		s.listen = st.Listen
 	default:
 		return nil, fmt.Errorf("unknown store type %q", cfg.Store.Type)
 	}
@@ -277,6 +279,9 @@ func (s *caStack) Run(ctx context.Context) error {
 	runs := []func(context.Context) error{func(ctx context.Context) error { return s.CA.Run(ctx, 0) }, s.node.Run, s.server.Run}
 	if s.k8sreg != nil {
 		runs = append(runs, func(ctx context.Context) error { return s.k8sreg.Run(ctx, s.lease) })
+	}
+	if s.listen != nil {
+		runs = append(runs, s.listen)
 	}
 	return runAll(ctx, runs...)
 }

@@ -144,8 +144,18 @@ func newEntryCreateCmd() *cobra.Command {
 				entries = []*typesv1.Entry{e}
 			}
 			req := &adminv1.CreateEntriesRequest{Entries: entries}
-			if n := proto.Size(req); n > maxRequestBytes {
-				return fmt.Errorf("the %d entries encode to %d bytes, over the CA's request limit of %d bytes: split them into smaller batches", len(entries), n, maxRequestBytes)
+			if len(entries) > streamAbove || proto.Size(req) > streamBytes {
+				return withAdmin(cmd, func(c adminv1.AdminClient) error {
+					resp, err := streamEntries(cmd.Context(), c, entries)
+					if err != nil {
+						return err
+					}
+					if output != outTable {
+						return printData(cmd.OutOrStdout(), output, resp)
+					}
+					_, err = fmt.Fprintf(cmd.OutOrStdout(), "created %d entries (revisions %d to %d)\n", resp.GetCreated(), resp.GetFirstRevision(), resp.GetLastRevision())
+					return err
+				})
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
 				resp, err := c.CreateEntries(cmd.Context(), req)
@@ -182,9 +192,52 @@ func readEntryFile(cmd *cobra.Command, path string) ([]*typesv1.Entry, error) {
 	return entries, nil
 }
 
-// maxRequestBytes is the largest request the CA's gRPC server takes (gRPC's
-// default): a larger one would be refused with a message about gRPC frames.
-const maxRequestBytes = 4 << 20
+// A batch of more than streamAbove entries, or one over streamBytes
+// encoded, goes through CreateEntriesStream: in messages of at most
+// streamAbove entries and streamBytes each (the CA takes 1000 entries and
+// 4 MiB a message), written by the CA all at once when the stream ends.
+const (
+	streamAbove = 1000
+	streamBytes = 1 << 20
+)
+
+// streamEntries sends entries over CreateEntriesStream. When the CA ends
+// the call early (a bad entry), Send fails and CloseAndRecv says why.
+func streamEntries(ctx context.Context, c adminv1.AdminClient, entries []*typesv1.Entry) (*adminv1.CreateEntriesStreamResponse, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.CreateEntriesStream(ctx)
+	if err != nil {
+		return nil, err
+	}
+	msg := &adminv1.CreateEntriesStreamRequest{}
+	size := 0
+	flush := func() error {
+		if len(msg.Entries) == 0 {
+			return nil
+		}
+		err := stream.Send(msg)
+		msg, size = &adminv1.CreateEntriesStreamRequest{}, 0
+		return err
+	}
+	for i, e := range entries {
+		n := proto.Size(e) + 8 // the field's tag and length
+		if n > streamBytes {
+			return nil, fmt.Errorf("entry %d (%s) encodes to %d bytes, over the limit of %d", i, e.GetSpiffeId(), n, streamBytes)
+		}
+		if len(msg.Entries) == streamAbove || size+n > streamBytes {
+			if err := flush(); err != nil {
+				break
+			}
+		}
+		msg.Entries = append(msg.Entries, e)
+		size += n
+	}
+	if err := flush(); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
+	}
+	return stream.CloseAndRecv()
+}
 
 func newEntryListCmd() *cobra.Command {
 	var parentID, spiffeID, output string

@@ -74,14 +74,16 @@ func TestEntryListHundredThousand(t *testing.T) {
 	}
 }
 
-// TestEntryCreateBatchLimits: a batch over the CA's count or size limit is
-// refused with a message that says what to do, not a gRPC frame error.
+// TestEntryCreateBatchLimits: a batch over the CA's per-call count or size
+// limit is streamed instead, still all or none; a bad entry at the end of
+// 100,000 is named by its position and leaves nothing written.
 func TestEntryCreateBatchLimits(t *testing.T) {
 	e := startAdmin(t)
 	sock := []string{"--admin-socket", e.socket}
+	next := 0 // every file's entries are new
 	write := func(n, dnsPerEntry int) string {
 		var b strings.Builder
-		for i := range n {
+		for i := next; i < next+n; i++ {
 			fmt.Fprintf(&b, "- spiffe_id: spiffe://example.org/w/%d\n  parent_id: %s\n  selectors: [unix:uid:%d]\n", i, cliParent, i)
 			if dnsPerEntry > 0 {
 				b.WriteString("  dns_names: [")
@@ -94,30 +96,65 @@ func TestEntryCreateBatchLimits(t *testing.T) {
 				b.WriteString("]\n")
 			}
 		}
+		next += n
 		file := filepath.Join(t.TempDir(), "entries.yaml")
 		if err := os.WriteFile(file, []byte(b.String()), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		return file
 	}
+	count := func(t *testing.T) int {
+		t.Helper()
+		n, err := e.store.Revision(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return int(n)
+	}
+	bad := write(100_000, 0)
+	data, err := os.ReadFile(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Entry 99,999 of the file (index 99998) gets a SPIFFE ID of another
+	// trust domain.
+	spoiled := strings.Replace(string(data), "spiffe://example.org/w/99998\n", "spiffe://evil.org/w/99998\n", 1)
+	if err := os.WriteFile(bad, []byte(spoiled), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = run(t, "", append([]string{"entry", "create", "--file", bad}, sock...)...)
+	if err == nil || !strings.Contains(err.Error(), "entries[99998].spiffe_id") {
+		t.Fatalf("entry create of a bad 100,000-entry file: error %v, want one naming entries[99998]", err)
+	}
+	if n := count(t); n != 0 {
+		t.Fatalf("revision %d after a refused file, want 0", n)
+	}
 	for _, tt := range []struct {
 		name string
 		file string
-		want string
+		want int
 	}{
-		{"too many", write(1001, 0), "at most 1000 entries per call"},
-		{"too large", write(900, 100), "over the CA's request limit"},
+		{"over the count limit", write(2500, 0), 2500},
+		{"over the size limit", write(900, 100), 900},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			_, _, err := run(t, "", append([]string{"entry", "create", "--file", tt.file}, sock...)...)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Fatalf("entry create: error %v, want one saying %q", err, tt.want)
+			before := count(t)
+			out, _, err := run(t, "", append([]string{"entry", "create", "--file", tt.file}, sock...)...)
+			if err != nil {
+				t.Fatalf("entry create: %v", err)
+			}
+			if want := fmt.Sprintf("created %d entries (revisions %d to %d)", tt.want, before+1, before+tt.want); !strings.Contains(out, want) {
+				t.Fatalf("entry create printed %q, want %q", out, want)
+			}
+			if after := count(t); after != before+tt.want {
+				t.Fatalf("revision %d after the batch, want %d", after, before+tt.want)
 			}
 		})
 	}
+	// Up to the per-call limit, one call that prints what it created.
 	out, _, err := run(t, "", append([]string{"entry", "create", "--file", write(1000, 0)}, sock...)...)
 	if err != nil {
-		t.Fatalf("entry create of the largest batch: %v", err)
+		t.Fatalf("entry create of the largest unary batch: %v", err)
 	}
 	if rows := strings.Count(strings.TrimSpace(out), "\n"); rows != 1000 {
 		t.Fatalf("entry create printed %d rows, want header + 1000", rows)

@@ -15,8 +15,9 @@ import (
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 )
 
-// MaxEntryFile bounds an entry file.
-const MaxEntryFile = 8 << 20
+// MaxEntryFile bounds an entry file: room for the 1,000,000 entries one
+// CreateEntriesStream call takes, at about 100 bytes of YAML each.
+const MaxEntryFile = 128 << 20
 
 // entryFile is one entry of an entry file. Validation beyond the shape
 // (SPIFFE IDs, selectors, bounds) is the CA's, which names the field.

@@ -2375,6 +2375,114 @@ func (x *ListAuditResponse) GetEvents() []*AuditEvent {
 	return nil
 }
 
+type CreateEntriesStreamRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Entries       []*v1.Entry            `protobuf:"bytes,1,rep,name=entries,proto3" json:"entries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEntriesStreamRequest) Reset() {
+	*x = CreateEntriesStreamRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEntriesStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEntriesStreamRequest) ProtoMessage() {}
+
+func (x *CreateEntriesStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEntriesStreamRequest.ProtoReflect.Descriptor instead.
+func (*CreateEntriesStreamRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+}
+
+func (x *CreateEntriesStreamRequest) GetEntries() []*v1.Entry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+// The created entries are not echoed (there may be 100,000): list them by
+// revision or parent.
+type CreateEntriesStreamResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Created int64                  `protobuf:"varint,1,opt,name=created,proto3" json:"created,omitempty"`
+	// The revisions of the first and the last created entry; those between
+	// belong to the others, in the order they were sent.
+	FirstRevision int64 `protobuf:"varint,2,opt,name=first_revision,json=firstRevision,proto3" json:"first_revision,omitempty"`
+	LastRevision  int64 `protobuf:"varint,3,opt,name=last_revision,json=lastRevision,proto3" json:"last_revision,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateEntriesStreamResponse) Reset() {
+	*x = CreateEntriesStreamResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateEntriesStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateEntriesStreamResponse) ProtoMessage() {}
+
+func (x *CreateEntriesStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateEntriesStreamResponse.ProtoReflect.Descriptor instead.
+func (*CreateEntriesStreamResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+}
+
+func (x *CreateEntriesStreamResponse) GetCreated() int64 {
+	if x != nil {
+		return x.Created
+	}
+	return 0
+}
+
+func (x *CreateEntriesStreamResponse) GetFirstRevision() int64 {
+	if x != nil {
+		return x.FirstRevision
+	}
+	return 0
+}
+
+func (x *CreateEntriesStreamResponse) GetLastRevision() int64 {
+	if x != nil {
+		return x.LastRevision
+	}
+	return 0
+}
+
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_admin_v1_admin_proto_rawDesc = "" +
@@ -2516,7 +2624,13 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\bafter_id\x18\x01 \x01(\x03R\aafterId\x12\x14\n" +
 	"\x05limit\x18\x02 \x01(\x05R\x05limit\"G\n" +
 	"\x11ListAuditResponse\x122\n" +
-	"\x06events\x18\x01 \x03(\v2\x1a.sigil.admin.v1.AuditEventR\x06events*^\n" +
+	"\x06events\x18\x01 \x03(\v2\x1a.sigil.admin.v1.AuditEventR\x06events\"M\n" +
+	"\x1aCreateEntriesStreamRequest\x12/\n" +
+	"\aentries\x18\x01 \x03(\v2\x15.sigil.types.v1.EntryR\aentries\"\x83\x01\n" +
+	"\x1bCreateEntriesStreamResponse\x12\x18\n" +
+	"\acreated\x18\x01 \x01(\x03R\acreated\x12%\n" +
+	"\x0efirst_revision\x18\x02 \x01(\x03R\rfirstRevision\x12#\n" +
+	"\rlast_revision\x18\x03 \x01(\x03R\flastRevision*^\n" +
 	"\fBundleFormat\x12\x1d\n" +
 	"\x19BUNDLE_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11BUNDLE_FORMAT_PEM\x10\x01\x12\x18\n" +
@@ -2524,7 +2638,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\aKeyKind\x12\x18\n" +
 	"\x14KEY_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rKEY_KIND_X509\x10\x01\x12\x10\n" +
-	"\fKEY_KIND_JWT\x10\x022\xa8\r\n" +
+	"\fKEY_KIND_JWT\x10\x022\x9a\x0e\n" +
 	"\x05Admin\x12\\\n" +
 	"\rCreateEntries\x12$.sigil.admin.v1.CreateEntriesRequest\x1a%.sigil.admin.v1.CreateEntriesResponse\x12V\n" +
 	"\vUpdateEntry\x12\".sigil.admin.v1.UpdateEntryRequest\x1a#.sigil.admin.v1.UpdateEntryResponse\x12V\n" +
@@ -2549,7 +2663,8 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\bRevokeCA\x12\x1f.sigil.admin.v1.RevokeCARequest\x1a .sigil.admin.v1.RevokeCAResponse\x12S\n" +
 	"\n" +
 	"RevokeSVID\x12!.sigil.admin.v1.RevokeSVIDRequest\x1a\".sigil.admin.v1.RevokeSVIDResponse\x12P\n" +
-	"\tListAudit\x12 .sigil.admin.v1.ListAuditRequest\x1a!.sigil.admin.v1.ListAuditResponseB/Z-github.com/sigilhq/sigil/api/admin/v1;adminv1b\x06proto3"
+	"\tListAudit\x12 .sigil.admin.v1.ListAuditRequest\x1a!.sigil.admin.v1.ListAuditResponse\x12p\n" +
+	"\x13CreateEntriesStream\x12*.sigil.admin.v1.CreateEntriesStreamRequest\x1a+.sigil.admin.v1.CreateEntriesStreamResponse(\x01B/Z-github.com/sigilhq/sigil/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_api_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2564,142 +2679,147 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_api_admin_v1_admin_proto_goTypes = []any{
-	(BundleFormat)(0),               // 0: sigil.admin.v1.BundleFormat
-	(KeyKind)(0),                    // 1: sigil.admin.v1.KeyKind
-	(*CreateEntriesRequest)(nil),    // 2: sigil.admin.v1.CreateEntriesRequest
-	(*CreateEntriesResponse)(nil),   // 3: sigil.admin.v1.CreateEntriesResponse
-	(*UpdateEntryRequest)(nil),      // 4: sigil.admin.v1.UpdateEntryRequest
-	(*UpdateEntryResponse)(nil),     // 5: sigil.admin.v1.UpdateEntryResponse
-	(*DeleteEntryRequest)(nil),      // 6: sigil.admin.v1.DeleteEntryRequest
-	(*DeleteEntryResponse)(nil),     // 7: sigil.admin.v1.DeleteEntryResponse
-	(*GetEntryRequest)(nil),         // 8: sigil.admin.v1.GetEntryRequest
-	(*GetEntryResponse)(nil),        // 9: sigil.admin.v1.GetEntryResponse
-	(*ListEntriesRequest)(nil),      // 10: sigil.admin.v1.ListEntriesRequest
-	(*ListEntriesResponse)(nil),     // 11: sigil.admin.v1.ListEntriesResponse
-	(*CreateJoinTokenRequest)(nil),  // 12: sigil.admin.v1.CreateJoinTokenRequest
-	(*CreateJoinTokenResponse)(nil), // 13: sigil.admin.v1.CreateJoinTokenResponse
-	(*Agent)(nil),                   // 14: sigil.admin.v1.Agent
-	(*ListAgentsRequest)(nil),       // 15: sigil.admin.v1.ListAgentsRequest
-	(*ListAgentsResponse)(nil),      // 16: sigil.admin.v1.ListAgentsResponse
-	(*EvictAgentRequest)(nil),       // 17: sigil.admin.v1.EvictAgentRequest
-	(*EvictAgentResponse)(nil),      // 18: sigil.admin.v1.EvictAgentResponse
-	(*BanAgentRequest)(nil),         // 19: sigil.admin.v1.BanAgentRequest
-	(*BanAgentResponse)(nil),        // 20: sigil.admin.v1.BanAgentResponse
-	(*GetBundleRequest)(nil),        // 21: sigil.admin.v1.GetBundleRequest
-	(*GetBundleResponse)(nil),       // 22: sigil.admin.v1.GetBundleResponse
-	(*ListBundlesRequest)(nil),      // 23: sigil.admin.v1.ListBundlesRequest
-	(*ListBundlesResponse)(nil),     // 24: sigil.admin.v1.ListBundlesResponse
-	(*SetBundleRequest)(nil),        // 25: sigil.admin.v1.SetBundleRequest
-	(*SetBundleResponse)(nil),       // 26: sigil.admin.v1.SetBundleResponse
-	(*DeleteBundleRequest)(nil),     // 27: sigil.admin.v1.DeleteBundleRequest
-	(*DeleteBundleResponse)(nil),    // 28: sigil.admin.v1.DeleteBundleResponse
-	(*CAKey)(nil),                   // 29: sigil.admin.v1.CAKey
-	(*CAStatusRequest)(nil),         // 30: sigil.admin.v1.CAStatusRequest
-	(*CAStatusResponse)(nil),        // 31: sigil.admin.v1.CAStatusResponse
-	(*CARekey)(nil),                 // 32: sigil.admin.v1.CARekey
-	(*PrepareCARequest)(nil),        // 33: sigil.admin.v1.PrepareCARequest
-	(*PrepareCAResponse)(nil),       // 34: sigil.admin.v1.PrepareCAResponse
-	(*ActivateCARequest)(nil),       // 35: sigil.admin.v1.ActivateCARequest
-	(*ActivateCAResponse)(nil),      // 36: sigil.admin.v1.ActivateCAResponse
-	(*TaintCARequest)(nil),          // 37: sigil.admin.v1.TaintCARequest
-	(*TaintCAResponse)(nil),         // 38: sigil.admin.v1.TaintCAResponse
-	(*RevokeCARequest)(nil),         // 39: sigil.admin.v1.RevokeCARequest
-	(*RevokeCAResponse)(nil),        // 40: sigil.admin.v1.RevokeCAResponse
-	(*RevokeSVIDRequest)(nil),       // 41: sigil.admin.v1.RevokeSVIDRequest
-	(*RevokeSVIDResponse)(nil),      // 42: sigil.admin.v1.RevokeSVIDResponse
-	(*AuditEvent)(nil),              // 43: sigil.admin.v1.AuditEvent
-	(*ListAuditRequest)(nil),        // 44: sigil.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 45: sigil.admin.v1.ListAuditResponse
-	(*v1.Entry)(nil),                // 46: sigil.types.v1.Entry
-	(*durationpb.Duration)(nil),     // 47: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 48: google.protobuf.Timestamp
-	(*v1.Bundle)(nil),               // 49: sigil.types.v1.Bundle
+	(BundleFormat)(0),                   // 0: sigil.admin.v1.BundleFormat
+	(KeyKind)(0),                        // 1: sigil.admin.v1.KeyKind
+	(*CreateEntriesRequest)(nil),        // 2: sigil.admin.v1.CreateEntriesRequest
+	(*CreateEntriesResponse)(nil),       // 3: sigil.admin.v1.CreateEntriesResponse
+	(*UpdateEntryRequest)(nil),          // 4: sigil.admin.v1.UpdateEntryRequest
+	(*UpdateEntryResponse)(nil),         // 5: sigil.admin.v1.UpdateEntryResponse
+	(*DeleteEntryRequest)(nil),          // 6: sigil.admin.v1.DeleteEntryRequest
+	(*DeleteEntryResponse)(nil),         // 7: sigil.admin.v1.DeleteEntryResponse
+	(*GetEntryRequest)(nil),             // 8: sigil.admin.v1.GetEntryRequest
+	(*GetEntryResponse)(nil),            // 9: sigil.admin.v1.GetEntryResponse
+	(*ListEntriesRequest)(nil),          // 10: sigil.admin.v1.ListEntriesRequest
+	(*ListEntriesResponse)(nil),         // 11: sigil.admin.v1.ListEntriesResponse
+	(*CreateJoinTokenRequest)(nil),      // 12: sigil.admin.v1.CreateJoinTokenRequest
+	(*CreateJoinTokenResponse)(nil),     // 13: sigil.admin.v1.CreateJoinTokenResponse
+	(*Agent)(nil),                       // 14: sigil.admin.v1.Agent
+	(*ListAgentsRequest)(nil),           // 15: sigil.admin.v1.ListAgentsRequest
+	(*ListAgentsResponse)(nil),          // 16: sigil.admin.v1.ListAgentsResponse
+	(*EvictAgentRequest)(nil),           // 17: sigil.admin.v1.EvictAgentRequest
+	(*EvictAgentResponse)(nil),          // 18: sigil.admin.v1.EvictAgentResponse
+	(*BanAgentRequest)(nil),             // 19: sigil.admin.v1.BanAgentRequest
+	(*BanAgentResponse)(nil),            // 20: sigil.admin.v1.BanAgentResponse
+	(*GetBundleRequest)(nil),            // 21: sigil.admin.v1.GetBundleRequest
+	(*GetBundleResponse)(nil),           // 22: sigil.admin.v1.GetBundleResponse
+	(*ListBundlesRequest)(nil),          // 23: sigil.admin.v1.ListBundlesRequest
+	(*ListBundlesResponse)(nil),         // 24: sigil.admin.v1.ListBundlesResponse
+	(*SetBundleRequest)(nil),            // 25: sigil.admin.v1.SetBundleRequest
+	(*SetBundleResponse)(nil),           // 26: sigil.admin.v1.SetBundleResponse
+	(*DeleteBundleRequest)(nil),         // 27: sigil.admin.v1.DeleteBundleRequest
+	(*DeleteBundleResponse)(nil),        // 28: sigil.admin.v1.DeleteBundleResponse
+	(*CAKey)(nil),                       // 29: sigil.admin.v1.CAKey
+	(*CAStatusRequest)(nil),             // 30: sigil.admin.v1.CAStatusRequest
+	(*CAStatusResponse)(nil),            // 31: sigil.admin.v1.CAStatusResponse
+	(*CARekey)(nil),                     // 32: sigil.admin.v1.CARekey
+	(*PrepareCARequest)(nil),            // 33: sigil.admin.v1.PrepareCARequest
+	(*PrepareCAResponse)(nil),           // 34: sigil.admin.v1.PrepareCAResponse
+	(*ActivateCARequest)(nil),           // 35: sigil.admin.v1.ActivateCARequest
+	(*ActivateCAResponse)(nil),          // 36: sigil.admin.v1.ActivateCAResponse
+	(*TaintCARequest)(nil),              // 37: sigil.admin.v1.TaintCARequest
+	(*TaintCAResponse)(nil),             // 38: sigil.admin.v1.TaintCAResponse
+	(*RevokeCARequest)(nil),             // 39: sigil.admin.v1.RevokeCARequest
+	(*RevokeCAResponse)(nil),            // 40: sigil.admin.v1.RevokeCAResponse
+	(*RevokeSVIDRequest)(nil),           // 41: sigil.admin.v1.RevokeSVIDRequest
+	(*RevokeSVIDResponse)(nil),          // 42: sigil.admin.v1.RevokeSVIDResponse
+	(*AuditEvent)(nil),                  // 43: sigil.admin.v1.AuditEvent
+	(*ListAuditRequest)(nil),            // 44: sigil.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),           // 45: sigil.admin.v1.ListAuditResponse
+	(*CreateEntriesStreamRequest)(nil),  // 46: sigil.admin.v1.CreateEntriesStreamRequest
+	(*CreateEntriesStreamResponse)(nil), // 47: sigil.admin.v1.CreateEntriesStreamResponse
+	(*v1.Entry)(nil),                    // 48: sigil.types.v1.Entry
+	(*durationpb.Duration)(nil),         // 49: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 50: google.protobuf.Timestamp
+	(*v1.Bundle)(nil),                   // 51: sigil.types.v1.Bundle
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	46, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
-	46, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	46, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
-	46, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	46, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	46, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	46, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	47, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	48, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	48, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	48, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	48, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	48, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
+	48, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	48, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
+	48, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	48, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	48, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	48, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	49, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	50, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	50, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	50, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	14, // 12: sigil.admin.v1.ListAgentsResponse.agents:type_name -> sigil.admin.v1.Agent
 	14, // 13: sigil.admin.v1.BanAgentResponse.agent:type_name -> sigil.admin.v1.Agent
-	49, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
-	49, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
+	51, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	51, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
 	0,  // 16: sigil.admin.v1.SetBundleRequest.format:type_name -> sigil.admin.v1.BundleFormat
-	49, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	51, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
 	1,  // 18: sigil.admin.v1.CAKey.kind:type_name -> sigil.admin.v1.KeyKind
-	48, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	48, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	50, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	50, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	29, // 21: sigil.admin.v1.CAStatusResponse.keys:type_name -> sigil.admin.v1.CAKey
 	32, // 22: sigil.admin.v1.CAStatusResponse.rekey:type_name -> sigil.admin.v1.CARekey
 	32, // 23: sigil.admin.v1.CAStatusResponse.last_rekey:type_name -> sigil.admin.v1.CARekey
-	48, // 24: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
-	48, // 25: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
-	48, // 26: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
-	48, // 27: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
-	48, // 28: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
+	50, // 24: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
+	50, // 25: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
+	50, // 26: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
+	50, // 27: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
+	50, // 28: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
 	1,  // 29: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
 	29, // 30: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
 	1,  // 31: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
 	29, // 32: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
 	1,  // 33: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
 	1,  // 34: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	48, // 35: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	50, // 35: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	43, // 36: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
-	2,  // 37: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
-	4,  // 38: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
-	6,  // 39: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
-	8,  // 40: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
-	10, // 41: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
-	12, // 42: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
-	15, // 43: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
-	17, // 44: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
-	19, // 45: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
-	21, // 46: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
-	23, // 47: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
-	25, // 48: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
-	27, // 49: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
-	30, // 50: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
-	33, // 51: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
-	35, // 52: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
-	37, // 53: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
-	39, // 54: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
-	41, // 55: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
-	44, // 56: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
-	3,  // 57: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
-	5,  // 58: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
-	7,  // 59: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
-	9,  // 60: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
-	11, // 61: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
-	13, // 62: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
-	16, // 63: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
-	18, // 64: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
-	20, // 65: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
-	22, // 66: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
-	24, // 67: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
-	26, // 68: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
-	28, // 69: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
-	31, // 70: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
-	34, // 71: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
-	36, // 72: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
-	38, // 73: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
-	40, // 74: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
-	42, // 75: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
-	45, // 76: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
-	57, // [57:77] is the sub-list for method output_type
-	37, // [37:57] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	48, // 37: sigil.admin.v1.CreateEntriesStreamRequest.entries:type_name -> sigil.types.v1.Entry
+	2,  // 38: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
+	4,  // 39: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
+	6,  // 40: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
+	8,  // 41: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
+	10, // 42: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
+	12, // 43: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
+	15, // 44: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
+	17, // 45: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
+	19, // 46: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
+	21, // 47: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
+	23, // 48: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
+	25, // 49: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
+	27, // 50: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
+	30, // 51: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
+	33, // 52: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
+	35, // 53: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
+	37, // 54: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
+	39, // 55: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
+	41, // 56: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
+	44, // 57: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
+	46, // 58: sigil.admin.v1.Admin.CreateEntriesStream:input_type -> sigil.admin.v1.CreateEntriesStreamRequest
+	3,  // 59: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
+	5,  // 60: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
+	7,  // 61: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
+	9,  // 62: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
+	11, // 63: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
+	13, // 64: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
+	16, // 65: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
+	18, // 66: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
+	20, // 67: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
+	22, // 68: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
+	24, // 69: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
+	26, // 70: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
+	28, // 71: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
+	31, // 72: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
+	34, // 73: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
+	36, // 74: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
+	38, // 75: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
+	40, // 76: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
+	42, // 77: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
+	45, // 78: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
+	47, // 79: sigil.admin.v1.Admin.CreateEntriesStream:output_type -> sigil.admin.v1.CreateEntriesStreamResponse
+	59, // [59:80] is the sub-list for method output_type
+	38, // [38:59] is the sub-list for method input_type
+	38, // [38:38] is the sub-list for extension type_name
+	38, // [38:38] is the sub-list for extension extendee
+	0,  // [0:38] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -2713,7 +2833,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

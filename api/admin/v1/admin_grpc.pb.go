@@ -26,26 +26,27 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_CreateEntries_FullMethodName   = "/sigil.admin.v1.Admin/CreateEntries"
-	Admin_UpdateEntry_FullMethodName     = "/sigil.admin.v1.Admin/UpdateEntry"
-	Admin_DeleteEntry_FullMethodName     = "/sigil.admin.v1.Admin/DeleteEntry"
-	Admin_GetEntry_FullMethodName        = "/sigil.admin.v1.Admin/GetEntry"
-	Admin_ListEntries_FullMethodName     = "/sigil.admin.v1.Admin/ListEntries"
-	Admin_CreateJoinToken_FullMethodName = "/sigil.admin.v1.Admin/CreateJoinToken"
-	Admin_ListAgents_FullMethodName      = "/sigil.admin.v1.Admin/ListAgents"
-	Admin_EvictAgent_FullMethodName      = "/sigil.admin.v1.Admin/EvictAgent"
-	Admin_BanAgent_FullMethodName        = "/sigil.admin.v1.Admin/BanAgent"
-	Admin_GetBundle_FullMethodName       = "/sigil.admin.v1.Admin/GetBundle"
-	Admin_ListBundles_FullMethodName     = "/sigil.admin.v1.Admin/ListBundles"
-	Admin_SetBundle_FullMethodName       = "/sigil.admin.v1.Admin/SetBundle"
-	Admin_DeleteBundle_FullMethodName    = "/sigil.admin.v1.Admin/DeleteBundle"
-	Admin_CAStatus_FullMethodName        = "/sigil.admin.v1.Admin/CAStatus"
-	Admin_PrepareCA_FullMethodName       = "/sigil.admin.v1.Admin/PrepareCA"
-	Admin_ActivateCA_FullMethodName      = "/sigil.admin.v1.Admin/ActivateCA"
-	Admin_TaintCA_FullMethodName         = "/sigil.admin.v1.Admin/TaintCA"
-	Admin_RevokeCA_FullMethodName        = "/sigil.admin.v1.Admin/RevokeCA"
-	Admin_RevokeSVID_FullMethodName      = "/sigil.admin.v1.Admin/RevokeSVID"
-	Admin_ListAudit_FullMethodName       = "/sigil.admin.v1.Admin/ListAudit"
+	Admin_CreateEntries_FullMethodName       = "/sigil.admin.v1.Admin/CreateEntries"
+	Admin_UpdateEntry_FullMethodName         = "/sigil.admin.v1.Admin/UpdateEntry"
+	Admin_DeleteEntry_FullMethodName         = "/sigil.admin.v1.Admin/DeleteEntry"
+	Admin_GetEntry_FullMethodName            = "/sigil.admin.v1.Admin/GetEntry"
+	Admin_ListEntries_FullMethodName         = "/sigil.admin.v1.Admin/ListEntries"
+	Admin_CreateJoinToken_FullMethodName     = "/sigil.admin.v1.Admin/CreateJoinToken"
+	Admin_ListAgents_FullMethodName          = "/sigil.admin.v1.Admin/ListAgents"
+	Admin_EvictAgent_FullMethodName          = "/sigil.admin.v1.Admin/EvictAgent"
+	Admin_BanAgent_FullMethodName            = "/sigil.admin.v1.Admin/BanAgent"
+	Admin_GetBundle_FullMethodName           = "/sigil.admin.v1.Admin/GetBundle"
+	Admin_ListBundles_FullMethodName         = "/sigil.admin.v1.Admin/ListBundles"
+	Admin_SetBundle_FullMethodName           = "/sigil.admin.v1.Admin/SetBundle"
+	Admin_DeleteBundle_FullMethodName        = "/sigil.admin.v1.Admin/DeleteBundle"
+	Admin_CAStatus_FullMethodName            = "/sigil.admin.v1.Admin/CAStatus"
+	Admin_PrepareCA_FullMethodName           = "/sigil.admin.v1.Admin/PrepareCA"
+	Admin_ActivateCA_FullMethodName          = "/sigil.admin.v1.Admin/ActivateCA"
+	Admin_TaintCA_FullMethodName             = "/sigil.admin.v1.Admin/TaintCA"
+	Admin_RevokeCA_FullMethodName            = "/sigil.admin.v1.Admin/RevokeCA"
+	Admin_RevokeSVID_FullMethodName          = "/sigil.admin.v1.Admin/RevokeSVID"
+	Admin_ListAudit_FullMethodName           = "/sigil.admin.v1.Admin/ListAudit"
+	Admin_CreateEntriesStream_FullMethodName = "/sigil.admin.v1.Admin/CreateEntriesStream"
 )
 
 // AdminClient is the client API for Admin service.
@@ -85,6 +86,12 @@ type AdminClient interface {
 	// the CA re-keys so that verifiers without CRLs refuse them too.
 	RevokeSVID(ctx context.Context, in *RevokeSVIDRequest, opts ...grpc.CallOption) (*RevokeSVIDResponse, error)
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// CreateEntriesStream creates every entry the client sends, all or none:
+	// nothing is written until the client closes its side, then all of them
+	// in one transaction. Each message holds at most 1000 entries; a stream
+	// at most 1,000,000. A bad entry fails the call with INVALID_ARGUMENT or
+	// ALREADY_EXISTS naming its position in the stream (entries[N], from 0).
+	CreateEntriesStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CreateEntriesStreamRequest, CreateEntriesStreamResponse], error)
 }
 
 type adminClient struct {
@@ -295,6 +302,19 @@ func (c *adminClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) CreateEntriesStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CreateEntriesStreamRequest, CreateEntriesStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Admin_ServiceDesc.Streams[0], Admin_CreateEntriesStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CreateEntriesStreamRequest, CreateEntriesStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_CreateEntriesStreamClient = grpc.ClientStreamingClient[CreateEntriesStreamRequest, CreateEntriesStreamResponse]
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -332,6 +352,12 @@ type AdminServer interface {
 	// the CA re-keys so that verifiers without CRLs refuse them too.
 	RevokeSVID(context.Context, *RevokeSVIDRequest) (*RevokeSVIDResponse, error)
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// CreateEntriesStream creates every entry the client sends, all or none:
+	// nothing is written until the client closes its side, then all of them
+	// in one transaction. Each message holds at most 1000 entries; a stream
+	// at most 1,000,000. A bad entry fails the call with INVALID_ARGUMENT or
+	// ALREADY_EXISTS naming its position in the stream (entries[N], from 0).
+	CreateEntriesStream(grpc.ClientStreamingServer[CreateEntriesStreamRequest, CreateEntriesStreamResponse]) error
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -401,6 +427,9 @@ func (UnimplementedAdminServer) RevokeSVID(context.Context, *RevokeSVIDRequest) 
 }
 func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedAdminServer) CreateEntriesStream(grpc.ClientStreamingServer[CreateEntriesStreamRequest, CreateEntriesStreamResponse]) error {
+	return status.Errorf(codes.Unimplemented, "method CreateEntriesStream not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -783,6 +812,13 @@ func _Admin_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CreateEntriesStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(AdminServer).CreateEntriesStream(&grpc.GenericServerStream[CreateEntriesStreamRequest, CreateEntriesStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Admin_CreateEntriesStreamServer = grpc.ClientStreamingServer[CreateEntriesStreamRequest, CreateEntriesStreamResponse]
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -871,6 +907,12 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Admin_ListAudit_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "CreateEntriesStream",
+			Handler:       _Admin_CreateEntriesStream_Handler,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "api/admin/v1/admin.proto",
 }

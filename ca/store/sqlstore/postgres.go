@@ -39,5 +39,8 @@ func OpenPostgres(ctx context.Context, dsn string, opts ...Option) (*Store, erro
 		db.Close()
 		return nil, fmt.Errorf("open postgres store %s/%s: %w", cfg.ConnConfig.Host, cfg.ConnConfig.Database, err)
 	}
-	return newStore(db, db, opts), nil
+	s := newStore(db, db, opts)
+	s.postgres = true
+	s.listenCfg = cfg.ConnConfig.Copy()
+	return s, nil
 }

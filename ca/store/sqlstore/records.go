@@ -243,7 +243,7 @@ func (s *Store) SetBundle(ctx context.Context, actor string, b store.Bundle) err
 	if err != nil {
 		return fmt.Errorf("set bundle: %w", err)
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.change(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO bundles (trust_domain, x509_authorities, jwt_authorities, refresh_hint, sequence)
 			VALUES ($1, $2, $3, $4, $5)
 			ON CONFLICT (trust_domain) DO UPDATE SET x509_authorities = excluded.x509_authorities,
@@ -331,7 +331,7 @@ func (s *Store) DeleteBundle(ctx context.Context, actor string, trustDomain stri
 	if err != nil {
 		return fmt.Errorf("delete bundle: %w", err)
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.change(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM bundles WHERE trust_domain = $1`, td)
 		if err != nil {
 			return fmt.Errorf("delete bundle %s: %w", td, err)

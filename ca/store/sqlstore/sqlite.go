@@ -44,7 +44,7 @@ func OpenSQLite(ctx context.Context, path string, opts ...Option) (*Store, error
 		return nil, fmt.Errorf("open sqlite store: %w", err)
 	}
 
-	w, err := sql.Open("sqlite", sqliteDSN(abs, "_txlock=immediate", "_journal_mode=WAL", "_synchronous=NORMAL"))
+	w, err := sql.Open("sqlite", sqliteDSN(abs, "_txlock=immediate", "_journal_mode=WAL", "_synchronous=NORMAL", "_pragma=cache_size(-65536)"))
 	if err != nil {
 		return nil, fmt.Errorf("open sqlite store %s: %w", abs, err)
 	}

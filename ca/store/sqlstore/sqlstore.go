@@ -7,18 +7,21 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"path"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	sqlite "modernc.org/sqlite"
 	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/record"
+	"github.com/sigilhq/sigil/internal/clock"
 )
 
 var _ store.Store = (*Store)(nil)
@@ -40,6 +43,12 @@ type Store struct {
 	w   *sql.DB // writes
 	r   *sql.DB // reads; w itself for PostgreSQL
 	now func() time.Time
+
+	postgres  bool // else SQLite
+	changes   *changes
+	listenCfg *pgx.ConnConfig // PostgreSQL only: what Listen connects to
+	clock     clock.Clock
+	log       *slog.Logger
 }
 
 // Option configures OpenSQLite and OpenPostgres.
@@ -52,7 +61,7 @@ func WithClock(now func() time.Time) Option {
 }
 
 func newStore(w, r *sql.DB, opts []Option) *Store {
-	s := &Store{w: w, r: r, now: time.Now}
+	s := &Store{w: w, r: r, now: time.Now, changes: newChanges(), clock: clock.Real{}, log: slog.New(slog.DiscardHandler)}
 	for _, o := range opts {
 		o(s)
 	}
