@@ -2,6 +2,7 @@ package cache
 
 import (
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -43,7 +44,9 @@ func (c *Cache) Snapshot() Snapshot {
 		e := c.entries[id]
 		s.Entries = append(s.Entries, proto.CloneOf(e.pb))
 		if e.svid != nil {
-			s.SVIDs[id] = e.svid
+			if svid := e.svid.mustSVID(c.cfg.Logger.Error, e.id); svid != nil {
+				s.SVIDs[id] = svid
+			}
 		}
 	}
 	for _, td := range slices.SortedFunc(maps.Keys(c.bundles), func(a, b spiffeid.TrustDomain) int { return cmpString(a.Name(), b.Name()) }) {
@@ -87,6 +90,7 @@ func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 		return 0, 0, fmt.Errorf("restore: no bundle of our trust domain %s", c.cfg.TrustDomain)
 	}
 	now := c.cfg.Clock.Now()
+	cas := map[string]*x509.Certificate{}
 	for id, svid := range s.SVIDs {
 		e, ok := parsed[id]
 		if !ok || svid == nil || len(svid.Certificates) == 0 || svid.ID != e.id {
@@ -104,7 +108,22 @@ func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 			dropped++
 			continue
 		}
-		e.svid, e.caKeyID = svid, keyID
+		// The CA certificates of restored chains are one parsed copy
+		// each, as for minted ones.
+		shared := &x509svid.SVID{ID: svid.ID, Certificates: slices.Clone(svid.Certificates), PrivateKey: svid.PrivateKey}
+		for i, cert := range shared.Certificates[1:] {
+			if prev, ok := cas[string(cert.Raw)]; ok {
+				shared.Certificates[i+1] = prev
+			} else {
+				cas[string(cert.Raw)] = cert
+			}
+		}
+		h, err := hold(shared)
+		if err != nil {
+			dropped++
+			continue
+		}
+		e.svid, e.caKeyID = h, keyID
 		e.jitter = c.cfg.Rand()
 		e.rotateAt = RotateAt(svid.Certificates[0].NotBefore, svid.Certificates[0].NotAfter, e.jitter)
 		e.validFrom, e.validUntil = from, until
