@@ -72,6 +72,10 @@ func SaveWorkloads(dir string, s cache.Snapshot) error {
 		p.Bundles = append(p.Bundles, raw)
 	}
 	for _, e := range s.Entries {
+		if raw, ok := s.Raw[e.GetId()]; ok {
+			p.SVIDs = append(p.SVIDs, workloadSVID{EntryID: e.GetId(), Chain: raw.Chain, Key: raw.Key})
+			continue
+		}
 		svid := s.SVIDs[e.GetId()]
 		if svid == nil {
 			continue

@@ -85,12 +85,23 @@ type fleet struct {
 	rotLags  []time.Duration
 	errs     map[string]int
 	resyncs  int // streams the CA ended after an agent renewed
-	firstErr []string
+	// staleSigns counts CSRs refused because their entry was deleted
+	// before the agent synced the deletion.
+	staleSigns int
+	firstErr   []string
 }
 
 func (f *fleet) countErr(ctx context.Context, op string, err error) {
 	if ctx.Err() != nil || status.Code(err) == codes.Canceled {
 		return // our own shutdown or a connection we replaced
+	}
+	if op == "sign" && strings.Contains(err.Error(), "does not exist or is not authorized") {
+		// Churn: the agent asked for an entry deleted since its last
+		// sync; it drops it when the deletion arrives.
+		f.mu.Lock()
+		f.staleSigns++
+		f.mu.Unlock()
+		return
 	}
 	if status.Code(err) == codes.Unauthenticated && strings.Contains(err.Error(), "renewed") {
 		// The CA ends the streams of an agent's previous SVID when it
@@ -114,10 +125,13 @@ func (f *fleet) expect(key string, at time.Time) {
 	f.pending[key] = at
 }
 
-func (f *fleet) unexpect(key string) {
+// unexpect forgets key and reports whether it was still awaited.
+func (f *fleet) unexpect(key string) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	_, ok := f.pending[key]
 	delete(f.pending, key)
+	return ok
 }
 
 func (f *fleet) seen(key string, at time.Time) {
@@ -156,8 +170,10 @@ type Report struct {
 	RotationP50, RotationP99  time.Duration
 	RotationSeen              int
 	Renewed                   int
-	Resyncs                   int // sync streams ended by the CA after a renewal (expected, not errors)
-	Inconsistent              int // agents whose entry count differs from the CA's at the end
+	Resyncs                   int      // sync streams ended by the CA after a renewal (expected, not errors)
+	StaleSigns                int      // CSRs for entries deleted before the agent synced it (expected with churn)
+	Missed                    []string // up to 5 changes never seen
+	Inconsistent              int      // agents whose entry count differs from the CA's at the end
 	CA                        []CAUsage
 	Errors                    map[string]int
 	FirstErrors               []string
@@ -361,6 +377,12 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 	rep.RotationP50, rep.RotationP99, _ = percentiles(f.rotLags)
 	rep.Errors = maps2(f.errs)
 	rep.Resyncs = f.resyncs
+	rep.StaleSigns = f.staleSigns
+	for k := range f.pending {
+		if len(rep.Missed) < 5 {
+			rep.Missed = append(rep.Missed, k)
+		}
+	}
 	rep.FirstErrors = slices.Clone(f.firstErr)
 	f.mu.Unlock()
 	return rep, nil

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/signal"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -32,11 +33,19 @@ func main() {
 	flag.IntVar(&cfg.Parallel, "parallel", 32, "agents attesting at once")
 	flag.DurationVar(&cfg.ReadyWithin, "ready-within", 30*time.Minute, "give up when the fleet does not hold its SVIDs by then")
 	flag.BoolVar(&jsonOut, "json", false, "print the report as JSON")
+	agentRSS := flag.String("agent-rss", "", "instead of a fleet: RSS of one real `sigil agent run` at these SVID counts, e.g. 0,1000,10000,50000")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	logger := log.New(os.Stderr, "fleet: ", log.Ltime)
+	if *agentRSS != "" {
+		if err := runAgentRSS(ctx, cfg, *agentRSS, logger); err != nil {
+			logger.Print(err)
+			os.Exit(1)
+		}
+		return
+	}
 	rep, err := Run(ctx, cfg, logger.Printf)
 	if err != nil {
 		logger.Print(err)
@@ -65,7 +74,10 @@ func (r *Report) Print(w io.Writer) {
 	for _, c := range r.CA {
 		fmt.Fprintf(w, "  %s: CPU %.2f cores while measuring (%.2f until ready), RSS %d MB (peak %d MB)\n", c.Name, c.CPU, c.ReadyCPU, c.RSS>>20, c.PeakRSS>>20)
 	}
-	fmt.Fprintf(w, "  agents inconsistent at the end: %d\n", r.Inconsistent)
+	fmt.Fprintf(w, "  agents inconsistent at the end: %d; CSRs refused for entries deleted meanwhile: %d\n", r.Inconsistent, r.StaleSigns)
+	if len(r.Missed) > 0 {
+		fmt.Fprintf(w, "  never seen: %s\n", strings.Join(r.Missed, " "))
+	}
 	var ops []string
 	for op, n := range r.Errors {
 		ops = append(ops, fmt.Sprintf("%s=%d", op, n))
@@ -75,4 +87,37 @@ func (r *Report) Print(w io.Writer) {
 	for _, e := range r.FirstErrors {
 		fmt.Fprintf(w, "    %s\n", e)
 	}
+}
+
+func runAgentRSS(ctx context.Context, cfg Config, sizes string, logger *log.Logger) error {
+	var ns []int
+	for _, s := range strings.Split(sizes, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 0 {
+			return fmt.Errorf("--agent-rss: %q is not a count", s)
+		}
+		ns = append(ns, n)
+	}
+	if len(ns) == 0 || ns[0] != 0 {
+		ns = append([]int{0}, ns...)
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		d, err := os.MkdirTemp("", "sigil-agentrss-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(d)
+		dir = d
+	}
+	res, err := MeasureAgentRSS(ctx, cfg.Sigil, dir, ns, logger.Printf)
+	if err != nil {
+		return err
+	}
+	fmt.Println("| SVIDs cached | agent RSS | MB per 1,000 above an empty agent | start to all held |")
+	fmt.Println("|---|---|---|---|")
+	for _, r := range res {
+		fmt.Printf("| %d | %.1f MB | %.2f | %s |\n", r.SVIDs, float64(r.RSS)/(1<<20), r.PerThousand, r.Minted.Round(time.Millisecond))
+	}
+	return nil
 }
