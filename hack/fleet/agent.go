@@ -115,8 +115,7 @@ func (a *simAgent) install(res *nodev1.AgentSVID, key crypto.Signer) error {
 		return fmt.Errorf("agent svid: %w", err)
 	}
 	svid := &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: key}
-	bundle := x509bundle.FromX509Authorities(a.f.td, a.f.roots)
-	conf := tlsconfig.MTLSClientConfig(x509svid.Source(staticSVID{svid}), bundle, a.f.authorizeCA())
+	conf := tlsconfig.MTLSClientConfig(x509svid.Source(staticSVID{svid}), agentBundle{a}, a.f.authorizeCA())
 	cc, err := grpc.NewClient("passthrough:///"+a.addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", a.addr, err)
@@ -131,6 +130,22 @@ func (a *simAgent) install(res *nodev1.AgentSVID, key crypto.Signer) error {
 	return nil
 }
 
+// agentBundle trusts the CA by the bundle the agent last synced (the CA
+// rotates its keys), and by the bootstrap roots before the first sync.
+type agentBundle struct{ a *simAgent }
+
+func (b agentBundle) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
+	b.a.mu.Lock()
+	c := b.a.cache
+	b.a.mu.Unlock()
+	if c != nil {
+		if own := c.Bundle(); own != nil && own.TrustDomain() == td {
+			return x509bundle.FromX509Authorities(td, own.X509Authorities()), nil
+		}
+	}
+	return x509bundle.FromX509Authorities(b.a.f.td, b.a.f.roots).GetX509BundleForTrustDomain(td)
+}
+
 type staticSVID struct{ s *x509svid.SVID }
 
 func (s staticSVID) GetX509SVID() (*x509svid.SVID, error) { return s.s, nil }
@@ -142,6 +157,10 @@ func (a *simAgent) renew(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// The call outlives ctx: a renewal the CA made whose answer the agent
+	// dropped would leave it with an SVID the CA no longer accepts.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
 	res, err := nodev1.NewNodeClient(swapConn{a}).RenewAgent(ctx, &nodev1.RenewAgentRequest{Csr: csr})
 	if err != nil {
 		return fmt.Errorf("renew agent: %w", err)
@@ -166,7 +185,9 @@ func (a *simAgent) start() error {
 	if err != nil {
 		return err
 	}
+	a.mu.Lock()
 	a.cache = c
+	a.mu.Unlock()
 	return nil
 }
 
