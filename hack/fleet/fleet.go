@@ -103,9 +103,10 @@ func (f *fleet) countErr(ctx context.Context, op string, err error) {
 		f.mu.Unlock()
 		return
 	}
-	if status.Code(err) == codes.Unauthenticated && strings.Contains(err.Error(), "renewed") {
-		// The CA ends the streams of an agent's previous SVID when it
-		// renews; the cache syncs again on the new connection.
+	if c := status.Code(err); (c == codes.Unauthenticated || c == codes.PermissionDenied) && strings.Contains(err.Error(), "renewed") {
+		// The CA ends (or refuses) the streams of an agent's previous
+		// SVID once it renewed; the cache syncs again on the new
+		// connection.
 		f.mu.Lock()
 		f.resyncs++
 		f.mu.Unlock()
