@@ -250,6 +250,18 @@ func (w *watchStream) Recv() (*nodev1.SyncResponse, error) {
 	for _, id := range resp.GetDeletedEntryIds() {
 		w.a.f.seen("deleted:"+id, now)
 	}
+	if resp.GetFull() {
+		// A full set replaces the agent's entries: what it leaves out
+		// is deleted. (Parts of a split response after the first are
+		// not marked full; a deletion there is counted at the next.)
+		present := map[string]bool{}
+		for _, e := range resp.GetEntries() {
+			present[e.GetId()] = true
+		}
+		if !resp.GetMore() {
+			w.a.f.fullSeen(w.a, present, now)
+		}
+	}
 	if len(resp.GetBundles()) > 0 {
 		w.a.f.bundleSeen(w.a, now)
 	}

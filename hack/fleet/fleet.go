@@ -78,8 +78,11 @@ type fleet struct {
 
 	signed atomic.Int64
 
-	mu       sync.Mutex
-	pending  map[string]time.Time // change key -> when its write started
+	mu      sync.Mutex
+	pending map[string]time.Time // change key -> when its write started
+	// delOwner is the agent of each awaited deletion, by entry ID: a
+	// full sync response tells a deletion by leaving the entry out.
+	delOwner map[string]*simAgent
 	lags     []time.Duration
 	rotStart time.Time // zero: no rotation yet
 	rotLags  []time.Duration
@@ -126,6 +129,33 @@ func (f *fleet) expect(key string, at time.Time) {
 	f.pending[key] = at
 }
 
+// expectDelete awaits the deletion of entry id at agent a.
+func (f *fleet) expectDelete(id string, a *simAgent, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pending["deleted:"+id] = at
+	f.delOwner[id] = a
+}
+
+// fullSeen counts every awaited deletion at a that a full sync response
+// (holding the entry IDs in present) no longer lists.
+func (f *fleet) fullSeen(a *simAgent, present map[string]bool, at time.Time) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for id, owner := range f.delOwner {
+		if owner != a || present[id] {
+			continue
+		}
+		delete(f.delOwner, id)
+		if t0, ok := f.pending["deleted:"+id]; ok {
+			delete(f.pending, "deleted:"+id)
+			if len(f.lags) < maxSamples {
+				f.lags = append(f.lags, at.Sub(t0))
+			}
+		}
+	}
+}
+
 // unexpect forgets key and reports whether it was still awaited.
 func (f *fleet) unexpect(key string) bool {
 	f.mu.Lock()
@@ -140,6 +170,9 @@ func (f *fleet) seen(key string, at time.Time) {
 	defer f.mu.Unlock()
 	if t0, ok := f.pending[key]; ok {
 		delete(f.pending, key)
+		if id, ok := strings.CutPrefix(key, "deleted:"); ok {
+			delete(f.delOwner, id)
+		}
 		if len(f.lags) < maxSamples {
 			f.lags = append(f.lags, at.Sub(t0))
 		}
@@ -206,7 +239,7 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 	if err != nil {
 		return nil, fmt.Errorf("--trust-domain: %w", err)
 	}
-	f := &fleet{cfg: cfg, td: td, pending: map[string]time.Time{}, errs: map[string]int{}}
+	f := &fleet{cfg: cfg, td: td, pending: map[string]time.Time{}, delOwner: map[string]*simAgent{}, errs: map[string]int{}}
 	rep := &Report{Replicas: cfg.Replicas, Agents: cfg.Agents, Entries: cfg.Entries, Store: "sqlite"}
 	if cfg.PostgresDSN != "" {
 		rep.Store = "postgres"

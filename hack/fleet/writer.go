@@ -100,10 +100,13 @@ func (w *writer) deleteOne(ctx context.Context) error {
 	// Created and deleted before the agent synced: it may see neither.
 	unseen := w.f.unexpect(e.spiffeID)
 	if !unseen {
-		w.f.expect("deleted:"+e.id, time.Now())
+		w.f.expectDelete(e.id, w.agents[e.agent], time.Now())
 	}
 	if _, err := w.admin.DeleteEntry(ctx, &adminv1.DeleteEntryRequest{Id: e.id}); err != nil {
 		w.f.unexpect("deleted:" + e.id)
+		w.f.mu.Lock()
+		delete(w.f.delOwner, e.id)
+		w.f.mu.Unlock()
 		w.mu.Lock()
 		w.live = append(w.live, e)
 		w.expected[e.agent]++
