@@ -2,7 +2,11 @@ package cache
 
 import (
 	"fmt"
+	"os"
 	"runtime"
+	"runtime/debug"
+	"strconv"
+	"strings"
 	"testing"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
@@ -56,19 +60,49 @@ func BenchmarkChangeToSubscriber(b *testing.B) {
 	}
 }
 
-// BenchmarkMemoryPerThousandSVIDs reports the heap the cache holds per
-// 1,000 entries with their SVIDs (key, chain, parsed entry).
+// BenchmarkMemoryPerThousandSVIDs reports what the cache holds per 1,000
+// entries with their SVIDs (key, chain, parsed entry) at n SVIDs: the live
+// heap after a GC, and the growth of the process's resident set (VmRSS),
+// which also counts the garbage the Go runtime keeps between GCs.
 func BenchmarkMemoryPerThousandSVIDs(b *testing.B) {
-	const n = 10000
-	for i := 0; i < b.N; i++ {
-		runtime.GC()
-		var before, after runtime.MemStats
-		runtime.ReadMemStats(&before)
-		c, _, _ := newTestCache(b, 100)
-		fill(b, c, n)
-		runtime.GC()
-		runtime.ReadMemStats(&after)
-		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(n/1000)/1024, "KiB/1000svids")
-		runtime.KeepAlive(c)
+	for _, n := range []int{1000, 10000, 50000} {
+		b.Run(fmt.Sprintf("svids=%d", n), func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				runtime.GC()
+				debug.FreeOSMemory()
+				var before, after runtime.MemStats
+				runtime.ReadMemStats(&before)
+				rssBefore := vmRSS(b)
+				c, _, _ := newTestCache(b, 100)
+				fill(b, c, n)
+				rssAfter := vmRSS(b)
+				runtime.GC()
+				runtime.ReadMemStats(&after)
+				per := float64(n) / 1000
+				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/per/1024, "heap-KiB/1000svids")
+				b.ReportMetric(float64(rssAfter-rssBefore)/per/1024, "rss-KiB/1000svids")
+				runtime.KeepAlive(c)
+			}
+		})
 	}
+}
+
+// vmRSS is this process's resident set in bytes, from /proc/self/status.
+func vmRSS(b *testing.B) int64 {
+	b.Helper()
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb * 1024
+		}
+	}
+	b.Fatal("no VmRSS in /proc/self/status")
+	return 0
 }

@@ -16,7 +16,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
@@ -90,7 +89,7 @@ type entry struct {
 	id       spiffeid.ID
 	sels     []selector.Selector
 	feds     []spiffeid.TrustDomain
-	svid     *x509svid.SVID // nil until minted
+	svid     *held // nil until minted
 	caKeyID  string
 	jitter   float64 // drawn once per SVID
 	rotateAt time.Time

@@ -164,7 +164,11 @@ func (c *Cache) mintBatch(ctx context.Context, now time.Time, batch []pending) e
 		if !ok || e.gen != p.gen || r.GetEntryId() != p.entryID {
 			continue // deleted or changed meanwhile; the next scan handles it
 		}
-		svid, err := c.check(r, p)
+		parsed, err := c.check(r, p)
+		var svid *held
+		if err == nil {
+			svid, err = hold(parsed)
+		}
 		if err != nil {
 			c.cfg.Metrics.mintErrors.Inc()
 			e.failures++
@@ -179,9 +183,9 @@ func (c *Cache) mintBatch(ctx context.Context, now time.Time, batch []pending) e
 		}
 		e.svid, e.caKeyID, e.stale, e.failures, e.retryAt = svid, r.GetCaKeyId(), false, 0, time.Time{}
 		e.jitter = c.cfg.Rand()
-		leaf := svid.Certificates[0]
+		leaf := parsed.Certificates[0]
 		e.rotateAt = RotateAt(leaf.NotBefore, leaf.NotAfter, e.jitter)
-		e.validFrom, e.validUntil = Validity(svid.Certificates)
+		e.validFrom, e.validUntil = Validity(parsed.Certificates)
 		e.usable = Usable(installed, e.validFrom, e.validUntil)
 		ch.add(e)
 	}

@@ -1,7 +1,9 @@
 package cache
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -23,6 +25,32 @@ type Snapshot struct {
 	Entries []*typesv1.Entry
 	Bundles []*spiffebundle.Bundle
 	SVIDs   map[string]*x509svid.SVID
+	// Raw holds SVIDs by entry ID as the cache keeps them, unparsed:
+	// Snapshot fills Raw rather than SVIDs (parsing every SVID to have it
+	// written out again would cost what the cache saves by not keeping
+	// them parsed), except for a key without a PKCS#8 form. An entry ID
+	// is in at most one of the two.
+	Raw map[string]RawSVID
+}
+
+// RawSVID is an X509-SVID as DER certificates, leaf first, and its
+// private key as PKCS#8. The slices are shared: never modify them.
+type RawSVID struct {
+	Chain [][]byte
+	Key   []byte
+}
+
+// raw is h as a RawSVID, or false when its key has no PKCS#8 form.
+func (h *held) raw() (RawSVID, bool) {
+	if h.key == nil {
+		return RawSVID{}, false
+	}
+	chain := make([][]byte, 0, 1+len(h.chain))
+	chain = append(chain, h.leaf)
+	for _, c := range h.chain {
+		chain = append(chain, c.Raw)
+	}
+	return RawSVID{Chain: chain, Key: h.key}, true
 }
 
 // Version counts the changes subscribers were told about: a snapshot taken
@@ -34,16 +62,20 @@ func (c *Cache) Version() uint64 {
 }
 
 // Snapshot copies the cache's entries, bundles and SVIDs (shared, never
-// modified in place) in a stable order.
+// modified in place) in a stable order. SVIDs come in Raw (see Snapshot).
 func (c *Cache) Snapshot() Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := Snapshot{SVIDs: map[string]*x509svid.SVID{}}
+	s := Snapshot{SVIDs: map[string]*x509svid.SVID{}, Raw: map[string]RawSVID{}}
 	for _, id := range sortedIDs(c.entries) {
 		e := c.entries[id]
 		s.Entries = append(s.Entries, proto.CloneOf(e.pb))
 		if e.svid != nil {
-			s.SVIDs[id] = e.svid
+			if raw, ok := e.svid.raw(); ok {
+				s.Raw[id] = raw
+			} else if svid := e.svid.mustSVID(c.cfg.Logger.Error, e.id); svid != nil {
+				s.SVIDs[id] = svid
+			}
 		}
 	}
 	for _, td := range slices.SortedFunc(maps.Keys(c.bundles), func(a, b spiffeid.TrustDomain) int { return cmpString(a.Name(), b.Name()) }) {
@@ -87,7 +119,21 @@ func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 		return 0, 0, fmt.Errorf("restore: no bundle of our trust domain %s", c.cfg.TrustDomain)
 	}
 	now := c.cfg.Clock.Now()
-	for id, svid := range s.SVIDs {
+	cas := map[string]*x509.Certificate{}
+	svids := maps.Clone(s.SVIDs)
+	if svids == nil {
+		svids = map[string]*x509svid.SVID{}
+	}
+	for id, raw := range s.Raw {
+		svid, err := x509svid.ParseRaw(bytes.Join(raw.Chain, nil), raw.Key)
+		if err != nil {
+			c.cfg.Logger.Warn("dropping a persisted X509-SVID that does not parse", "entry_id", id, "error", err)
+			dropped++
+			continue
+		}
+		svids[id] = svid
+	}
+	for id, svid := range svids {
 		e, ok := parsed[id]
 		if !ok || svid == nil || len(svid.Certificates) == 0 || svid.ID != e.id {
 			dropped++
@@ -104,7 +150,22 @@ func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 			dropped++
 			continue
 		}
-		e.svid, e.caKeyID = svid, keyID
+		// The CA certificates of restored chains are one parsed copy
+		// each, as for minted ones.
+		shared := &x509svid.SVID{ID: svid.ID, Certificates: slices.Clone(svid.Certificates), PrivateKey: svid.PrivateKey}
+		for i, cert := range shared.Certificates[1:] {
+			if prev, ok := cas[string(cert.Raw)]; ok {
+				shared.Certificates[i+1] = prev
+			} else {
+				cas[string(cert.Raw)] = cert
+			}
+		}
+		h, err := hold(shared)
+		if err != nil {
+			dropped++
+			continue
+		}
+		e.svid, e.caKeyID = h, keyID
 		e.jitter = c.cfg.Rand()
 		e.rotateAt = RotateAt(svid.Certificates[0].NotBefore, svid.Certificates[0].NotAfter, e.jitter)
 		e.validFrom, e.validUntil = from, until

@@ -99,7 +99,11 @@ func (c *Cache) updateLocked(sels selector.Set, now time.Time) workload.Update {
 		if e.svid == nil || !sels.Superset(e.sels) || !Usable(now, e.validFrom, e.validUntil) {
 			continue
 		}
-		u.Identities = append(u.Identities, workload.Identity{EntryID: id, SVID: e.svid})
+		svid := e.svid.mustSVID(c.cfg.Logger.Error, e.id)
+		if svid == nil {
+			continue
+		}
+		u.Identities = append(u.Identities, workload.Identity{EntryID: id, SVID: svid})
 		for _, td := range e.feds {
 			if b, ok := c.bundles[td]; ok && td != c.cfg.TrustDomain {
 				if u.FederatedBundles == nil {

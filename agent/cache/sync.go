@@ -360,8 +360,10 @@ func (c *Cache) dropUntrusted(bundle *spiffebundle.Bundle) bool {
 		if e.svid == nil || trusted[e.caKeyID] {
 			continue
 		}
-		if _, err := issuerKeyID(e.svid, bundle); err == nil {
-			continue
+		if svid := e.svid.mustSVID(c.cfg.Logger.Error, e.id); svid != nil {
+			if _, err := issuerKeyID(svid, bundle); err == nil {
+				continue
+			}
 		}
 		c.cfg.Logger.Warn("dropping an X509-SVID: the new bundle does not trust its issuer", "entry_id", id, "spiffe_id", e.id.String())
 		e.svid = nil

@@ -1,6 +1,7 @@
 package svidstore
 
 import (
+	"bytes"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
@@ -12,6 +13,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -72,6 +74,10 @@ func SaveWorkloads(dir string, s cache.Snapshot) error {
 		p.Bundles = append(p.Bundles, raw)
 	}
 	for _, e := range s.Entries {
+		if raw, ok := s.Raw[e.GetId()]; ok {
+			p.SVIDs = append(p.SVIDs, workloadSVID{EntryID: e.GetId(), Chain: raw.Chain, Key: raw.Key})
+			continue
+		}
 		svid := s.SVIDs[e.GetId()]
 		if svid == nil {
 			continue
@@ -86,15 +92,20 @@ func SaveWorkloads(dir string, s cache.Snapshot) error {
 		}
 		p.SVIDs = append(p.SVIDs, w)
 	}
-	payload, err := json.Marshal(p)
-	if err != nil {
+	// The document is assembled around the encoded payload rather than
+	// marshaled again: with 10,000 SVIDs the payload is ~20 MB, and each
+	// extra copy is garbage the agent's heap must make room for.
+	var buf bytes.Buffer
+	buf.WriteString(`{"version":1,"sha256":"` + strings.Repeat("0", sha256.Size*2) + `","payload":`)
+	start := buf.Len()
+	if err := json.NewEncoder(&buf).Encode(p); err != nil {
 		return fmt.Errorf("save workload svids: %w", err)
 	}
-	sum := sha256.Sum256(payload)
-	data, err := json.Marshal(workloadsDoc{Version: 1, SHA256: hex.EncodeToString(sum[:]), Payload: payload})
-	if err != nil {
-		return fmt.Errorf("save workload svids: %w", err)
-	}
+	buf.Truncate(buf.Len() - 1) // Encode's newline
+	sum := sha256.Sum256(buf.Bytes()[start:])
+	buf.WriteString("}")
+	data := buf.Bytes()
+	copy(data[len(`{"version":1,"sha256":"`):], hex.EncodeToString(sum[:]))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save workload svids: dir: %w", err)
 	}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sigilhq/sigil/internal/e2e"
+	"github.com/sigilhq/sigil/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// TestTinyFleet runs the simulator at tiny scale, on SQLite and on two
+// PostgreSQL replicas, so that it cannot rot: every change reaches its
+// agent, the CA rotation reaches every agent, every agent renews and ends
+// holding exactly what the store says, and nothing fails.
+func TestTinyFleet(t *testing.T) {
+	sigil, err := e2e.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		replicas int
+		postgres bool
+	}{
+		{"sqlite", 1, false},
+		{"postgres-2-replicas", 2, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Sigil: sigil.Path, Dir: t.TempDir(), Replicas: tc.replicas, Agents: 5, Entries: 50,
+				Churn: 20, Duration: 6 * time.Second, SVIDTTL: 8 * time.Second, Rotate: true, Renew: true, ReadyWithin: 2 * time.Minute}
+			if tc.postgres {
+				cfg.PostgresDSN = pgtest.Start(t)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+			defer cancel()
+			rep, err := Run(ctx, cfg, t.Logf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			rep.Print(&out)
+			t.Log(out.String())
+			if rep.Inconsistent != 0 || rep.LagMissed != 0 || len(rep.Errors) != 0 {
+				t.Errorf("inconsistent agents %d, changes never seen %d, errors %v", rep.Inconsistent, rep.LagMissed, rep.Errors)
+			}
+			if rep.LagSamples < 20 || rep.Writes < 20 {
+				t.Errorf("%d changes seen of %d writes: want most of ~120", rep.LagSamples, rep.Writes)
+			}
+			if rep.RotationSeen != cfg.Agents || rep.Renewed != cfg.Agents {
+				t.Errorf("rotation seen by %d agents, %d renewed: want all %d", rep.RotationSeen, rep.Renewed, cfg.Agents)
+			}
+			if rep.SignRate <= 0 || len(rep.CA) != tc.replicas || rep.CA[0].RSS == 0 {
+				t.Errorf("sign rate %.1f, CA usage %+v: want signings and one sample per replica", rep.SignRate, rep.CA)
+			}
+		})
+	}
+}
