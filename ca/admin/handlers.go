@@ -466,6 +466,7 @@ func (s *Server) CAStatus(ctx context.Context, _ *adminv1.CAStatusRequest) (*adm
 	for _, r := range st.UpstreamRoots {
 		out.UpstreamRoots = append(out.UpstreamRoots, r.Raw)
 	}
+	out.Upstream = upstreamToProto(st.Upstream)
 	for _, k := range st.Keys {
 		out.Keys = append(out.Keys, keyToProto(k))
 	}

@@ -3,7 +3,9 @@ package caconfig
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -65,11 +67,19 @@ type KeyManagerFile struct {
 
 // UpstreamFile selects who signs the CA's signing certificates.
 type UpstreamFile struct {
-	Type       string `yaml:"type"`        // self_signed (default) | disk
+	Type       string `yaml:"type"`        // self_signed (default) | disk | step_ca
 	RootTTL    string `yaml:"root_ttl"`    // self_signed: default 8760h
 	CertFile   string `yaml:"cert_file"`   // disk
 	KeyFile    string `yaml:"key_file"`    // disk
 	BundleFile string `yaml:"bundle_file"` // disk
+
+	URL          string `yaml:"url"`           // step_ca: https://host:port of step-ca
+	Root         string `yaml:"root"`          // step_ca: SHA-256 fingerprint of step-ca's root (hex), or a PEM file of its root(s)
+	Provisioner  string `yaml:"provisioner"`   // step_ca: JWK or X5C provisioner name
+	PasswordFile string `yaml:"password_file"` // step_ca JWK: decrypts the provisioner key
+	JWKKeyFile   string `yaml:"jwk_key_file"`  // step_ca JWK: the encrypted provisioner key; default: fetched from step-ca
+	X5CCertFile  string `yaml:"x5c_cert_file"` // step_ca X5C: certificate chain to the provisioner's roots
+	X5CKeyFile   string `yaml:"x5c_key_file"`  // step_ca X5C: its key (PEM)
 }
 
 // Config is the validated configuration.
@@ -118,12 +128,17 @@ type KeyManager struct {
 
 // Upstream is the chosen upstream.
 type Upstream struct {
-	Type       string // "self_signed" | "disk"
+	Type       string // "self_signed" | "disk" | "step_ca"
 	RootTTL    time.Duration
 	CertPath   string // self_signed: where the root certificate is kept
 	CertFile   string
 	KeyFile    string
 	BundleFile string
+
+	// step_ca: exactly one of RootFingerprint (hex) and RootFile is set.
+	URL, RootFingerprint, RootFile, Provisioner string
+	PasswordFile, JWKKeyFile                    string
+	X5CCertFile, X5CKeyFile                     string
 }
 
 // Load reads and validates a config file.
@@ -232,13 +247,66 @@ func (f File) Validate() (Config, error) {
 			bad("upstream", "type disk needs cert_file and key_file")
 		}
 		c.Upstream.CertFile, c.Upstream.KeyFile, c.Upstream.BundleFile = f.Upstream.CertFile, f.Upstream.KeyFile, f.Upstream.BundleFile
+	case "step_ca":
+		validateStepCA(f.Upstream, &c.Upstream, bad)
 	default:
-		bad("upstream.type", "%q: want self_signed or disk", f.Upstream.Type)
+		bad("upstream.type", "%q: want self_signed, disk or step_ca", f.Upstream.Type)
+	}
+	if c.Upstream.Type != "step_ca" {
+		for _, kv := range [][2]string{{"url", f.Upstream.URL}, {"root", f.Upstream.Root}, {"provisioner", f.Upstream.Provisioner},
+			{"password_file", f.Upstream.PasswordFile}, {"jwk_key_file", f.Upstream.JWKKeyFile},
+			{"x5c_cert_file", f.Upstream.X5CCertFile}, {"x5c_key_file", f.Upstream.X5CKeyFile}} {
+			if kv[1] != "" {
+				bad("upstream."+kv[0], "only for type step_ca")
+			}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("invalid config: %w", err)
 	}
 	return c, nil
+}
+
+// validateStepCA checks a step_ca upstream: an https URL, a root given by
+// fingerprint or file, a provisioner, and either JWK (password) or X5C
+// (certificate and key) credentials.
+func validateStepCA(f UpstreamFile, u *Upstream, bad func(field, format string, args ...any)) {
+	if parsed, err := url.Parse(f.URL); f.URL == "" || err != nil || parsed.Scheme != "https" || parsed.Host == "" {
+		bad("upstream.url", "%q: type step_ca needs step-ca's https://host:port", f.URL)
+	}
+	u.URL = f.URL
+	switch fp := strings.ToLower(strings.ReplaceAll(f.Root, ":", "")); {
+	case f.Root == "":
+		bad("upstream.root", "type step_ca needs step-ca's root: its SHA-256 fingerprint (step certificate fingerprint root_ca.crt) or a PEM file")
+	case len(fp) == 64 && isHex(fp):
+		u.RootFingerprint = fp
+	default:
+		u.RootFile = f.Root
+	}
+	if f.Provisioner == "" {
+		bad("upstream.provisioner", "type step_ca needs the provisioner's name")
+	}
+	u.Provisioner = f.Provisioner
+	u.PasswordFile, u.JWKKeyFile = f.PasswordFile, f.JWKKeyFile
+	u.X5CCertFile, u.X5CKeyFile = f.X5CCertFile, f.X5CKeyFile
+	x5c := f.X5CCertFile != "" || f.X5CKeyFile != ""
+	switch {
+	case x5c && (f.X5CCertFile == "" || f.X5CKeyFile == ""):
+		bad("upstream", "an X5C provisioner needs x5c_cert_file and x5c_key_file")
+	case x5c && (f.PasswordFile != "" || f.JWKKeyFile != ""):
+		bad("upstream", "set either x5c_cert_file/x5c_key_file (X5C) or password_file (JWK), not both")
+	case !x5c && f.PasswordFile == "":
+		bad("upstream.password_file", "a JWK provisioner needs the password file that decrypts its key")
+	}
+}
+
+func isHex(s string) bool {
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return false
+		}
+	}
+	return true
 }
 
 func or(s, def string) string {

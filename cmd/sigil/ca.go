@@ -160,6 +160,15 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 		if up, err = upstream.NewDisk(upstream.DiskConfig{CertFile: cfg.Upstream.CertFile, KeyFile: cfg.Upstream.KeyFile, BundleFile: cfg.Upstream.BundleFile}); err != nil {
 			return nil, err
 		}
+	case "step_ca":
+		u := cfg.Upstream
+		if up, err = upstream.NewStepCA(ctx, upstream.StepCAConfig{
+			URL: u.URL, RootFingerprint: u.RootFingerprint, RootFile: u.RootFile, Provisioner: u.Provisioner,
+			JWKKeyFile: u.JWKKeyFile, PasswordFile: u.PasswordFile, X5CCertFile: u.X5CCertFile, X5CKeyFile: u.X5CKeyFile,
+			Logger: logger, Metrics: reg,
+		}); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, fmt.Errorf("unknown upstream type %q", cfg.Upstream.Type)
 	}

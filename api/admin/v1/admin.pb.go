@@ -1572,6 +1572,7 @@ type CAStatusResponse struct {
 	UpstreamRoots [][]byte               `protobuf:"bytes,3,rep,name=upstream_roots,json=upstreamRoots,proto3" json:"upstream_roots,omitempty"` // DER: what the signing keys chain to; not the bundle
 	Rekey         *CARekey               `protobuf:"bytes,4,opt,name=rekey,proto3" json:"rekey,omitempty"`                                      // the re-key after an SVID revocation in progress; absent: none
 	LastRekey     *CARekey               `protobuf:"bytes,5,opt,name=last_rekey,json=lastRekey,proto3" json:"last_rekey,omitempty"`             // the last re-key that ended
+	Upstream      *CAUpstream            `protobuf:"bytes,6,opt,name=upstream,proto3" json:"upstream,omitempty"`                                // a networked upstream's health (step_ca); absent for self_signed and disk
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1641,6 +1642,99 @@ func (x *CAStatusResponse) GetLastRekey() *CARekey {
 	return nil
 }
 
+func (x *CAStatusResponse) GetUpstream() *CAUpstream {
+	if x != nil {
+		return x.Upstream
+	}
+	return nil
+}
+
+// CAUpstream is how the latest requests to a networked upstream went. While
+// it fails, rotation waits; the active key keeps signing.
+type CAUpstream struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Type                string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`     // step_ca
+	Target              string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"` // its URL
+	LastSuccess         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_success,json=lastSuccess,proto3" json:"last_success,omitempty"`
+	LastFailure         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
+	LastError           string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	ConsecutiveFailures int32                  `protobuf:"varint,6,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"` // 0: the latest request succeeded
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *CAUpstream) Reset() {
+	*x = CAUpstream{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAUpstream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAUpstream) ProtoMessage() {}
+
+func (x *CAUpstream) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAUpstream.ProtoReflect.Descriptor instead.
+func (*CAUpstream) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CAUpstream) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *CAUpstream) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *CAUpstream) GetLastSuccess() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSuccess
+	}
+	return nil
+}
+
+func (x *CAUpstream) GetLastFailure() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFailure
+	}
+	return nil
+}
+
+func (x *CAUpstream) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *CAUpstream) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
 // CARekey is a re-key after an SVID revocation: the next X.509 key is
 // published, activated once agents have it, the old keys are tainted and
 // revoked once agents re-minted.
@@ -1661,7 +1755,7 @@ type CARekey struct {
 
 func (x *CARekey) Reset() {
 	*x = CARekey{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1767,7 @@ func (x *CARekey) String() string {
 func (*CARekey) ProtoMessage() {}
 
 func (x *CARekey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1780,7 @@ func (x *CARekey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARekey.ProtoReflect.Descriptor instead.
 func (*CARekey) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CARekey) GetPhase() string {
@@ -1761,7 +1855,7 @@ type PrepareCARequest struct {
 
 func (x *PrepareCARequest) Reset() {
 	*x = PrepareCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1867,7 @@ func (x *PrepareCARequest) String() string {
 func (*PrepareCARequest) ProtoMessage() {}
 
 func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1880,7 @@ func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCARequest.ProtoReflect.Descriptor instead.
 func (*PrepareCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PrepareCARequest) GetKind() KeyKind {
@@ -1805,7 +1899,7 @@ type PrepareCAResponse struct {
 
 func (x *PrepareCAResponse) Reset() {
 	*x = PrepareCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1911,7 @@ func (x *PrepareCAResponse) String() string {
 func (*PrepareCAResponse) ProtoMessage() {}
 
 func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1924,7 @@ func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCAResponse.ProtoReflect.Descriptor instead.
 func (*PrepareCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PrepareCAResponse) GetKey() *CAKey {
@@ -1849,7 +1943,7 @@ type ActivateCARequest struct {
 
 func (x *ActivateCARequest) Reset() {
 	*x = ActivateCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +1955,7 @@ func (x *ActivateCARequest) String() string {
 func (*ActivateCARequest) ProtoMessage() {}
 
 func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +1968,7 @@ func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCARequest.ProtoReflect.Descriptor instead.
 func (*ActivateCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ActivateCARequest) GetKind() KeyKind {
@@ -1893,7 +1987,7 @@ type ActivateCAResponse struct {
 
 func (x *ActivateCAResponse) Reset() {
 	*x = ActivateCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +1999,7 @@ func (x *ActivateCAResponse) String() string {
 func (*ActivateCAResponse) ProtoMessage() {}
 
 func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2012,7 @@ func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCAResponse.ProtoReflect.Descriptor instead.
 func (*ActivateCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ActivateCAResponse) GetKey() *CAKey {
@@ -1938,7 +2032,7 @@ type TaintCARequest struct {
 
 func (x *TaintCARequest) Reset() {
 	*x = TaintCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2044,7 @@ func (x *TaintCARequest) String() string {
 func (*TaintCARequest) ProtoMessage() {}
 
 func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2057,7 @@ func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCARequest.ProtoReflect.Descriptor instead.
 func (*TaintCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TaintCARequest) GetKind() KeyKind {
@@ -1988,7 +2082,7 @@ type TaintCAResponse struct {
 
 func (x *TaintCAResponse) Reset() {
 	*x = TaintCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2094,7 @@ func (x *TaintCAResponse) String() string {
 func (*TaintCAResponse) ProtoMessage() {}
 
 func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2107,7 @@ func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCAResponse.ProtoReflect.Descriptor instead.
 func (*TaintCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 type RevokeCARequest struct {
@@ -2026,7 +2120,7 @@ type RevokeCARequest struct {
 
 func (x *RevokeCARequest) Reset() {
 	*x = RevokeCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2132,7 @@ func (x *RevokeCARequest) String() string {
 func (*RevokeCARequest) ProtoMessage() {}
 
 func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2145,7 @@ func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCARequest.ProtoReflect.Descriptor instead.
 func (*RevokeCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RevokeCARequest) GetKind() KeyKind {
@@ -2076,7 +2170,7 @@ type RevokeCAResponse struct {
 
 func (x *RevokeCAResponse) Reset() {
 	*x = RevokeCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2182,7 @@ func (x *RevokeCAResponse) String() string {
 func (*RevokeCAResponse) ProtoMessage() {}
 
 func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2195,7 @@ func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCAResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 type RevokeSVIDRequest struct {
@@ -2114,7 +2208,7 @@ type RevokeSVIDRequest struct {
 
 func (x *RevokeSVIDRequest) Reset() {
 	*x = RevokeSVIDRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2220,7 @@ func (x *RevokeSVIDRequest) String() string {
 func (*RevokeSVIDRequest) ProtoMessage() {}
 
 func (x *RevokeSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2233,7 @@ func (x *RevokeSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSVIDRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeSVIDRequest) GetSerial() string {
@@ -2164,7 +2258,7 @@ type RevokeSVIDResponse struct {
 
 func (x *RevokeSVIDResponse) Reset() {
 	*x = RevokeSVIDResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2270,7 @@ func (x *RevokeSVIDResponse) String() string {
 func (*RevokeSVIDResponse) ProtoMessage() {}
 
 func (x *RevokeSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2283,7 @@ func (x *RevokeSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSVIDResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 type AuditEvent struct {
@@ -2206,7 +2300,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2312,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2325,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AuditEvent) GetId() int64 {
@@ -2289,7 +2383,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2395,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2408,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListAuditRequest) GetAfterId() int64 {
@@ -2340,7 +2434,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2446,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2459,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListAuditResponse) GetEvents() []*AuditEvent {
@@ -2465,14 +2559,24 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
 	"\atainted\x18\x06 \x01(\bR\atainted\"\x11\n" +
-	"\x0fCAStatusRequest\"\xee\x01\n" +
+	"\x0fCAStatusRequest\"\xa6\x02\n" +
 	"\x10CAStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x04keys\x18\x02 \x03(\v2\x15.sigil.admin.v1.CAKeyR\x04keys\x12%\n" +
 	"\x0eupstream_roots\x18\x03 \x03(\fR\rupstreamRoots\x12-\n" +
 	"\x05rekey\x18\x04 \x01(\v2\x17.sigil.admin.v1.CARekeyR\x05rekey\x126\n" +
 	"\n" +
-	"last_rekey\x18\x05 \x01(\v2\x17.sigil.admin.v1.CARekeyR\tlastRekey\"\x83\x03\n" +
+	"last_rekey\x18\x05 \x01(\v2\x17.sigil.admin.v1.CARekeyR\tlastRekey\x126\n" +
+	"\bupstream\x18\x06 \x01(\v2\x1a.sigil.admin.v1.CAUpstreamR\bupstream\"\x88\x02\n" +
+	"\n" +
+	"CAUpstream\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12=\n" +
+	"\flast_success\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x12=\n" +
+	"\flast_failure\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vlastFailure\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x121\n" +
+	"\x14consecutive_failures\x18\x06 \x01(\x05R\x13consecutiveFailures\"\x83\x03\n" +
 	"\aCARekey\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x122\n" +
 	"\x06covers\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06covers\x124\n" +
@@ -2564,7 +2668,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 44)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 45)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(BundleFormat)(0),               // 0: sigil.admin.v1.BundleFormat
 	(KeyKind)(0),                    // 1: sigil.admin.v1.KeyKind
@@ -2598,108 +2702,112 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*CAKey)(nil),                   // 29: sigil.admin.v1.CAKey
 	(*CAStatusRequest)(nil),         // 30: sigil.admin.v1.CAStatusRequest
 	(*CAStatusResponse)(nil),        // 31: sigil.admin.v1.CAStatusResponse
-	(*CARekey)(nil),                 // 32: sigil.admin.v1.CARekey
-	(*PrepareCARequest)(nil),        // 33: sigil.admin.v1.PrepareCARequest
-	(*PrepareCAResponse)(nil),       // 34: sigil.admin.v1.PrepareCAResponse
-	(*ActivateCARequest)(nil),       // 35: sigil.admin.v1.ActivateCARequest
-	(*ActivateCAResponse)(nil),      // 36: sigil.admin.v1.ActivateCAResponse
-	(*TaintCARequest)(nil),          // 37: sigil.admin.v1.TaintCARequest
-	(*TaintCAResponse)(nil),         // 38: sigil.admin.v1.TaintCAResponse
-	(*RevokeCARequest)(nil),         // 39: sigil.admin.v1.RevokeCARequest
-	(*RevokeCAResponse)(nil),        // 40: sigil.admin.v1.RevokeCAResponse
-	(*RevokeSVIDRequest)(nil),       // 41: sigil.admin.v1.RevokeSVIDRequest
-	(*RevokeSVIDResponse)(nil),      // 42: sigil.admin.v1.RevokeSVIDResponse
-	(*AuditEvent)(nil),              // 43: sigil.admin.v1.AuditEvent
-	(*ListAuditRequest)(nil),        // 44: sigil.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),       // 45: sigil.admin.v1.ListAuditResponse
-	(*v1.Entry)(nil),                // 46: sigil.types.v1.Entry
-	(*durationpb.Duration)(nil),     // 47: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),   // 48: google.protobuf.Timestamp
-	(*v1.Bundle)(nil),               // 49: sigil.types.v1.Bundle
+	(*CAUpstream)(nil),              // 32: sigil.admin.v1.CAUpstream
+	(*CARekey)(nil),                 // 33: sigil.admin.v1.CARekey
+	(*PrepareCARequest)(nil),        // 34: sigil.admin.v1.PrepareCARequest
+	(*PrepareCAResponse)(nil),       // 35: sigil.admin.v1.PrepareCAResponse
+	(*ActivateCARequest)(nil),       // 36: sigil.admin.v1.ActivateCARequest
+	(*ActivateCAResponse)(nil),      // 37: sigil.admin.v1.ActivateCAResponse
+	(*TaintCARequest)(nil),          // 38: sigil.admin.v1.TaintCARequest
+	(*TaintCAResponse)(nil),         // 39: sigil.admin.v1.TaintCAResponse
+	(*RevokeCARequest)(nil),         // 40: sigil.admin.v1.RevokeCARequest
+	(*RevokeCAResponse)(nil),        // 41: sigil.admin.v1.RevokeCAResponse
+	(*RevokeSVIDRequest)(nil),       // 42: sigil.admin.v1.RevokeSVIDRequest
+	(*RevokeSVIDResponse)(nil),      // 43: sigil.admin.v1.RevokeSVIDResponse
+	(*AuditEvent)(nil),              // 44: sigil.admin.v1.AuditEvent
+	(*ListAuditRequest)(nil),        // 45: sigil.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),       // 46: sigil.admin.v1.ListAuditResponse
+	(*v1.Entry)(nil),                // 47: sigil.types.v1.Entry
+	(*durationpb.Duration)(nil),     // 48: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),   // 49: google.protobuf.Timestamp
+	(*v1.Bundle)(nil),               // 50: sigil.types.v1.Bundle
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	46, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
-	46, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	46, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
-	46, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	46, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	46, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	46, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	47, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	48, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	48, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	48, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	48, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	47, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
+	47, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	47, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
+	47, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	47, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	47, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	47, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	48, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	49, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	49, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	49, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	49, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	14, // 12: sigil.admin.v1.ListAgentsResponse.agents:type_name -> sigil.admin.v1.Agent
 	14, // 13: sigil.admin.v1.BanAgentResponse.agent:type_name -> sigil.admin.v1.Agent
-	49, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
-	49, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
+	50, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	50, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
 	0,  // 16: sigil.admin.v1.SetBundleRequest.format:type_name -> sigil.admin.v1.BundleFormat
-	49, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	50, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
 	1,  // 18: sigil.admin.v1.CAKey.kind:type_name -> sigil.admin.v1.KeyKind
-	48, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	48, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	49, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	49, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	29, // 21: sigil.admin.v1.CAStatusResponse.keys:type_name -> sigil.admin.v1.CAKey
-	32, // 22: sigil.admin.v1.CAStatusResponse.rekey:type_name -> sigil.admin.v1.CARekey
-	32, // 23: sigil.admin.v1.CAStatusResponse.last_rekey:type_name -> sigil.admin.v1.CARekey
-	48, // 24: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
-	48, // 25: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
-	48, // 26: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
-	48, // 27: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
-	48, // 28: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
-	1,  // 29: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	29, // 30: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 31: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	29, // 32: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 33: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	1,  // 34: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	48, // 35: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	43, // 36: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
-	2,  // 37: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
-	4,  // 38: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
-	6,  // 39: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
-	8,  // 40: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
-	10, // 41: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
-	12, // 42: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
-	15, // 43: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
-	17, // 44: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
-	19, // 45: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
-	21, // 46: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
-	23, // 47: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
-	25, // 48: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
-	27, // 49: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
-	30, // 50: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
-	33, // 51: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
-	35, // 52: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
-	37, // 53: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
-	39, // 54: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
-	41, // 55: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
-	44, // 56: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
-	3,  // 57: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
-	5,  // 58: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
-	7,  // 59: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
-	9,  // 60: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
-	11, // 61: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
-	13, // 62: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
-	16, // 63: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
-	18, // 64: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
-	20, // 65: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
-	22, // 66: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
-	24, // 67: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
-	26, // 68: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
-	28, // 69: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
-	31, // 70: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
-	34, // 71: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
-	36, // 72: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
-	38, // 73: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
-	40, // 74: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
-	42, // 75: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
-	45, // 76: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
-	57, // [57:77] is the sub-list for method output_type
-	37, // [37:57] is the sub-list for method input_type
-	37, // [37:37] is the sub-list for extension type_name
-	37, // [37:37] is the sub-list for extension extendee
-	0,  // [0:37] is the sub-list for field type_name
+	33, // 22: sigil.admin.v1.CAStatusResponse.rekey:type_name -> sigil.admin.v1.CARekey
+	33, // 23: sigil.admin.v1.CAStatusResponse.last_rekey:type_name -> sigil.admin.v1.CARekey
+	32, // 24: sigil.admin.v1.CAStatusResponse.upstream:type_name -> sigil.admin.v1.CAUpstream
+	49, // 25: sigil.admin.v1.CAUpstream.last_success:type_name -> google.protobuf.Timestamp
+	49, // 26: sigil.admin.v1.CAUpstream.last_failure:type_name -> google.protobuf.Timestamp
+	49, // 27: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
+	49, // 28: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
+	49, // 29: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
+	49, // 30: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
+	49, // 31: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
+	1,  // 32: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 33: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 34: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 35: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 36: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	1,  // 37: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	49, // 38: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	44, // 39: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
+	2,  // 40: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
+	4,  // 41: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
+	6,  // 42: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
+	8,  // 43: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
+	10, // 44: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
+	12, // 45: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
+	15, // 46: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
+	17, // 47: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
+	19, // 48: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
+	21, // 49: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
+	23, // 50: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
+	25, // 51: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
+	27, // 52: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
+	30, // 53: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
+	34, // 54: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
+	36, // 55: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
+	38, // 56: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
+	40, // 57: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
+	42, // 58: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
+	45, // 59: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
+	3,  // 60: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
+	5,  // 61: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
+	7,  // 62: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
+	9,  // 63: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
+	11, // 64: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
+	13, // 65: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
+	16, // 66: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
+	18, // 67: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
+	20, // 68: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
+	22, // 69: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
+	24, // 70: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
+	26, // 71: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
+	28, // 72: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
+	31, // 73: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
+	35, // 74: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
+	37, // 75: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
+	39, // 76: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
+	41, // 77: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
+	43, // 78: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
+	46, // 79: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
+	60, // [60:80] is the sub-list for method output_type
+	40, // [40:60] is the sub-list for method input_type
+	40, // [40:40] is the sub-list for extension type_name
+	40, // [40:40] is the sub-list for extension extendee
+	0,  // [0:40] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -2713,7 +2821,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   44,
+			NumMessages:   45,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
