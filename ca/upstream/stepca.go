@@ -276,7 +276,7 @@ func (s *StepCA) SignCA(context.Context, *x509.Certificate, crypto.PublicKey) ([
 
 // SignCAWithSigner has step-ca sign a CA certificate for signer's key: a
 // CSR with tmpl's subject and URIs, a one-time token of the provisioner,
-// and tmpl's NotAfter as the requested end (step-ca may shorten it to its
+// and tmpl's NotBefore and NotAfter as the requested validity (step-ca may shorten it to its
 // provisioner's maximum). The result must be a CA certificate for the key
 // with certSign, the template's URIs, a URI name constraint and a chain to
 // the roots; its chain excludes the roots.
@@ -306,6 +306,10 @@ func (s *StepCA) SignCAWithSigner(ctx context.Context, tmpl *x509.Certificate, s
 		"csr":      string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER})),
 		"ott":      ott,
 		"notAfter": tmpl.NotAfter.UTC().Format(time.RFC3339),
+	}
+	if !tmpl.NotBefore.IsZero() {
+		// Given a NotBefore, step-ca does not backdate on its own.
+		req["notBefore"] = tmpl.NotBefore.UTC().Format(time.RFC3339)
 	}
 	var resp struct {
 		Crt       string   `json:"crt"`
