@@ -313,7 +313,7 @@ func TestStepCAUpstreamSignsRotatesAndSurvivesOutage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	const caTTL = 20 * time.Second
+	const caTTL = time.Minute // the CA's minimum: the next key is due after 30s
 	c, err := ca.New(ca.Config{TrustDomain: td, Store: st, Keys: keys.NewMemory(), Upstream: up,
 		CATTL: caTTL, X509SVIDTTL: 5 * time.Second, JWTSVIDTTL: 5 * time.Second})
 	if err != nil {
