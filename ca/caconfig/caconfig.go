@@ -37,6 +37,18 @@ type File struct {
 	// ConsoleAddress serves the read-only web console over HTTPS to
 	// clients with an admin X509-SVID, e.g. 0.0.0.0:8444; empty disables.
 	ConsoleAddress string `yaml:"console_address"`
+
+	// OIDCDiscovery serves /.well-known/openid-configuration and a JWKS
+	// for JWT-SVIDs under jwt_issuer; opt-in.
+	OIDCDiscovery OIDCDiscoveryFile `yaml:"oidc_discovery"`
+}
+
+// OIDCDiscoveryFile configures OIDC discovery for JWT-SVIDs. The issuer is
+// jwt_issuer, which must then be the URL clients reach this address by.
+type OIDCDiscoveryFile struct {
+	Address  string `yaml:"address"`   // e.g. 0.0.0.0:8445; empty disables
+	CertFile string `yaml:"cert_file"` // HTTPS certificate (Web PKI) for the issuer's host; empty: plain HTTP behind a TLS proxy
+	KeyFile  string `yaml:"key_file"`
 }
 
 // NodeAttestationFile configures how agents prove their nodes. Join tokens
@@ -104,6 +116,15 @@ type Config struct {
 
 	// ConsoleAddress is the web console (HTTPS, admin SVID); "" disables.
 	ConsoleAddress string
+
+	// OIDC discovery for JWT-SVIDs under JWTIssuer; Address "" disables.
+	OIDC OIDCDiscovery
+}
+
+// OIDCDiscovery is the validated OIDC discovery config.
+type OIDCDiscovery struct {
+	Address           string
+	CertFile, KeyFile string // both empty: plain HTTP
 }
 
 // NodeAttestation is the validated node attestation config.
@@ -195,6 +216,23 @@ func (f File) Validate() (Config, error) {
 	c.JWTSVIDTTL = dur("jwt_svid_ttl", f.JWTSVIDTTL, 5*time.Minute)
 	c.RefreshHint = dur("bundle_refresh_hint", f.RefreshHint, 5*time.Minute)
 	c.JWTIssuer = f.JWTIssuer
+	if o := f.OIDCDiscovery; o.Address != "" || o.CertFile != "" || o.KeyFile != "" {
+		c.OIDC = OIDCDiscovery{Address: o.Address, CertFile: o.CertFile, KeyFile: o.KeyFile}
+		if o.Address == "" {
+			bad("oidc_discovery.address", "required when oidc_discovery is set")
+		}
+		if (o.CertFile == "") != (o.KeyFile == "") {
+			bad("oidc_discovery", "set both cert_file and key_file (HTTPS) or neither (plain HTTP behind a proxy)")
+		}
+		// The discovery document's issuer and the JWT-SVIDs' iss claim are
+		// one value, or OIDC clients refuse every token.
+		if u, err := url.Parse(f.JWTIssuer); f.JWTIssuer == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") ||
+			u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			bad("jwt_issuer", "%q: oidc_discovery needs jwt_issuer to be the issuer URL clients fetch discovery from (https://host[/path], no query)", f.JWTIssuer)
+		} else if o.CertFile != "" && u.Scheme != "https" {
+			bad("jwt_issuer", "%q: oidc_discovery serves HTTPS (cert_file set), so the issuer must be an https:// URL", f.JWTIssuer)
+		}
+	}
 	if c.X509SVIDTTL >= c.CATTL {
 		bad("x509_svid_ttl", "must be shorter than ca_ttl (%s)", c.CATTL)
 	}

@@ -52,6 +52,15 @@ func TestParse(t *testing.T) {
 		{name: "step_ca without credentials", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: step_ca, url: 'https://ca', root: /r, provisioner: p}\n", wantErr: "upstream.password_file"},
 		{name: "step_ca half x5c", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: step_ca, url: 'https://ca', root: /r, provisioner: p, x5c_cert_file: /c}\n", wantErr: "x5c_key_file"},
 		{name: "step_ca fields on disk", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: disk, cert_file: a, key_file: b, url: 'https://ca'}\n", wantErr: "upstream.url: only for type step_ca"},
+		{name: "oidc discovery", in: "trust_domain: example.org\ndata_dir: /d\njwt_issuer: 'https://oidc.example.org'\noidc_discovery: {address: '127.0.0.1:8445', cert_file: /c, key_file: /k}\n", check: func(t *testing.T, c Config) {
+			if c.OIDC.Address != "127.0.0.1:8445" || c.OIDC.CertFile != "/c" || c.JWTIssuer != "https://oidc.example.org" {
+				t.Fatalf("%+v", c.OIDC)
+			}
+		}},
+		{name: "oidc discovery without issuer", in: "trust_domain: example.org\ndata_dir: /d\noidc_discovery: {address: ':8445'}\n", wantErr: "jwt_issuer"},
+		{name: "oidc discovery issuer not a url", in: "trust_domain: example.org\ndata_dir: /d\njwt_issuer: sigil\noidc_discovery: {address: ':8445'}\n", wantErr: "jwt_issuer"},
+		{name: "oidc https with http issuer", in: "trust_domain: example.org\ndata_dir: /d\njwt_issuer: 'http://x'\noidc_discovery: {address: ':8445', cert_file: /c, key_file: /k}\n", wantErr: "must be an https"},
+		{name: "oidc half tls", in: "trust_domain: example.org\ndata_dir: /d\njwt_issuer: 'https://x'\noidc_discovery: {address: ':8445', cert_file: /c}\n", wantErr: "both cert_file and key_file"},
 		{name: "node attestation", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation: {agent_svid_ttl: 2h, x509pop: {roots_file: /etc/pki/nodes.pem}}\n", check: func(t *testing.T, c Config) {
 			if c.NodeAttestation.AgentSVIDTTL != 2*time.Hour || c.NodeAttestation.X509PoPRootsFile != "/etc/pki/nodes.pem" {
 				t.Fatalf("%+v", c.NodeAttestation)
