@@ -48,7 +48,7 @@ type File struct {
 type OIDCDiscoveryFile struct {
 	Address  string `yaml:"address"`   // e.g. 0.0.0.0:8445; empty disables
 	CertFile string `yaml:"cert_file"` // HTTPS certificate (Web PKI) for the issuer's host; empty: plain HTTP behind a TLS proxy
-	KeyFile  string `yaml:"key_file"`
+	KeyFile  string `yaml:"key_file"`  // its key (PEM)
 }
 
 // NodeAttestationFile configures how agents prove their nodes. Join tokens
