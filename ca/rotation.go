@@ -60,6 +60,9 @@ func (c *CA) rotateLocked(ctx context.Context) error {
 	before := c.cur.Load()
 	doc := before.doc.clone()
 	changed := false
+	// An upstream that cannot sign (step-ca down) delays only that kind's
+	// rotation: the other kind still rotates, and the active key signs on.
+	var failed []error
 	for _, kind := range []KeyKind{X509, JWT} {
 		nb, na, ok := activeLife(before, kind)
 		_, hasPrepared := preparedIndex(doc, kind)
@@ -68,7 +71,8 @@ func (c *CA) rotateLocked(ctx context.Context) error {
 			// No usable active key (first start, or the CA was down past
 			// its expiry): make one and use it at once.
 			if err := c.prepareInto(ctx, &doc, kind, now); err != nil {
-				return err
+				failed = append(failed, err)
+				continue
 			}
 			activateInto(&doc, kind, now)
 			changed = true
@@ -77,7 +81,8 @@ func (c *CA) rotateLocked(ctx context.Context) error {
 			changed = true
 		case !hasPrepared && PrepareDue(now, nb, na):
 			if err := c.prepareInto(ctx, &doc, kind, now); err != nil {
-				return err
+				failed = append(failed, err)
+				continue
 			}
 			changed = true
 		}
@@ -86,13 +91,13 @@ func (c *CA) rotateLocked(ctx context.Context) error {
 		changed = true
 	}
 	if !changed {
-		return nil
+		return errors.Join(failed...)
 	}
 	if err := c.commit(ctx, doc); err != nil {
 		return err
 	}
 	c.logChanges(ctx, before, c.cur.Load())
-	return c.publishBundle(ctx)
+	return errors.Join(append(failed, c.publishBundle(ctx))...)
 }
 
 func activeLife(st *state, kind KeyKind) (nb, na time.Time, ok bool) {
@@ -142,7 +147,7 @@ func (c *CA) prepareInto(ctx context.Context, doc *journalDoc, kind KeyKind, now
 			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 			PermittedURIDomains:   []string{c.cfg.TrustDomain.Name()},
 		}
-		chain, err := c.cfg.Upstream.SignCA(ctx, tmpl, signer.Public())
+		chain, err := c.signCA(ctx, tmpl, signer)
 		if err != nil {
 			return fmt.Errorf("prepare x509 key: upstream: %w", err)
 		}
@@ -268,7 +273,7 @@ func (c *CA) Status(ctx context.Context) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("ca status: upstream roots: %w", err)
 	}
-	return Status{TrustDomain: c.cfg.TrustDomain.Name(), Keys: st.statuses(), UpstreamRoots: roots,
+	return Status{TrustDomain: c.cfg.TrustDomain.Name(), Keys: st.statuses(), UpstreamRoots: roots, Upstream: c.upstreamStatus(),
 		Rekey: st.doc.Rekey.status(), LastRekey: st.doc.LastRekey.status()}, nil
 }
 

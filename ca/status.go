@@ -3,6 +3,8 @@ package ca
 import (
 	"crypto/x509"
 	"time"
+
+	"github.com/sigilhq/sigil/ca/upstream"
 )
 
 // KeyKind names one of the CA's two key families.
@@ -41,6 +43,9 @@ type Status struct {
 	// UpstreamRoots are what the signing certificates chain to: agents'
 	// bootstrap trust, not the bundle's authorities.
 	UpstreamRoots []*x509.Certificate
+	// Upstream is how the latest requests to a networked upstream
+	// (step-ca) went; nil for self_signed and disk.
+	Upstream *upstream.Health
 	// Rekey is the re-key after a leaf revocation in progress (nil: none),
 	// LastRekey the last one that ended.
 	Rekey, LastRekey *RekeyStatus

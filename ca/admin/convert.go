@@ -6,6 +6,7 @@ import (
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/apiconv"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/ca/upstream"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
@@ -55,6 +56,20 @@ func rekeyToProto(r *ca.RekeyStatus) *adminv1.CARekey {
 		NewKeyId:  r.NewKeyID,
 		OldKeyIds: r.OldKeyIDs,
 		Reason:    r.Reason,
+	}
+}
+
+func upstreamToProto(u *upstream.Health) *adminv1.CAUpstream {
+	if u == nil {
+		return nil
+	}
+	return &adminv1.CAUpstream{
+		Type:                u.Type,
+		Target:              u.Target,
+		LastSuccess:         apiconv.TimeOrNil(u.LastSuccess),
+		LastFailure:         apiconv.TimeOrNil(u.LastFailure),
+		LastError:           u.LastError,
+		ConsecutiveFailures: int32(min(u.ConsecutiveFailures, 1<<30)),
 	}
 }
 

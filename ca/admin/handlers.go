@@ -23,7 +23,10 @@ import (
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/apiconv"
+	"github.com/sigilhq/sigil/ca/nodeattest"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/selector"
+	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
 // maxBundleBytes bounds a bundle document given to SetBundle.
@@ -176,6 +179,28 @@ func (s *Server) ListEntries(ctx context.Context, req *adminv1.ListEntriesReques
 	return resp, nil
 }
 
+// ensureTokenAlias makes the node-alias entry for id that agents attested
+// with a token naming id match (selector join_token:spiffe_id:<id>),
+// unless it exists.
+func (s *Server) ensureTokenAlias(ctx context.Context, actor string, id spiffeid.ID) error {
+	caID := sigilid.CA(s.td).String()
+	sel := nodeattest.SPIFFEIDSelector(id.String())
+	have, err := s.store.ListEntries(ctx, store.EntryFilter{ParentID: caID, SPIFFEID: id.String()})
+	if err != nil {
+		return err
+	}
+	for _, e := range have {
+		if len(e.Selectors) == 1 && e.Selectors[0] == sel {
+			return nil
+		}
+	}
+	_, err = s.store.CreateEntries(ctx, actor, []store.Entry{{SPIFFEID: id.String(), ParentID: caID, Selectors: []selector.Selector{sel}}})
+	if errors.Is(err, store.ErrDuplicate) {
+		return nil
+	}
+	return err
+}
+
 // CreateJoinToken makes a one-time join token of 32 random bytes (hex).
 func (s *Server) CreateJoinToken(ctx context.Context, req *adminv1.CreateJoinTokenRequest) (*adminv1.CreateJoinTokenResponse, error) {
 	actor, err := caller(ctx)
@@ -194,10 +219,26 @@ func (s *Server) CreateJoinToken(ctx context.Context, req *adminv1.CreateJoinTok
 		return nil, s.fail(ctx, "create join token", "join token", fmt.Errorf("read randomness: %w", err))
 	}
 	tok := store.JoinToken{Token: hex.EncodeToString(raw[:]), ExpiresAt: s.now().Add(d).UTC()}
+	if req.GetSpiffeId() != "" {
+		id, err := s.memberID("spiffe_id", req.GetSpiffeId())
+		if err != nil {
+			return nil, err
+		}
+		if sigilid.IsReserved(id) {
+			return nil, invalid("spiffe_id", "%s is reserved for Sigil's own identities (paths under %s/)", id, sigilid.Reserved)
+		}
+		// The alias first: a token whose alias is missing would attest an
+		// agent that gets nothing; an alias without its token matches no
+		// agent.
+		if err := s.ensureTokenAlias(ctx, actor, id); err != nil {
+			return nil, s.fail(ctx, "create join token", "node alias "+id.String(), err)
+		}
+		tok.SPIFFEID = id.String()
+	}
 	if err := s.store.CreateJoinToken(ctx, actor, tok); err != nil {
 		return nil, s.fail(ctx, "create join token", "join token", err)
 	}
-	s.log.InfoContext(ctx, "join token created", "actor", actor, "expires_at", tok.ExpiresAt)
+	s.log.InfoContext(ctx, "join token created", "actor", actor, "expires_at", tok.ExpiresAt, "spiffe_id", tok.SPIFFEID)
 	return &adminv1.CreateJoinTokenResponse{Token: tok.Token, ExpiresAt: timestamppb.New(tok.ExpiresAt)}, nil
 }
 
@@ -466,6 +507,7 @@ func (s *Server) CAStatus(ctx context.Context, _ *adminv1.CAStatusRequest) (*adm
 	for _, r := range st.UpstreamRoots {
 		out.UpstreamRoots = append(out.UpstreamRoots, r.Raw)
 	}
+	out.Upstream = upstreamToProto(st.Upstream)
 	for _, k := range st.Keys {
 		out.Keys = append(out.Keys, keyToProto(k))
 	}

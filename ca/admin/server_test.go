@@ -328,6 +328,40 @@ func TestJoinToken(t *testing.T) {
 	}
 }
 
+func TestJoinTokenWithSPIFFEID(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const alias = "spiffe://example.org/node/db-1"
+	for range 2 { // the second token reuses the alias entry
+		resp, err := e.client.CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{SpiffeId: alias})
+		if err != nil {
+			t.Fatalf("CreateJoinToken: %v", err)
+		}
+		tok, err := e.store.ConsumeJoinToken(ctx, resp.GetToken(), testNow)
+		if err != nil || tok.SPIFFEID != alias {
+			t.Fatalf("stored token %+v, %v: want spiffe id %s", tok, err, alias)
+		}
+	}
+	es, err := e.store.ListEntries(ctx, store.EntryFilter{SPIFFEID: alias})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 || es[0].ParentID != "spiffe://example.org/sigil/ca" ||
+		len(es[0].Selectors) != 1 || es[0].Selectors[0].String() != "join_token:spiffe_id:"+alias {
+		t.Fatalf("node alias entries %+v, want one parented to the CA with selector join_token:spiffe_id:%s", es, alias)
+	}
+	for _, tt := range []struct{ name, id, msg string }{
+		{"reserved", "spiffe://example.org/sigil/agent/x", "reserved"},
+		{"other trust domain", "spiffe://other.org/node", "spiffe_id"},
+		{"not an id", "db-1", "spiffe_id"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.client.CreateJoinToken(ctx, &adminv1.CreateJoinTokenRequest{SpiffeId: tt.id})
+			wantCode(t, err, codes.InvalidArgument, tt.msg)
+		})
+	}
+}
+
 func TestAgents(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()

@@ -3,9 +3,11 @@ package caconfig
 import (
 	"errors"
 	"fmt"
+	"net/url"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -39,6 +41,18 @@ type File struct {
 	// clients with an admin X509-SVID, e.g. 0.0.0.0:8444; empty disables.
 	ConsoleAddress string         `yaml:"console_address"`
 	Kubernetes     KubernetesFile `yaml:"kubernetes"` // auto-registration of pods; empty cluster disables
+
+	// OIDCDiscovery serves /.well-known/openid-configuration and a JWKS
+	// for JWT-SVIDs under jwt_issuer; opt-in.
+	OIDCDiscovery OIDCDiscoveryFile `yaml:"oidc_discovery"`
+}
+
+// OIDCDiscoveryFile configures OIDC discovery for JWT-SVIDs. The issuer is
+// jwt_issuer, which must then be the URL clients reach this address by.
+type OIDCDiscoveryFile struct {
+	Address  string `yaml:"address"`   // e.g. 0.0.0.0:8445; empty disables
+	CertFile string `yaml:"cert_file"` // HTTPS certificate (Web PKI) for the issuer's host; empty: plain HTTP behind a TLS proxy
+	KeyFile  string `yaml:"key_file"`  // its key (PEM)
 }
 
 // KubernetesFile configures auto-registration: entries for pods from
@@ -96,11 +110,19 @@ type KeyManagerFile struct {
 
 // UpstreamFile selects who signs the CA's signing certificates.
 type UpstreamFile struct {
-	Type       string `yaml:"type"`        // self_signed (default) | disk
+	Type       string `yaml:"type"`        // self_signed (default) | disk | step_ca
 	RootTTL    string `yaml:"root_ttl"`    // self_signed: default 8760h
 	CertFile   string `yaml:"cert_file"`   // disk
 	KeyFile    string `yaml:"key_file"`    // disk
 	BundleFile string `yaml:"bundle_file"` // disk
+
+	URL          string `yaml:"url"`           // step_ca: https://host:port of step-ca
+	Root         string `yaml:"root"`          // step_ca: SHA-256 fingerprint of step-ca's root (hex), or a PEM file of its root(s)
+	Provisioner  string `yaml:"provisioner"`   // step_ca: JWK or X5C provisioner name
+	PasswordFile string `yaml:"password_file"` // step_ca JWK: decrypts the provisioner key
+	JWKKeyFile   string `yaml:"jwk_key_file"`  // step_ca JWK: the encrypted provisioner key; default: fetched from step-ca
+	X5CCertFile  string `yaml:"x5c_cert_file"` // step_ca X5C: certificate chain to the provisioner's roots
+	X5CKeyFile   string `yaml:"x5c_key_file"`  // step_ca X5C: its key (PEM)
 }
 
 // Config is the validated configuration.
@@ -126,6 +148,15 @@ type Config struct {
 	// ConsoleAddress is the web console (HTTPS, admin SVID); "" disables.
 	ConsoleAddress string
 	Kubernetes     Kubernetes
+
+	// OIDC discovery for JWT-SVIDs under JWTIssuer; Address "" disables.
+	OIDC OIDCDiscovery
+}
+
+// OIDCDiscovery is the validated OIDC discovery config.
+type OIDCDiscovery struct {
+	Address           string
+	CertFile, KeyFile string // both empty: plain HTTP
 }
 
 // Kubernetes is the validated auto-registration config.
@@ -168,12 +199,17 @@ type KeyManager struct {
 
 // Upstream is the chosen upstream.
 type Upstream struct {
-	Type       string // "self_signed" | "disk"
+	Type       string // "self_signed" | "disk" | "step_ca"
 	RootTTL    time.Duration
 	CertPath   string // self_signed: where the root certificate is kept
 	CertFile   string
 	KeyFile    string
 	BundleFile string
+
+	// step_ca: exactly one of RootFingerprint (hex) and RootFile is set.
+	URL, RootFingerprint, RootFile, Provisioner string
+	PasswordFile, JWKKeyFile                    string
+	X5CCertFile, X5CKeyFile                     string
 }
 
 // Load reads and validates a config file.
@@ -230,6 +266,23 @@ func (f File) Validate() (Config, error) {
 	c.JWTSVIDTTL = dur("jwt_svid_ttl", f.JWTSVIDTTL, 5*time.Minute)
 	c.RefreshHint = dur("bundle_refresh_hint", f.RefreshHint, 5*time.Minute)
 	c.JWTIssuer = f.JWTIssuer
+	if o := f.OIDCDiscovery; o.Address != "" || o.CertFile != "" || o.KeyFile != "" {
+		c.OIDC = OIDCDiscovery{Address: o.Address, CertFile: o.CertFile, KeyFile: o.KeyFile}
+		if o.Address == "" {
+			bad("oidc_discovery.address", "required when oidc_discovery is set")
+		}
+		if (o.CertFile == "") != (o.KeyFile == "") {
+			bad("oidc_discovery", "set both cert_file and key_file (HTTPS) or neither (plain HTTP behind a proxy)")
+		}
+		// The discovery document's issuer and the JWT-SVIDs' iss claim are
+		// one value, or OIDC clients refuse every token.
+		if u, err := url.Parse(f.JWTIssuer); f.JWTIssuer == "" || err != nil || (u.Scheme != "https" && u.Scheme != "http") ||
+			u.Host == "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			bad("jwt_issuer", "%q: oidc_discovery needs jwt_issuer to be the issuer URL clients fetch discovery from (https://host[/path], no query)", f.JWTIssuer)
+		} else if o.CertFile != "" && u.Scheme != "https" {
+			bad("jwt_issuer", "%q: oidc_discovery serves HTTPS (cert_file set), so the issuer must be an https:// URL", f.JWTIssuer)
+		}
+	}
 	if c.X509SVIDTTL >= c.CATTL {
 		bad("x509_svid_ttl", "must be shorter than ca_ttl (%s)", c.CATTL)
 	}
@@ -295,8 +348,19 @@ func (f File) Validate() (Config, error) {
 			bad("upstream", "type disk needs cert_file and key_file")
 		}
 		c.Upstream.CertFile, c.Upstream.KeyFile, c.Upstream.BundleFile = f.Upstream.CertFile, f.Upstream.KeyFile, f.Upstream.BundleFile
+	case "step_ca":
+		validateStepCA(f.Upstream, &c.Upstream, bad)
 	default:
-		bad("upstream.type", "%q: want self_signed or disk", f.Upstream.Type)
+		bad("upstream.type", "%q: want self_signed, disk or step_ca", f.Upstream.Type)
+	}
+	if c.Upstream.Type != "step_ca" {
+		for _, kv := range [][2]string{{"url", f.Upstream.URL}, {"root", f.Upstream.Root}, {"provisioner", f.Upstream.Provisioner},
+			{"password_file", f.Upstream.PasswordFile}, {"jwk_key_file", f.Upstream.JWKKeyFile},
+			{"x5c_cert_file", f.Upstream.X5CCertFile}, {"x5c_key_file", f.Upstream.X5CKeyFile}} {
+			if kv[1] != "" {
+				bad("upstream."+kv[0], "only for type step_ca")
+			}
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("invalid config: %w", err)
@@ -339,6 +403,48 @@ func k8sClusters(f K8sPSATFile, bad func(field, format string, args ...any)) []K
 		})
 	}
 	return out
+}
+
+// validateStepCA checks a step_ca upstream: an https URL, a root given by
+// fingerprint or file, a provisioner, and either JWK (password) or X5C
+// (certificate and key) credentials.
+func validateStepCA(f UpstreamFile, u *Upstream, bad func(field, format string, args ...any)) {
+	if parsed, err := url.Parse(f.URL); f.URL == "" || err != nil || parsed.Scheme != "https" || parsed.Host == "" {
+		bad("upstream.url", "%q: type step_ca needs step-ca's https://host:port", f.URL)
+	}
+	u.URL = f.URL
+	switch fp := strings.ToLower(strings.ReplaceAll(f.Root, ":", "")); {
+	case f.Root == "":
+		bad("upstream.root", "type step_ca needs step-ca's root: its SHA-256 fingerprint (step certificate fingerprint root_ca.crt) or a PEM file")
+	case len(fp) == 64 && isHex(fp):
+		u.RootFingerprint = fp
+	default:
+		u.RootFile = f.Root
+	}
+	if f.Provisioner == "" {
+		bad("upstream.provisioner", "type step_ca needs the provisioner's name")
+	}
+	u.Provisioner = f.Provisioner
+	u.PasswordFile, u.JWKKeyFile = f.PasswordFile, f.JWKKeyFile
+	u.X5CCertFile, u.X5CKeyFile = f.X5CCertFile, f.X5CKeyFile
+	x5c := f.X5CCertFile != "" || f.X5CKeyFile != ""
+	switch {
+	case x5c && (f.X5CCertFile == "" || f.X5CKeyFile == ""):
+		bad("upstream", "an X5C provisioner needs x5c_cert_file and x5c_key_file")
+	case x5c && (f.PasswordFile != "" || f.JWKKeyFile != ""):
+		bad("upstream", "set either x5c_cert_file/x5c_key_file (X5C) or password_file (JWK), not both")
+	case !x5c && f.PasswordFile == "":
+		bad("upstream.password_file", "a JWK provisioner needs the password file that decrypts its key")
+	}
+}
+
+func isHex(s string) bool {
+	for _, r := range s {
+		if !strings.ContainsRune("0123456789abcdef", r) {
+			return false
+		}
+	}
+	return true
 }
 
 func or(s, def string) string {

@@ -38,6 +38,31 @@ func TestParse(t *testing.T) {
 		{name: "postgres without dsn", in: "trust_domain: example.org\ndata_dir: /d\nstore: {type: postgres}\n", wantErr: "store.dsn: required"},
 		{name: "unknown store", in: "trust_domain: example.org\ndata_dir: /d\nstore: {type: mysql}\n", wantErr: "store.type"},
 		{name: "disk upstream without files", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: disk}\n", wantErr: "cert_file and key_file"},
+		{name: "step_ca by fingerprint", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: step_ca, url: 'https://ca:9000', root: 'AB:" + strings.Repeat("cd", 31) + "', provisioner: sigil, password_file: /p}\n", check: func(t *testing.T, c Config) {
+			u := c.Upstream
+			if u.Type != "step_ca" || u.RootFingerprint != "ab"+strings.Repeat("cd", 31) || u.RootFile != "" || u.Provisioner != "sigil" || u.PasswordFile != "/p" {
+				t.Fatalf("%+v", u)
+			}
+		}},
+		{name: "step_ca x5c with root file", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: step_ca, url: 'https://ca:9000', root: /r.pem, provisioner: x, x5c_cert_file: /c, x5c_key_file: /k}\n", check: func(t *testing.T, c Config) {
+			if u := c.Upstream; u.RootFile != "/r.pem" || u.RootFingerprint != "" || u.X5CCertFile != "/c" || u.X5CKeyFile != "/k" {
+				t.Fatalf("%+v", u)
+			}
+		}},
+		{name: "step_ca http url", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: step_ca, url: 'http://ca:9000', root: /r, provisioner: p, password_file: /p}\n", wantErr: "upstream.url"},
+		{name: "step_ca without root", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: step_ca, url: 'https://ca', provisioner: p, password_file: /p}\n", wantErr: "upstream.root"},
+		{name: "step_ca without credentials", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: step_ca, url: 'https://ca', root: /r, provisioner: p}\n", wantErr: "upstream.password_file"},
+		{name: "step_ca half x5c", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: step_ca, url: 'https://ca', root: /r, provisioner: p, x5c_cert_file: /c}\n", wantErr: "x5c_key_file"},
+		{name: "step_ca fields on disk", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: disk, cert_file: a, key_file: b, url: 'https://ca'}\n", wantErr: "upstream.url: only for type step_ca"},
+		{name: "oidc discovery", in: "trust_domain: example.org\ndata_dir: /d\njwt_issuer: 'https://oidc.example.org'\noidc_discovery: {address: '127.0.0.1:8445', cert_file: /c, key_file: /k}\n", check: func(t *testing.T, c Config) {
+			if c.OIDC.Address != "127.0.0.1:8445" || c.OIDC.CertFile != "/c" || c.JWTIssuer != "https://oidc.example.org" {
+				t.Fatalf("%+v", c.OIDC)
+			}
+		}},
+		{name: "oidc discovery without issuer", in: "trust_domain: example.org\ndata_dir: /d\noidc_discovery: {address: ':8445'}\n", wantErr: "jwt_issuer"},
+		{name: "oidc discovery issuer not a url", in: "trust_domain: example.org\ndata_dir: /d\njwt_issuer: sigil\noidc_discovery: {address: ':8445'}\n", wantErr: "jwt_issuer"},
+		{name: "oidc https with http issuer", in: "trust_domain: example.org\ndata_dir: /d\njwt_issuer: 'http://x'\noidc_discovery: {address: ':8445', cert_file: /c, key_file: /k}\n", wantErr: "must be an https"},
+		{name: "oidc half tls", in: "trust_domain: example.org\ndata_dir: /d\njwt_issuer: 'https://x'\noidc_discovery: {address: ':8445', cert_file: /c}\n", wantErr: "both cert_file and key_file"},
 		{name: "node attestation", in: "trust_domain: example.org\ndata_dir: /d\nnode_attestation: {agent_svid_ttl: 2h, x509pop: {roots_file: /etc/pki/nodes.pem}}\n", check: func(t *testing.T, c Config) {
 			if c.NodeAttestation.AgentSVIDTTL != 2*time.Hour || c.NodeAttestation.X509PoPRootsFile != "/etc/pki/nodes.pem" {
 				t.Fatalf("%+v", c.NodeAttestation)

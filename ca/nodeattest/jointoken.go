@@ -10,6 +10,7 @@ import (
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/ca/store"
+	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
@@ -60,7 +61,7 @@ func (j *JoinToken) Attest(ctx context.Context, p *nodev1.AttestParams, _ Challe
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: join_token: token holds characters not allowed in a SPIFFE ID path", ErrInvalid)
 	}
-	_, err = j.store.ConsumeJoinToken(ctx, tok, j.now())
+	rec, err := j.store.ConsumeJoinToken(ctx, tok, j.now())
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return Result{}, fmt.Errorf("%w: join token is unknown or was already used", ErrRefused)
@@ -69,5 +70,16 @@ func (j *JoinToken) Attest(ctx context.Context, p *nodev1.AttestParams, _ Challe
 	case err != nil:
 		return Result{}, fmt.Errorf("consume join token: %w", err)
 	}
-	return Result{AgentID: id}, nil
+	if rec.SPIFFEID == "" {
+		return Result{AgentID: id}, nil
+	}
+	// The token names the agent's SPIFFE ID: the node selector matches the
+	// node-alias entry that `sigil token create --spiffe-id` made.
+	return Result{AgentID: id, Selectors: []selector.Selector{SPIFFEIDSelector(rec.SPIFFEID)}}, nil
+}
+
+// SPIFFEIDSelector is the node selector of an agent that attested with a
+// join token naming id: join_token:spiffe_id:<id>.
+func SPIFFEIDSelector(id string) selector.Selector {
+	return selector.Selector{Type: TypeJoinToken, Value: "spiffe_id:" + id}
 }

@@ -74,3 +74,30 @@ func TestJoinToken(t *testing.T) {
 		})
 	}
 }
+
+func TestJoinTokenWithSPIFFEID(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)
+	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "sigil.db"), sqlstore.WithClock(func() time.Time { return now }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	if err := st.CreateJoinToken(ctx, "test", store.JoinToken{Token: "named", ExpiresAt: now.Add(time.Hour), SPIFFEID: "spiffe://example.org/node/db-1"}); err != nil {
+		t.Fatal(err)
+	}
+	att, err := nodeattest.NewJoinToken(td, st, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := att.Attest(ctx, &nodev1.AttestParams{Type: "join_token", Token: "named"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.AgentID.String() != "spiffe://example.org/sigil/agent/join_token/named" {
+		t.Fatalf("agent id %s", res.AgentID)
+	}
+	if len(res.Selectors) != 1 || res.Selectors[0].String() != "join_token:spiffe_id:spiffe://example.org/node/db-1" {
+		t.Fatalf("selectors %v, want join_token:spiffe_id:spiffe://example.org/node/db-1", res.Selectors)
+	}
+}

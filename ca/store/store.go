@@ -79,6 +79,10 @@ type Agent struct {
 type JoinToken struct {
 	Token     string
 	ExpiresAt time.Time
+	// SPIFFEID ("" none) is the node alias the attested agent gets: the
+	// join-token attestor gives it the node selector
+	// join_token:spiffe_id:<SPIFFEID>.
+	SPIFFEID string
 }
 
 // Bundle is a trust domain's set of authorities: our own or a federated one.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,6 +24,7 @@ import (
 	"github.com/sigilhq/sigil/ca/keys"
 	"github.com/sigilhq/sigil/ca/nodeapi"
 	"github.com/sigilhq/sigil/ca/nodeattest"
+	"github.com/sigilhq/sigil/ca/oidc"
 	"github.com/sigilhq/sigil/ca/server"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/sqlstore"
@@ -66,11 +68,36 @@ func newCARunCmd() *cobra.Command {
 				}
 				runs = append(runs, run)
 			}
+			if cfg.OIDC.Address != "" {
+				run, err := caOIDC(cfg, stack, logger)
+				if err != nil {
+					return err
+				}
+				runs = append(runs, run)
+			}
 			return runAll(cmd.Context(), runs...)
 		},
 	}
 	cmd.Flags().StringVar(&configPath, "config", "ca.yaml", "CA configuration file (YAML)")
 	return cmd
+}
+
+// caOIDC serves OIDC discovery for JWT-SVIDs under jwt_issuer: HTTPS with
+// the configured certificate, or plain HTTP for a TLS proxy in front.
+func caOIDC(cfg caconfig.Config, stack *caStack, logger *slog.Logger) (func(context.Context) error, error) {
+	oc := oidc.Config{Issuer: cfg.JWTIssuer, Keys: stack.CA, Address: cfg.OIDC.Address, Logger: logger}
+	if cfg.OIDC.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.OIDC.CertFile, cfg.OIDC.KeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("oidc_discovery: %w", err)
+		}
+		oc.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	srv, err := oidc.New(oc)
+	if err != nil {
+		return nil, err
+	}
+	return srv.Run, nil
 }
 
 // newLogger is the logger of a run command, as --log-level and
@@ -167,6 +194,15 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 		}
 	case "disk":
 		if up, err = upstream.NewDisk(upstream.DiskConfig{CertFile: cfg.Upstream.CertFile, KeyFile: cfg.Upstream.KeyFile, BundleFile: cfg.Upstream.BundleFile}); err != nil {
+			return nil, err
+		}
+	case "step_ca":
+		u := cfg.Upstream
+		if up, err = upstream.NewStepCA(ctx, upstream.StepCAConfig{
+			URL: u.URL, RootFingerprint: u.RootFingerprint, RootFile: u.RootFile, Provisioner: u.Provisioner,
+			JWKKeyFile: u.JWKKeyFile, PasswordFile: u.PasswordFile, X5CCertFile: u.X5CCertFile, X5CKeyFile: u.X5CKeyFile,
+			Logger: logger, Metrics: reg,
+		}); err != nil {
 			return nil, err
 		}
 	default:

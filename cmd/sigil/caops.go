@@ -72,6 +72,7 @@ func newCAStatusCmd() *cobra.Command {
 				}
 				printRekey(cmd, "re-key in progress", resp.GetRekey())
 				printRekey(cmd, "last re-key", resp.GetLastRekey())
+				printUpstream(cmd, resp.GetUpstream())
 				return printRoots(cmd, resp.GetUpstreamRoots())
 			})
 		},
@@ -114,6 +115,22 @@ func printRekey(cmd *cobra.Command, title string, r *adminv1.CARekey) {
 	if r.GetReason() != "" {
 		fmt.Fprintf(w, "  aborted: %s\n", r.GetReason())
 	}
+}
+
+// printUpstream shows whether a networked upstream (step-ca) answers: while
+// it does not, rotation waits and the active key keeps signing.
+func printUpstream(cmd *cobra.Command, u *adminv1.CAUpstream) {
+	if u == nil {
+		return
+	}
+	w := cmd.OutOrStdout()
+	if u.GetConsecutiveFailures() == 0 {
+		fmt.Fprintf(w, "\nupstream %s %s: ok (last success %s)\n", u.GetType(), u.GetTarget(), fmtTime(u.GetLastSuccess()))
+		return
+	}
+	fmt.Fprintf(w, "\nupstream %s %s: FAILING (%d requests in a row, the last at %s; last success %s): %s\n",
+		u.GetType(), u.GetTarget(), u.GetConsecutiveFailures(), fmtTime(u.GetLastFailure()), fmtTime(u.GetLastSuccess()), u.GetLastError())
+	fmt.Fprintln(w, "  rotation waits for it; the active key keeps signing until it expires (see NOT AFTER above)")
 }
 
 // printRoots lists the upstream roots: agents' bootstrap trust, not the

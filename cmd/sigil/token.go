@@ -19,12 +19,21 @@ func newTokenCmd() *cobra.Command {
 
 func newTokenCreateCmd() *cobra.Command {
 	var ttl time.Duration
-	var output string
+	var output, spiffeID string
 	cmd := &cobra.Command{
 		Use:   "create",
 		Short: "Create a one-time join token; only the token goes to standard output",
+		Long: `Create a one-time join token; only the token goes to standard output.
+
+With --spiffe-id the token's agent also gets that SPIFFE ID as a node alias
+(a node-alias entry with the selector join_token:spiffe_id:<ID> is made if
+missing): entries whose parent is that ID reach the agent, without knowing
+the agent's own ID in advance.`,
 		Example: `  TOKEN=$(sigil token create --ttl 10m)
-  sigil agent run --config agent.yaml --join-token "$TOKEN"`,
+  sigil agent run --config agent.yaml --join-token "$TOKEN"
+
+  TOKEN=$(sigil token create --spiffe-id spiffe://example.org/node/db-1)
+  sigil entry create --parent-id spiffe://example.org/node/db-1 --spiffe-id spiffe://example.org/db --selector unix:uid:999`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := checkOutput(output); err != nil {
@@ -34,7 +43,7 @@ func newTokenCreateCmd() *cobra.Command {
 				return usageErrorf("--ttl %s: must be positive", ttl)
 			}
 			return withAdmin(cmd, func(c adminv1.AdminClient) error {
-				resp, err := c.CreateJoinToken(cmd.Context(), &adminv1.CreateJoinTokenRequest{Ttl: durationpb.New(ttl)})
+				resp, err := c.CreateJoinToken(cmd.Context(), &adminv1.CreateJoinTokenRequest{Ttl: durationpb.New(ttl), SpiffeId: spiffeID})
 				if err != nil {
 					return err
 				}
@@ -50,6 +59,7 @@ func newTokenCreateCmd() *cobra.Command {
 		},
 	}
 	cmd.Flags().DurationVar(&ttl, "ttl", 10*time.Minute, "how long the token stays usable")
+	cmd.Flags().StringVar(&spiffeID, "spiffe-id", "", "SPIFFE ID the token's agent gets as a node alias")
 	addOutputFlag(cmd, &output)
 	return cmd
 }

@@ -602,8 +602,11 @@ func (x *ListEntriesResponse) GetNextPageToken() string {
 }
 
 type CreateJoinTokenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Ttl           *durationpb.Duration   `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"` // unset or 0: the CA's default
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Ttl   *durationpb.Duration   `protobuf:"bytes,1,opt,name=ttl,proto3" json:"ttl,omitempty"` // unset or 0: the CA's default
+	// The SPIFFE ID the token's agent gets, as a node alias: entries whose
+	// parent is this ID reach that agent. Empty: none.
+	SpiffeId      string `protobuf:"bytes,2,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -643,6 +646,13 @@ func (x *CreateJoinTokenRequest) GetTtl() *durationpb.Duration {
 		return x.Ttl
 	}
 	return nil
+}
+
+func (x *CreateJoinTokenRequest) GetSpiffeId() string {
+	if x != nil {
+		return x.SpiffeId
+	}
+	return ""
 }
 
 type CreateJoinTokenResponse struct {
@@ -1572,6 +1582,7 @@ type CAStatusResponse struct {
 	UpstreamRoots [][]byte               `protobuf:"bytes,3,rep,name=upstream_roots,json=upstreamRoots,proto3" json:"upstream_roots,omitempty"` // DER: what the signing keys chain to; not the bundle
 	Rekey         *CARekey               `protobuf:"bytes,4,opt,name=rekey,proto3" json:"rekey,omitempty"`                                      // the re-key after an SVID revocation in progress; absent: none
 	LastRekey     *CARekey               `protobuf:"bytes,5,opt,name=last_rekey,json=lastRekey,proto3" json:"last_rekey,omitempty"`             // the last re-key that ended
+	Upstream      *CAUpstream            `protobuf:"bytes,6,opt,name=upstream,proto3" json:"upstream,omitempty"`                                // a networked upstream's health (step_ca); absent for self_signed and disk
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1641,6 +1652,99 @@ func (x *CAStatusResponse) GetLastRekey() *CARekey {
 	return nil
 }
 
+func (x *CAStatusResponse) GetUpstream() *CAUpstream {
+	if x != nil {
+		return x.Upstream
+	}
+	return nil
+}
+
+// CAUpstream is how the latest requests to a networked upstream went. While
+// it fails, rotation waits; the active key keeps signing.
+type CAUpstream struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	Type                string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"`     // step_ca
+	Target              string                 `protobuf:"bytes,2,opt,name=target,proto3" json:"target,omitempty"` // its URL
+	LastSuccess         *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=last_success,json=lastSuccess,proto3" json:"last_success,omitempty"`
+	LastFailure         *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=last_failure,json=lastFailure,proto3" json:"last_failure,omitempty"`
+	LastError           string                 `protobuf:"bytes,5,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"`
+	ConsecutiveFailures int32                  `protobuf:"varint,6,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"` // 0: the latest request succeeded
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *CAUpstream) Reset() {
+	*x = CAUpstream{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CAUpstream) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CAUpstream) ProtoMessage() {}
+
+func (x *CAUpstream) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CAUpstream.ProtoReflect.Descriptor instead.
+func (*CAUpstream) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CAUpstream) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *CAUpstream) GetTarget() string {
+	if x != nil {
+		return x.Target
+	}
+	return ""
+}
+
+func (x *CAUpstream) GetLastSuccess() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSuccess
+	}
+	return nil
+}
+
+func (x *CAUpstream) GetLastFailure() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastFailure
+	}
+	return nil
+}
+
+func (x *CAUpstream) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *CAUpstream) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
 // CARekey is a re-key after an SVID revocation: the next X.509 key is
 // published, activated once agents have it, the old keys are tainted and
 // revoked once agents re-minted.
@@ -1661,7 +1765,7 @@ type CARekey struct {
 
 func (x *CARekey) Reset() {
 	*x = CARekey{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1673,7 +1777,7 @@ func (x *CARekey) String() string {
 func (*CARekey) ProtoMessage() {}
 
 func (x *CARekey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1686,7 +1790,7 @@ func (x *CARekey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARekey.ProtoReflect.Descriptor instead.
 func (*CARekey) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *CARekey) GetPhase() string {
@@ -1761,7 +1865,7 @@ type PrepareCARequest struct {
 
 func (x *PrepareCARequest) Reset() {
 	*x = PrepareCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1773,7 +1877,7 @@ func (x *PrepareCARequest) String() string {
 func (*PrepareCARequest) ProtoMessage() {}
 
 func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1786,7 +1890,7 @@ func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCARequest.ProtoReflect.Descriptor instead.
 func (*PrepareCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *PrepareCARequest) GetKind() KeyKind {
@@ -1805,7 +1909,7 @@ type PrepareCAResponse struct {
 
 func (x *PrepareCAResponse) Reset() {
 	*x = PrepareCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1817,7 +1921,7 @@ func (x *PrepareCAResponse) String() string {
 func (*PrepareCAResponse) ProtoMessage() {}
 
 func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1830,7 +1934,7 @@ func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCAResponse.ProtoReflect.Descriptor instead.
 func (*PrepareCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *PrepareCAResponse) GetKey() *CAKey {
@@ -1849,7 +1953,7 @@ type ActivateCARequest struct {
 
 func (x *ActivateCARequest) Reset() {
 	*x = ActivateCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1861,7 +1965,7 @@ func (x *ActivateCARequest) String() string {
 func (*ActivateCARequest) ProtoMessage() {}
 
 func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1874,7 +1978,7 @@ func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCARequest.ProtoReflect.Descriptor instead.
 func (*ActivateCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *ActivateCARequest) GetKind() KeyKind {
@@ -1893,7 +1997,7 @@ type ActivateCAResponse struct {
 
 func (x *ActivateCAResponse) Reset() {
 	*x = ActivateCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2009,7 @@ func (x *ActivateCAResponse) String() string {
 func (*ActivateCAResponse) ProtoMessage() {}
 
 func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2022,7 @@ func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCAResponse.ProtoReflect.Descriptor instead.
 func (*ActivateCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *ActivateCAResponse) GetKey() *CAKey {
@@ -1938,7 +2042,7 @@ type TaintCARequest struct {
 
 func (x *TaintCARequest) Reset() {
 	*x = TaintCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1950,7 +2054,7 @@ func (x *TaintCARequest) String() string {
 func (*TaintCARequest) ProtoMessage() {}
 
 func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1963,7 +2067,7 @@ func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCARequest.ProtoReflect.Descriptor instead.
 func (*TaintCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *TaintCARequest) GetKind() KeyKind {
@@ -1988,7 +2092,7 @@ type TaintCAResponse struct {
 
 func (x *TaintCAResponse) Reset() {
 	*x = TaintCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2000,7 +2104,7 @@ func (x *TaintCAResponse) String() string {
 func (*TaintCAResponse) ProtoMessage() {}
 
 func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2013,7 +2117,7 @@ func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCAResponse.ProtoReflect.Descriptor instead.
 func (*TaintCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 type RevokeCARequest struct {
@@ -2026,7 +2130,7 @@ type RevokeCARequest struct {
 
 func (x *RevokeCARequest) Reset() {
 	*x = RevokeCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2038,7 +2142,7 @@ func (x *RevokeCARequest) String() string {
 func (*RevokeCARequest) ProtoMessage() {}
 
 func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2051,7 +2155,7 @@ func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCARequest.ProtoReflect.Descriptor instead.
 func (*RevokeCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *RevokeCARequest) GetKind() KeyKind {
@@ -2076,7 +2180,7 @@ type RevokeCAResponse struct {
 
 func (x *RevokeCAResponse) Reset() {
 	*x = RevokeCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2088,7 +2192,7 @@ func (x *RevokeCAResponse) String() string {
 func (*RevokeCAResponse) ProtoMessage() {}
 
 func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2101,7 +2205,7 @@ func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCAResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 type RevokeSVIDRequest struct {
@@ -2114,7 +2218,7 @@ type RevokeSVIDRequest struct {
 
 func (x *RevokeSVIDRequest) Reset() {
 	*x = RevokeSVIDRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2126,7 +2230,7 @@ func (x *RevokeSVIDRequest) String() string {
 func (*RevokeSVIDRequest) ProtoMessage() {}
 
 func (x *RevokeSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2139,7 +2243,7 @@ func (x *RevokeSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSVIDRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *RevokeSVIDRequest) GetSerial() string {
@@ -2164,7 +2268,7 @@ type RevokeSVIDResponse struct {
 
 func (x *RevokeSVIDResponse) Reset() {
 	*x = RevokeSVIDResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2176,7 +2280,7 @@ func (x *RevokeSVIDResponse) String() string {
 func (*RevokeSVIDResponse) ProtoMessage() {}
 
 func (x *RevokeSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2189,7 +2293,7 @@ func (x *RevokeSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSVIDResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 type AuditEvent struct {
@@ -2206,7 +2310,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2322,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2335,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AuditEvent) GetId() int64 {
@@ -2289,7 +2393,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2301,7 +2405,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2314,7 +2418,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *ListAuditRequest) GetAfterId() int64 {
@@ -2340,7 +2444,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2352,7 +2456,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2365,7 +2469,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *ListAuditResponse) GetEvents() []*AuditEvent {
@@ -2384,7 +2488,7 @@ type CreateEntriesStreamRequest struct {
 
 func (x *CreateEntriesStreamRequest) Reset() {
 	*x = CreateEntriesStreamRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2396,7 +2500,7 @@ func (x *CreateEntriesStreamRequest) String() string {
 func (*CreateEntriesStreamRequest) ProtoMessage() {}
 
 func (x *CreateEntriesStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2409,7 +2513,7 @@ func (x *CreateEntriesStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntriesStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntriesStreamRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *CreateEntriesStreamRequest) GetEntries() []*v1.Entry {
@@ -2434,7 +2538,7 @@ type CreateEntriesStreamResponse struct {
 
 func (x *CreateEntriesStreamResponse) Reset() {
 	*x = CreateEntriesStreamResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2446,7 +2550,7 @@ func (x *CreateEntriesStreamResponse) String() string {
 func (*CreateEntriesStreamResponse) ProtoMessage() {}
 
 func (x *CreateEntriesStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2459,7 +2563,7 @@ func (x *CreateEntriesStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntriesStreamResponse.ProtoReflect.Descriptor instead.
 func (*CreateEntriesStreamResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *CreateEntriesStreamResponse) GetCreated() int64 {
@@ -2512,9 +2616,10 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"page_token\x18\x04 \x01(\tR\tpageToken\"n\n" +
 	"\x13ListEntriesResponse\x12/\n" +
 	"\aentries\x18\x01 \x03(\v2\x15.sigil.types.v1.EntryR\aentries\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"E\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"b\n" +
 	"\x16CreateJoinTokenRequest\x12+\n" +
-	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"j\n" +
+	"\x03ttl\x18\x01 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x1b\n" +
+	"\tspiffe_id\x18\x02 \x01(\tR\bspiffeId\"j\n" +
 	"\x17CreateJoinTokenResponse\x12\x14\n" +
 	"\x05token\x18\x01 \x01(\tR\x05token\x129\n" +
 	"\n" +
@@ -2573,14 +2678,24 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
 	"\atainted\x18\x06 \x01(\bR\atainted\"\x11\n" +
-	"\x0fCAStatusRequest\"\xee\x01\n" +
+	"\x0fCAStatusRequest\"\xa6\x02\n" +
 	"\x10CAStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x04keys\x18\x02 \x03(\v2\x15.sigil.admin.v1.CAKeyR\x04keys\x12%\n" +
 	"\x0eupstream_roots\x18\x03 \x03(\fR\rupstreamRoots\x12-\n" +
 	"\x05rekey\x18\x04 \x01(\v2\x17.sigil.admin.v1.CARekeyR\x05rekey\x126\n" +
 	"\n" +
-	"last_rekey\x18\x05 \x01(\v2\x17.sigil.admin.v1.CARekeyR\tlastRekey\"\x83\x03\n" +
+	"last_rekey\x18\x05 \x01(\v2\x17.sigil.admin.v1.CARekeyR\tlastRekey\x126\n" +
+	"\bupstream\x18\x06 \x01(\v2\x1a.sigil.admin.v1.CAUpstreamR\bupstream\"\x88\x02\n" +
+	"\n" +
+	"CAUpstream\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
+	"\x06target\x18\x02 \x01(\tR\x06target\x12=\n" +
+	"\flast_success\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x12=\n" +
+	"\flast_failure\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vlastFailure\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x05 \x01(\tR\tlastError\x121\n" +
+	"\x14consecutive_failures\x18\x06 \x01(\x05R\x13consecutiveFailures\"\x83\x03\n" +
 	"\aCARekey\x12\x14\n" +
 	"\x05phase\x18\x01 \x01(\tR\x05phase\x122\n" +
 	"\x06covers\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x06covers\x124\n" +
@@ -2679,7 +2794,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(BundleFormat)(0),                   // 0: sigil.admin.v1.BundleFormat
 	(KeyKind)(0),                        // 1: sigil.admin.v1.KeyKind
@@ -2713,113 +2828,117 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*CAKey)(nil),                       // 29: sigil.admin.v1.CAKey
 	(*CAStatusRequest)(nil),             // 30: sigil.admin.v1.CAStatusRequest
 	(*CAStatusResponse)(nil),            // 31: sigil.admin.v1.CAStatusResponse
-	(*CARekey)(nil),                     // 32: sigil.admin.v1.CARekey
-	(*PrepareCARequest)(nil),            // 33: sigil.admin.v1.PrepareCARequest
-	(*PrepareCAResponse)(nil),           // 34: sigil.admin.v1.PrepareCAResponse
-	(*ActivateCARequest)(nil),           // 35: sigil.admin.v1.ActivateCARequest
-	(*ActivateCAResponse)(nil),          // 36: sigil.admin.v1.ActivateCAResponse
-	(*TaintCARequest)(nil),              // 37: sigil.admin.v1.TaintCARequest
-	(*TaintCAResponse)(nil),             // 38: sigil.admin.v1.TaintCAResponse
-	(*RevokeCARequest)(nil),             // 39: sigil.admin.v1.RevokeCARequest
-	(*RevokeCAResponse)(nil),            // 40: sigil.admin.v1.RevokeCAResponse
-	(*RevokeSVIDRequest)(nil),           // 41: sigil.admin.v1.RevokeSVIDRequest
-	(*RevokeSVIDResponse)(nil),          // 42: sigil.admin.v1.RevokeSVIDResponse
-	(*AuditEvent)(nil),                  // 43: sigil.admin.v1.AuditEvent
-	(*ListAuditRequest)(nil),            // 44: sigil.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),           // 45: sigil.admin.v1.ListAuditResponse
-	(*CreateEntriesStreamRequest)(nil),  // 46: sigil.admin.v1.CreateEntriesStreamRequest
-	(*CreateEntriesStreamResponse)(nil), // 47: sigil.admin.v1.CreateEntriesStreamResponse
-	(*v1.Entry)(nil),                    // 48: sigil.types.v1.Entry
-	(*durationpb.Duration)(nil),         // 49: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 50: google.protobuf.Timestamp
-	(*v1.Bundle)(nil),                   // 51: sigil.types.v1.Bundle
+	(*CAUpstream)(nil),                  // 32: sigil.admin.v1.CAUpstream
+	(*CARekey)(nil),                     // 33: sigil.admin.v1.CARekey
+	(*PrepareCARequest)(nil),            // 34: sigil.admin.v1.PrepareCARequest
+	(*PrepareCAResponse)(nil),           // 35: sigil.admin.v1.PrepareCAResponse
+	(*ActivateCARequest)(nil),           // 36: sigil.admin.v1.ActivateCARequest
+	(*ActivateCAResponse)(nil),          // 37: sigil.admin.v1.ActivateCAResponse
+	(*TaintCARequest)(nil),              // 38: sigil.admin.v1.TaintCARequest
+	(*TaintCAResponse)(nil),             // 39: sigil.admin.v1.TaintCAResponse
+	(*RevokeCARequest)(nil),             // 40: sigil.admin.v1.RevokeCARequest
+	(*RevokeCAResponse)(nil),            // 41: sigil.admin.v1.RevokeCAResponse
+	(*RevokeSVIDRequest)(nil),           // 42: sigil.admin.v1.RevokeSVIDRequest
+	(*RevokeSVIDResponse)(nil),          // 43: sigil.admin.v1.RevokeSVIDResponse
+	(*AuditEvent)(nil),                  // 44: sigil.admin.v1.AuditEvent
+	(*ListAuditRequest)(nil),            // 45: sigil.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),           // 46: sigil.admin.v1.ListAuditResponse
+	(*CreateEntriesStreamRequest)(nil),  // 47: sigil.admin.v1.CreateEntriesStreamRequest
+	(*CreateEntriesStreamResponse)(nil), // 48: sigil.admin.v1.CreateEntriesStreamResponse
+	(*v1.Entry)(nil),                    // 49: sigil.types.v1.Entry
+	(*durationpb.Duration)(nil),         // 50: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 51: google.protobuf.Timestamp
+	(*v1.Bundle)(nil),                   // 52: sigil.types.v1.Bundle
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	48, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
-	48, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	48, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
-	48, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	48, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	48, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	48, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	49, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	50, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	50, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	50, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	50, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	49, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
+	49, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	49, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
+	49, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	49, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	49, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	49, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	50, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	51, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	51, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	51, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	51, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	14, // 12: sigil.admin.v1.ListAgentsResponse.agents:type_name -> sigil.admin.v1.Agent
 	14, // 13: sigil.admin.v1.BanAgentResponse.agent:type_name -> sigil.admin.v1.Agent
-	51, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
-	51, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
+	52, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	52, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
 	0,  // 16: sigil.admin.v1.SetBundleRequest.format:type_name -> sigil.admin.v1.BundleFormat
-	51, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	52, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
 	1,  // 18: sigil.admin.v1.CAKey.kind:type_name -> sigil.admin.v1.KeyKind
-	50, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	50, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	51, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	51, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	29, // 21: sigil.admin.v1.CAStatusResponse.keys:type_name -> sigil.admin.v1.CAKey
-	32, // 22: sigil.admin.v1.CAStatusResponse.rekey:type_name -> sigil.admin.v1.CARekey
-	32, // 23: sigil.admin.v1.CAStatusResponse.last_rekey:type_name -> sigil.admin.v1.CARekey
-	50, // 24: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
-	50, // 25: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
-	50, // 26: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
-	50, // 27: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
-	50, // 28: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
-	1,  // 29: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	29, // 30: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 31: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	29, // 32: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 33: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	1,  // 34: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	50, // 35: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	43, // 36: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
-	48, // 37: sigil.admin.v1.CreateEntriesStreamRequest.entries:type_name -> sigil.types.v1.Entry
-	2,  // 38: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
-	4,  // 39: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
-	6,  // 40: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
-	8,  // 41: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
-	10, // 42: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
-	12, // 43: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
-	15, // 44: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
-	17, // 45: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
-	19, // 46: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
-	21, // 47: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
-	23, // 48: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
-	25, // 49: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
-	27, // 50: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
-	30, // 51: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
-	33, // 52: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
-	35, // 53: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
-	37, // 54: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
-	39, // 55: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
-	41, // 56: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
-	44, // 57: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
-	46, // 58: sigil.admin.v1.Admin.CreateEntriesStream:input_type -> sigil.admin.v1.CreateEntriesStreamRequest
-	3,  // 59: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
-	5,  // 60: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
-	7,  // 61: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
-	9,  // 62: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
-	11, // 63: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
-	13, // 64: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
-	16, // 65: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
-	18, // 66: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
-	20, // 67: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
-	22, // 68: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
-	24, // 69: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
-	26, // 70: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
-	28, // 71: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
-	31, // 72: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
-	34, // 73: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
-	36, // 74: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
-	38, // 75: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
-	40, // 76: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
-	42, // 77: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
-	45, // 78: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
-	47, // 79: sigil.admin.v1.Admin.CreateEntriesStream:output_type -> sigil.admin.v1.CreateEntriesStreamResponse
-	59, // [59:80] is the sub-list for method output_type
-	38, // [38:59] is the sub-list for method input_type
-	38, // [38:38] is the sub-list for extension type_name
-	38, // [38:38] is the sub-list for extension extendee
-	0,  // [0:38] is the sub-list for field type_name
+	33, // 22: sigil.admin.v1.CAStatusResponse.rekey:type_name -> sigil.admin.v1.CARekey
+	33, // 23: sigil.admin.v1.CAStatusResponse.last_rekey:type_name -> sigil.admin.v1.CARekey
+	32, // 24: sigil.admin.v1.CAStatusResponse.upstream:type_name -> sigil.admin.v1.CAUpstream
+	51, // 25: sigil.admin.v1.CAUpstream.last_success:type_name -> google.protobuf.Timestamp
+	51, // 26: sigil.admin.v1.CAUpstream.last_failure:type_name -> google.protobuf.Timestamp
+	51, // 27: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
+	51, // 28: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
+	51, // 29: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
+	51, // 30: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
+	51, // 31: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
+	1,  // 32: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 33: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 34: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 35: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 36: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	1,  // 37: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	51, // 38: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	44, // 39: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
+	49, // 40: sigil.admin.v1.CreateEntriesStreamRequest.entries:type_name -> sigil.types.v1.Entry
+	2,  // 41: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
+	4,  // 42: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
+	6,  // 43: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
+	8,  // 44: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
+	10, // 45: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
+	12, // 46: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
+	15, // 47: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
+	17, // 48: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
+	19, // 49: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
+	21, // 50: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
+	23, // 51: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
+	25, // 52: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
+	27, // 53: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
+	30, // 54: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
+	34, // 55: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
+	36, // 56: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
+	38, // 57: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
+	40, // 58: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
+	42, // 59: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
+	45, // 60: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
+	47, // 61: sigil.admin.v1.Admin.CreateEntriesStream:input_type -> sigil.admin.v1.CreateEntriesStreamRequest
+	3,  // 62: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
+	5,  // 63: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
+	7,  // 64: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
+	9,  // 65: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
+	11, // 66: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
+	13, // 67: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
+	16, // 68: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
+	18, // 69: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
+	20, // 70: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
+	22, // 71: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
+	24, // 72: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
+	26, // 73: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
+	28, // 74: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
+	31, // 75: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
+	35, // 76: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
+	37, // 77: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
+	39, // 78: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
+	41, // 79: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
+	43, // 80: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
+	46, // 81: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
+	48, // 82: sigil.admin.v1.Admin.CreateEntriesStream:output_type -> sigil.admin.v1.CreateEntriesStreamResponse
+	62, // [62:83] is the sub-list for method output_type
+	41, // [41:62] is the sub-list for method input_type
+	41, // [41:41] is the sub-list for extension type_name
+	41, // [41:41] is the sub-list for extension extendee
+	0,  // [0:41] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -2833,7 +2952,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   46,
+			NumMessages:   47,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

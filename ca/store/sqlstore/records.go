@@ -166,7 +166,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 		return fmt.Errorf("create join token: %w: no expiry", store.ErrInvalid)
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO join_tokens (token_hash, expires_at) VALUES ($1, $2)`, record.TokenHash(t.Token), record.Micro(t.ExpiresAt))
+		_, err := tx.ExecContext(ctx, `INSERT INTO join_tokens (token_hash, expires_at, spiffe_id) VALUES ($1, $2, $3)`, record.TokenHash(t.Token), record.Micro(t.ExpiresAt), t.SPIFFEID)
 		if isUnique(err) {
 			return fmt.Errorf("create join token: %w", store.ErrDuplicate)
 		}
@@ -177,7 +177,7 @@ func (s *Store) CreateJoinToken(ctx context.Context, actor string, t store.JoinT
 			Actor:   actor,
 			Action:  "token.create",
 			Target:  record.TokenTarget(t.Token),
-			Details: record.Details(map[string]any{"expires_at": record.Micro(t.ExpiresAt)}),
+			Details: record.Details(map[string]any{"expires_at": record.Micro(t.ExpiresAt), "spiffe_id": t.SPIFFEID}),
 		})
 		return err
 	})
@@ -188,8 +188,9 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Tim
 	// Compare at the precision the store keeps.
 	now = record.Micro(now)
 	var expires time.Time
+	var spiffeID string
 	err := s.write(ctx, func(tx *sql.Tx) error {
-		err := tx.QueryRowContext(ctx, `DELETE FROM join_tokens WHERE token_hash = $1 RETURNING expires_at`, record.TokenHash(token)).Scan(timeCol{&expires})
+		err := tx.QueryRowContext(ctx, `DELETE FROM join_tokens WHERE token_hash = $1 RETURNING expires_at, spiffe_id`, record.TokenHash(token)).Scan(timeCol{&expires}, &spiffeID)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("consume join token: %w", store.ErrNotFound)
 		}
@@ -210,7 +211,7 @@ func (s *Store) ConsumeJoinToken(ctx context.Context, token string, now time.Tim
 	if now.After(expires) {
 		return store.JoinToken{}, fmt.Errorf("consume join token: expired at %s: %w", expires.Format(time.RFC3339), store.ErrExpired)
 	}
-	return store.JoinToken{Token: token, ExpiresAt: expires}, nil
+	return store.JoinToken{Token: token, ExpiresAt: expires, SPIFFEID: spiffeID}, nil
 }
 
 // PruneJoinTokens deletes the tokens that expired before now and, if there

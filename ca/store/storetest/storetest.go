@@ -742,6 +742,15 @@ func testJoinTokens(t *testing.T, s store.Store) {
 	}
 	_, err = s.ConsumeJoinToken(t.Context(), "valid", now)
 	wantErr(t, "ConsumeJoinToken(consumed)", err, store.ErrNotFound)
+
+	// A token that names its agent's SPIFFE ID returns it when consumed.
+	named := store.JoinToken{Token: "named", ExpiresAt: micro(now.Add(time.Hour)), SPIFFEID: "spiffe://example.org/node/db-1"}
+	if err := s.CreateJoinToken(t.Context(), admin, named); err != nil {
+		t.Fatalf("CreateJoinToken(spiffe id): %v", err)
+	}
+	if got, err := s.ConsumeJoinToken(t.Context(), "named", now); err != nil || !reflect.DeepEqual(got, named) {
+		t.Fatalf("ConsumeJoinToken(spiffe id) = %+v, %v, want %+v", got, err, named)
+	}
 	_, err = s.ConsumeJoinToken(t.Context(), "never-created", now)
 	wantErr(t, "ConsumeJoinToken(unknown)", err, store.ErrNotFound)
 
