@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# SPIRE server and agent v1.14.5 — the federation peer and benchmark peer —
+# SPIRE server and agent v1.14.5 — the federation and benchmark peer, not
+# yet used by any test (so hack/test.sh does not build it; run this by hand) —
 # built from the Go module proxy into $SIGIL_TOOLS (default
 # ~/.cache/sigil/tools, outside the checkout) as NAME@VERSION, linked as NAME.
 # The proxy here is a partial mirror and its checksum database lacks some of
