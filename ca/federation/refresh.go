@@ -369,3 +369,34 @@ func ToStore(b *spiffebundle.Bundle) (store.Bundle, error) {
 	}
 	return out, nil
 }
+
+// WebRoots parses PEM CA certificates for an https_web relationship; none
+// (nil) means the system roots.
+func WebRoots(pemData []byte) (*x509.CertPool, error) {
+	if len(pemData) == 0 {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(pemData) {
+		return nil, errors.New("no PEM certificate in web roots")
+	}
+	return pool, nil
+}
+
+// FromStore converts a stored relationship.
+func FromStore(f store.FederationRelationship, source string) (Relationship, error) {
+	td, err := spiffeid.TrustDomainFromString(f.TrustDomain)
+	if err != nil {
+		return Relationship{}, fmt.Errorf("federation %q: %w", f.TrustDomain, err)
+	}
+	rel := Relationship{TrustDomain: td, URL: f.BundleEndpointURL, Profile: f.Profile, Source: source}
+	if f.EndpointSPIFFEID != "" {
+		if rel.EndpointID, err = spiffeid.FromString(f.EndpointSPIFFEID); err != nil {
+			return Relationship{}, fmt.Errorf("federation %s: endpoint spiffe id: %w", td, err)
+		}
+	}
+	if rel.WebRoots, err = WebRoots(f.WebRootsPEM); err != nil {
+		return Relationship{}, fmt.Errorf("federation %s: %w", td, err)
+	}
+	return rel, nil
+}

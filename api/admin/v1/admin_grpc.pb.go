@@ -26,26 +26,30 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Admin_CreateEntries_FullMethodName   = "/sigil.admin.v1.Admin/CreateEntries"
-	Admin_UpdateEntry_FullMethodName     = "/sigil.admin.v1.Admin/UpdateEntry"
-	Admin_DeleteEntry_FullMethodName     = "/sigil.admin.v1.Admin/DeleteEntry"
-	Admin_GetEntry_FullMethodName        = "/sigil.admin.v1.Admin/GetEntry"
-	Admin_ListEntries_FullMethodName     = "/sigil.admin.v1.Admin/ListEntries"
-	Admin_CreateJoinToken_FullMethodName = "/sigil.admin.v1.Admin/CreateJoinToken"
-	Admin_ListAgents_FullMethodName      = "/sigil.admin.v1.Admin/ListAgents"
-	Admin_EvictAgent_FullMethodName      = "/sigil.admin.v1.Admin/EvictAgent"
-	Admin_BanAgent_FullMethodName        = "/sigil.admin.v1.Admin/BanAgent"
-	Admin_GetBundle_FullMethodName       = "/sigil.admin.v1.Admin/GetBundle"
-	Admin_ListBundles_FullMethodName     = "/sigil.admin.v1.Admin/ListBundles"
-	Admin_SetBundle_FullMethodName       = "/sigil.admin.v1.Admin/SetBundle"
-	Admin_DeleteBundle_FullMethodName    = "/sigil.admin.v1.Admin/DeleteBundle"
-	Admin_CAStatus_FullMethodName        = "/sigil.admin.v1.Admin/CAStatus"
-	Admin_PrepareCA_FullMethodName       = "/sigil.admin.v1.Admin/PrepareCA"
-	Admin_ActivateCA_FullMethodName      = "/sigil.admin.v1.Admin/ActivateCA"
-	Admin_TaintCA_FullMethodName         = "/sigil.admin.v1.Admin/TaintCA"
-	Admin_RevokeCA_FullMethodName        = "/sigil.admin.v1.Admin/RevokeCA"
-	Admin_RevokeSVID_FullMethodName      = "/sigil.admin.v1.Admin/RevokeSVID"
-	Admin_ListAudit_FullMethodName       = "/sigil.admin.v1.Admin/ListAudit"
+	Admin_CreateEntries_FullMethodName    = "/sigil.admin.v1.Admin/CreateEntries"
+	Admin_UpdateEntry_FullMethodName      = "/sigil.admin.v1.Admin/UpdateEntry"
+	Admin_DeleteEntry_FullMethodName      = "/sigil.admin.v1.Admin/DeleteEntry"
+	Admin_GetEntry_FullMethodName         = "/sigil.admin.v1.Admin/GetEntry"
+	Admin_ListEntries_FullMethodName      = "/sigil.admin.v1.Admin/ListEntries"
+	Admin_CreateJoinToken_FullMethodName  = "/sigil.admin.v1.Admin/CreateJoinToken"
+	Admin_ListAgents_FullMethodName       = "/sigil.admin.v1.Admin/ListAgents"
+	Admin_EvictAgent_FullMethodName       = "/sigil.admin.v1.Admin/EvictAgent"
+	Admin_BanAgent_FullMethodName         = "/sigil.admin.v1.Admin/BanAgent"
+	Admin_GetBundle_FullMethodName        = "/sigil.admin.v1.Admin/GetBundle"
+	Admin_ListBundles_FullMethodName      = "/sigil.admin.v1.Admin/ListBundles"
+	Admin_SetBundle_FullMethodName        = "/sigil.admin.v1.Admin/SetBundle"
+	Admin_DeleteBundle_FullMethodName     = "/sigil.admin.v1.Admin/DeleteBundle"
+	Admin_CAStatus_FullMethodName         = "/sigil.admin.v1.Admin/CAStatus"
+	Admin_PrepareCA_FullMethodName        = "/sigil.admin.v1.Admin/PrepareCA"
+	Admin_ActivateCA_FullMethodName       = "/sigil.admin.v1.Admin/ActivateCA"
+	Admin_TaintCA_FullMethodName          = "/sigil.admin.v1.Admin/TaintCA"
+	Admin_RevokeCA_FullMethodName         = "/sigil.admin.v1.Admin/RevokeCA"
+	Admin_RevokeSVID_FullMethodName       = "/sigil.admin.v1.Admin/RevokeSVID"
+	Admin_ListAudit_FullMethodName        = "/sigil.admin.v1.Admin/ListAudit"
+	Admin_CreateFederation_FullMethodName = "/sigil.admin.v1.Admin/CreateFederation"
+	Admin_ListFederations_FullMethodName  = "/sigil.admin.v1.Admin/ListFederations"
+	Admin_GetFederation_FullMethodName    = "/sigil.admin.v1.Admin/GetFederation"
+	Admin_DeleteFederation_FullMethodName = "/sigil.admin.v1.Admin/DeleteFederation"
 )
 
 // AdminClient is the client API for Admin service.
@@ -85,6 +89,16 @@ type AdminClient interface {
 	// the CA re-keys so that verifiers without CRLs refuse them too.
 	RevokeSVID(ctx context.Context, in *RevokeSVIDRequest, opts ...grpc.CallOption) (*RevokeSVIDResponse, error)
 	ListAudit(ctx context.Context, in *ListAuditRequest, opts ...grpc.CallOption) (*ListAuditResponse, error)
+	// Federation relationships: federated trust domains whose bundles the CA
+	// fetches from their SPIFFE bundle endpoints, by the peer's refresh hint.
+	// Those from ca.yaml are listed with source "config" and cannot be
+	// changed here.
+	CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*CreateFederationResponse, error)
+	ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error)
+	GetFederation(ctx context.Context, in *GetFederationRequest, opts ...grpc.CallOption) (*GetFederationResponse, error)
+	// DeleteFederation stops refreshing; the trust domain's bundle stays
+	// until DeleteBundle.
+	DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*DeleteFederationResponse, error)
 }
 
 type adminClient struct {
@@ -295,6 +309,46 @@ func (c *adminClient) ListAudit(ctx context.Context, in *ListAuditRequest, opts 
 	return out, nil
 }
 
+func (c *adminClient) CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*CreateFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_CreateFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFederationsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListFederations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetFederation(ctx context.Context, in *GetFederationRequest, opts ...grpc.CallOption) (*GetFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_GetFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*DeleteFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_DeleteFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -332,6 +386,16 @@ type AdminServer interface {
 	// the CA re-keys so that verifiers without CRLs refuse them too.
 	RevokeSVID(context.Context, *RevokeSVIDRequest) (*RevokeSVIDResponse, error)
 	ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error)
+	// Federation relationships: federated trust domains whose bundles the CA
+	// fetches from their SPIFFE bundle endpoints, by the peer's refresh hint.
+	// Those from ca.yaml are listed with source "config" and cannot be
+	// changed here.
+	CreateFederation(context.Context, *CreateFederationRequest) (*CreateFederationResponse, error)
+	ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error)
+	GetFederation(context.Context, *GetFederationRequest) (*GetFederationResponse, error)
+	// DeleteFederation stops refreshing; the trust domain's bundle stays
+	// until DeleteBundle.
+	DeleteFederation(context.Context, *DeleteFederationRequest) (*DeleteFederationResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -401,6 +465,18 @@ func (UnimplementedAdminServer) RevokeSVID(context.Context, *RevokeSVIDRequest) 
 }
 func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*ListAuditResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ListAudit not implemented")
+}
+func (UnimplementedAdminServer) CreateFederation(context.Context, *CreateFederationRequest) (*CreateFederationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateFederation not implemented")
+}
+func (UnimplementedAdminServer) ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListFederations not implemented")
+}
+func (UnimplementedAdminServer) GetFederation(context.Context, *GetFederationRequest) (*GetFederationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetFederation not implemented")
+}
+func (UnimplementedAdminServer) DeleteFederation(context.Context, *DeleteFederationRequest) (*DeleteFederationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteFederation not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -783,6 +859,78 @@ func _Admin_ListAudit_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_CreateFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CreateFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CreateFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CreateFederation(ctx, req.(*CreateFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListFederations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFederationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListFederations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListFederations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListFederations(ctx, req.(*ListFederationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetFederation(ctx, req.(*GetFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DeleteFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeleteFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeleteFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeleteFederation(ctx, req.(*DeleteFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -869,6 +1017,22 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAudit",
 			Handler:    _Admin_ListAudit_Handler,
+		},
+		{
+			MethodName: "CreateFederation",
+			Handler:    _Admin_CreateFederation_Handler,
+		},
+		{
+			MethodName: "ListFederations",
+			Handler:    _Admin_ListFederations_Handler,
+		},
+		{
+			MethodName: "GetFederation",
+			Handler:    _Admin_GetFederation_Handler,
+		},
+		{
+			MethodName: "DeleteFederation",
+			Handler:    _Admin_DeleteFederation_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
