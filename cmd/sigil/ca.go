@@ -96,6 +96,7 @@ type caStack struct {
 	node    *nodeapi.Server
 	admin   *admin.Server
 	server  *server.Server
+	fed     *caFederation
 	closers []func() error
 }
 
@@ -180,7 +181,11 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 	}
 	s.CA = authority
 
-	adminSrv, err := admin.New(admin.Config{TrustDomain: cfg.TrustDomain, Store: s.Store, Authority: authority, Logger: logger})
+	if s.fed, err = buildFederation(ctx, cfg, s.Store, authority, logger, reg); err != nil {
+		return nil, err
+	}
+	adminSrv, err := admin.New(admin.Config{TrustDomain: cfg.TrustDomain, Store: s.Store, Authority: authority, Logger: logger,
+		Federation: s.fed.refresher, ConfigFederations: s.fed.config})
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +250,8 @@ func describeState(cfg caconfig.Config) string {
 
 // Run serves and rotates until ctx ends.
 func (s *caStack) Run(ctx context.Context) error {
-	return runAll(ctx, func(ctx context.Context) error { return s.CA.Run(ctx, 0) }, s.node.Run, s.server.Run)
+	runs := []func(context.Context) error{func(ctx context.Context) error { return s.CA.Run(ctx, 0) }, s.node.Run, s.server.Run}
+	return runAll(ctx, append(runs, s.fed.runs()...)...)
 }
 
 // Close releases the store and key manager.
