@@ -190,4 +190,3 @@ func newFederationDeleteCmd() *cobra.Command {
 	cmd.Flags().StringVar(&td, "trust-domain", "", "the federated trust domain")
 	return cmd
 }
-
