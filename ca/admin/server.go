@@ -14,6 +14,7 @@ import (
 
 	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 	"github.com/sigilhq/sigil/ca"
+	"github.com/sigilhq/sigil/ca/federation"
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/internal/selector"
 )
@@ -48,6 +49,11 @@ type Store interface {
 	GetBundle(ctx context.Context, trustDomain string) (store.Bundle, error)
 	ListBundles(ctx context.Context) ([]store.Bundle, error)
 	DeleteBundle(ctx context.Context, actor string, trustDomain string) error
+
+	CreateFederation(ctx context.Context, actor string, f store.FederationRelationship) (store.FederationRelationship, error)
+	GetFederation(ctx context.Context, trustDomain string) (store.FederationRelationship, error)
+	ListFederations(ctx context.Context) ([]store.FederationRelationship, error)
+	DeleteFederation(ctx context.Context, actor string, trustDomain string) error
 
 	AppendAudit(ctx context.Context, ev store.AuditEvent) (store.AuditEvent, error)
 	ListAudit(ctx context.Context, f store.AuditFilter) ([]store.AuditEvent, error)
@@ -86,6 +92,17 @@ type Config struct {
 	// Selectors are the selector types entries may use: those the
 	// attestors in this deployment make (default selector.Builtin()).
 	Selectors *selector.Types
+	// Federation reports how each relationship's refreshes went; nil: no
+	// statuses are shown.
+	Federation FederationStatuses
+	// ConfigFederations are the relationships ca.yaml names: listed with
+	// source "config", not changeable over the API.
+	ConfigFederations []store.FederationRelationship
+}
+
+// FederationStatuses is what the admin API reads of the federation refresher.
+type FederationStatuses interface {
+	Statuses() []federation.Status
 }
 
 // Server implements adminv1.AdminServer.
@@ -101,6 +118,8 @@ type Server struct {
 	rand     io.Reader
 	pager    *pager
 	sels     *selector.Types
+	fed      FederationStatuses
+	fedConf  []store.FederationRelationship
 }
 
 var _ adminv1.AdminServer = (*Server)(nil)
@@ -125,6 +144,8 @@ func New(cfg Config) (*Server, error) {
 		tokenTTL: cfg.DefaultTokenTTL,
 		rand:     cfg.Rand,
 		sels:     cfg.Selectors,
+		fed:      cfg.Federation,
+		fedConf:  cfg.ConfigFederations,
 	}
 	if s.sels == nil {
 		s.sels = selector.Builtin()

@@ -45,6 +45,34 @@ type File struct {
 	// OIDCDiscovery serves /.well-known/openid-configuration and a JWKS
 	// for JWT-SVIDs under jwt_issuer; opt-in.
 	OIDCDiscovery OIDCDiscoveryFile `yaml:"oidc_discovery"`
+
+	Federation FederationFile `yaml:"federation"` // SPIFFE federation: our bundle endpoint and federated trust domains
+}
+
+// FederationFile configures SPIFFE federation.
+type FederationFile struct {
+	BundleEndpoint BundleEndpointFile `yaml:"bundle_endpoint"` // off unless address is set
+	MinRefresh     string             `yaml:"min_refresh"`     // lower bound on a peer's refresh hint; retry delay after a failure (default 30s)
+	MaxRefresh     string             `yaml:"max_refresh"`     // upper bound on a peer's refresh hint (default 1h)
+	Relationships  []RelationshipFile `yaml:"relationships"`
+}
+
+// BundleEndpointFile configures the bundle endpoint the CA serves.
+type BundleEndpointFile struct {
+	Address  string `yaml:"address"`   // e.g. 0.0.0.0:8441; empty disables
+	Profile  string `yaml:"profile"`   // https_spiffe (default: the CA's SVID) | https_web
+	CertFile string `yaml:"cert_file"` // https_web: Web PKI certificate chain (PEM)
+	KeyFile  string `yaml:"key_file"`  // https_web: its private key (PEM)
+}
+
+// RelationshipFile is one federated trust domain.
+type RelationshipFile struct {
+	TrustDomain       string `yaml:"trust_domain"`
+	BundleEndpointURL string `yaml:"bundle_endpoint_url"`
+	Profile           string `yaml:"profile"`            // https_spiffe | https_web
+	EndpointSPIFFEID  string `yaml:"endpoint_spiffe_id"` // https_spiffe
+	BundleFile        string `yaml:"bundle_file"`        // initial bundle (SPIFFE format), stored when none is
+	WebRootsFile      string `yaml:"web_roots_file"`     // https_web: PEM CA certificates instead of the system roots
 }
 
 // OIDCDiscoveryFile configures OIDC discovery for JWT-SVIDs. The issuer is
@@ -151,6 +179,15 @@ type Config struct {
 
 	// OIDC discovery for JWT-SVIDs under JWTIssuer; Address "" disables.
 	OIDC OIDCDiscovery
+
+	Federation Federation
+}
+
+// Federation is the validated federation config.
+type Federation struct {
+	BundleEndpoint         BundleEndpointFile // Address "" disables
+	MinRefresh, MaxRefresh time.Duration
+	Relationships          []RelationshipFile
 }
 
 // OIDCDiscovery is the validated OIDC discovery config.
@@ -361,6 +398,66 @@ func (f File) Validate() (Config, error) {
 				bad("upstream."+kv[0], "only for type step_ca")
 			}
 		}
+	}
+	fed := f.Federation
+	c.Federation.BundleEndpoint = fed.BundleEndpoint
+	if ep := &c.Federation.BundleEndpoint; ep.Address != "" {
+		switch ep.Profile = or(ep.Profile, "https_spiffe"); ep.Profile {
+		case "https_spiffe":
+			if ep.CertFile != "" || ep.KeyFile != "" {
+				bad("federation.bundle_endpoint", "cert_file and key_file are only for profile https_web")
+			}
+		case "https_web":
+			if ep.CertFile == "" || ep.KeyFile == "" {
+				bad("federation.bundle_endpoint", "profile https_web needs cert_file and key_file")
+			}
+		default:
+			bad("federation.bundle_endpoint.profile", "%q: want https_spiffe or https_web", ep.Profile)
+		}
+	} else if ep.Profile != "" || ep.CertFile != "" || ep.KeyFile != "" {
+		bad("federation.bundle_endpoint.address", "required when the bundle endpoint is configured")
+	}
+	c.Federation.MinRefresh = dur("federation.min_refresh", fed.MinRefresh, 30*time.Second)
+	c.Federation.MaxRefresh = dur("federation.max_refresh", fed.MaxRefresh, time.Hour)
+	if c.Federation.MaxRefresh < c.Federation.MinRefresh {
+		bad("federation.max_refresh", "must not be below min_refresh (%s)", c.Federation.MinRefresh)
+	}
+	seen := map[string]bool{}
+	for i, r := range fed.Relationships {
+		field := fmt.Sprintf("federation.relationships[%d]", i)
+		rtd, err := spiffeid.TrustDomainFromString(r.TrustDomain)
+		switch {
+		case err != nil:
+			bad(field+".trust_domain", "%q: %v", r.TrustDomain, err)
+		case rtd == c.TrustDomain:
+			bad(field+".trust_domain", "%s is our own trust domain", rtd)
+		case seen[rtd.Name()]:
+			bad(field+".trust_domain", "%s appears twice", rtd)
+		}
+		seen[rtd.Name()] = true
+		r.TrustDomain = rtd.Name()
+		if !strings.HasPrefix(r.BundleEndpointURL, "https://") {
+			bad(field+".bundle_endpoint_url", "%q: want https://...", r.BundleEndpointURL)
+		}
+		switch r.Profile {
+		case "https_spiffe":
+			id, err := spiffeid.FromString(r.EndpointSPIFFEID)
+			if err != nil {
+				bad(field+".endpoint_spiffe_id", "%q: %v", r.EndpointSPIFFEID, err)
+			} else if id.TrustDomain() != rtd {
+				bad(field+".endpoint_spiffe_id", "%s is not in trust domain %s", id, rtd)
+			}
+			if r.WebRootsFile != "" {
+				bad(field+".web_roots_file", "only for profile https_web")
+			}
+		case "https_web":
+			if r.EndpointSPIFFEID != "" {
+				bad(field+".endpoint_spiffe_id", "only for profile https_spiffe")
+			}
+		default:
+			bad(field+".profile", "%q: want https_spiffe or https_web", r.Profile)
+		}
+		c.Federation.Relationships = append(c.Federation.Relationships, r)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return Config{}, fmt.Errorf("invalid config: %w", err)

@@ -107,6 +107,17 @@ func TestParse(t *testing.T) {
 		}},
 		{name: "kubernetes without cluster", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {kubeconfig: /k}\n", wantErr: "kubernetes.cluster: required"},
 		{name: "kubernetes bad cluster", in: "trust_domain: example.org\ndata_dir: /d\nkubernetes: {cluster: 'a/b'}\n", wantErr: "kubernetes.cluster"},
+		{name: "federation", in: "trust_domain: example.org\ndata_dir: /d\nfederation:\n  bundle_endpoint: {address: 127.0.0.1:8441}\n  min_refresh: 10s\n  relationships:\n  - {trust_domain: spire.test, bundle_endpoint_url: 'https://h:1', profile: https_spiffe, endpoint_spiffe_id: 'spiffe://spire.test/spire/server', bundle_file: /b.json}\n  - {trust_domain: web.test, bundle_endpoint_url: 'https://w/b', profile: https_web, web_roots_file: /r.pem}\n", check: func(t *testing.T, c Config) {
+			f := c.Federation
+			if f.BundleEndpoint.Profile != "https_spiffe" || f.MinRefresh != 10*time.Second || f.MaxRefresh != time.Hour || len(f.Relationships) != 2 || f.Relationships[0].BundleFile != "/b.json" {
+				t.Fatalf("%+v", f)
+			}
+		}},
+		{name: "web endpoint without cert", in: "trust_domain: example.org\ndata_dir: /d\nfederation: {bundle_endpoint: {address: ':1', profile: https_web}}\n", wantErr: "needs cert_file and key_file"},
+		{name: "endpoint cert without address", in: "trust_domain: example.org\ndata_dir: /d\nfederation: {bundle_endpoint: {cert_file: c.pem}}\n", wantErr: "bundle_endpoint.address: required"},
+		{name: "federate with ourselves", in: "trust_domain: example.org\ndata_dir: /d\nfederation: {relationships: [{trust_domain: example.org, bundle_endpoint_url: 'https://h', profile: https_web}]}\n", wantErr: "our own trust domain"},
+		{name: "endpoint id elsewhere", in: "trust_domain: example.org\ndata_dir: /d\nfederation: {relationships: [{trust_domain: a.test, bundle_endpoint_url: 'https://h', profile: https_spiffe, endpoint_spiffe_id: 'spiffe://b.test/x'}]}\n", wantErr: "not in trust domain a.test"},
+		{name: "http bundle url", in: "trust_domain: example.org\ndata_dir: /d\nfederation: {relationships: [{trust_domain: a.test, bundle_endpoint_url: 'http://h', profile: https_web}]}\n", wantErr: "want https://"},
 		{name: "not yaml", in: "{{{", wantErr: "config:"},
 		{name: "empty", in: "", wantErr: "config is empty"},
 		{name: "only comments", in: "# trust_domain: example.org\n", wantErr: "config is empty"},

@@ -169,6 +169,31 @@ type Bundles interface {
 	DeleteBundle(ctx context.Context, actor string, trustDomain string) error
 }
 
+// FederationRelationship is a federated trust domain whose bundle the CA
+// fetches from the peer's SPIFFE bundle endpoint.
+type FederationRelationship struct {
+	TrustDomain       string // the peer's trust domain name
+	BundleEndpointURL string // https://...
+	Profile           string // https_spiffe | https_web
+	EndpointSPIFFEID  string // https_spiffe: the ID the endpoint's certificate carries
+	WebRootsPEM       []byte // https_web: CA certificates to trust instead of the system roots; nil: system roots
+}
+
+// MaxFederations bounds the stored federation relationships.
+const MaxFederations = 256
+
+// Federations keeps federation relationships. Each change writes an audit
+// event (federation.create, federation.delete) in the same transaction.
+type Federations interface {
+	// CreateFederation fails with ErrDuplicate when the trust domain has a
+	// relationship already, and with ErrLimit when MaxFederations exist.
+	CreateFederation(ctx context.Context, actor string, f FederationRelationship) (FederationRelationship, error)
+	GetFederation(ctx context.Context, trustDomain string) (FederationRelationship, error)
+	// ListFederations returns every relationship ordered by trust domain.
+	ListFederations(ctx context.Context) ([]FederationRelationship, error)
+	DeleteFederation(ctx context.Context, actor string, trustDomain string) error
+}
+
 // RevokedSVID is one revoked X.509-SVID, kept until it would have expired.
 type RevokedSVID struct {
 	Serial    string    // lowercase hex, no leading zeros (big.Int.Text(16))
@@ -263,6 +288,7 @@ type Store interface {
 	Agents
 	JoinTokens
 	Bundles
+	Federations
 	Journals
 	Revocations
 	CRLs

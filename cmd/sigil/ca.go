@@ -131,6 +131,7 @@ type caStack struct {
 	server  *server.Server
 	k8sreg  *k8sreg.Reconciler // nil unless kubernetes.cluster is set
 	lease   k8sreg.Lease
+	fed     *caFederation
 	closers []func() error
 }
 
@@ -225,7 +226,11 @@ func buildCA(ctx context.Context, cfg caconfig.Config, logger *slog.Logger, reg 
 	}
 	s.CA = authority
 
-	adminSrv, err := admin.New(admin.Config{TrustDomain: cfg.TrustDomain, Store: s.Store, Authority: authority, Logger: logger})
+	if s.fed, err = buildFederation(ctx, cfg, s.Store, authority, logger, reg); err != nil {
+		return nil, err
+	}
+	adminSrv, err := admin.New(admin.Config{TrustDomain: cfg.TrustDomain, Store: s.Store, Authority: authority, Logger: logger,
+		Federation: s.fed.refresher, ConfigFederations: s.fed.config})
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +324,7 @@ func (s *caStack) Run(ctx context.Context) error {
 	if s.listen != nil {
 		runs = append(runs, s.listen)
 	}
-	return runAll(ctx, runs...)
+	return runAll(ctx, append(runs, s.fed.runs()...)...)
 }
 
 // buildK8sReg wires auto-registration of pods: clients from the kubeconfig

@@ -53,6 +53,9 @@ func TestOutputFormats(t *testing.T) {
 		t.Fatal(err)
 	}
 	sels, _ := selector.ParseAll([]string{"unix:uid:1000"})
+	if _, err := e.store.CreateFederation(ctx, "test", store.FederationRelationship{TrustDomain: "partner.test", BundleEndpointURL: "https://partner.test/", Profile: "https_web"}); err != nil {
+		t.Fatal(err)
+	}
 	ents, err := e.store.CreateEntries(ctx, "test", []store.Entry{{SPIFFEID: cliCart, ParentID: cliParent, Selectors: sels}})
 	if err != nil {
 		t.Fatal(err)
@@ -92,22 +95,24 @@ func TestOutputFormats(t *testing.T) {
 	cases := map[string][]string{
 		"authz check": {"--authz-address", alis.Addr().String(), "--source", "spiffe://example.org/ns/shop/sa/frontend",
 			"--destination", "spiffe://example.org/ns/shop/sa/cart", "--path", "/items/7"},
-		"agent list":    adm,
-		"bundle list":   adm,
-		"bundle show":   adm,
-		"ca status":     adm,
-		"entry create":  append([]string{"--spiffe-id", "spiffe://example.org/fmt", "--parent-id", cliParent, "--selector", "unix:uid:7"}, adm...),
-		"entry list":    adm,
-		"entry show":    append([]string{ents[0].ID}, adm...),
-		"entry update":  append([]string{ents[0].ID, "--x509-ttl", "2h"}, adm...),
-		"token create":  adm,
-		"svid fetch":    wl,
-		"jwt fetch":     append([]string{"--audience", "db"}, wl...),
-		"jwt validate":  append([]string{token, "--audience", "db"}, wl...),
-		"audit verify":  {"--bundle", bundlePath, logPath},
-		"policy eval":   {"--policy", cand, "--input", input},
-		"policy replay": {"--log", logPath, "--policy", cand},
-		"version":       nil,
+		"agent list":      adm,
+		"bundle list":     adm,
+		"bundle show":     adm,
+		"federation list": adm,
+		"federation show": append([]string{"--trust-domain", "partner.test"}, adm...),
+		"ca status":       adm,
+		"entry create":    append([]string{"--spiffe-id", "spiffe://example.org/fmt", "--parent-id", cliParent, "--selector", "unix:uid:7"}, adm...),
+		"entry list":      adm,
+		"entry show":      append([]string{ents[0].ID}, adm...),
+		"entry update":    append([]string{ents[0].ID, "--x509-ttl", "2h"}, adm...),
+		"token create":    adm,
+		"svid fetch":      wl,
+		"jwt fetch":       append([]string{"--audience", "db"}, wl...),
+		"jwt validate":    append([]string{token, "--audience", "db"}, wl...),
+		"audit verify":    {"--bundle", bundlePath, logPath},
+		"policy eval":     {"--policy", cand, "--input", input},
+		"policy replay":   {"--log", logPath, "--policy", cand},
+		"version":         nil,
 	}
 	have := outputCommands(newRootCmd())
 	slices.Sort(have)

@@ -31,6 +31,7 @@ func newRootCmd() *cobra.Command {
 		newTokenCmd,
 		newAgentCmd,
 		newBundleCmd,
+		newFederationCmd,
 		newSVIDCmd,
 		newJWTCmd,
 		newVersionCmd,

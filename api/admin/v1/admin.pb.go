@@ -2587,6 +2587,530 @@ func (x *CreateEntriesStreamResponse) GetLastRevision() int64 {
 	return 0
 }
 
+type Federation struct {
+	state             protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain       string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	BundleEndpointUrl string                 `protobuf:"bytes,2,opt,name=bundle_endpoint_url,json=bundleEndpointUrl,proto3" json:"bundle_endpoint_url,omitempty"` // https://...
+	Profile           string                 `protobuf:"bytes,3,opt,name=profile,proto3" json:"profile,omitempty"`                                                // https_spiffe | https_web
+	EndpointSpiffeId  string                 `protobuf:"bytes,4,opt,name=endpoint_spiffe_id,json=endpointSpiffeId,proto3" json:"endpoint_spiffe_id,omitempty"`    // https_spiffe: the ID the endpoint's certificate carries
+	WebRootsPem       []byte                 `protobuf:"bytes,5,opt,name=web_roots_pem,json=webRootsPem,proto3" json:"web_roots_pem,omitempty"`                   // https_web: CA certificates instead of the system roots
+	Source            string                 `protobuf:"bytes,6,opt,name=source,proto3" json:"source,omitempty"`                                                  // api | config (read only)
+	Status            *FederationStatus      `protobuf:"bytes,7,opt,name=status,proto3" json:"status,omitempty"`                                                  // read only; absent before the first attempt
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *Federation) Reset() {
+	*x = Federation{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Federation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Federation) ProtoMessage() {}
+
+func (x *Federation) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Federation.ProtoReflect.Descriptor instead.
+func (*Federation) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+}
+
+func (x *Federation) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+func (x *Federation) GetBundleEndpointUrl() string {
+	if x != nil {
+		return x.BundleEndpointUrl
+	}
+	return ""
+}
+
+func (x *Federation) GetProfile() string {
+	if x != nil {
+		return x.Profile
+	}
+	return ""
+}
+
+func (x *Federation) GetEndpointSpiffeId() string {
+	if x != nil {
+		return x.EndpointSpiffeId
+	}
+	return ""
+}
+
+func (x *Federation) GetWebRootsPem() []byte {
+	if x != nil {
+		return x.WebRootsPem
+	}
+	return nil
+}
+
+func (x *Federation) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *Federation) GetStatus() *FederationStatus {
+	if x != nil {
+		return x.Status
+	}
+	return nil
+}
+
+// FederationStatus is how the refreshes of one relationship went.
+type FederationStatus struct {
+	state               protoimpl.MessageState `protogen:"open.v1"`
+	LastAttempt         *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=last_attempt,json=lastAttempt,proto3" json:"last_attempt,omitempty"`
+	LastSuccess         *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=last_success,json=lastSuccess,proto3" json:"last_success,omitempty"`
+	LastError           string                 `protobuf:"bytes,3,opt,name=last_error,json=lastError,proto3" json:"last_error,omitempty"` // of the last attempt; empty after a success
+	ConsecutiveFailures int32                  `protobuf:"varint,4,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	Sequence            uint64                 `protobuf:"varint,5,opt,name=sequence,proto3" json:"sequence,omitempty"` // of the bundle last fetched
+	NextRefresh         *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=next_refresh,json=nextRefresh,proto3" json:"next_refresh,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *FederationStatus) Reset() {
+	*x = FederationStatus{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FederationStatus) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FederationStatus) ProtoMessage() {}
+
+func (x *FederationStatus) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FederationStatus.ProtoReflect.Descriptor instead.
+func (*FederationStatus) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+}
+
+func (x *FederationStatus) GetLastAttempt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastAttempt
+	}
+	return nil
+}
+
+func (x *FederationStatus) GetLastSuccess() *timestamppb.Timestamp {
+	if x != nil {
+		return x.LastSuccess
+	}
+	return nil
+}
+
+func (x *FederationStatus) GetLastError() string {
+	if x != nil {
+		return x.LastError
+	}
+	return ""
+}
+
+func (x *FederationStatus) GetConsecutiveFailures() int32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *FederationStatus) GetSequence() uint64 {
+	if x != nil {
+		return x.Sequence
+	}
+	return 0
+}
+
+func (x *FederationStatus) GetNextRefresh() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NextRefresh
+	}
+	return nil
+}
+
+type CreateFederationRequest struct {
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Federation *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	// The peer's initial bundle (SPIFFE bundle format), stored as its bundle;
+	// https_spiffe needs one to authenticate the endpoint unless a bundle of
+	// that trust domain is stored already.
+	Bundle        []byte `protobuf:"bytes,2,opt,name=bundle,proto3" json:"bundle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFederationRequest) Reset() {
+	*x = CreateFederationRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFederationRequest) ProtoMessage() {}
+
+func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFederationRequest.ProtoReflect.Descriptor instead.
+func (*CreateFederationRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+}
+
+func (x *CreateFederationRequest) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+func (x *CreateFederationRequest) GetBundle() []byte {
+	if x != nil {
+		return x.Bundle
+	}
+	return nil
+}
+
+type CreateFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateFederationResponse) Reset() {
+	*x = CreateFederationResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateFederationResponse) ProtoMessage() {}
+
+func (x *CreateFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateFederationResponse.ProtoReflect.Descriptor instead.
+func (*CreateFederationResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+}
+
+func (x *CreateFederationResponse) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+type ListFederationsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationsRequest) Reset() {
+	*x = ListFederationsRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationsRequest) ProtoMessage() {}
+
+func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationsRequest.ProtoReflect.Descriptor instead.
+func (*ListFederationsRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+}
+
+type ListFederationsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federations   []*Federation          `protobuf:"bytes,1,rep,name=federations,proto3" json:"federations,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListFederationsResponse) Reset() {
+	*x = ListFederationsResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListFederationsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListFederationsResponse) ProtoMessage() {}
+
+func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListFederationsResponse.ProtoReflect.Descriptor instead.
+func (*ListFederationsResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+}
+
+func (x *ListFederationsResponse) GetFederations() []*Federation {
+	if x != nil {
+		return x.Federations
+	}
+	return nil
+}
+
+type GetFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFederationRequest) Reset() {
+	*x = GetFederationRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFederationRequest) ProtoMessage() {}
+
+func (x *GetFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFederationRequest.ProtoReflect.Descriptor instead.
+func (*GetFederationRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+}
+
+func (x *GetFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type GetFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Federation    *Federation            `protobuf:"bytes,1,opt,name=federation,proto3" json:"federation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetFederationResponse) Reset() {
+	*x = GetFederationResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetFederationResponse) ProtoMessage() {}
+
+func (x *GetFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetFederationResponse.ProtoReflect.Descriptor instead.
+func (*GetFederationResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+}
+
+func (x *GetFederationResponse) GetFederation() *Federation {
+	if x != nil {
+		return x.Federation
+	}
+	return nil
+}
+
+type DeleteFederationRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TrustDomain   string                 `protobuf:"bytes,1,opt,name=trust_domain,json=trustDomain,proto3" json:"trust_domain,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederationRequest) Reset() {
+	*x = DeleteFederationRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederationRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederationRequest) ProtoMessage() {}
+
+func (x *DeleteFederationRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederationRequest.ProtoReflect.Descriptor instead.
+func (*DeleteFederationRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+}
+
+func (x *DeleteFederationRequest) GetTrustDomain() string {
+	if x != nil {
+		return x.TrustDomain
+	}
+	return ""
+}
+
+type DeleteFederationResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeleteFederationResponse) Reset() {
+	*x = DeleteFederationResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeleteFederationResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeleteFederationResponse) ProtoMessage() {}
+
+func (x *DeleteFederationResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeleteFederationResponse.ProtoReflect.Descriptor instead.
+func (*DeleteFederationResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+}
+
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_api_admin_v1_admin_proto_rawDesc = "" +
@@ -2745,7 +3269,45 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x1bCreateEntriesStreamResponse\x12\x18\n" +
 	"\acreated\x18\x01 \x01(\x03R\acreated\x12%\n" +
 	"\x0efirst_revision\x18\x02 \x01(\x03R\rfirstRevision\x12#\n" +
-	"\rlast_revision\x18\x03 \x01(\x03R\flastRevision*^\n" +
+	"\rlast_revision\x18\x03 \x01(\x03R\flastRevision\"\x9d\x02\n" +
+	"\n" +
+	"Federation\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12.\n" +
+	"\x13bundle_endpoint_url\x18\x02 \x01(\tR\x11bundleEndpointUrl\x12\x18\n" +
+	"\aprofile\x18\x03 \x01(\tR\aprofile\x12,\n" +
+	"\x12endpoint_spiffe_id\x18\x04 \x01(\tR\x10endpointSpiffeId\x12\"\n" +
+	"\rweb_roots_pem\x18\x05 \x01(\fR\vwebRootsPem\x12\x16\n" +
+	"\x06source\x18\x06 \x01(\tR\x06source\x128\n" +
+	"\x06status\x18\a \x01(\v2 .sigil.admin.v1.FederationStatusR\x06status\"\xbd\x02\n" +
+	"\x10FederationStatus\x12=\n" +
+	"\flast_attempt\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\vlastAttempt\x12=\n" +
+	"\flast_success\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\vlastSuccess\x12\x1d\n" +
+	"\n" +
+	"last_error\x18\x03 \x01(\tR\tlastError\x121\n" +
+	"\x14consecutive_failures\x18\x04 \x01(\x05R\x13consecutiveFailures\x12\x1a\n" +
+	"\bsequence\x18\x05 \x01(\x04R\bsequence\x12=\n" +
+	"\fnext_refresh\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\vnextRefresh\"m\n" +
+	"\x17CreateFederationRequest\x12:\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x1a.sigil.admin.v1.FederationR\n" +
+	"federation\x12\x16\n" +
+	"\x06bundle\x18\x02 \x01(\fR\x06bundle\"V\n" +
+	"\x18CreateFederationResponse\x12:\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x1a.sigil.admin.v1.FederationR\n" +
+	"federation\"\x18\n" +
+	"\x16ListFederationsRequest\"W\n" +
+	"\x17ListFederationsResponse\x12<\n" +
+	"\vfederations\x18\x01 \x03(\v2\x1a.sigil.admin.v1.FederationR\vfederations\"9\n" +
+	"\x14GetFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"S\n" +
+	"\x15GetFederationResponse\x12:\n" +
+	"\n" +
+	"federation\x18\x01 \x01(\v2\x1a.sigil.admin.v1.FederationR\n" +
+	"federation\"<\n" +
+	"\x17DeleteFederationRequest\x12!\n" +
+	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\"\x1a\n" +
+	"\x18DeleteFederationResponse*^\n" +
 	"\fBundleFormat\x12\x1d\n" +
 	"\x19BUNDLE_FORMAT_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11BUNDLE_FORMAT_PEM\x10\x01\x12\x18\n" +
@@ -2753,7 +3315,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\aKeyKind\x12\x18\n" +
 	"\x14KEY_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rKEY_KIND_X509\x10\x01\x12\x10\n" +
-	"\fKEY_KIND_JWT\x10\x022\x9a\x0e\n" +
+	"\fKEY_KIND_JWT\x10\x022\xaa\x11\n" +
 	"\x05Admin\x12\\\n" +
 	"\rCreateEntries\x12$.sigil.admin.v1.CreateEntriesRequest\x1a%.sigil.admin.v1.CreateEntriesResponse\x12V\n" +
 	"\vUpdateEntry\x12\".sigil.admin.v1.UpdateEntryRequest\x1a#.sigil.admin.v1.UpdateEntryResponse\x12V\n" +
@@ -2779,7 +3341,11 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"RevokeSVID\x12!.sigil.admin.v1.RevokeSVIDRequest\x1a\".sigil.admin.v1.RevokeSVIDResponse\x12P\n" +
 	"\tListAudit\x12 .sigil.admin.v1.ListAuditRequest\x1a!.sigil.admin.v1.ListAuditResponse\x12p\n" +
-	"\x13CreateEntriesStream\x12*.sigil.admin.v1.CreateEntriesStreamRequest\x1a+.sigil.admin.v1.CreateEntriesStreamResponse(\x01B/Z-github.com/sigilhq/sigil/api/admin/v1;adminv1b\x06proto3"
+	"\x13CreateEntriesStream\x12*.sigil.admin.v1.CreateEntriesStreamRequest\x1a+.sigil.admin.v1.CreateEntriesStreamResponse(\x01\x12e\n" +
+	"\x10CreateFederation\x12'.sigil.admin.v1.CreateFederationRequest\x1a(.sigil.admin.v1.CreateFederationResponse\x12b\n" +
+	"\x0fListFederations\x12&.sigil.admin.v1.ListFederationsRequest\x1a'.sigil.admin.v1.ListFederationsResponse\x12\\\n" +
+	"\rGetFederation\x12$.sigil.admin.v1.GetFederationRequest\x1a%.sigil.admin.v1.GetFederationResponse\x12e\n" +
+	"\x10DeleteFederation\x12'.sigil.admin.v1.DeleteFederationRequest\x1a(.sigil.admin.v1.DeleteFederationResponseB/Z-github.com/sigilhq/sigil/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_api_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -2794,7 +3360,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 47)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(BundleFormat)(0),                   // 0: sigil.admin.v1.BundleFormat
 	(KeyKind)(0),                        // 1: sigil.admin.v1.KeyKind
@@ -2845,100 +3411,126 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*ListAuditResponse)(nil),           // 46: sigil.admin.v1.ListAuditResponse
 	(*CreateEntriesStreamRequest)(nil),  // 47: sigil.admin.v1.CreateEntriesStreamRequest
 	(*CreateEntriesStreamResponse)(nil), // 48: sigil.admin.v1.CreateEntriesStreamResponse
-	(*v1.Entry)(nil),                    // 49: sigil.types.v1.Entry
-	(*durationpb.Duration)(nil),         // 50: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 51: google.protobuf.Timestamp
-	(*v1.Bundle)(nil),                   // 52: sigil.types.v1.Bundle
+	(*Federation)(nil),                  // 49: sigil.admin.v1.Federation
+	(*FederationStatus)(nil),            // 50: sigil.admin.v1.FederationStatus
+	(*CreateFederationRequest)(nil),     // 51: sigil.admin.v1.CreateFederationRequest
+	(*CreateFederationResponse)(nil),    // 52: sigil.admin.v1.CreateFederationResponse
+	(*ListFederationsRequest)(nil),      // 53: sigil.admin.v1.ListFederationsRequest
+	(*ListFederationsResponse)(nil),     // 54: sigil.admin.v1.ListFederationsResponse
+	(*GetFederationRequest)(nil),        // 55: sigil.admin.v1.GetFederationRequest
+	(*GetFederationResponse)(nil),       // 56: sigil.admin.v1.GetFederationResponse
+	(*DeleteFederationRequest)(nil),     // 57: sigil.admin.v1.DeleteFederationRequest
+	(*DeleteFederationResponse)(nil),    // 58: sigil.admin.v1.DeleteFederationResponse
+	(*v1.Entry)(nil),                    // 59: sigil.types.v1.Entry
+	(*durationpb.Duration)(nil),         // 60: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 61: google.protobuf.Timestamp
+	(*v1.Bundle)(nil),                   // 62: sigil.types.v1.Bundle
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	49, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
-	49, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	49, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
-	49, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	49, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	49, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	49, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	50, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	51, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	51, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	51, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	51, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	59, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
+	59, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	59, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
+	59, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	59, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	59, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	59, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	60, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	61, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	61, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	61, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	61, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	14, // 12: sigil.admin.v1.ListAgentsResponse.agents:type_name -> sigil.admin.v1.Agent
 	14, // 13: sigil.admin.v1.BanAgentResponse.agent:type_name -> sigil.admin.v1.Agent
-	52, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
-	52, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
+	62, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	62, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
 	0,  // 16: sigil.admin.v1.SetBundleRequest.format:type_name -> sigil.admin.v1.BundleFormat
-	52, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	62, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
 	1,  // 18: sigil.admin.v1.CAKey.kind:type_name -> sigil.admin.v1.KeyKind
-	51, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	51, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	61, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	61, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	29, // 21: sigil.admin.v1.CAStatusResponse.keys:type_name -> sigil.admin.v1.CAKey
 	33, // 22: sigil.admin.v1.CAStatusResponse.rekey:type_name -> sigil.admin.v1.CARekey
 	33, // 23: sigil.admin.v1.CAStatusResponse.last_rekey:type_name -> sigil.admin.v1.CARekey
 	32, // 24: sigil.admin.v1.CAStatusResponse.upstream:type_name -> sigil.admin.v1.CAUpstream
-	51, // 25: sigil.admin.v1.CAUpstream.last_success:type_name -> google.protobuf.Timestamp
-	51, // 26: sigil.admin.v1.CAUpstream.last_failure:type_name -> google.protobuf.Timestamp
-	51, // 27: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
-	51, // 28: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
-	51, // 29: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
-	51, // 30: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
-	51, // 31: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
+	61, // 25: sigil.admin.v1.CAUpstream.last_success:type_name -> google.protobuf.Timestamp
+	61, // 26: sigil.admin.v1.CAUpstream.last_failure:type_name -> google.protobuf.Timestamp
+	61, // 27: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
+	61, // 28: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
+	61, // 29: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
+	61, // 30: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
+	61, // 31: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
 	1,  // 32: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
 	29, // 33: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
 	1,  // 34: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
 	29, // 35: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
 	1,  // 36: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
 	1,  // 37: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	51, // 38: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	61, // 38: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
 	44, // 39: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
-	49, // 40: sigil.admin.v1.CreateEntriesStreamRequest.entries:type_name -> sigil.types.v1.Entry
-	2,  // 41: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
-	4,  // 42: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
-	6,  // 43: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
-	8,  // 44: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
-	10, // 45: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
-	12, // 46: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
-	15, // 47: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
-	17, // 48: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
-	19, // 49: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
-	21, // 50: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
-	23, // 51: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
-	25, // 52: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
-	27, // 53: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
-	30, // 54: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
-	34, // 55: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
-	36, // 56: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
-	38, // 57: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
-	40, // 58: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
-	42, // 59: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
-	45, // 60: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
-	47, // 61: sigil.admin.v1.Admin.CreateEntriesStream:input_type -> sigil.admin.v1.CreateEntriesStreamRequest
-	3,  // 62: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
-	5,  // 63: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
-	7,  // 64: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
-	9,  // 65: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
-	11, // 66: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
-	13, // 67: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
-	16, // 68: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
-	18, // 69: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
-	20, // 70: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
-	22, // 71: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
-	24, // 72: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
-	26, // 73: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
-	28, // 74: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
-	31, // 75: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
-	35, // 76: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
-	37, // 77: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
-	39, // 78: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
-	41, // 79: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
-	43, // 80: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
-	46, // 81: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
-	48, // 82: sigil.admin.v1.Admin.CreateEntriesStream:output_type -> sigil.admin.v1.CreateEntriesStreamResponse
-	62, // [62:83] is the sub-list for method output_type
-	41, // [41:62] is the sub-list for method input_type
-	41, // [41:41] is the sub-list for extension type_name
-	41, // [41:41] is the sub-list for extension extendee
-	0,  // [0:41] is the sub-list for field type_name
+	59, // 40: sigil.admin.v1.CreateEntriesStreamRequest.entries:type_name -> sigil.types.v1.Entry
+	50, // 41: sigil.admin.v1.Federation.status:type_name -> sigil.admin.v1.FederationStatus
+	61, // 42: sigil.admin.v1.FederationStatus.last_attempt:type_name -> google.protobuf.Timestamp
+	61, // 43: sigil.admin.v1.FederationStatus.last_success:type_name -> google.protobuf.Timestamp
+	61, // 44: sigil.admin.v1.FederationStatus.next_refresh:type_name -> google.protobuf.Timestamp
+	49, // 45: sigil.admin.v1.CreateFederationRequest.federation:type_name -> sigil.admin.v1.Federation
+	49, // 46: sigil.admin.v1.CreateFederationResponse.federation:type_name -> sigil.admin.v1.Federation
+	49, // 47: sigil.admin.v1.ListFederationsResponse.federations:type_name -> sigil.admin.v1.Federation
+	49, // 48: sigil.admin.v1.GetFederationResponse.federation:type_name -> sigil.admin.v1.Federation
+	2,  // 49: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
+	4,  // 50: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
+	6,  // 51: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
+	8,  // 52: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
+	10, // 53: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
+	12, // 54: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
+	15, // 55: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
+	17, // 56: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
+	19, // 57: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
+	21, // 58: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
+	23, // 59: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
+	25, // 60: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
+	27, // 61: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
+	30, // 62: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
+	34, // 63: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
+	36, // 64: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
+	38, // 65: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
+	40, // 66: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
+	42, // 67: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
+	45, // 68: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
+	47, // 69: sigil.admin.v1.Admin.CreateEntriesStream:input_type -> sigil.admin.v1.CreateEntriesStreamRequest
+	51, // 70: sigil.admin.v1.Admin.CreateFederation:input_type -> sigil.admin.v1.CreateFederationRequest
+	53, // 71: sigil.admin.v1.Admin.ListFederations:input_type -> sigil.admin.v1.ListFederationsRequest
+	55, // 72: sigil.admin.v1.Admin.GetFederation:input_type -> sigil.admin.v1.GetFederationRequest
+	57, // 73: sigil.admin.v1.Admin.DeleteFederation:input_type -> sigil.admin.v1.DeleteFederationRequest
+	3,  // 74: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
+	5,  // 75: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
+	7,  // 76: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
+	9,  // 77: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
+	11, // 78: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
+	13, // 79: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
+	16, // 80: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
+	18, // 81: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
+	20, // 82: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
+	22, // 83: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
+	24, // 84: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
+	26, // 85: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
+	28, // 86: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
+	31, // 87: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
+	35, // 88: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
+	37, // 89: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
+	39, // 90: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
+	41, // 91: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
+	43, // 92: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
+	46, // 93: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
+	48, // 94: sigil.admin.v1.Admin.CreateEntriesStream:output_type -> sigil.admin.v1.CreateEntriesStreamResponse
+	52, // 95: sigil.admin.v1.Admin.CreateFederation:output_type -> sigil.admin.v1.CreateFederationResponse
+	54, // 96: sigil.admin.v1.Admin.ListFederations:output_type -> sigil.admin.v1.ListFederationsResponse
+	56, // 97: sigil.admin.v1.Admin.GetFederation:output_type -> sigil.admin.v1.GetFederationResponse
+	58, // 98: sigil.admin.v1.Admin.DeleteFederation:output_type -> sigil.admin.v1.DeleteFederationResponse
+	74, // [74:99] is the sub-list for method output_type
+	49, // [49:74] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -2952,7 +3544,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   47,
+			NumMessages:   57,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

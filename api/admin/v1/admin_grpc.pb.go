@@ -47,6 +47,10 @@ const (
 	Admin_RevokeSVID_FullMethodName          = "/sigil.admin.v1.Admin/RevokeSVID"
 	Admin_ListAudit_FullMethodName           = "/sigil.admin.v1.Admin/ListAudit"
 	Admin_CreateEntriesStream_FullMethodName = "/sigil.admin.v1.Admin/CreateEntriesStream"
+	Admin_CreateFederation_FullMethodName    = "/sigil.admin.v1.Admin/CreateFederation"
+	Admin_ListFederations_FullMethodName     = "/sigil.admin.v1.Admin/ListFederations"
+	Admin_GetFederation_FullMethodName       = "/sigil.admin.v1.Admin/GetFederation"
+	Admin_DeleteFederation_FullMethodName    = "/sigil.admin.v1.Admin/DeleteFederation"
 )
 
 // AdminClient is the client API for Admin service.
@@ -92,6 +96,16 @@ type AdminClient interface {
 	// at most 1,000,000. A bad entry fails the call with INVALID_ARGUMENT or
 	// ALREADY_EXISTS naming its position in the stream (entries[N], from 0).
 	CreateEntriesStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CreateEntriesStreamRequest, CreateEntriesStreamResponse], error)
+	// Federation relationships: federated trust domains whose bundles the CA
+	// fetches from their SPIFFE bundle endpoints, by the peer's refresh hint.
+	// Those from ca.yaml are listed with source "config" and cannot be
+	// changed here.
+	CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*CreateFederationResponse, error)
+	ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error)
+	GetFederation(ctx context.Context, in *GetFederationRequest, opts ...grpc.CallOption) (*GetFederationResponse, error)
+	// DeleteFederation stops refreshing; the trust domain's bundle stays
+	// until DeleteBundle.
+	DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*DeleteFederationResponse, error)
 }
 
 type adminClient struct {
@@ -315,6 +329,46 @@ func (c *adminClient) CreateEntriesStream(ctx context.Context, opts ...grpc.Call
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_CreateEntriesStreamClient = grpc.ClientStreamingClient[CreateEntriesStreamRequest, CreateEntriesStreamResponse]
 
+func (c *adminClient) CreateFederation(ctx context.Context, in *CreateFederationRequest, opts ...grpc.CallOption) (*CreateFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CreateFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_CreateFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) ListFederations(ctx context.Context, in *ListFederationsRequest, opts ...grpc.CallOption) (*ListFederationsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListFederationsResponse)
+	err := c.cc.Invoke(ctx, Admin_ListFederations_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) GetFederation(ctx context.Context, in *GetFederationRequest, opts ...grpc.CallOption) (*GetFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(GetFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_GetFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *adminClient) DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*DeleteFederationResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(DeleteFederationResponse)
+	err := c.cc.Invoke(ctx, Admin_DeleteFederation_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -358,6 +412,16 @@ type AdminServer interface {
 	// at most 1,000,000. A bad entry fails the call with INVALID_ARGUMENT or
 	// ALREADY_EXISTS naming its position in the stream (entries[N], from 0).
 	CreateEntriesStream(grpc.ClientStreamingServer[CreateEntriesStreamRequest, CreateEntriesStreamResponse]) error
+	// Federation relationships: federated trust domains whose bundles the CA
+	// fetches from their SPIFFE bundle endpoints, by the peer's refresh hint.
+	// Those from ca.yaml are listed with source "config" and cannot be
+	// changed here.
+	CreateFederation(context.Context, *CreateFederationRequest) (*CreateFederationResponse, error)
+	ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error)
+	GetFederation(context.Context, *GetFederationRequest) (*GetFederationResponse, error)
+	// DeleteFederation stops refreshing; the trust domain's bundle stays
+	// until DeleteBundle.
+	DeleteFederation(context.Context, *DeleteFederationRequest) (*DeleteFederationResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -430,6 +494,18 @@ func (UnimplementedAdminServer) ListAudit(context.Context, *ListAuditRequest) (*
 }
 func (UnimplementedAdminServer) CreateEntriesStream(grpc.ClientStreamingServer[CreateEntriesStreamRequest, CreateEntriesStreamResponse]) error {
 	return status.Errorf(codes.Unimplemented, "method CreateEntriesStream not implemented")
+}
+func (UnimplementedAdminServer) CreateFederation(context.Context, *CreateFederationRequest) (*CreateFederationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method CreateFederation not implemented")
+}
+func (UnimplementedAdminServer) ListFederations(context.Context, *ListFederationsRequest) (*ListFederationsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListFederations not implemented")
+}
+func (UnimplementedAdminServer) GetFederation(context.Context, *GetFederationRequest) (*GetFederationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetFederation not implemented")
+}
+func (UnimplementedAdminServer) DeleteFederation(context.Context, *DeleteFederationRequest) (*DeleteFederationResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteFederation not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -819,6 +895,78 @@ func _Admin_CreateEntriesStream_Handler(srv interface{}, stream grpc.ServerStrea
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type Admin_CreateEntriesStreamServer = grpc.ClientStreamingServer[CreateEntriesStreamRequest, CreateEntriesStreamResponse]
 
+func _Admin_CreateFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CreateFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).CreateFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_CreateFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).CreateFederation(ctx, req.(*CreateFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_ListFederations_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListFederationsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).ListFederations(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_ListFederations_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).ListFederations(ctx, req.(*ListFederationsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_GetFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).GetFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_GetFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).GetFederation(ctx, req.(*GetFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Admin_DeleteFederation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteFederationRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).DeleteFederation(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_DeleteFederation_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).DeleteFederation(ctx, req.(*DeleteFederationRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -905,6 +1053,22 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "ListAudit",
 			Handler:    _Admin_ListAudit_Handler,
+		},
+		{
+			MethodName: "CreateFederation",
+			Handler:    _Admin_CreateFederation_Handler,
+		},
+		{
+			MethodName: "ListFederations",
+			Handler:    _Admin_ListFederations_Handler,
+		},
+		{
+			MethodName: "GetFederation",
+			Handler:    _Admin_GetFederation_Handler,
+		},
+		{
+			MethodName: "DeleteFederation",
+			Handler:    _Admin_DeleteFederation_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

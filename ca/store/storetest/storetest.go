@@ -38,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"PruneJoinTokens", testPruneJoinTokens},
 		{"ConcurrentConsumeJoinToken", testConcurrentConsume},
 		{"Bundles", testBundles},
+		{"Federations", testFederations},
 		{"Journals", testJournals},
 		{"RevokedSVIDs", testRevokedSVIDs},
 		{"RevokedIDs", testRevokedIDs},
@@ -905,6 +906,55 @@ func testBundles(t *testing.T, s store.Store) {
 	}
 	if _, err := s.GetBundle(t.Context(), "x.org"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("a rejected bundle was stored: %v", err)
+	}
+}
+
+func testFederations(t *testing.T, s store.Store) {
+	spiffe := store.FederationRelationship{TrustDomain: "spire.example", BundleEndpointURL: "https://spire.example:8443/",
+		Profile: "https_spiffe", EndpointSPIFFEID: "spiffe://spire.example/spire/server"}
+	web := store.FederationRelationship{TrustDomain: "a.partner", BundleEndpointURL: "https://bundle.partner/b",
+		Profile: "https_web", WebRootsPEM: []byte("-----BEGIN CERTIFICATE-----")}
+	for _, f := range []store.FederationRelationship{spiffe, web} {
+		if _, err := s.CreateFederation(t.Context(), admin, f); err != nil {
+			t.Fatalf("CreateFederation(%s): %v", f.TrustDomain, err)
+		}
+	}
+	_, err := s.CreateFederation(t.Context(), admin, spiffe)
+	wantErr(t, "CreateFederation(again)", err, store.ErrDuplicate)
+	got, err := s.GetFederation(t.Context(), "spire.example")
+	if err != nil || !reflect.DeepEqual(got, spiffe) {
+		t.Fatalf("GetFederation = %+v, %v; want %+v", got, err, spiffe)
+	}
+	list, err := s.ListFederations(t.Context())
+	if err != nil || !reflect.DeepEqual(list, []store.FederationRelationship{web, spiffe}) {
+		t.Fatalf("ListFederations = %+v, %v", list, err)
+	}
+	for name, f := range map[string]store.FederationRelationship{
+		"bad trust domain":     {TrustDomain: "Not A Domain", BundleEndpointURL: "https://x/", Profile: "https_web"},
+		"http url":             {TrustDomain: "x.org", BundleEndpointURL: "http://x/", Profile: "https_web"},
+		"unknown profile":      {TrustDomain: "x.org", BundleEndpointURL: "https://x/", Profile: "ftp"},
+		"spiffe without id":    {TrustDomain: "x.org", BundleEndpointURL: "https://x/", Profile: "https_spiffe"},
+		"id in another domain": {TrustDomain: "x.org", BundleEndpointURL: "https://x/", Profile: "https_spiffe", EndpointSPIFFEID: "spiffe://y.org/s"},
+		"web with id":          {TrustDomain: "x.org", BundleEndpointURL: "https://x/", Profile: "https_web", EndpointSPIFFEID: "spiffe://x.org/s"},
+	} {
+		_, err := s.CreateFederation(t.Context(), admin, f)
+		wantErr(t, "CreateFederation("+name+")", err, store.ErrInvalid)
+	}
+	if err := s.DeleteFederation(t.Context(), admin, "spire.example"); err != nil {
+		t.Fatalf("DeleteFederation: %v", err)
+	}
+	_, err = s.GetFederation(t.Context(), "spire.example")
+	wantErr(t, "GetFederation(deleted)", err, store.ErrNotFound)
+	wantErr(t, "DeleteFederation(deleted)", s.DeleteFederation(t.Context(), admin, "spire.example"), store.ErrNotFound)
+	var actions []string
+	for _, ev := range audit(t, s) {
+		if strings.HasPrefix(ev.Action, "federation.") {
+			actions = append(actions, ev.Action+" "+ev.Target)
+		}
+	}
+	want := []string{"federation.create spire.example", "federation.create a.partner", "federation.delete spire.example"}
+	if !reflect.DeepEqual(actions, want) {
+		t.Fatalf("audit = %q, want %q", actions, want)
 	}
 }
 
