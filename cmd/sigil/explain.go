@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"strconv"
 	"strings"
@@ -98,8 +97,11 @@ from the decision log by --seq or --id.`,
   sigil explain --authz-config authz.yaml --seq 42 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if output != "table" && output != "json" && output != "text" {
-				return usageErrorf("--output %q: want text or json", output)
+			if output == "text" { // the name before -o was shared
+				output = outTable
+			}
+			if err := checkOutput(output); err != nil {
+				return err
 			}
 			if err := pf.resolve(); err != nil {
 				return err
@@ -122,10 +124,8 @@ from the decision log by --seq or --id.`,
 			}
 			ex := x.Explain(cmd.Context(), req)
 			out := cmd.OutOrStdout()
-			if output == "json" {
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(struct {
+			if output != outTable {
+				return printData(out, output, struct {
 					explain.Explanation
 					Note string `json:"note,omitempty"`
 				}{ex, note})
@@ -146,7 +146,7 @@ from the decision log by --seq or --id.`,
 	f.StringVar(&in, "input", "", "CheckRequest in protojson instead of the flags above")
 	f.Uint64Var(&seq, "seq", 0, "explain the decision with this seq in --decision-log")
 	f.StringVar(&id, "id", "", "explain the decision with this decision id in --decision-log (searches the newest 100000 lines)")
-	f.StringVarP(&output, "output", "o", "text", "output format: text or json")
+	addOutputFlag(cmd, &output)
 	return cmd
 }
 

@@ -74,7 +74,7 @@ func TestExplainCommand(t *testing.T) {
 		{[]string{"explain", "--policy", dir, "--seq", "3"}, "need --decision-log"},
 		{[]string{"explain", "--policy", dir, "--decision-log", logPath, "--seq", "99"}, "decision not found"},
 		{[]string{"explain", "--policy", dir, "--source", frontend, "--destination", cart, "--header", "nothing"}, "want NAME=VALUE"},
-		{[]string{"explain", "--policy", dir, "--source", frontend, "--destination", cart, "-o", "xml"}, "want text or json"},
+		{[]string{"explain", "--policy", dir, "--source", frontend, "--destination", cart, "-o", "xml"}, "want table, json or yaml"},
 		{[]string{"explain", "--policy", filepath.Join(dir, "missing"), "--source", frontend, "--destination", cart}, "policy directory"},
 	} {
 		if _, _, err := run(t, "", tc.args...); err == nil || !strings.Contains(err.Error(), tc.want) {

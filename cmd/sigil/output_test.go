@@ -112,6 +112,7 @@ func TestOutputFormats(t *testing.T) {
 		"audit verify":    {"--bundle", bundlePath, logPath},
 		"policy eval":     {"--policy", cand, "--input", input},
 		"policy replay":   {"--log", logPath, "--policy", cand},
+		"explain":         {"--policy", cand, "--source", "spiffe://example.org/a", "--destination", "spiffe://example.org/b"},
 		"version":         nil,
 	}
 	have := outputCommands(newRootCmd())
