@@ -40,6 +40,9 @@ func defaultAdminSocket() string {
 func addAdminSocketFlag(cmd *cobra.Command) {
 	cmd.PersistentFlags().String(adminSocketFlag, defaultAdminSocket(),
 		"unix socket of the CA's admin API, a path or unix:///path (env SIGIL_ADMIN_SOCKET)")
+	cmd.PersistentFlags().String(adminServerFlag, "",
+		"call a remote CA's admin API over mTLS at its server address host:port instead of the socket, with this user's X509-SVID "+
+			"from the local agent ("+spiffeSocketEnv+" or the dev socket); its entry needs admin: true (env SIGIL_SERVER)")
 }
 
 // adminSocket is the socket the user asked for: the flag when given, else
@@ -58,8 +61,12 @@ func adminSocket(cmd *cobra.Command) string {
 	return defaultAdminSocket()
 }
 
-// dialAdmin connects to the admin API; call the returned func when done.
+// dialAdmin connects to the admin API — over the local socket, or with
+// --server over mTLS — and returns a func to call when done.
 func dialAdmin(cmd *cobra.Command) (adminv1.AdminClient, func(), error) {
+	if server := flagOrEnv(cmd, adminServerFlag); server != "" {
+		return dialAdminRemote(cmd, server)
+	}
 	client, conn, err := adminclient.Dial(cmd.Context(), adminSocket(cmd))
 	if err != nil {
 		return nil, nil, err
