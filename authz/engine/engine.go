@@ -116,6 +116,17 @@ func Prepare(ctx context.Context, p Policy, path string) (*Prepared, error) {
 	if err != nil {
 		return nil, err
 	}
+	pq, err := rego.New(RegoOptions(p, q)...).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prepare policy revision %s: %w", p.Revision, err)
+	}
+	return &Prepared{revision: p.Revision, query: q, pq: pq}, nil
+}
+
+// RegoOptions are the options that load p (modules in name order, data
+// in an in-memory store) for the normalized query q; a caller that needs
+// another evaluation of the same policy (explain's tracing) adds to them.
+func RegoOptions(p Policy, q string) []func(*rego.Rego) {
 	names := make([]string, 0, len(p.Modules))
 	for name := range p.Modules {
 		names = append(names, name)
@@ -129,12 +140,7 @@ func Prepare(ctx context.Context, p Policy, path string) (*Prepared, error) {
 	if data == nil {
 		data = map[string]any{}
 	}
-	opts = append(opts, rego.Store(inmem.NewFromObject(data)))
-	pq, err := rego.New(opts...).PrepareForEval(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("prepare policy revision %s: %w", p.Revision, err)
-	}
-	return &Prepared{revision: p.Revision, query: q, pq: pq}, nil
+	return append(opts, rego.Store(inmem.NewFromObject(data)))
 }
 
 // Decide evaluates input and interprets the result, failing closed.

@@ -3,13 +3,11 @@ package explain
 import (
 	"context"
 	"fmt"
-	"sort"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 
 	"github.com/sigilhq/sigil/authz/engine"
 	"github.com/sigilhq/sigil/authz/input"
@@ -100,21 +98,7 @@ func New(ctx context.Context, p engine.Policy, path string, opts input.Options) 
 	if err != nil {
 		return nil, err
 	}
-	names := make([]string, 0, len(p.Modules))
-	for name := range p.Modules {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	ropts := []func(*rego.Rego){rego.Query(q)}
-	for _, name := range names {
-		ropts = append(ropts, rego.Module(name, p.Modules[name]))
-	}
-	data := p.Data
-	if data == nil {
-		data = map[string]any{}
-	}
-	ropts = append(ropts, rego.Store(inmem.NewFromObject(data)))
-	traced, err := rego.New(ropts...).PrepareForEval(ctx)
+	traced, err := rego.New(engine.RegoOptions(p, q)...).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("prepare policy revision %s for tracing: %w", p.Revision, err)
 	}
