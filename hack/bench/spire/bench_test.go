@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -202,4 +203,175 @@ func waitOK(b *testing.B, f func() error) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+var svids = flag.Int("svids", 1000, "SVIDs the SPIRE agent holds in BenchmarkAgentRSS")
+
+// BenchmarkAgentRSS reports a real spire-agent's VmRSS growth per 1,000
+// cached X509-SVIDs: the agent's RSS once it has created -svids SVIDs
+// (entries parented to it) minus its RSS holding none, both 5 s after
+// settling, as hack/fleet --agent-rss does for Sigil's agent.
+func BenchmarkAgentRSS(b *testing.B) {
+	server := &e2e.Binary{Path: tool(b, "spire-server")}
+	agentBin := tool(b, "spire-agent")
+	dir := b.TempDir()
+	sock := filepath.Join(dir, "server.sock")
+	serverPort := port(b)
+	cfg := filepath.Join(dir, "server.conf")
+	e2e.WriteFile(b, cfg, fmt.Sprintf(`server {
+    bind_address = "127.0.0.1"
+    bind_port = "%s"
+    socket_path = %q
+    trust_domain = "bench.test"
+    data_dir = %q
+    log_level = "WARN"
+}
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "postgres"
+            connection_string = %q
+        }
+    }
+    KeyManager "memory" {
+        plugin_data {}
+    }
+    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+}
+`, serverPort, sock, filepath.Join(dir, "data"), pgtest.Start(b)), 0o600)
+	srv := server.Start(b, "run", "-config", cfg)
+	e2e.WaitForSocket(b, srv, sock, 60*time.Second)
+	waitOK(b, func() error { _, _, err := server.Run(b, "healthcheck", "-socketPath", sock); return err })
+	out, _, err := server.Run(b, "token", "generate", "-socketPath", sock)
+	tok, ok := strings.CutPrefix(strings.SplitN(out, "\n", 2)[0], "Token: ")
+	if err != nil || !ok {
+		b.Fatalf("token generate: %v\n%s", err, out)
+	}
+	bundle := filepath.Join(dir, "bundle.pem")
+	pemOut, _, err := server.Run(b, "bundle", "show", "-socketPath", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	e2e.WriteFile(b, bundle, pemOut, 0o644)
+	agentCfg := filepath.Join(dir, "agent.conf")
+	e2e.WriteFile(b, agentCfg, fmt.Sprintf(`agent {
+    data_dir = %q
+    log_level = "INFO"
+    server_address = "127.0.0.1"
+    server_port = "%s"
+    socket_path = %q
+    trust_bundle_path = %q
+    trust_domain = "bench.test"
+    join_token = %q
+    x509_svid_cache_max_size = %d
+}
+plugins {
+    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+    KeyManager "memory" {
+        plugin_data {}
+    }
+    WorkloadAttestor "unix" {
+        plugin_data {}
+    }
+}
+`, filepath.Join(dir, "agent"), serverPort, filepath.Join(dir, "agent.sock"), bundle, tok, *svids), 0o600)
+	var log lockedBuffer
+	agent := exec.Command(agentBin, "run", "-config", agentCfg)
+	agent.Stdout, agent.Stderr = &log, &log
+	if err := agent.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = agent.Process.Kill(); _ = agent.Wait() })
+	created := func() int { return strings.Count(log.String(), "Creating X509-SVID") }
+	waitOK(b, func() error {
+		if !strings.Contains(log.String(), "Starting Workload and SDS APIs") {
+			return fmt.Errorf("agent not serving yet:\n%s", tail(log.String()))
+		}
+		return nil
+	})
+	time.Sleep(5 * time.Second)
+	before := rss(b, agent.Process.Pid)
+
+	type sel struct {
+		Type  string `json:"type"`
+		Value string `json:"value"`
+	}
+	type entry struct {
+		SpiffeID  string `json:"spiffe_id"`
+		ParentID  string `json:"parent_id"`
+		Selectors []sel  `json:"selectors"`
+	}
+	list := make([]entry, *svids)
+	for j := range list {
+		list[j] = entry{SpiffeID: fmt.Sprintf("spiffe://bench.test/w%d", j), ParentID: "spiffe://bench.test/spire/agent/join_token/" + tok,
+			Selectors: []sel{{"unix", fmt.Sprintf("uid:%d", 100000+j)}}}
+	}
+	data, err := json.Marshal(map[string]any{"entries": list})
+	if err != nil {
+		b.Fatal(err)
+	}
+	file := filepath.Join(dir, "entries.json")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		b.Fatal(err)
+	}
+	if out, errOut, err := runLong(server.Path, "entry", "create", "-socketPath", sock, "-output", "json", "-data", file); err != nil {
+		b.Fatalf("entry create: %v\n%s\n%s", err, tail(out), tail(errOut))
+	}
+	start := time.Now()
+	deadline := start.Add(10 * time.Minute)
+	for created() < *svids {
+		if time.Now().After(deadline) {
+			b.Fatalf("the agent created %d of %d SVIDs within 10 minutes", created(), *svids)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	held := time.Since(start)
+	time.Sleep(5 * time.Second)
+	after := rss(b, agent.Process.Pid)
+	b.ReportMetric(float64(before)/(1<<20), "MB-baseline")
+	b.ReportMetric(float64(after-before)/(1<<20)/(float64(*svids)/1000), "MB/1000-SVIDs")
+	b.ReportMetric(held.Seconds(), "s-entries-to-SVIDs")
+}
+
+// rss reads a process's VmRSS in bytes.
+func rss(b *testing.B, pid int) int64 {
+	b.Helper()
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			var kb int64
+			if _, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb); err != nil {
+				b.Fatalf("VmRSS %q: %v", v, err)
+			}
+			return kb << 10
+		}
+	}
+	b.Fatalf("no VmRSS in /proc/%d/status", pid)
+	return 0
+}
+
+// lockedBuffer is an output buffer safe for the process's writes and the
+// benchmark's reads.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
