@@ -1,5 +1,6 @@
 // Package spire measures SPIRE v1.14.5 beside Sigil on the same box: one
-// batch of registration entries created through each one's CLI. Run:
+// batch of registration entries created through each one's CLI, and the
+// SPIRE agent's memory per cached SVID. Run:
 //
 //	go test -run XXX -bench . -benchtime 1x ./hack/bench/spire
 //
