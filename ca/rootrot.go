@@ -199,8 +199,14 @@ func (c *CA) reconcileRoots(ctx context.Context, doc *journalDoc) (bool, error) 
 		return nil
 	}
 	if rotator {
-		for _, rec := range doc.Roots {
+		for i, rec := range doc.Roots {
 			cert := inUp(rec.ID)
+			if old, err := rec.cert(); err == nil && cert == nil && rec.State != RootGone && rec.State != RootActive && !now.Before(old.NotAfter) {
+				// A retiring root that expired while the CA was down:
+				// upstream.NewSelfSigned dropped it, and so do we.
+				doc.Roots[i].State, doc.Roots[i].Gone, changed = RootGone, now, true
+				continue
+			}
 			switch {
 			case rec.State == RootGone && cert != nil:
 				if err := rr.RemoveRoot(ctx, cert); err != nil {
