@@ -5,11 +5,13 @@ import (
 	"crypto/x509"
 	"errors"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sigilhq/sigil/ca"
 	"github.com/sigilhq/sigil/ca/keys"
+	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/upstream"
 	"github.com/sigilhq/sigil/internal/pemfile"
 )
@@ -228,5 +230,69 @@ func TestDiskUpstreamChangeRolls(t *testing.T) {
 	}
 	if roots, _ := e.ca.Roots(ctx); len(roots) != 1 {
 		t.Fatalf("roots at the end: %d, want 1", len(roots))
+	}
+}
+
+// The new root activates only once every agent with an unexpired SVID has
+// renewed (or attested) since the publication, so that it holds the new
+// root; a banned agent is not waited for.
+func TestRootActivationWaitsForAgents(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t, withStoreClock(t))
+	for _, a := range []store.Agent{
+		{ID: "spiffe://example.org/sigil/agent/join_token/a", AttestationType: "join_token", Serial: "01", ExpiresAt: e.clock.Now().Add(time.Hour)},
+		{ID: "spiffe://example.org/sigil/agent/join_token/banned", AttestationType: "join_token", Serial: "02", ExpiresAt: e.clock.Now().Add(time.Hour), Banned: true},
+	} {
+		if _, err := e.store.CreateAgent(ctx, "test", a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.clock.Advance(time.Second)
+	rs, err := e.ca.RotateRoot(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(ca.DefaultRefreshHint)
+	rootStep(t, e.ca)
+	st, _ := e.ca.Status(ctx)
+	for _, r := range st.Roots {
+		if r.ID == rs.ID && (r.State != ca.RootPublished || !strings.Contains(r.Waiting, "1 agents")) {
+			t.Fatalf("with an agent that has not renewed: %s waiting for %q, want published waiting for 1 agent", r.State, r.Waiting)
+		}
+	}
+	a, err := e.store.GetAgent(ctx, "spiffe://example.org/sigil/agent/join_token/a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Advance(time.Second)
+	a.Serial = "03"
+	if _, err := e.store.UpdateAgent(ctx, "test", a); err != nil {
+		t.Fatal(err)
+	}
+	rootStep(t, e.ca)
+	if got := rootStates(t, e.ca)[rs.ID]; got != ca.RootActive {
+		t.Fatalf("after the agent renewed: %s, want active", got)
+	}
+}
+
+// With another replica's signing key in the shared bundle, a root rotation
+// is refused: the other replica would keep signing under the old root.
+func TestRootRotationRefusedWithReplicas(t *testing.T) {
+	ctx := context.Background()
+	e := newEnv(t)
+	other, err := ca.New(ca.Config{TrustDomain: td, InstanceID: "replica-b", Store: e.store, Keys: keys.NewMemory(), Upstream: e.up, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Init(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.ca.RotateRoot(ctx)
+	if !errors.Is(err, ca.ErrRootRotationReplicas) {
+		t.Fatalf("RotateRoot beside another replica: %v, want ErrRootRotationReplicas", err)
+	}
+	t.Log(err)
+	if roots, _ := e.ca.Roots(ctx); len(roots) != 1 {
+		t.Fatalf("a refused rotation left %d roots", len(roots))
 	}
 }
