@@ -98,6 +98,10 @@ type Agent struct {
 	revoked atomic.Pointer[revokedKeys]
 	revMu   sync.Mutex // serializes addRevokedKeys
 
+	// learned are the roots the CA sent (bootstraproots.go).
+	learned atomic.Pointer[[]*x509.Certificate]
+	learnMu sync.Mutex // serializes learnRoots
+
 	mu sync.Mutex
 	id *svidstore.Identity
 	// problem, if set, is why the agent is not ready that the operator
@@ -237,6 +241,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err := a.loadRevokedKeys(); err != nil {
 		return err
 	}
+	if err := a.loadLearnedRoots(); err != nil {
+		return err
+	}
 	if err := a.bootstrap(ctx); err != nil {
 		return err
 	}
@@ -294,7 +301,7 @@ func (a *Agent) heldRoots() []*x509.Certificate {
 			return live
 		}
 	}
-	return a.cfg.BootstrapBundle
+	return a.bootstrapRoots()
 }
 
 func unexpired(certs []*x509.Certificate, now time.Time) []*x509.Certificate {

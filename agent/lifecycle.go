@@ -142,6 +142,7 @@ func (a *Agent) attest(ctx context.Context, prev *svidstore.Identity) error {
 	if err := a.install(&svidstore.Identity{SVID: svid, Bundle: roots, JoinTokenSHA256: tokenHash}); err != nil {
 		return err
 	}
+	a.learnRoots(res.GetUpstreamRoots())
 	a.metrics.attestations.WithLabelValues("ok").Inc()
 	a.metrics.expiry.Set(float64(svid.Certificates[0].NotAfter.Unix()))
 	a.cfg.Logger.Info("node attested", "agent_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)
@@ -292,6 +293,7 @@ func (a *Agent) renew(ctx context.Context) error {
 	if err := a.install(&svidstore.Identity{SVID: svid, Bundle: roots, JoinTokenSHA256: prev.JoinTokenSHA256}); err != nil {
 		return err
 	}
+	a.learnRoots(resp.GetSvid().GetUpstreamRoots())
 	a.metrics.renewals.WithLabelValues("ok").Inc()
 	a.metrics.expiry.Set(float64(svid.Certificates[0].NotAfter.Unix()))
 	a.cfg.Logger.Info("agent svid renewed", "agent_id", svid.ID.String(), "expires", svid.Certificates[0].NotAfter)

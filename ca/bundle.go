@@ -138,8 +138,17 @@ func (c *CA) JWTBundle() (*jwtbundle.Bundle, error) {
 // Roots returns the upstream roots of our trust domain: what the CA
 // signing certificates chain to, and what an agent may use as bootstrap
 // trust before its first sync. They are not the bundle's authorities.
+// During a root rotation they are the old and the new root.
 func (c *CA) Roots(ctx context.Context) ([]*x509.Certificate, error) {
-	return c.cfg.Upstream.Roots(ctx)
+	up, err := c.cfg.Upstream.Roots(ctx)
+	if err != nil {
+		return nil, err
+	}
+	st := c.cur.Load()
+	if st == nil {
+		return up, nil
+	}
+	return allRoots(up, st.doc), nil
 }
 
 // Ready reports whether the CA can sign: it has active keys and its store

@@ -208,9 +208,19 @@ func (c *CA) Init(ctx context.Context) error {
 	if err := c.checkPeerRoots(ctx, doc); err != nil {
 		return err
 	}
+	rootsChanged, err := c.reconcileRoots(ctx, &doc)
+	if err != nil {
+		return err
+	}
 	st, err := c.load(ctx, doc)
 	if err != nil {
 		return err
+	}
+	if rootsChanged {
+		if err := c.commit(ctx, doc); err != nil {
+			return err
+		}
+		st = c.cur.Load()
 	}
 	c.cur.Store(st)
 	if err := c.rotateLocked(ctx); err != nil {
@@ -325,6 +335,10 @@ func (c *CA) Run(ctx context.Context, every time.Duration) error {
 	if st := c.cur.Load(); st != nil && st.doc.Rekey != nil {
 		c.cfg.Logger.Warn("resuming the re-key in progress", "new_key", st.doc.Rekey.NewKey, "started", st.doc.Rekey.Started)
 	}
+	var rootErr string
+	if st := c.cur.Load(); st != nil && rootPublishing(st.doc) {
+		c.cfg.Logger.Warn("resuming the root rotation in progress")
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -351,6 +365,14 @@ func (c *CA) Run(ctx context.Context, every time.Duration) error {
 		case err == nil && rekeyErr != "":
 			rekeyErr = ""
 			c.cfg.Logger.Info("re-key step succeeds again")
+		}
+		switch err := c.rootStep(ctx); {
+		case err != nil && ctx.Err() == nil && err.Error() != rootErr:
+			rootErr = err.Error()
+			c.cfg.Logger.Error("root rotation step failed; retrying", "error", err)
+		case err == nil && rootErr != "":
+			rootErr = ""
+			c.cfg.Logger.Info("root rotation step succeeds again")
 		}
 	}
 }

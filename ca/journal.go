@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
@@ -27,6 +28,9 @@ type journalDoc struct {
 	// LastRekey the last one finished. See rekey.go.
 	Rekey     *rekeyRecord `json:"rekey,omitempty"`
 	LastRekey *rekeyRecord `json:"last_rekey,omitempty"`
+	// Roots is the root journal: every upstream root the CA's keys chain
+	// to, and the last few that left. See rootrot.go.
+	Roots []rootRecord `json:"roots,omitempty"`
 }
 
 type x509Record struct {
@@ -78,6 +82,7 @@ func (j journalDoc) clone() journalDoc {
 	c.RevokedX509 = append([]string(nil), j.RevokedX509...)
 	c.Rekey = j.Rekey.clone()
 	c.LastRekey = j.LastRekey.clone()
+	c.Roots = slices.Clone(j.Roots)
 	return c
 }
 

@@ -76,7 +76,9 @@ func (c *CA) rotateLocked(ctx context.Context) error {
 			}
 			activateInto(&doc, kind, now)
 			changed = true
-		case hasPrepared && ActivateDue(now, nb, na):
+		case hasPrepared && ActivateDue(now, nb, na) && !(kind == X509 && rootPublishing(doc)):
+			// A root rotation's published key waits for the rotation
+			// (rootrot.go): it activates the key with the new root.
 			activateInto(&doc, kind, now)
 			changed = true
 		case !hasPrepared && PrepareDue(now, nb, na):
@@ -123,8 +125,14 @@ func preparedIndex(doc journalDoc, kind KeyKind) (int, bool) {
 }
 
 // prepareInto makes a new key of kind and adds it as prepared, replacing
-// any prepared one.
+// any prepared one. An X.509 key is signed by the upstream's active root.
 func (c *CA) prepareInto(ctx context.Context, doc *journalDoc, kind KeyKind, now time.Time) error {
+	return c.prepareUnder(ctx, doc, kind, now, nil)
+}
+
+// prepareUnder is prepareInto with the root an X.509 key is signed under
+// (nil: the upstream's active one).
+func (c *CA) prepareUnder(ctx context.Context, doc *journalDoc, kind KeyKind, now time.Time, root *x509.Certificate) error {
 	name := keyName(kind, doc.NextSeq)
 	doc.NextSeq++
 	signer, err := c.cfg.Keys.GenerateKey(ctx, name, c.cfg.KeyType)
@@ -147,7 +155,7 @@ func (c *CA) prepareInto(ctx context.Context, doc *journalDoc, kind KeyKind, now
 			KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
 			PermittedURIDomains:   []string{c.cfg.TrustDomain.Name()},
 		}
-		chain, err := c.signCA(ctx, tmpl, signer)
+		chain, err := c.signCAUnder(ctx, root, tmpl, signer)
 		if err != nil {
 			return fmt.Errorf("prepare x509 key: upstream: %w", err)
 		}
@@ -269,12 +277,12 @@ func (c *CA) Status(ctx context.Context) (Status, error) {
 	if st == nil {
 		return Status{}, ErrNotReady
 	}
-	roots, err := c.cfg.Upstream.Roots(ctx)
+	roots, err := c.Roots(ctx)
 	if err != nil {
 		return Status{}, fmt.Errorf("ca status: upstream roots: %w", err)
 	}
 	return Status{TrustDomain: c.cfg.TrustDomain.Name(), Keys: st.statuses(), UpstreamRoots: roots, Upstream: c.upstreamStatus(),
-		Rekey: st.doc.Rekey.status(), LastRekey: st.doc.LastRekey.status()}, nil
+		Rekey: st.doc.Rekey.status(), LastRekey: st.doc.LastRekey.status(), Roots: c.rootStatuses(ctx, st)}, nil
 }
 
 // Prepare makes and publishes a new key of kind now, whatever the schedule.

@@ -60,9 +60,16 @@ func (c *CA) checkRoots(ctx context.Context, doc journalDoc) error {
 	if len(doc.X509) == 0 {
 		return nil
 	}
-	roots, err := c.cfg.Upstream.Roots(ctx)
+	up, err := c.cfg.Upstream.Roots(ctx)
 	if err != nil {
 		return fmt.Errorf("check ca journal against upstream roots: %w", err)
+	}
+	// A root the journal keeps (retiring after a changed disk or step_ca
+	// upstream) still anchors the keys it issued. A self_signed upstream
+	// keeps every root of a rotation in its own file.
+	roots := up
+	if _, ok := c.cfg.Upstream.(RootRotator); !ok {
+		roots = allRoots(up, doc)
 	}
 	for _, rec := range doc.X509 {
 		if len(rec.Chain) == 0 {

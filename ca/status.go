@@ -49,4 +49,6 @@ type Status struct {
 	// Rekey is the re-key after a leaf revocation in progress (nil: none),
 	// LastRekey the last one that ended.
 	Rekey, LastRekey *RekeyStatus
+	// Roots is the root journal (rootrot.go), oldest first.
+	Roots []RootStatus
 }

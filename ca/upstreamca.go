@@ -28,6 +28,19 @@ func (c *CA) signCA(ctx context.Context, tmpl *x509.Certificate, signer crypto.S
 	return c.cfg.Upstream.SignCA(ctx, tmpl, signer.Public())
 }
 
+// signCAUnder has the upstream sign under root (a root rotation's new
+// root, before it is active); nil root: as signCA.
+func (c *CA) signCAUnder(ctx context.Context, root *x509.Certificate, tmpl *x509.Certificate, signer crypto.Signer) ([]*x509.Certificate, error) {
+	if root == nil {
+		return c.signCA(ctx, tmpl, signer)
+	}
+	rr, ok := c.cfg.Upstream.(RootRotator)
+	if !ok {
+		return nil, ErrRootRotationUnsupported
+	}
+	return rr.SignCAUnder(ctx, root, tmpl, signer.Public())
+}
+
 // upstreamStatus is the upstream's health, if it has one to report.
 func (c *CA) upstreamStatus() *upstream.Health {
 	u, ok := c.cfg.Upstream.(upstreamHealth)

@@ -42,6 +42,22 @@ func keyToProto(k ca.KeyStatus) *adminv1.CAKey {
 	}
 }
 
+func rootToProto(r ca.RootStatus) *adminv1.CARoot {
+	return &adminv1.CARoot{
+		Id:        r.ID,
+		Subject:   r.Subject,
+		State:     string(r.State),
+		NotBefore: apiconv.TimeOrNil(r.NotBefore),
+		NotAfter:  apiconv.TimeOrNil(r.NotAfter),
+		Prepared:  apiconv.TimeOrNil(r.Prepared),
+		Published: apiconv.TimeOrNil(r.Published),
+		Activated: apiconv.TimeOrNil(r.Activated),
+		Retired:   apiconv.TimeOrNil(r.Retired),
+		Gone:      apiconv.TimeOrNil(r.Gone),
+		Waiting:   r.Waiting,
+	}
+}
+
 func rekeyToProto(r *ca.RekeyStatus) *adminv1.CARekey {
 	if r == nil {
 		return nil

@@ -511,7 +511,36 @@ func (s *Server) CAStatus(ctx context.Context, _ *adminv1.CAStatusRequest) (*adm
 	for _, k := range st.Keys {
 		out.Keys = append(out.Keys, keyToProto(k))
 	}
+	for _, r := range st.Roots {
+		out.Roots = append(out.Roots, rootToProto(r))
+	}
 	return out, nil
+}
+
+// RotateRoot starts a root rotation.
+func (s *Server) RotateRoot(ctx context.Context, _ *adminv1.RotateRootRequest) (*adminv1.RotateRootResponse, error) {
+	actor, err := caller(ctx)
+	if err != nil {
+		return nil, err
+	}
+	rr, ok := s.auth.(interface {
+		RotateRoot(ctx context.Context) (ca.RootStatus, error)
+	})
+	if !ok {
+		return nil, status.Error(codes.Unimplemented, "this CA cannot rotate its root")
+	}
+	r, err := rr.RotateRoot(ctx)
+	for _, pre := range []error{ca.ErrRootRotationUnsupported, ca.ErrRootRotationInProgress, ca.ErrRootRotationReplicas} {
+		if errors.Is(err, pre) {
+			// These messages name no secret: key IDs, times, what to do.
+			return nil, status.Error(codes.FailedPrecondition, "rotate root: "+err.Error())
+		}
+	}
+	if err != nil {
+		return nil, s.failCA(ctx, "ca root rotate", "root", err)
+	}
+	s.audit(ctx, actor, "ca.root.rotate", r.ID, ca.KeyKind("root"))
+	return &adminv1.RotateRootResponse{Root: rootToProto(r)}, nil
 }
 
 // PrepareCA makes and publishes the next signing key of a kind.

@@ -237,7 +237,22 @@ func (s *Server) agentSVID(ctx context.Context, svid *ca.X509SVID) (*nodev1.Agen
 	for i, c := range svid.Certificates {
 		chain[i] = c.Raw
 	}
-	return &nodev1.AgentSVID{SpiffeId: svid.ID.String(), CertChain: chain, Bundle: apiconv.BundleToProto(b)}, nil
+	out := &nodev1.AgentSVID{SpiffeId: svid.ID.String(), CertChain: chain, Bundle: apiconv.BundleToProto(b)}
+	// The roots (the old and the new one during a root rotation) become
+	// the agent's persisted bootstrap trust.
+	if r, ok := s.cfg.CA.(interface {
+		Roots(ctx context.Context) ([]*x509.Certificate, error)
+	}); ok {
+		roots, err := r.Roots(ctx)
+		if err != nil {
+			s.log.ErrorContext(ctx, "upstream roots", "error", err)
+			return nil, errors.New("cannot read the upstream roots, try again")
+		}
+		for _, c := range roots {
+			out.UpstreamRoots = append(out.UpstreamRoots, c.Raw)
+		}
+	}
+	return out, nil
 }
 
 // parseAgentCSR checks an agent's CSR: parseable, within ca.MaxCSRSize,

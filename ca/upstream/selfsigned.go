@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/rand"
@@ -9,9 +10,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -43,19 +47,36 @@ type SelfSignedConfig struct {
 }
 
 // SelfSigned is a root of Sigil's own that signs the CA's signing
-// certificates directly. It is safe for concurrent use.
+// certificates directly. During a root rotation (ca/rootrot.go) it holds
+// several roots: the active one signs, the others are trust anchors being
+// introduced or retired. CertPath holds them all, the active one first. It
+// is safe for concurrent use.
 type SelfSigned struct {
-	is issuer
+	cfg SelfSignedConfig
+	// mu guards roots; edits rewrite CertPath under it.
+	mu sync.RWMutex
+	// roots[0] is the active root.
+	roots []rootKey
+}
+
+// rootKey is one root certificate and its key.
+type rootKey struct {
+	cert   *x509.Certificate
+	signer crypto.Signer
+	name   string // in the key manager
 }
 
 var _ Upstream = (*SelfSigned)(nil)
 
-// NewSelfSigned loads the root certificate at CertPath and its key "root"
-// from Keys, or, when CertPath does not exist, makes both: a new key, and a
-// certificate with CA=true, the URI SAN spiffe://<trust domain>, a URI name
-// constraint for the trust domain and key usage certSign|cRLSign, written to
-// CertPath (mode 0644) atomically. A certificate whose key is missing is an
-// error, never a reason to make a new root.
+// NewSelfSigned loads the root certificates at CertPath and their keys
+// from Keys, or, when CertPath does not exist, makes a root: a new key
+// "root", and a certificate with CA=true, the URI SAN spiffe://<trust
+// domain>, a URI name constraint for the trust domain and key usage
+// certSign|cRLSign, written to CertPath (mode 0644) atomically. A
+// certificate whose key is missing is an error, never a reason to make a
+// new root. CertPath may hold several roots (left by a root rotation): the
+// first is the active one and must be valid now; an expired later one is
+// dropped.
 func NewSelfSigned(ctx context.Context, cfg SelfSignedConfig) (*SelfSigned, error) {
 	switch {
 	case cfg.TrustDomain.IsZero():
@@ -80,68 +101,103 @@ func NewSelfSigned(ctx context.Context, cfg SelfSignedConfig) (*SelfSigned, erro
 		cfg.Now = time.Now
 	}
 
-	cert, signer, err := loadRoot(ctx, cfg)
+	roots, err := loadRoots(ctx, cfg)
 	if errors.Is(err, fs.ErrNotExist) {
-		cert, signer, err = createRoot(ctx, cfg)
+		var rk rootKey
+		if rk, err = createRoot(ctx, cfg, RootKeyName); err == nil {
+			roots = []rootKey{rk}
+			err = writeRoots(cfg.CertPath, roots)
+		}
 	}
 	if err != nil {
 		return nil, err
 	}
-	return &SelfSigned{is: issuer{
-		cert:   cert,
-		signer: signer,
-		roots:  []*x509.Certificate{cert},
-		now:    cfg.Now,
-	}}, nil
+	return &SelfSigned{cfg: cfg, roots: roots}, nil
 }
 
-// loadRoot returns an error wrapping fs.ErrNotExist only when there is no
-// certificate file.
-func loadRoot(ctx context.Context, cfg SelfSignedConfig) (*x509.Certificate, crypto.Signer, error) {
+// rootKeyName is the key manager name of a root made by a rotation: the
+// first root's key is "root", later ones carry the start of their
+// certificate's serial number, so that the certificate alone names its key.
+func rootKeyName(serial *big.Int) string {
+	h := fmt.Sprintf("%032x", serial)
+	return RootKeyName + "-" + h[len(h)-16:]
+}
+
+func loadRoots(ctx context.Context, cfg SelfSignedConfig) ([]rootKey, error) {
 	certs, err := pemfile.ReadCerts(cfg.CertPath)
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, err
+			return nil, err
 		}
-		return nil, nil, fmt.Errorf("self-signed root: %w", err)
+		return nil, fmt.Errorf("self-signed root: %w", err)
 	}
-	if len(certs) != 1 {
-		return nil, nil, fmt.Errorf("self-signed root: %s holds %d certificates, want 1", cfg.CertPath, len(certs))
+	if len(certs) > maxRoots {
+		return nil, fmt.Errorf("self-signed root: %s holds %d certificates, at most %d", cfg.CertPath, len(certs), maxRoots)
 	}
-	cert := certs[0]
-	signer, err := cfg.Keys.Signer(ctx, RootKeyName)
+	var out []rootKey
+	for i, cert := range certs {
+		rk, err := loadRoot(ctx, cfg, cert)
+		if err != nil && i > 0 && errors.Is(err, errExpired) {
+			continue // a retired root that outlived its file entry
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rk)
+	}
+	return out, nil
+}
+
+// maxRoots bounds CertPath: the active root, one being introduced and a
+// few retiring.
+const maxRoots = 8
+
+var errExpired = errors.New("expired")
+
+// loadRoot finds cert's key and checks the pair.
+func loadRoot(ctx context.Context, cfg SelfSignedConfig, cert *x509.Certificate) (rootKey, error) {
+	name := rootKeyName(cert.SerialNumber)
+	signer, err := cfg.Keys.Signer(ctx, name)
 	if errors.Is(err, keys.ErrNotFound) {
-		return nil, nil, fmt.Errorf("self-signed root: certificate %s exists but the key manager has no key %q: restore the key, or move the certificate away to make a new root", cfg.CertPath, RootKeyName)
+		name = RootKeyName
+		signer, err = cfg.Keys.Signer(ctx, name)
+	}
+	if errors.Is(err, keys.ErrNotFound) {
+		return rootKey{}, fmt.Errorf("self-signed root: certificate %s (serial %x) exists but the key manager has no key %q or %q: restore the key, or move the certificate away to make a new root",
+			cfg.CertPath, cert.SerialNumber, RootKeyName, rootKeyName(cert.SerialNumber))
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("self-signed root: %w", err)
+		return rootKey{}, fmt.Errorf("self-signed root: %w", err)
 	}
 	now := cfg.Now()
 	switch {
 	case !samePublicKey(cert.PublicKey, signer.Public()):
-		return nil, nil, fmt.Errorf("self-signed root: key %q does not match certificate %s", RootKeyName, cfg.CertPath)
+		return rootKey{}, fmt.Errorf("self-signed root: key %q does not match certificate %s", name, cfg.CertPath)
 	case !cert.IsCA || cert.KeyUsage&x509.KeyUsageCertSign == 0:
-		return nil, nil, fmt.Errorf("self-signed root: %s is not a CA certificate with certSign", cfg.CertPath)
+		return rootKey{}, fmt.Errorf("self-signed root: %s is not a CA certificate with certSign", cfg.CertPath)
 	case !selfSigned(cert):
-		return nil, nil, fmt.Errorf("self-signed root: %s is not self-signed", cfg.CertPath)
+		return rootKey{}, fmt.Errorf("self-signed root: %s is not self-signed", cfg.CertPath)
 	case len(cert.URIs) != 1 || cert.URIs[0].String() != cfg.TrustDomain.IDString():
-		return nil, nil, fmt.Errorf("self-signed root: %s is not for trust domain %s (URI SANs %v)", cfg.CertPath, cfg.TrustDomain, cert.URIs)
+		return rootKey{}, fmt.Errorf("self-signed root: %s is not for trust domain %s (URI SANs %v)", cfg.CertPath, cfg.TrustDomain, cert.URIs)
 	case now.After(cert.NotAfter):
-		return nil, nil, fmt.Errorf("self-signed root: %s expired at %s", cfg.CertPath, formatTime(cert.NotAfter))
+		return rootKey{}, fmt.Errorf("self-signed root: %s %w at %s", cfg.CertPath, errExpired, formatTime(cert.NotAfter))
 	case now.Before(cert.NotBefore):
-		return nil, nil, fmt.Errorf("self-signed root: %s is not valid before %s", cfg.CertPath, formatTime(cert.NotBefore))
+		return rootKey{}, fmt.Errorf("self-signed root: %s is not valid before %s", cfg.CertPath, formatTime(cert.NotBefore))
 	}
-	return cert, signer, nil
+	return rootKey{cert: cert, signer: signer, name: name}, nil
 }
 
-func createRoot(ctx context.Context, cfg SelfSignedConfig) (*x509.Certificate, crypto.Signer, error) {
-	signer, err := cfg.Keys.GenerateKey(ctx, RootKeyName, cfg.KeyType)
-	if err != nil {
-		return nil, nil, fmt.Errorf("self-signed root: %w", err)
-	}
+func createRoot(ctx context.Context, cfg SelfSignedConfig, name string) (rootKey, error) {
 	sn, err := serialNumber()
 	if err != nil {
-		return nil, nil, fmt.Errorf("self-signed root: %w", err)
+		return rootKey{}, fmt.Errorf("self-signed root: %w", err)
+	}
+	if name == "" {
+		name = rootKeyName(sn)
+	}
+	signer, err := cfg.Keys.GenerateKey(ctx, name, cfg.KeyType)
+	if err != nil {
+		return rootKey{}, fmt.Errorf("self-signed root: %w", err)
 	}
 	now := cfg.Now()
 	td := cfg.TrustDomain
@@ -160,34 +216,152 @@ func createRoot(ctx context.Context, cfg SelfSignedConfig) (*x509.Certificate, c
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, signer.Public(), signer)
 	if err != nil {
-		return nil, nil, fmt.Errorf("self-signed root: sign: %w", err)
+		return rootKey{}, fmt.Errorf("self-signed root: sign: %w", err)
 	}
 	cert, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, nil, fmt.Errorf("self-signed root: parse: %w", err)
+		return rootKey{}, fmt.Errorf("self-signed root: parse: %w", err)
 	}
-	if dir := filepath.Dir(cfg.CertPath); dir != "" {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, nil, fmt.Errorf("self-signed root: %w", err)
-		}
-	}
-	if err := atomicfile.Write(cfg.CertPath, certsPEM(cert), 0o644); err != nil {
-		return nil, nil, fmt.Errorf("self-signed root: %w", err)
-	}
-	return cert, signer, nil
+	return rootKey{cert: cert, signer: signer, name: name}, nil
 }
 
-// SignCA signs a CA certificate directly under the root; the chain it
-// returns is just the new certificate.
+// writeRoots writes the roots to path atomically, the active one first.
+func writeRoots(path string, roots []rootKey) error {
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("self-signed root: %w", err)
+		}
+	}
+	certs := make([]*x509.Certificate, len(roots))
+	for i, r := range roots {
+		certs[i] = r.cert
+	}
+	if err := atomicfile.Write(path, certsPEM(certs...), 0o644); err != nil {
+		return fmt.Errorf("self-signed root: %w", err)
+	}
+	return nil
+}
+
+func (s *SelfSigned) issuer(i int) *issuer {
+	roots := make([]*x509.Certificate, len(s.roots))
+	for j, r := range s.roots {
+		roots[j] = r.cert
+	}
+	return &issuer{cert: s.roots[i].cert, signer: s.roots[i].signer, roots: roots, now: s.cfg.Now}
+}
+
+func (s *SelfSigned) index(root *x509.Certificate) int {
+	for i, r := range s.roots {
+		if root != nil && bytes.Equal(r.cert.Raw, root.Raw) {
+			return i
+		}
+	}
+	return -1
+}
+
+// ErrUnknownRoot is returned for a root this upstream does not hold.
+var ErrUnknownRoot = errors.New("not one of the self-signed roots")
+
+// SignCA signs a CA certificate directly under the active root; the chain
+// it returns is just the new certificate.
 func (s *SelfSigned) SignCA(_ context.Context, tmpl *x509.Certificate, pub crypto.PublicKey) ([]*x509.Certificate, error) {
-	return s.is.signCA(tmpl, pub)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.issuer(0).signCA(tmpl, pub)
+}
+
+// SignCAUnder signs a CA certificate under root, which need not be the
+// active one: a root rotation publishes a key of the new root before the
+// new root becomes active.
+func (s *SelfSigned) SignCAUnder(_ context.Context, root *x509.Certificate, tmpl *x509.Certificate, pub crypto.PublicKey) ([]*x509.Certificate, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	i := s.index(root)
+	if i < 0 {
+		return nil, fmt.Errorf("sign ca: %w", ErrUnknownRoot)
+	}
+	return s.issuer(i).signCA(tmpl, pub)
 }
 
 // SignsDirectly reports that the root signs the CA's certificates with no
 // intermediate (ca.DirectUpstream).
 func (s *SelfSigned) SignsDirectly() bool { return true }
 
-// Roots returns the root certificate.
+// Roots returns every root, the active one first.
 func (s *SelfSigned) Roots(context.Context) ([]*x509.Certificate, error) {
-	return s.is.rootsCopy(), nil
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	out := make([]*x509.Certificate, len(s.roots))
+	for i, r := range s.roots {
+		out[i] = r.cert
+	}
+	return out, nil
+}
+
+// PrepareRoot makes a new root (a new key named after its serial number)
+// and adds it to CertPath after the active one. It does not sign anything
+// yet.
+func (s *SelfSigned) PrepareRoot(ctx context.Context) (*x509.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.roots) >= maxRoots {
+		return nil, fmt.Errorf("self-signed root: already %d roots; wait for the retiring ones to leave", len(s.roots))
+	}
+	rk, err := createRoot(ctx, s.cfg, "")
+	if err != nil {
+		return nil, err
+	}
+	roots := append(slices.Clone(s.roots), rk)
+	if err := writeRoots(s.cfg.CertPath, roots); err != nil {
+		return nil, err
+	}
+	s.roots = roots
+	return rk.cert, nil
+}
+
+// ActivateRoot makes root the one that signs from now on (first in
+// CertPath).
+func (s *SelfSigned) ActivateRoot(_ context.Context, root *x509.Certificate) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.index(root)
+	switch {
+	case i < 0:
+		return fmt.Errorf("activate root: %w", ErrUnknownRoot)
+	case i == 0:
+		return nil
+	}
+	roots := append([]rootKey{s.roots[i]}, slices.Delete(slices.Clone(s.roots), i, i+1)...)
+	if err := writeRoots(s.cfg.CertPath, roots); err != nil {
+		return err
+	}
+	s.roots = roots
+	return nil
+}
+
+// RemoveRoot takes a root that is not active out of CertPath and deletes
+// its key when the key manager can (keys.Deleter). Removing a root this
+// upstream does not hold does nothing.
+func (s *SelfSigned) RemoveRoot(ctx context.Context, root *x509.Certificate) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i := s.index(root)
+	switch {
+	case i < 0:
+		return nil
+	case i == 0:
+		return errors.New("remove root: the active root cannot be removed")
+	}
+	name := s.roots[i].name
+	roots := slices.Delete(slices.Clone(s.roots), i, i+1)
+	if err := writeRoots(s.cfg.CertPath, roots); err != nil {
+		return err
+	}
+	s.roots = roots
+	if d, ok := s.cfg.Keys.(keys.Deleter); ok {
+		if err := d.DeleteKey(ctx, name); err != nil && !errors.Is(err, keys.ErrNotFound) {
+			return fmt.Errorf("remove root: delete key %q (destroy it by hand): %w", name, err)
+		}
+	}
+	return nil
 }

@@ -3,6 +3,7 @@ package upstream_test
 import (
 	"context"
 	"crypto/x509"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -280,4 +281,78 @@ func TestSignCAConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// TestSelfSignedRootRotation walks a root through a rotation: prepared
+// beside the active one, signing under it before it is active, activated,
+// reloaded from CertPath in the new order, and the old one removed with
+// its key.
+func TestSelfSignedRootRotation(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now().Truncate(time.Second)
+	clock := func() time.Time { return now }
+	for _, m := range managers {
+		t.Run(m.name, func(t *testing.T) {
+			km, reopen := m.open(t)
+			certPath := filepath.Join(t.TempDir(), "root.pem")
+			cfg := upstream.SelfSignedConfig{TrustDomain: td, Keys: km, CertPath: certPath, Now: clock}
+			ss, err := upstream.NewSelfSigned(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			roots, _ := ss.Roots(ctx)
+			oldRoot := roots[0]
+			newRoot, err := ss.PrepareRoot(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if roots, _ = ss.Roots(ctx); len(roots) != 2 || !roots[0].Equal(oldRoot) || !roots[1].Equal(newRoot) {
+				t.Fatalf("after prepare: roots %d, want old then new", len(roots))
+			}
+			// SignCA still signs under the old root; SignCAUnder under the new.
+			pub := newKey(t).Public()
+			chain, err := ss.SignCA(ctx, caTemplate(now, time.Hour), pub)
+			if err != nil || chain[0].CheckSignatureFrom(oldRoot) != nil {
+				t.Fatalf("SignCA: %v; want it under the old root", err)
+			}
+			chain, err = ss.SignCAUnder(ctx, newRoot, caTemplate(now, time.Hour), pub)
+			if err != nil || chain[0].CheckSignatureFrom(newRoot) != nil {
+				t.Fatalf("SignCAUnder: %v; want it under the new root", err)
+			}
+			if _, err := ss.SignCAUnder(ctx, chain[0], caTemplate(now, time.Hour), pub); !errors.Is(err, upstream.ErrUnknownRoot) {
+				t.Fatalf("SignCAUnder a non-root: %v, want ErrUnknownRoot", err)
+			}
+			if err := ss.ActivateRoot(ctx, newRoot); err != nil {
+				t.Fatal(err)
+			}
+			if err := ss.RemoveRoot(ctx, newRoot); err == nil {
+				t.Fatal("RemoveRoot removed the active root")
+			}
+			// A restart loads both, the new one active.
+			cfg.Keys = reopen()
+			ss, err = upstream.NewSelfSigned(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if roots, _ = ss.Roots(ctx); len(roots) != 2 || !roots[0].Equal(newRoot) || !roots[1].Equal(oldRoot) {
+				t.Fatalf("after restart: roots %d, want new then old", len(roots))
+			}
+			if chain, err = ss.SignCA(ctx, caTemplate(now, time.Hour), pub); err != nil || chain[0].CheckSignatureFrom(newRoot) != nil {
+				t.Fatalf("SignCA after activation: %v; want it under the new root", err)
+			}
+			if err := ss.RemoveRoot(ctx, oldRoot); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := cfg.Keys.Signer(ctx, upstream.RootKeyName); !errors.Is(err, keys.ErrNotFound) {
+				t.Fatalf("old root key after RemoveRoot: %v, want ErrNotFound", err)
+			}
+			ss, err = upstream.NewSelfSigned(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if roots, _ = ss.Roots(ctx); len(roots) != 1 || !roots[0].Equal(newRoot) {
+				t.Fatalf("after removal: %d roots, want the new one alone", len(roots))
+			}
+		})
+	}
 }

@@ -44,7 +44,13 @@ func (r *recordingAuthority) add(s string) {
 func (r *recordingAuthority) Status(context.Context) (ca.Status, error) {
 	r.add("status")
 	return ca.Status{TrustDomain: "example.org", Keys: []ca.KeyStatus{{Kind: ca.X509, ID: "abcd", State: ca.Active, NotBefore: cliNow, NotAfter: cliNow.Add(time.Hour)}},
-		UpstreamRoots: []*x509.Certificate{upstreamRoot()}}, nil
+		UpstreamRoots: []*x509.Certificate{upstreamRoot()},
+		Roots:         []ca.RootStatus{{ID: "0123456789abcdef0123", Subject: "CN=Upstream Root", State: ca.RootActive, NotBefore: cliNow, NotAfter: cliNow.Add(time.Hour), Activated: cliNow}}}, nil
+}
+
+func (r *recordingAuthority) RotateRoot(context.Context) (ca.RootStatus, error) {
+	r.add("rotate root")
+	return ca.RootStatus{ID: "fedcba9876543210fedc", State: ca.RootPublished, Prepared: cliNow, Published: cliNow, Waiting: "the bundle to reach agents and peers (5m0s more)"}, nil
 }
 
 // upstreamRoot is a self-signed certificate named "Upstream Root".

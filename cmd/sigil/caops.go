@@ -21,7 +21,63 @@ import (
 func addCAOpsCommands(ca *cobra.Command) {
 	ca.AddCommand(newCAStatusCmd(), newCAPrepareCmd(), newCAActivateCmd(),
 		newCAKeyCmd("taint", "Taint a signing key: every SVID it signed is re-issued at once"),
-		newCAKeyCmd("revoke", "Revoke a tainted signing key: it leaves the trust bundle"))
+		newCAKeyCmd("revoke", "Revoke a tainted signing key: it leaves the trust bundle"), newCARootCmd())
+}
+
+// newCARootCmd is `ca root`, with `ca root rotate`: one command starts the
+// whole rotation, because its waits (the bundle reaching agents and peers,
+// every agent renewing, the old root's keys expiring) are the CA's to
+// measure, not an operator's to time; `ca status` shows where it stands.
+func newCARootCmd() *cobra.Command {
+	root := &cobra.Command{Use: "root", Short: "Rotate the CA's self-signed root"}
+	var output string
+	rotate := &cobra.Command{
+		Use:   "rotate",
+		Short: "Start a root rotation: new root prepared and published now, activated and the old root retired by the CA",
+		Long: "Start a root rotation (upstream self_signed). A new root is made and a signing key of it is published\n" +
+			"in the bundle now; the CA activates it once the bundle had bundle_refresh_hint to reach agents and\n" +
+			"federated peers and every agent renewed its SVID (agents persist the new root as bootstrap trust),\n" +
+			"and retires the old root when the last key it issued expires. `sigil ca status` shows the root journal.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := checkOutput(output); err != nil {
+				return err
+			}
+			return withAdmin(cmd, func(c adminv1.AdminClient) error {
+				resp, err := c.RotateRoot(cmd.Context(), &adminv1.RotateRootRequest{})
+				if err != nil {
+					return err
+				}
+				if output != outTable {
+					return printData(cmd.OutOrStdout(), output, resp)
+				}
+				return printRootJournal(cmd, resp.GetRoot())
+			})
+		},
+	}
+	addAdminSocketFlag(rotate)
+	addOutputFlag(rotate, &output)
+	root.AddCommand(rotate)
+	return root
+}
+
+// printRootJournal shows each root's state and when it reached each one.
+func printRootJournal(cmd *cobra.Command, roots ...*adminv1.CARoot) error {
+	tw := newTable(cmd.OutOrStdout())
+	fmt.Fprintln(tw, "ROOT ID\tSTATE\tNOT AFTER\tPREPARED\tPUBLISHED\tACTIVATED\tRETIRED\tGONE\tWAITING FOR")
+	for _, r := range roots {
+		id := r.GetId()
+		if len(id) > 16 {
+			id = id[:16]
+		}
+		waiting := r.GetWaiting()
+		if waiting == "" {
+			waiting = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", id, r.GetState(), fmtTime(r.GetNotAfter()), fmtTime(r.GetPrepared()),
+			fmtTime(r.GetPublished()), fmtTime(r.GetActivated()), fmtTime(r.GetRetired()), fmtTime(r.GetGone()), waiting)
+	}
+	return tw.Flush()
 }
 
 func addKindFlag(cmd *cobra.Command, dst *string) {
@@ -73,7 +129,14 @@ func newCAStatusCmd() *cobra.Command {
 				printRekey(cmd, "re-key in progress", resp.GetRekey())
 				printRekey(cmd, "last re-key", resp.GetLastRekey())
 				printUpstream(cmd, resp.GetUpstream())
-				return printRoots(cmd, resp.GetUpstreamRoots())
+				if err := printRoots(cmd, resp.GetUpstreamRoots()); err != nil {
+					return err
+				}
+				if len(resp.GetRoots()) == 0 {
+					return nil
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "\nroot journal:")
+				return printRootJournal(cmd, resp.GetRoots()...)
 			})
 		},
 	}

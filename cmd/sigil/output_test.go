@@ -101,6 +101,7 @@ func TestOutputFormats(t *testing.T) {
 		"federation list": adm,
 		"federation show": append([]string{"--trust-domain", "partner.test"}, adm...),
 		"ca status":       adm,
+		"ca root rotate":  adm,
 		"entry create":    append([]string{"--spiffe-id", "spiffe://example.org/fmt", "--parent-id", cliParent, "--selector", "unix:uid:7"}, adm...),
 		"entry list":      adm,
 		"entry show":      append([]string{ents[0].ID}, adm...),

@@ -1583,6 +1583,7 @@ type CAStatusResponse struct {
 	Rekey         *CARekey               `protobuf:"bytes,4,opt,name=rekey,proto3" json:"rekey,omitempty"`                                      // the re-key after an SVID revocation in progress; absent: none
 	LastRekey     *CARekey               `protobuf:"bytes,5,opt,name=last_rekey,json=lastRekey,proto3" json:"last_rekey,omitempty"`             // the last re-key that ended
 	Upstream      *CAUpstream            `protobuf:"bytes,6,opt,name=upstream,proto3" json:"upstream,omitempty"`                                // a networked upstream's health (step_ca); absent for self_signed and disk
+	Roots         []*CARoot              `protobuf:"bytes,7,rep,name=roots,proto3" json:"roots,omitempty"`                                      // the root journal, oldest first
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1659,6 +1660,218 @@ func (x *CAStatusResponse) GetUpstream() *CAUpstream {
 	return nil
 }
 
+func (x *CAStatusResponse) GetRoots() []*CARoot {
+	if x != nil {
+		return x.Roots
+	}
+	return nil
+}
+
+// CARoot is one upstream root in the root journal.
+type CARoot struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"` // hex SHA-256 of its SubjectPublicKeyInfo
+	Subject       string                 `protobuf:"bytes,2,opt,name=subject,proto3" json:"subject,omitempty"`
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // prepared, published, active, retiring, gone
+	NotBefore     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=not_before,json=notBefore,proto3" json:"not_before,omitempty"`
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	Prepared      *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=prepared,proto3" json:"prepared,omitempty"`
+	Published     *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=published,proto3" json:"published,omitempty"` // a signing key of it entered the bundle
+	Activated     *timestamppb.Timestamp `protobuf:"bytes,8,opt,name=activated,proto3" json:"activated,omitempty"` // it signs
+	Retired       *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=retired,proto3" json:"retired,omitempty"`     // its successor signs
+	Gone          *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=gone,proto3" json:"gone,omitempty"`          // it left the roots
+	Waiting       string                 `protobuf:"bytes,11,opt,name=waiting,proto3" json:"waiting,omitempty"`    // what the rotation waits for; empty: nothing
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CARoot) Reset() {
+	*x = CARoot{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CARoot) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CARoot) ProtoMessage() {}
+
+func (x *CARoot) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CARoot.ProtoReflect.Descriptor instead.
+func (*CARoot) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+}
+
+func (x *CARoot) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *CARoot) GetSubject() string {
+	if x != nil {
+		return x.Subject
+	}
+	return ""
+}
+
+func (x *CARoot) GetState() string {
+	if x != nil {
+		return x.State
+	}
+	return ""
+}
+
+func (x *CARoot) GetNotBefore() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotBefore
+	}
+	return nil
+}
+
+func (x *CARoot) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
+func (x *CARoot) GetPrepared() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Prepared
+	}
+	return nil
+}
+
+func (x *CARoot) GetPublished() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Published
+	}
+	return nil
+}
+
+func (x *CARoot) GetActivated() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Activated
+	}
+	return nil
+}
+
+func (x *CARoot) GetRetired() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Retired
+	}
+	return nil
+}
+
+func (x *CARoot) GetGone() *timestamppb.Timestamp {
+	if x != nil {
+		return x.Gone
+	}
+	return nil
+}
+
+func (x *CARoot) GetWaiting() string {
+	if x != nil {
+		return x.Waiting
+	}
+	return ""
+}
+
+type RotateRootRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRootRequest) Reset() {
+	*x = RotateRootRequest{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootRequest) ProtoMessage() {}
+
+func (x *RotateRootRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootRequest.ProtoReflect.Descriptor instead.
+func (*RotateRootRequest) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+}
+
+type RotateRootResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Root          *CARoot                `protobuf:"bytes,1,opt,name=root,proto3" json:"root,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RotateRootResponse) Reset() {
+	*x = RotateRootResponse{}
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RotateRootResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RotateRootResponse) ProtoMessage() {}
+
+func (x *RotateRootResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RotateRootResponse.ProtoReflect.Descriptor instead.
+func (*RotateRootResponse) Descriptor() ([]byte, []int) {
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+}
+
+func (x *RotateRootResponse) GetRoot() *CARoot {
+	if x != nil {
+		return x.Root
+	}
+	return nil
+}
+
 // CAUpstream is how the latest requests to a networked upstream went. While
 // it fails, rotation waits; the active key keeps signing.
 type CAUpstream struct {
@@ -1675,7 +1888,7 @@ type CAUpstream struct {
 
 func (x *CAUpstream) Reset() {
 	*x = CAUpstream{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1687,7 +1900,7 @@ func (x *CAUpstream) String() string {
 func (*CAUpstream) ProtoMessage() {}
 
 func (x *CAUpstream) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[30]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1700,7 +1913,7 @@ func (x *CAUpstream) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CAUpstream.ProtoReflect.Descriptor instead.
 func (*CAUpstream) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{30}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *CAUpstream) GetType() string {
@@ -1765,7 +1978,7 @@ type CARekey struct {
 
 func (x *CARekey) Reset() {
 	*x = CARekey{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1777,7 +1990,7 @@ func (x *CARekey) String() string {
 func (*CARekey) ProtoMessage() {}
 
 func (x *CARekey) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[31]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1790,7 +2003,7 @@ func (x *CARekey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CARekey.ProtoReflect.Descriptor instead.
 func (*CARekey) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{31}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *CARekey) GetPhase() string {
@@ -1865,7 +2078,7 @@ type PrepareCARequest struct {
 
 func (x *PrepareCARequest) Reset() {
 	*x = PrepareCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1877,7 +2090,7 @@ func (x *PrepareCARequest) String() string {
 func (*PrepareCARequest) ProtoMessage() {}
 
 func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[32]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1890,7 +2103,7 @@ func (x *PrepareCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCARequest.ProtoReflect.Descriptor instead.
 func (*PrepareCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{32}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *PrepareCARequest) GetKind() KeyKind {
@@ -1909,7 +2122,7 @@ type PrepareCAResponse struct {
 
 func (x *PrepareCAResponse) Reset() {
 	*x = PrepareCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1921,7 +2134,7 @@ func (x *PrepareCAResponse) String() string {
 func (*PrepareCAResponse) ProtoMessage() {}
 
 func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[33]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1934,7 +2147,7 @@ func (x *PrepareCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PrepareCAResponse.ProtoReflect.Descriptor instead.
 func (*PrepareCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{33}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *PrepareCAResponse) GetKey() *CAKey {
@@ -1953,7 +2166,7 @@ type ActivateCARequest struct {
 
 func (x *ActivateCARequest) Reset() {
 	*x = ActivateCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1965,7 +2178,7 @@ func (x *ActivateCARequest) String() string {
 func (*ActivateCARequest) ProtoMessage() {}
 
 func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[34]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1978,7 +2191,7 @@ func (x *ActivateCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCARequest.ProtoReflect.Descriptor instead.
 func (*ActivateCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{34}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ActivateCARequest) GetKind() KeyKind {
@@ -1997,7 +2210,7 @@ type ActivateCAResponse struct {
 
 func (x *ActivateCAResponse) Reset() {
 	*x = ActivateCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2009,7 +2222,7 @@ func (x *ActivateCAResponse) String() string {
 func (*ActivateCAResponse) ProtoMessage() {}
 
 func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[35]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2022,7 +2235,7 @@ func (x *ActivateCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ActivateCAResponse.ProtoReflect.Descriptor instead.
 func (*ActivateCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{35}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ActivateCAResponse) GetKey() *CAKey {
@@ -2042,7 +2255,7 @@ type TaintCARequest struct {
 
 func (x *TaintCARequest) Reset() {
 	*x = TaintCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2054,7 +2267,7 @@ func (x *TaintCARequest) String() string {
 func (*TaintCARequest) ProtoMessage() {}
 
 func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[36]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2067,7 +2280,7 @@ func (x *TaintCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCARequest.ProtoReflect.Descriptor instead.
 func (*TaintCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{36}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *TaintCARequest) GetKind() KeyKind {
@@ -2092,7 +2305,7 @@ type TaintCAResponse struct {
 
 func (x *TaintCAResponse) Reset() {
 	*x = TaintCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2104,7 +2317,7 @@ func (x *TaintCAResponse) String() string {
 func (*TaintCAResponse) ProtoMessage() {}
 
 func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[37]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2117,7 +2330,7 @@ func (x *TaintCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TaintCAResponse.ProtoReflect.Descriptor instead.
 func (*TaintCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{37}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
 }
 
 type RevokeCARequest struct {
@@ -2130,7 +2343,7 @@ type RevokeCARequest struct {
 
 func (x *RevokeCARequest) Reset() {
 	*x = RevokeCARequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2142,7 +2355,7 @@ func (x *RevokeCARequest) String() string {
 func (*RevokeCARequest) ProtoMessage() {}
 
 func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[38]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2155,7 +2368,7 @@ func (x *RevokeCARequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCARequest.ProtoReflect.Descriptor instead.
 func (*RevokeCARequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{38}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RevokeCARequest) GetKind() KeyKind {
@@ -2180,7 +2393,7 @@ type RevokeCAResponse struct {
 
 func (x *RevokeCAResponse) Reset() {
 	*x = RevokeCAResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2192,7 +2405,7 @@ func (x *RevokeCAResponse) String() string {
 func (*RevokeCAResponse) ProtoMessage() {}
 
 func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[39]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2205,7 +2418,7 @@ func (x *RevokeCAResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeCAResponse.ProtoReflect.Descriptor instead.
 func (*RevokeCAResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{39}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
 }
 
 type RevokeSVIDRequest struct {
@@ -2218,7 +2431,7 @@ type RevokeSVIDRequest struct {
 
 func (x *RevokeSVIDRequest) Reset() {
 	*x = RevokeSVIDRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2230,7 +2443,7 @@ func (x *RevokeSVIDRequest) String() string {
 func (*RevokeSVIDRequest) ProtoMessage() {}
 
 func (x *RevokeSVIDRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[40]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2243,7 +2456,7 @@ func (x *RevokeSVIDRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSVIDRequest.ProtoReflect.Descriptor instead.
 func (*RevokeSVIDRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{40}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *RevokeSVIDRequest) GetSerial() string {
@@ -2268,7 +2481,7 @@ type RevokeSVIDResponse struct {
 
 func (x *RevokeSVIDResponse) Reset() {
 	*x = RevokeSVIDResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2280,7 +2493,7 @@ func (x *RevokeSVIDResponse) String() string {
 func (*RevokeSVIDResponse) ProtoMessage() {}
 
 func (x *RevokeSVIDResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[41]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2293,7 +2506,7 @@ func (x *RevokeSVIDResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RevokeSVIDResponse.ProtoReflect.Descriptor instead.
 func (*RevokeSVIDResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{41}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
 }
 
 type AuditEvent struct {
@@ -2310,7 +2523,7 @@ type AuditEvent struct {
 
 func (x *AuditEvent) Reset() {
 	*x = AuditEvent{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2322,7 +2535,7 @@ func (x *AuditEvent) String() string {
 func (*AuditEvent) ProtoMessage() {}
 
 func (x *AuditEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[42]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2335,7 +2548,7 @@ func (x *AuditEvent) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditEvent.ProtoReflect.Descriptor instead.
 func (*AuditEvent) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{42}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *AuditEvent) GetId() int64 {
@@ -2393,7 +2606,7 @@ type ListAuditRequest struct {
 
 func (x *ListAuditRequest) Reset() {
 	*x = ListAuditRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2405,7 +2618,7 @@ func (x *ListAuditRequest) String() string {
 func (*ListAuditRequest) ProtoMessage() {}
 
 func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[43]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2418,7 +2631,7 @@ func (x *ListAuditRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditRequest.ProtoReflect.Descriptor instead.
 func (*ListAuditRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{43}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *ListAuditRequest) GetAfterId() int64 {
@@ -2444,7 +2657,7 @@ type ListAuditResponse struct {
 
 func (x *ListAuditResponse) Reset() {
 	*x = ListAuditResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2456,7 +2669,7 @@ func (x *ListAuditResponse) String() string {
 func (*ListAuditResponse) ProtoMessage() {}
 
 func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[44]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2469,7 +2682,7 @@ func (x *ListAuditResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListAuditResponse.ProtoReflect.Descriptor instead.
 func (*ListAuditResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{44}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *ListAuditResponse) GetEvents() []*AuditEvent {
@@ -2488,7 +2701,7 @@ type CreateEntriesStreamRequest struct {
 
 func (x *CreateEntriesStreamRequest) Reset() {
 	*x = CreateEntriesStreamRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2500,7 +2713,7 @@ func (x *CreateEntriesStreamRequest) String() string {
 func (*CreateEntriesStreamRequest) ProtoMessage() {}
 
 func (x *CreateEntriesStreamRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[45]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2513,7 +2726,7 @@ func (x *CreateEntriesStreamRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntriesStreamRequest.ProtoReflect.Descriptor instead.
 func (*CreateEntriesStreamRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{45}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *CreateEntriesStreamRequest) GetEntries() []*v1.Entry {
@@ -2538,7 +2751,7 @@ type CreateEntriesStreamResponse struct {
 
 func (x *CreateEntriesStreamResponse) Reset() {
 	*x = CreateEntriesStreamResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2550,7 +2763,7 @@ func (x *CreateEntriesStreamResponse) String() string {
 func (*CreateEntriesStreamResponse) ProtoMessage() {}
 
 func (x *CreateEntriesStreamResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[46]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2563,7 +2776,7 @@ func (x *CreateEntriesStreamResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateEntriesStreamResponse.ProtoReflect.Descriptor instead.
 func (*CreateEntriesStreamResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{46}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *CreateEntriesStreamResponse) GetCreated() int64 {
@@ -2602,7 +2815,7 @@ type Federation struct {
 
 func (x *Federation) Reset() {
 	*x = Federation{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2827,7 @@ func (x *Federation) String() string {
 func (*Federation) ProtoMessage() {}
 
 func (x *Federation) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[47]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2840,7 @@ func (x *Federation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Federation.ProtoReflect.Descriptor instead.
 func (*Federation) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{47}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Federation) GetTrustDomain() string {
@@ -2694,7 +2907,7 @@ type FederationStatus struct {
 
 func (x *FederationStatus) Reset() {
 	*x = FederationStatus{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2706,7 +2919,7 @@ func (x *FederationStatus) String() string {
 func (*FederationStatus) ProtoMessage() {}
 
 func (x *FederationStatus) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[48]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2719,7 +2932,7 @@ func (x *FederationStatus) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FederationStatus.ProtoReflect.Descriptor instead.
 func (*FederationStatus) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{48}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *FederationStatus) GetLastAttempt() *timestamppb.Timestamp {
@@ -2777,7 +2990,7 @@ type CreateFederationRequest struct {
 
 func (x *CreateFederationRequest) Reset() {
 	*x = CreateFederationRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2789,7 +3002,7 @@ func (x *CreateFederationRequest) String() string {
 func (*CreateFederationRequest) ProtoMessage() {}
 
 func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[49]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2802,7 +3015,7 @@ func (x *CreateFederationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFederationRequest.ProtoReflect.Descriptor instead.
 func (*CreateFederationRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{49}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{52}
 }
 
 func (x *CreateFederationRequest) GetFederation() *Federation {
@@ -2828,7 +3041,7 @@ type CreateFederationResponse struct {
 
 func (x *CreateFederationResponse) Reset() {
 	*x = CreateFederationResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2840,7 +3053,7 @@ func (x *CreateFederationResponse) String() string {
 func (*CreateFederationResponse) ProtoMessage() {}
 
 func (x *CreateFederationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[50]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2853,7 +3066,7 @@ func (x *CreateFederationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateFederationResponse.ProtoReflect.Descriptor instead.
 func (*CreateFederationResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{50}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{53}
 }
 
 func (x *CreateFederationResponse) GetFederation() *Federation {
@@ -2871,7 +3084,7 @@ type ListFederationsRequest struct {
 
 func (x *ListFederationsRequest) Reset() {
 	*x = ListFederationsRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +3096,7 @@ func (x *ListFederationsRequest) String() string {
 func (*ListFederationsRequest) ProtoMessage() {}
 
 func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[51]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +3109,7 @@ func (x *ListFederationsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederationsRequest.ProtoReflect.Descriptor instead.
 func (*ListFederationsRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{51}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{54}
 }
 
 type ListFederationsResponse struct {
@@ -2908,7 +3121,7 @@ type ListFederationsResponse struct {
 
 func (x *ListFederationsResponse) Reset() {
 	*x = ListFederationsResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2920,7 +3133,7 @@ func (x *ListFederationsResponse) String() string {
 func (*ListFederationsResponse) ProtoMessage() {}
 
 func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[52]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2933,7 +3146,7 @@ func (x *ListFederationsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListFederationsResponse.ProtoReflect.Descriptor instead.
 func (*ListFederationsResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{52}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{55}
 }
 
 func (x *ListFederationsResponse) GetFederations() []*Federation {
@@ -2952,7 +3165,7 @@ type GetFederationRequest struct {
 
 func (x *GetFederationRequest) Reset() {
 	*x = GetFederationRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2964,7 +3177,7 @@ func (x *GetFederationRequest) String() string {
 func (*GetFederationRequest) ProtoMessage() {}
 
 func (x *GetFederationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[53]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2977,7 +3190,7 @@ func (x *GetFederationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFederationRequest.ProtoReflect.Descriptor instead.
 func (*GetFederationRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{53}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{56}
 }
 
 func (x *GetFederationRequest) GetTrustDomain() string {
@@ -2996,7 +3209,7 @@ type GetFederationResponse struct {
 
 func (x *GetFederationResponse) Reset() {
 	*x = GetFederationResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3008,7 +3221,7 @@ func (x *GetFederationResponse) String() string {
 func (*GetFederationResponse) ProtoMessage() {}
 
 func (x *GetFederationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[54]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[57]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3021,7 +3234,7 @@ func (x *GetFederationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetFederationResponse.ProtoReflect.Descriptor instead.
 func (*GetFederationResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{54}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{57}
 }
 
 func (x *GetFederationResponse) GetFederation() *Federation {
@@ -3040,7 +3253,7 @@ type DeleteFederationRequest struct {
 
 func (x *DeleteFederationRequest) Reset() {
 	*x = DeleteFederationRequest{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3052,7 +3265,7 @@ func (x *DeleteFederationRequest) String() string {
 func (*DeleteFederationRequest) ProtoMessage() {}
 
 func (x *DeleteFederationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[55]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[58]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3065,7 +3278,7 @@ func (x *DeleteFederationRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFederationRequest.ProtoReflect.Descriptor instead.
 func (*DeleteFederationRequest) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{55}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{58}
 }
 
 func (x *DeleteFederationRequest) GetTrustDomain() string {
@@ -3083,7 +3296,7 @@ type DeleteFederationResponse struct {
 
 func (x *DeleteFederationResponse) Reset() {
 	*x = DeleteFederationResponse{}
-	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3095,7 +3308,7 @@ func (x *DeleteFederationResponse) String() string {
 func (*DeleteFederationResponse) ProtoMessage() {}
 
 func (x *DeleteFederationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_api_admin_v1_admin_proto_msgTypes[56]
+	mi := &file_api_admin_v1_admin_proto_msgTypes[59]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3108,7 +3321,7 @@ func (x *DeleteFederationResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeleteFederationResponse.ProtoReflect.Descriptor instead.
 func (*DeleteFederationResponse) Descriptor() ([]byte, []int) {
-	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{56}
+	return file_api_admin_v1_admin_proto_rawDescGZIP(), []int{59}
 }
 
 var File_api_admin_v1_admin_proto protoreflect.FileDescriptor
@@ -3202,7 +3415,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
 	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x12\x18\n" +
 	"\atainted\x18\x06 \x01(\bR\atainted\"\x11\n" +
-	"\x0fCAStatusRequest\"\xa6\x02\n" +
+	"\x0fCAStatusRequest\"\xd4\x02\n" +
 	"\x10CAStatusResponse\x12!\n" +
 	"\ftrust_domain\x18\x01 \x01(\tR\vtrustDomain\x12)\n" +
 	"\x04keys\x18\x02 \x03(\v2\x15.sigil.admin.v1.CAKeyR\x04keys\x12%\n" +
@@ -3210,7 +3423,25 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x05rekey\x18\x04 \x01(\v2\x17.sigil.admin.v1.CARekeyR\x05rekey\x126\n" +
 	"\n" +
 	"last_rekey\x18\x05 \x01(\v2\x17.sigil.admin.v1.CARekeyR\tlastRekey\x126\n" +
-	"\bupstream\x18\x06 \x01(\v2\x1a.sigil.admin.v1.CAUpstreamR\bupstream\"\x88\x02\n" +
+	"\bupstream\x18\x06 \x01(\v2\x1a.sigil.admin.v1.CAUpstreamR\bupstream\x12,\n" +
+	"\x05roots\x18\a \x03(\v2\x16.sigil.admin.v1.CARootR\x05roots\"\xe8\x03\n" +
+	"\x06CARoot\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
+	"\asubject\x18\x02 \x01(\tR\asubject\x12\x14\n" +
+	"\x05state\x18\x03 \x01(\tR\x05state\x129\n" +
+	"\n" +
+	"not_before\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\tnotBefore\x127\n" +
+	"\tnot_after\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\x126\n" +
+	"\bprepared\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\bprepared\x128\n" +
+	"\tpublished\x18\a \x01(\v2\x1a.google.protobuf.TimestampR\tpublished\x128\n" +
+	"\tactivated\x18\b \x01(\v2\x1a.google.protobuf.TimestampR\tactivated\x124\n" +
+	"\aretired\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\aretired\x12.\n" +
+	"\x04gone\x18\n" +
+	" \x01(\v2\x1a.google.protobuf.TimestampR\x04gone\x12\x18\n" +
+	"\awaiting\x18\v \x01(\tR\awaiting\"\x13\n" +
+	"\x11RotateRootRequest\"@\n" +
+	"\x12RotateRootResponse\x12*\n" +
+	"\x04root\x18\x01 \x01(\v2\x16.sigil.admin.v1.CARootR\x04root\"\x88\x02\n" +
 	"\n" +
 	"CAUpstream\x12\x12\n" +
 	"\x04type\x18\x01 \x01(\tR\x04type\x12\x16\n" +
@@ -3315,7 +3546,7 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\aKeyKind\x12\x18\n" +
 	"\x14KEY_KIND_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rKEY_KIND_X509\x10\x01\x12\x10\n" +
-	"\fKEY_KIND_JWT\x10\x022\xaa\x11\n" +
+	"\fKEY_KIND_JWT\x10\x022\xff\x11\n" +
 	"\x05Admin\x12\\\n" +
 	"\rCreateEntries\x12$.sigil.admin.v1.CreateEntriesRequest\x1a%.sigil.admin.v1.CreateEntriesResponse\x12V\n" +
 	"\vUpdateEntry\x12\".sigil.admin.v1.UpdateEntryRequest\x1a#.sigil.admin.v1.UpdateEntryResponse\x12V\n" +
@@ -3345,7 +3576,9 @@ const file_api_admin_v1_admin_proto_rawDesc = "" +
 	"\x10CreateFederation\x12'.sigil.admin.v1.CreateFederationRequest\x1a(.sigil.admin.v1.CreateFederationResponse\x12b\n" +
 	"\x0fListFederations\x12&.sigil.admin.v1.ListFederationsRequest\x1a'.sigil.admin.v1.ListFederationsResponse\x12\\\n" +
 	"\rGetFederation\x12$.sigil.admin.v1.GetFederationRequest\x1a%.sigil.admin.v1.GetFederationResponse\x12e\n" +
-	"\x10DeleteFederation\x12'.sigil.admin.v1.DeleteFederationRequest\x1a(.sigil.admin.v1.DeleteFederationResponseB/Z-github.com/sigilhq/sigil/api/admin/v1;adminv1b\x06proto3"
+	"\x10DeleteFederation\x12'.sigil.admin.v1.DeleteFederationRequest\x1a(.sigil.admin.v1.DeleteFederationResponse\x12S\n" +
+	"\n" +
+	"RotateRoot\x12!.sigil.admin.v1.RotateRootRequest\x1a\".sigil.admin.v1.RotateRootResponseB/Z-github.com/sigilhq/sigil/api/admin/v1;adminv1b\x06proto3"
 
 var (
 	file_api_admin_v1_admin_proto_rawDescOnce sync.Once
@@ -3360,7 +3593,7 @@ func file_api_admin_v1_admin_proto_rawDescGZIP() []byte {
 }
 
 var file_api_admin_v1_admin_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 57)
+var file_api_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 60)
 var file_api_admin_v1_admin_proto_goTypes = []any{
 	(BundleFormat)(0),                   // 0: sigil.admin.v1.BundleFormat
 	(KeyKind)(0),                        // 1: sigil.admin.v1.KeyKind
@@ -3394,143 +3627,157 @@ var file_api_admin_v1_admin_proto_goTypes = []any{
 	(*CAKey)(nil),                       // 29: sigil.admin.v1.CAKey
 	(*CAStatusRequest)(nil),             // 30: sigil.admin.v1.CAStatusRequest
 	(*CAStatusResponse)(nil),            // 31: sigil.admin.v1.CAStatusResponse
-	(*CAUpstream)(nil),                  // 32: sigil.admin.v1.CAUpstream
-	(*CARekey)(nil),                     // 33: sigil.admin.v1.CARekey
-	(*PrepareCARequest)(nil),            // 34: sigil.admin.v1.PrepareCARequest
-	(*PrepareCAResponse)(nil),           // 35: sigil.admin.v1.PrepareCAResponse
-	(*ActivateCARequest)(nil),           // 36: sigil.admin.v1.ActivateCARequest
-	(*ActivateCAResponse)(nil),          // 37: sigil.admin.v1.ActivateCAResponse
-	(*TaintCARequest)(nil),              // 38: sigil.admin.v1.TaintCARequest
-	(*TaintCAResponse)(nil),             // 39: sigil.admin.v1.TaintCAResponse
-	(*RevokeCARequest)(nil),             // 40: sigil.admin.v1.RevokeCARequest
-	(*RevokeCAResponse)(nil),            // 41: sigil.admin.v1.RevokeCAResponse
-	(*RevokeSVIDRequest)(nil),           // 42: sigil.admin.v1.RevokeSVIDRequest
-	(*RevokeSVIDResponse)(nil),          // 43: sigil.admin.v1.RevokeSVIDResponse
-	(*AuditEvent)(nil),                  // 44: sigil.admin.v1.AuditEvent
-	(*ListAuditRequest)(nil),            // 45: sigil.admin.v1.ListAuditRequest
-	(*ListAuditResponse)(nil),           // 46: sigil.admin.v1.ListAuditResponse
-	(*CreateEntriesStreamRequest)(nil),  // 47: sigil.admin.v1.CreateEntriesStreamRequest
-	(*CreateEntriesStreamResponse)(nil), // 48: sigil.admin.v1.CreateEntriesStreamResponse
-	(*Federation)(nil),                  // 49: sigil.admin.v1.Federation
-	(*FederationStatus)(nil),            // 50: sigil.admin.v1.FederationStatus
-	(*CreateFederationRequest)(nil),     // 51: sigil.admin.v1.CreateFederationRequest
-	(*CreateFederationResponse)(nil),    // 52: sigil.admin.v1.CreateFederationResponse
-	(*ListFederationsRequest)(nil),      // 53: sigil.admin.v1.ListFederationsRequest
-	(*ListFederationsResponse)(nil),     // 54: sigil.admin.v1.ListFederationsResponse
-	(*GetFederationRequest)(nil),        // 55: sigil.admin.v1.GetFederationRequest
-	(*GetFederationResponse)(nil),       // 56: sigil.admin.v1.GetFederationResponse
-	(*DeleteFederationRequest)(nil),     // 57: sigil.admin.v1.DeleteFederationRequest
-	(*DeleteFederationResponse)(nil),    // 58: sigil.admin.v1.DeleteFederationResponse
-	(*v1.Entry)(nil),                    // 59: sigil.types.v1.Entry
-	(*durationpb.Duration)(nil),         // 60: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil),       // 61: google.protobuf.Timestamp
-	(*v1.Bundle)(nil),                   // 62: sigil.types.v1.Bundle
+	(*CARoot)(nil),                      // 32: sigil.admin.v1.CARoot
+	(*RotateRootRequest)(nil),           // 33: sigil.admin.v1.RotateRootRequest
+	(*RotateRootResponse)(nil),          // 34: sigil.admin.v1.RotateRootResponse
+	(*CAUpstream)(nil),                  // 35: sigil.admin.v1.CAUpstream
+	(*CARekey)(nil),                     // 36: sigil.admin.v1.CARekey
+	(*PrepareCARequest)(nil),            // 37: sigil.admin.v1.PrepareCARequest
+	(*PrepareCAResponse)(nil),           // 38: sigil.admin.v1.PrepareCAResponse
+	(*ActivateCARequest)(nil),           // 39: sigil.admin.v1.ActivateCARequest
+	(*ActivateCAResponse)(nil),          // 40: sigil.admin.v1.ActivateCAResponse
+	(*TaintCARequest)(nil),              // 41: sigil.admin.v1.TaintCARequest
+	(*TaintCAResponse)(nil),             // 42: sigil.admin.v1.TaintCAResponse
+	(*RevokeCARequest)(nil),             // 43: sigil.admin.v1.RevokeCARequest
+	(*RevokeCAResponse)(nil),            // 44: sigil.admin.v1.RevokeCAResponse
+	(*RevokeSVIDRequest)(nil),           // 45: sigil.admin.v1.RevokeSVIDRequest
+	(*RevokeSVIDResponse)(nil),          // 46: sigil.admin.v1.RevokeSVIDResponse
+	(*AuditEvent)(nil),                  // 47: sigil.admin.v1.AuditEvent
+	(*ListAuditRequest)(nil),            // 48: sigil.admin.v1.ListAuditRequest
+	(*ListAuditResponse)(nil),           // 49: sigil.admin.v1.ListAuditResponse
+	(*CreateEntriesStreamRequest)(nil),  // 50: sigil.admin.v1.CreateEntriesStreamRequest
+	(*CreateEntriesStreamResponse)(nil), // 51: sigil.admin.v1.CreateEntriesStreamResponse
+	(*Federation)(nil),                  // 52: sigil.admin.v1.Federation
+	(*FederationStatus)(nil),            // 53: sigil.admin.v1.FederationStatus
+	(*CreateFederationRequest)(nil),     // 54: sigil.admin.v1.CreateFederationRequest
+	(*CreateFederationResponse)(nil),    // 55: sigil.admin.v1.CreateFederationResponse
+	(*ListFederationsRequest)(nil),      // 56: sigil.admin.v1.ListFederationsRequest
+	(*ListFederationsResponse)(nil),     // 57: sigil.admin.v1.ListFederationsResponse
+	(*GetFederationRequest)(nil),        // 58: sigil.admin.v1.GetFederationRequest
+	(*GetFederationResponse)(nil),       // 59: sigil.admin.v1.GetFederationResponse
+	(*DeleteFederationRequest)(nil),     // 60: sigil.admin.v1.DeleteFederationRequest
+	(*DeleteFederationResponse)(nil),    // 61: sigil.admin.v1.DeleteFederationResponse
+	(*v1.Entry)(nil),                    // 62: sigil.types.v1.Entry
+	(*durationpb.Duration)(nil),         // 63: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil),       // 64: google.protobuf.Timestamp
+	(*v1.Bundle)(nil),                   // 65: sigil.types.v1.Bundle
 }
 var file_api_admin_v1_admin_proto_depIdxs = []int32{
-	59, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
-	59, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	59, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
-	59, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	59, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	59, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
-	59, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
-	60, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
-	61, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
-	61, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
-	61, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
-	61, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
+	62, // 0: sigil.admin.v1.CreateEntriesRequest.entries:type_name -> sigil.types.v1.Entry
+	62, // 1: sigil.admin.v1.CreateEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	62, // 2: sigil.admin.v1.UpdateEntryRequest.entry:type_name -> sigil.types.v1.Entry
+	62, // 3: sigil.admin.v1.UpdateEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	62, // 4: sigil.admin.v1.DeleteEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	62, // 5: sigil.admin.v1.GetEntryResponse.entry:type_name -> sigil.types.v1.Entry
+	62, // 6: sigil.admin.v1.ListEntriesResponse.entries:type_name -> sigil.types.v1.Entry
+	63, // 7: sigil.admin.v1.CreateJoinTokenRequest.ttl:type_name -> google.protobuf.Duration
+	64, // 8: sigil.admin.v1.CreateJoinTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	64, // 9: sigil.admin.v1.Agent.expires_at:type_name -> google.protobuf.Timestamp
+	64, // 10: sigil.admin.v1.Agent.created_at:type_name -> google.protobuf.Timestamp
+	64, // 11: sigil.admin.v1.Agent.updated_at:type_name -> google.protobuf.Timestamp
 	14, // 12: sigil.admin.v1.ListAgentsResponse.agents:type_name -> sigil.admin.v1.Agent
 	14, // 13: sigil.admin.v1.BanAgentResponse.agent:type_name -> sigil.admin.v1.Agent
-	62, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
-	62, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
+	65, // 14: sigil.admin.v1.GetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	65, // 15: sigil.admin.v1.ListBundlesResponse.bundles:type_name -> sigil.types.v1.Bundle
 	0,  // 16: sigil.admin.v1.SetBundleRequest.format:type_name -> sigil.admin.v1.BundleFormat
-	62, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
+	65, // 17: sigil.admin.v1.SetBundleResponse.bundle:type_name -> sigil.types.v1.Bundle
 	1,  // 18: sigil.admin.v1.CAKey.kind:type_name -> sigil.admin.v1.KeyKind
-	61, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
-	61, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
+	64, // 19: sigil.admin.v1.CAKey.not_before:type_name -> google.protobuf.Timestamp
+	64, // 20: sigil.admin.v1.CAKey.not_after:type_name -> google.protobuf.Timestamp
 	29, // 21: sigil.admin.v1.CAStatusResponse.keys:type_name -> sigil.admin.v1.CAKey
-	33, // 22: sigil.admin.v1.CAStatusResponse.rekey:type_name -> sigil.admin.v1.CARekey
-	33, // 23: sigil.admin.v1.CAStatusResponse.last_rekey:type_name -> sigil.admin.v1.CARekey
-	32, // 24: sigil.admin.v1.CAStatusResponse.upstream:type_name -> sigil.admin.v1.CAUpstream
-	61, // 25: sigil.admin.v1.CAUpstream.last_success:type_name -> google.protobuf.Timestamp
-	61, // 26: sigil.admin.v1.CAUpstream.last_failure:type_name -> google.protobuf.Timestamp
-	61, // 27: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
-	61, // 28: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
-	61, // 29: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
-	61, // 30: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
-	61, // 31: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
-	1,  // 32: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	29, // 33: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 34: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	29, // 35: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
-	1,  // 36: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	1,  // 37: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
-	61, // 38: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
-	44, // 39: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
-	59, // 40: sigil.admin.v1.CreateEntriesStreamRequest.entries:type_name -> sigil.types.v1.Entry
-	50, // 41: sigil.admin.v1.Federation.status:type_name -> sigil.admin.v1.FederationStatus
-	61, // 42: sigil.admin.v1.FederationStatus.last_attempt:type_name -> google.protobuf.Timestamp
-	61, // 43: sigil.admin.v1.FederationStatus.last_success:type_name -> google.protobuf.Timestamp
-	61, // 44: sigil.admin.v1.FederationStatus.next_refresh:type_name -> google.protobuf.Timestamp
-	49, // 45: sigil.admin.v1.CreateFederationRequest.federation:type_name -> sigil.admin.v1.Federation
-	49, // 46: sigil.admin.v1.CreateFederationResponse.federation:type_name -> sigil.admin.v1.Federation
-	49, // 47: sigil.admin.v1.ListFederationsResponse.federations:type_name -> sigil.admin.v1.Federation
-	49, // 48: sigil.admin.v1.GetFederationResponse.federation:type_name -> sigil.admin.v1.Federation
-	2,  // 49: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
-	4,  // 50: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
-	6,  // 51: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
-	8,  // 52: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
-	10, // 53: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
-	12, // 54: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
-	15, // 55: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
-	17, // 56: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
-	19, // 57: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
-	21, // 58: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
-	23, // 59: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
-	25, // 60: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
-	27, // 61: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
-	30, // 62: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
-	34, // 63: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
-	36, // 64: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
-	38, // 65: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
-	40, // 66: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
-	42, // 67: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
-	45, // 68: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
-	47, // 69: sigil.admin.v1.Admin.CreateEntriesStream:input_type -> sigil.admin.v1.CreateEntriesStreamRequest
-	51, // 70: sigil.admin.v1.Admin.CreateFederation:input_type -> sigil.admin.v1.CreateFederationRequest
-	53, // 71: sigil.admin.v1.Admin.ListFederations:input_type -> sigil.admin.v1.ListFederationsRequest
-	55, // 72: sigil.admin.v1.Admin.GetFederation:input_type -> sigil.admin.v1.GetFederationRequest
-	57, // 73: sigil.admin.v1.Admin.DeleteFederation:input_type -> sigil.admin.v1.DeleteFederationRequest
-	3,  // 74: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
-	5,  // 75: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
-	7,  // 76: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
-	9,  // 77: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
-	11, // 78: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
-	13, // 79: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
-	16, // 80: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
-	18, // 81: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
-	20, // 82: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
-	22, // 83: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
-	24, // 84: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
-	26, // 85: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
-	28, // 86: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
-	31, // 87: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
-	35, // 88: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
-	37, // 89: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
-	39, // 90: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
-	41, // 91: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
-	43, // 92: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
-	46, // 93: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
-	48, // 94: sigil.admin.v1.Admin.CreateEntriesStream:output_type -> sigil.admin.v1.CreateEntriesStreamResponse
-	52, // 95: sigil.admin.v1.Admin.CreateFederation:output_type -> sigil.admin.v1.CreateFederationResponse
-	54, // 96: sigil.admin.v1.Admin.ListFederations:output_type -> sigil.admin.v1.ListFederationsResponse
-	56, // 97: sigil.admin.v1.Admin.GetFederation:output_type -> sigil.admin.v1.GetFederationResponse
-	58, // 98: sigil.admin.v1.Admin.DeleteFederation:output_type -> sigil.admin.v1.DeleteFederationResponse
-	74, // [74:99] is the sub-list for method output_type
-	49, // [49:74] is the sub-list for method input_type
-	49, // [49:49] is the sub-list for extension type_name
-	49, // [49:49] is the sub-list for extension extendee
-	0,  // [0:49] is the sub-list for field type_name
+	36, // 22: sigil.admin.v1.CAStatusResponse.rekey:type_name -> sigil.admin.v1.CARekey
+	36, // 23: sigil.admin.v1.CAStatusResponse.last_rekey:type_name -> sigil.admin.v1.CARekey
+	35, // 24: sigil.admin.v1.CAStatusResponse.upstream:type_name -> sigil.admin.v1.CAUpstream
+	32, // 25: sigil.admin.v1.CAStatusResponse.roots:type_name -> sigil.admin.v1.CARoot
+	64, // 26: sigil.admin.v1.CARoot.not_before:type_name -> google.protobuf.Timestamp
+	64, // 27: sigil.admin.v1.CARoot.not_after:type_name -> google.protobuf.Timestamp
+	64, // 28: sigil.admin.v1.CARoot.prepared:type_name -> google.protobuf.Timestamp
+	64, // 29: sigil.admin.v1.CARoot.published:type_name -> google.protobuf.Timestamp
+	64, // 30: sigil.admin.v1.CARoot.activated:type_name -> google.protobuf.Timestamp
+	64, // 31: sigil.admin.v1.CARoot.retired:type_name -> google.protobuf.Timestamp
+	64, // 32: sigil.admin.v1.CARoot.gone:type_name -> google.protobuf.Timestamp
+	32, // 33: sigil.admin.v1.RotateRootResponse.root:type_name -> sigil.admin.v1.CARoot
+	64, // 34: sigil.admin.v1.CAUpstream.last_success:type_name -> google.protobuf.Timestamp
+	64, // 35: sigil.admin.v1.CAUpstream.last_failure:type_name -> google.protobuf.Timestamp
+	64, // 36: sigil.admin.v1.CARekey.covers:type_name -> google.protobuf.Timestamp
+	64, // 37: sigil.admin.v1.CARekey.started:type_name -> google.protobuf.Timestamp
+	64, // 38: sigil.admin.v1.CARekey.published:type_name -> google.protobuf.Timestamp
+	64, // 39: sigil.admin.v1.CARekey.activated:type_name -> google.protobuf.Timestamp
+	64, // 40: sigil.admin.v1.CARekey.done:type_name -> google.protobuf.Timestamp
+	1,  // 41: sigil.admin.v1.PrepareCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 42: sigil.admin.v1.PrepareCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 43: sigil.admin.v1.ActivateCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	29, // 44: sigil.admin.v1.ActivateCAResponse.key:type_name -> sigil.admin.v1.CAKey
+	1,  // 45: sigil.admin.v1.TaintCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	1,  // 46: sigil.admin.v1.RevokeCARequest.kind:type_name -> sigil.admin.v1.KeyKind
+	64, // 47: sigil.admin.v1.AuditEvent.time:type_name -> google.protobuf.Timestamp
+	47, // 48: sigil.admin.v1.ListAuditResponse.events:type_name -> sigil.admin.v1.AuditEvent
+	62, // 49: sigil.admin.v1.CreateEntriesStreamRequest.entries:type_name -> sigil.types.v1.Entry
+	53, // 50: sigil.admin.v1.Federation.status:type_name -> sigil.admin.v1.FederationStatus
+	64, // 51: sigil.admin.v1.FederationStatus.last_attempt:type_name -> google.protobuf.Timestamp
+	64, // 52: sigil.admin.v1.FederationStatus.last_success:type_name -> google.protobuf.Timestamp
+	64, // 53: sigil.admin.v1.FederationStatus.next_refresh:type_name -> google.protobuf.Timestamp
+	52, // 54: sigil.admin.v1.CreateFederationRequest.federation:type_name -> sigil.admin.v1.Federation
+	52, // 55: sigil.admin.v1.CreateFederationResponse.federation:type_name -> sigil.admin.v1.Federation
+	52, // 56: sigil.admin.v1.ListFederationsResponse.federations:type_name -> sigil.admin.v1.Federation
+	52, // 57: sigil.admin.v1.GetFederationResponse.federation:type_name -> sigil.admin.v1.Federation
+	2,  // 58: sigil.admin.v1.Admin.CreateEntries:input_type -> sigil.admin.v1.CreateEntriesRequest
+	4,  // 59: sigil.admin.v1.Admin.UpdateEntry:input_type -> sigil.admin.v1.UpdateEntryRequest
+	6,  // 60: sigil.admin.v1.Admin.DeleteEntry:input_type -> sigil.admin.v1.DeleteEntryRequest
+	8,  // 61: sigil.admin.v1.Admin.GetEntry:input_type -> sigil.admin.v1.GetEntryRequest
+	10, // 62: sigil.admin.v1.Admin.ListEntries:input_type -> sigil.admin.v1.ListEntriesRequest
+	12, // 63: sigil.admin.v1.Admin.CreateJoinToken:input_type -> sigil.admin.v1.CreateJoinTokenRequest
+	15, // 64: sigil.admin.v1.Admin.ListAgents:input_type -> sigil.admin.v1.ListAgentsRequest
+	17, // 65: sigil.admin.v1.Admin.EvictAgent:input_type -> sigil.admin.v1.EvictAgentRequest
+	19, // 66: sigil.admin.v1.Admin.BanAgent:input_type -> sigil.admin.v1.BanAgentRequest
+	21, // 67: sigil.admin.v1.Admin.GetBundle:input_type -> sigil.admin.v1.GetBundleRequest
+	23, // 68: sigil.admin.v1.Admin.ListBundles:input_type -> sigil.admin.v1.ListBundlesRequest
+	25, // 69: sigil.admin.v1.Admin.SetBundle:input_type -> sigil.admin.v1.SetBundleRequest
+	27, // 70: sigil.admin.v1.Admin.DeleteBundle:input_type -> sigil.admin.v1.DeleteBundleRequest
+	30, // 71: sigil.admin.v1.Admin.CAStatus:input_type -> sigil.admin.v1.CAStatusRequest
+	37, // 72: sigil.admin.v1.Admin.PrepareCA:input_type -> sigil.admin.v1.PrepareCARequest
+	39, // 73: sigil.admin.v1.Admin.ActivateCA:input_type -> sigil.admin.v1.ActivateCARequest
+	41, // 74: sigil.admin.v1.Admin.TaintCA:input_type -> sigil.admin.v1.TaintCARequest
+	43, // 75: sigil.admin.v1.Admin.RevokeCA:input_type -> sigil.admin.v1.RevokeCARequest
+	45, // 76: sigil.admin.v1.Admin.RevokeSVID:input_type -> sigil.admin.v1.RevokeSVIDRequest
+	48, // 77: sigil.admin.v1.Admin.ListAudit:input_type -> sigil.admin.v1.ListAuditRequest
+	50, // 78: sigil.admin.v1.Admin.CreateEntriesStream:input_type -> sigil.admin.v1.CreateEntriesStreamRequest
+	54, // 79: sigil.admin.v1.Admin.CreateFederation:input_type -> sigil.admin.v1.CreateFederationRequest
+	56, // 80: sigil.admin.v1.Admin.ListFederations:input_type -> sigil.admin.v1.ListFederationsRequest
+	58, // 81: sigil.admin.v1.Admin.GetFederation:input_type -> sigil.admin.v1.GetFederationRequest
+	60, // 82: sigil.admin.v1.Admin.DeleteFederation:input_type -> sigil.admin.v1.DeleteFederationRequest
+	33, // 83: sigil.admin.v1.Admin.RotateRoot:input_type -> sigil.admin.v1.RotateRootRequest
+	3,  // 84: sigil.admin.v1.Admin.CreateEntries:output_type -> sigil.admin.v1.CreateEntriesResponse
+	5,  // 85: sigil.admin.v1.Admin.UpdateEntry:output_type -> sigil.admin.v1.UpdateEntryResponse
+	7,  // 86: sigil.admin.v1.Admin.DeleteEntry:output_type -> sigil.admin.v1.DeleteEntryResponse
+	9,  // 87: sigil.admin.v1.Admin.GetEntry:output_type -> sigil.admin.v1.GetEntryResponse
+	11, // 88: sigil.admin.v1.Admin.ListEntries:output_type -> sigil.admin.v1.ListEntriesResponse
+	13, // 89: sigil.admin.v1.Admin.CreateJoinToken:output_type -> sigil.admin.v1.CreateJoinTokenResponse
+	16, // 90: sigil.admin.v1.Admin.ListAgents:output_type -> sigil.admin.v1.ListAgentsResponse
+	18, // 91: sigil.admin.v1.Admin.EvictAgent:output_type -> sigil.admin.v1.EvictAgentResponse
+	20, // 92: sigil.admin.v1.Admin.BanAgent:output_type -> sigil.admin.v1.BanAgentResponse
+	22, // 93: sigil.admin.v1.Admin.GetBundle:output_type -> sigil.admin.v1.GetBundleResponse
+	24, // 94: sigil.admin.v1.Admin.ListBundles:output_type -> sigil.admin.v1.ListBundlesResponse
+	26, // 95: sigil.admin.v1.Admin.SetBundle:output_type -> sigil.admin.v1.SetBundleResponse
+	28, // 96: sigil.admin.v1.Admin.DeleteBundle:output_type -> sigil.admin.v1.DeleteBundleResponse
+	31, // 97: sigil.admin.v1.Admin.CAStatus:output_type -> sigil.admin.v1.CAStatusResponse
+	38, // 98: sigil.admin.v1.Admin.PrepareCA:output_type -> sigil.admin.v1.PrepareCAResponse
+	40, // 99: sigil.admin.v1.Admin.ActivateCA:output_type -> sigil.admin.v1.ActivateCAResponse
+	42, // 100: sigil.admin.v1.Admin.TaintCA:output_type -> sigil.admin.v1.TaintCAResponse
+	44, // 101: sigil.admin.v1.Admin.RevokeCA:output_type -> sigil.admin.v1.RevokeCAResponse
+	46, // 102: sigil.admin.v1.Admin.RevokeSVID:output_type -> sigil.admin.v1.RevokeSVIDResponse
+	49, // 103: sigil.admin.v1.Admin.ListAudit:output_type -> sigil.admin.v1.ListAuditResponse
+	51, // 104: sigil.admin.v1.Admin.CreateEntriesStream:output_type -> sigil.admin.v1.CreateEntriesStreamResponse
+	55, // 105: sigil.admin.v1.Admin.CreateFederation:output_type -> sigil.admin.v1.CreateFederationResponse
+	57, // 106: sigil.admin.v1.Admin.ListFederations:output_type -> sigil.admin.v1.ListFederationsResponse
+	59, // 107: sigil.admin.v1.Admin.GetFederation:output_type -> sigil.admin.v1.GetFederationResponse
+	61, // 108: sigil.admin.v1.Admin.DeleteFederation:output_type -> sigil.admin.v1.DeleteFederationResponse
+	34, // 109: sigil.admin.v1.Admin.RotateRoot:output_type -> sigil.admin.v1.RotateRootResponse
+	84, // [84:110] is the sub-list for method output_type
+	58, // [58:84] is the sub-list for method input_type
+	58, // [58:58] is the sub-list for extension type_name
+	58, // [58:58] is the sub-list for extension extendee
+	0,  // [0:58] is the sub-list for field type_name
 }
 
 func init() { file_api_admin_v1_admin_proto_init() }
@@ -3544,7 +3791,7 @@ func file_api_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_api_admin_v1_admin_proto_rawDesc), len(file_api_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   57,
+			NumMessages:   60,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

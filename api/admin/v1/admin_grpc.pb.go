@@ -51,6 +51,7 @@ const (
 	Admin_ListFederations_FullMethodName     = "/sigil.admin.v1.Admin/ListFederations"
 	Admin_GetFederation_FullMethodName       = "/sigil.admin.v1.Admin/GetFederation"
 	Admin_DeleteFederation_FullMethodName    = "/sigil.admin.v1.Admin/DeleteFederation"
+	Admin_RotateRoot_FullMethodName          = "/sigil.admin.v1.Admin/RotateRoot"
 )
 
 // AdminClient is the client API for Admin service.
@@ -106,6 +107,12 @@ type AdminClient interface {
 	// DeleteFederation stops refreshing; the trust domain's bundle stays
 	// until DeleteBundle.
 	DeleteFederation(ctx context.Context, in *DeleteFederationRequest, opts ...grpc.CallOption) (*DeleteFederationResponse, error)
+	// RotateRoot starts a root rotation (upstream self_signed): a new root is
+	// prepared and a signing key of it published now; the CA activates it
+	// once agents and peers hold it, and retires the old root when the keys
+	// it issued expire. CAStatus shows the root journal. FAILED_PRECONDITION
+	// for another upstream, a rotation in progress, or other replicas.
+	RotateRoot(ctx context.Context, in *RotateRootRequest, opts ...grpc.CallOption) (*RotateRootResponse, error)
 }
 
 type adminClient struct {
@@ -369,6 +376,16 @@ func (c *adminClient) DeleteFederation(ctx context.Context, in *DeleteFederation
 	return out, nil
 }
 
+func (c *adminClient) RotateRoot(ctx context.Context, in *RotateRootRequest, opts ...grpc.CallOption) (*RotateRootResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RotateRootResponse)
+	err := c.cc.Invoke(ctx, Admin_RotateRoot_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AdminServer is the server API for Admin service.
 // All implementations must embed UnimplementedAdminServer
 // for forward compatibility.
@@ -422,6 +439,12 @@ type AdminServer interface {
 	// DeleteFederation stops refreshing; the trust domain's bundle stays
 	// until DeleteBundle.
 	DeleteFederation(context.Context, *DeleteFederationRequest) (*DeleteFederationResponse, error)
+	// RotateRoot starts a root rotation (upstream self_signed): a new root is
+	// prepared and a signing key of it published now; the CA activates it
+	// once agents and peers hold it, and retires the old root when the keys
+	// it issued expire. CAStatus shows the root journal. FAILED_PRECONDITION
+	// for another upstream, a rotation in progress, or other replicas.
+	RotateRoot(context.Context, *RotateRootRequest) (*RotateRootResponse, error)
 	mustEmbedUnimplementedAdminServer()
 }
 
@@ -506,6 +529,9 @@ func (UnimplementedAdminServer) GetFederation(context.Context, *GetFederationReq
 }
 func (UnimplementedAdminServer) DeleteFederation(context.Context, *DeleteFederationRequest) (*DeleteFederationResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DeleteFederation not implemented")
+}
+func (UnimplementedAdminServer) RotateRoot(context.Context, *RotateRootRequest) (*RotateRootResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method RotateRoot not implemented")
 }
 func (UnimplementedAdminServer) mustEmbedUnimplementedAdminServer() {}
 func (UnimplementedAdminServer) testEmbeddedByValue()               {}
@@ -967,6 +993,24 @@ func _Admin_DeleteFederation_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Admin_RotateRoot_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RotateRootRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AdminServer).RotateRoot(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Admin_RotateRoot_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AdminServer).RotateRoot(ctx, req.(*RotateRootRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Admin_ServiceDesc is the grpc.ServiceDesc for Admin service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -1069,6 +1113,10 @@ var Admin_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "DeleteFederation",
 			Handler:    _Admin_DeleteFederation_Handler,
+		},
+		{
+			MethodName: "RotateRoot",
+			Handler:    _Admin_RotateRoot_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

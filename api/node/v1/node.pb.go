@@ -273,10 +273,14 @@ func (*AttestResponse_Challenge) isAttestResponse_Step() {}
 func (*AttestResponse_Result) isAttestResponse_Step() {}
 
 type AgentSVID struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	SpiffeId      string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
-	CertChain     [][]byte               `protobuf:"bytes,2,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"` // DER, leaf first, up to but excluding the root
-	Bundle        *v1.Bundle             `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`                        // our trust domain's bundle
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	SpiffeId  string                 `protobuf:"bytes,1,opt,name=spiffe_id,json=spiffeId,proto3" json:"spiffe_id,omitempty"`
+	CertChain [][]byte               `protobuf:"bytes,2,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"` // DER, leaf first, up to but excluding the root
+	Bundle    *v1.Bundle             `protobuf:"bytes,3,opt,name=bundle,proto3" json:"bundle,omitempty"`                        // our trust domain's bundle
+	// upstream_roots (DER) are the CA's roots: the agent's bootstrap trust,
+	// which it persists, so that it still verifies the CA after a root
+	// rotation retired the root it was configured with.
+	UpstreamRoots [][]byte `protobuf:"bytes,4,rep,name=upstream_roots,json=upstreamRoots,proto3" json:"upstream_roots,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -328,6 +332,13 @@ func (x *AgentSVID) GetCertChain() [][]byte {
 func (x *AgentSVID) GetBundle() *v1.Bundle {
 	if x != nil {
 		return x.Bundle
+	}
+	return nil
+}
+
+func (x *AgentSVID) GetUpstreamRoots() [][]byte {
+	if x != nil {
+		return x.UpstreamRoots
 	}
 	return nil
 }
@@ -919,12 +930,13 @@ const file_api_node_v1_node_proto_rawDesc = "" +
 	"\x0eAttestResponse\x12\x1e\n" +
 	"\tchallenge\x18\x01 \x01(\fH\x00R\tchallenge\x122\n" +
 	"\x06result\x18\x02 \x01(\v2\x18.sigil.node.v1.AgentSVIDH\x00R\x06resultB\x06\n" +
-	"\x04step\"w\n" +
+	"\x04step\"\x9e\x01\n" +
 	"\tAgentSVID\x12\x1b\n" +
 	"\tspiffe_id\x18\x01 \x01(\tR\bspiffeId\x12\x1d\n" +
 	"\n" +
 	"cert_chain\x18\x02 \x03(\fR\tcertChain\x12.\n" +
-	"\x06bundle\x18\x03 \x01(\v2\x16.sigil.types.v1.BundleR\x06bundle\"%\n" +
+	"\x06bundle\x18\x03 \x01(\v2\x16.sigil.types.v1.BundleR\x06bundle\x12%\n" +
+	"\x0eupstream_roots\x18\x04 \x03(\fR\rupstreamRoots\"%\n" +
 	"\x11RenewAgentRequest\x12\x10\n" +
 	"\x03csr\x18\x01 \x01(\fR\x03csr\"B\n" +
 	"\x12RenewAgentResponse\x12,\n" +
