@@ -90,6 +90,11 @@ func TestImage(t *testing.T) {
 	if !strings.HasPrefix(line, DefaultTag+"@"+desc.Digest.String()+" ") {
 		t.Errorf("printed %q, want it to start with %s@%s", line, DefaultTag, desc.Digest)
 	}
+	for _, f := range []string{"index.json", "oci-layout"} {
+		if fi, err := os.Stat(filepath.Join(ociDir, f)); err != nil || fi.Mode().Perm() != 0o644 {
+			t.Errorf("%s: %v (%v), want mode 0644", f, fi.Mode(), err)
+		}
+	}
 	img, err := idx.Image(desc.Digest)
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +200,8 @@ func TestImage(t *testing.T) {
 		}
 	}
 
-	// The docker-archive holds the same image under the tag.
+	// The docker-archive holds the same config and layer under the tag (its
+	// manifest is docker's, so the manifest digest is not the layout's).
 	tag, err := name.NewTag(DefaultTag)
 	if err != nil {
 		t.Fatal(err)
@@ -204,8 +210,13 @@ func TestImage(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read tarball as %s: %v", tag, err)
 	}
-	if d, err := timg.Digest(); err != nil || d != desc.Digest {
-		t.Errorf("tarball image digest %s (%v), want the layout's %s", d, err, desc.Digest)
+	tmf, err := timg.Manifest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tmf.Config.Digest != mf.Config.Digest || len(tmf.Layers) != 1 || tmf.Layers[0].Digest != mf.Layers[0].Digest {
+		t.Errorf("tarball holds config %s layers %+v; the layout config %s layer %s",
+			tmf.Config.Digest, tmf.Layers, mf.Config.Digest, mf.Layers[0].Digest)
 	}
 
 	// Reproducible: a second build is the same, byte for byte.

@@ -47,6 +47,12 @@ func WriteLayout(dir string, img *Image) (err error) {
 	if err != nil {
 		return fmt.Errorf("oci layout: %w", err)
 	}
+	// go-containerregistry writes index.json and oci-layout executable.
+	for _, f := range []string{"index.json", "oci-layout"} {
+		if err := os.Chmod(filepath.Join(tmp, f), 0o644); err != nil {
+			return fmt.Errorf("oci layout: %w", err)
+		}
+	}
 	if err := os.Rename(tmp, dir); err != nil {
 		return fmt.Errorf("oci layout: %w", err)
 	}
