@@ -21,9 +21,11 @@ import (
 
 // BenchmarkTemplateChange measures one reconcile pass after a SigilIdentity
 // template change that gives every one of N pods (default 10,000;
-// SIGIL_K8SREG_BENCH_PODS) a new SPIFFE ID: N entry updates in SQLite.
+// SIGIL_K8SREG_BENCH_PODS) a new SPIFFE ID: N entry updates in SQLite, or
+// in PostgreSQL with SIGIL_K8SREG_BENCH_STORE=postgres.
 //
 //	go test ./ca/k8sreg -run '^$' -bench TemplateChange -benchtime 3x
+//	SIGIL_K8SREG_BENCH_STORE=postgres go test ./ca/k8sreg -run '^$' -bench TemplateChange -benchtime 3x
 func BenchmarkTemplateChange(b *testing.B) {
 	n := 10000
 	if s := os.Getenv("SIGIL_K8SREG_BENCH_PODS"); s != "" {
@@ -34,7 +36,11 @@ func BenchmarkTemplateChange(b *testing.B) {
 	}
 	c := kubetest.Start(b)
 	dyn := applyCRD(b, c)
-	st := openStore(b)
+	backend := os.Getenv("SIGIL_K8SREG_BENCH_STORE")
+	if backend == "" {
+		backend = "sqlite"
+	}
+	st := openBackend(b, backend)
 	ctx := context.Background()
 	ns := c.Namespace(b, "bench")
 	c.ServiceAccount(b, ns, "app")

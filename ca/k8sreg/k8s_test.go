@@ -24,10 +24,11 @@ import (
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/internal/kubetest"
+	"github.com/sigilhq/sigil/internal/pgtest"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
-func TestMain(m *testing.M) { kubetest.Main(m) }
+func TestMain(m *testing.M) { kubetest.Main(pgtest.Wrap(m)) }
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
@@ -76,7 +77,25 @@ func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 
 func openStore(t testing.TB) store.Store {
 	t.Helper()
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "sigil.db"))
+	return openBackend(t, "sqlite")
+}
+
+// openBackend opens an empty store: "sqlite" (a file) or "postgres" (a
+// fresh database on pgtest's server).
+func openBackend(t testing.TB, backend string) store.Store {
+	t.Helper()
+	var (
+		st  *sqlstore.Store
+		err error
+	)
+	switch backend {
+	case "sqlite":
+		st, err = sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "sigil.db"))
+	case "postgres":
+		st, err = sqlstore.OpenPostgres(context.Background(), pgtest.Start(t))
+	default:
+		t.Fatalf("store backend %q: want sqlite or postgres", backend)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
