@@ -103,7 +103,7 @@ func openBackend(t testing.TB, backend string) store.Store {
 	return st
 }
 
-func newReconciler(t testing.TB, c *kubetest.Cluster, dyn dynamic.Interface, st store.Entries, observe func(k8sreg.Result)) *k8sreg.Reconciler {
+func newReconciler(t testing.TB, c *kubetest.Cluster, dyn dynamic.Interface, st k8sreg.Entries, observe func(k8sreg.Result)) *k8sreg.Reconciler {
 	t.Helper()
 	r, err := k8sreg.New(k8sreg.Config{
 		TrustDomain: td, Cluster: "test", Client: c.Client, Dynamic: dyn, Store: st,
@@ -133,7 +133,7 @@ func run(t testing.TB, fn func(ctx context.Context) error) context.CancelFunc {
 	return stop
 }
 
-func entriesIn(t testing.TB, st store.Entries, ns string) []store.Entry {
+func entriesIn(t testing.TB, st k8sreg.Entries, ns string) []store.Entry {
 	t.Helper()
 	all, err := st.ListEntries(context.Background(), store.EntryFilter{})
 	if err != nil {
@@ -153,7 +153,7 @@ func ids(es []store.Entry) []string {
 	return out
 }
 
-func waitEntries(t testing.TB, st store.Entries, ns string, want ...string) []store.Entry {
+func waitEntries(t testing.TB, st k8sreg.Entries, ns string, want ...string) []store.Entry {
 	t.Helper()
 	slices.Sort(want)
 	var got []store.Entry
