@@ -24,10 +24,11 @@ import (
 	"github.com/sigilhq/sigil/ca/store"
 	"github.com/sigilhq/sigil/ca/store/sqlstore"
 	"github.com/sigilhq/sigil/internal/kubetest"
+	"github.com/sigilhq/sigil/internal/pgtest"
 	"github.com/sigilhq/sigil/internal/selector"
 )
 
-func TestMain(m *testing.M) { kubetest.Main(m) }
+func TestMain(m *testing.M) { kubetest.Main(pgtest.Wrap(m)) }
 
 var td = spiffeid.RequireTrustDomainFromString("example.org")
 
@@ -76,7 +77,25 @@ func waitFor(t testing.TB, d time.Duration, what string, ok func() bool) {
 
 func openStore(t testing.TB) store.Store {
 	t.Helper()
-	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "sigil.db"))
+	return openBackend(t, "sqlite")
+}
+
+// openBackend opens an empty store: "sqlite" (a file) or "postgres" (a
+// fresh database on pgtest's server).
+func openBackend(t testing.TB, backend string) store.Store {
+	t.Helper()
+	var (
+		st  *sqlstore.Store
+		err error
+	)
+	switch backend {
+	case "sqlite":
+		st, err = sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "sigil.db"))
+	case "postgres":
+		st, err = sqlstore.OpenPostgres(context.Background(), pgtest.Start(t))
+	default:
+		t.Fatalf("store backend %q: want sqlite or postgres", backend)
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +103,7 @@ func openStore(t testing.TB) store.Store {
 	return st
 }
 
-func newReconciler(t testing.TB, c *kubetest.Cluster, dyn dynamic.Interface, st store.Entries, observe func(k8sreg.Result)) *k8sreg.Reconciler {
+func newReconciler(t testing.TB, c *kubetest.Cluster, dyn dynamic.Interface, st k8sreg.Entries, observe func(k8sreg.Result)) *k8sreg.Reconciler {
 	t.Helper()
 	r, err := k8sreg.New(k8sreg.Config{
 		TrustDomain: td, Cluster: "test", Client: c.Client, Dynamic: dyn, Store: st,
@@ -114,7 +133,7 @@ func run(t testing.TB, fn func(ctx context.Context) error) context.CancelFunc {
 	return stop
 }
 
-func entriesIn(t testing.TB, st store.Entries, ns string) []store.Entry {
+func entriesIn(t testing.TB, st k8sreg.Entries, ns string) []store.Entry {
 	t.Helper()
 	all, err := st.ListEntries(context.Background(), store.EntryFilter{})
 	if err != nil {
@@ -134,7 +153,7 @@ func ids(es []store.Entry) []string {
 	return out
 }
 
-func waitEntries(t testing.TB, st store.Entries, ns string, want ...string) []store.Entry {
+func waitEntries(t testing.TB, st k8sreg.Entries, ns string, want ...string) []store.Entry {
 	t.Helper()
 	slices.Sort(want)
 	var got []store.Entry

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"time"
 
@@ -30,8 +31,8 @@ const Actor = "k8s-registrar"
 // Entries is what the reconciler needs from the datastore.
 type Entries interface {
 	CreateEntries(ctx context.Context, actor string, entries []store.Entry) ([]store.Entry, error)
-	UpdateEntry(ctx context.Context, actor string, e store.Entry) (store.Entry, error)
-	DeleteEntry(ctx context.Context, actor string, id string) (store.Entry, error)
+	UpdateEntries(ctx context.Context, actor string, entries []store.Entry) ([]store.Entry, error)
+	DeleteEntries(ctx context.Context, actor string, ids []string) ([]store.Entry, error)
 	ListEntries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error)
 }
 
@@ -54,7 +55,9 @@ type Config struct {
 	Resync time.Duration
 	// SyncTimeout bounds the first listing of the cluster (default 1m).
 	SyncTimeout time.Duration
-	// BatchSize bounds the entries of one CreateEntries call (default 500).
+	// BatchSize bounds the entries of one store call (CreateEntries,
+	// UpdateEntries, DeleteEntries), each one transaction: default 1000,
+	// at most store.MaxEntryBatch.
 	BatchSize int
 	Clock     clock.Clock // default real
 	Logger    *slog.Logger
@@ -102,7 +105,10 @@ func New(cfg Config) (*Reconciler, error) {
 		cfg.SyncTimeout = time.Minute
 	}
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
+		cfg.BatchSize = 1000
+	}
+	if cfg.BatchSize > store.MaxEntryBatch {
+		return nil, fmt.Errorf("k8sreg: batch size %d: at most %d", cfg.BatchSize, store.MaxEntryBatch)
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.Real{}
@@ -358,30 +364,59 @@ func (r *Reconciler) stored(ctx context.Context) (map[string][]store.Entry, erro
 	}
 }
 
-// apply writes ch: deletes first (so a replaced entry never collides with
-// its successor), creates in batches, updates guarded by revision. A
-// failure stops the pass; the next one starts again from the store.
+// apply writes ch in batches of BatchSize, each all or nothing: deletes
+// first (so a replaced entry never collides with its successor), then
+// updates guarded by revision, then creates. A failure stops the pass; the
+// next one starts again from the store.
 func (r *Reconciler) apply(ctx context.Context, ch changes) (created, updated, deleted int, err error) {
-	for _, e := range ch.delete {
-		if _, err := r.cfg.Store.DeleteEntry(ctx, Actor, e.ID); err != nil && !errors.Is(err, store.ErrNotFound) {
-			return created, updated, deleted, fmt.Errorf("k8sreg: delete entry %s: %w", e.ID, err)
+	n := r.cfg.BatchSize
+	for i := 0; i < len(ch.delete); i += n {
+		ids := make([]string, 0, n)
+		for _, e := range ch.delete[i:min(i+n, len(ch.delete))] {
+			ids = append(ids, e.ID)
 		}
-		deleted++
-	}
-	for _, e := range ch.update {
-		if _, err := r.cfg.Store.UpdateEntry(ctx, Actor, e); err != nil {
-			return created, updated, deleted, fmt.Errorf("k8sreg: update entry %s: %w", e.ID, err)
+		done, err := r.deleteBatch(ctx, ids)
+		deleted += done
+		if err != nil {
+			return created, updated, deleted, err
 		}
-		updated++
 	}
-	for i := 0; i < len(ch.create); i += r.cfg.BatchSize {
-		batch := ch.create[i:min(i+r.cfg.BatchSize, len(ch.create))]
+	for i := 0; i < len(ch.update); i += n {
+		batch := ch.update[i:min(i+n, len(ch.update))]
+		if _, err := r.cfg.Store.UpdateEntries(ctx, Actor, batch); err != nil {
+			return created, updated, deleted, fmt.Errorf("k8sreg: update %d entries: %w", len(batch), err)
+		}
+		updated += len(batch)
+	}
+	for i := 0; i < len(ch.create); i += n {
+		batch := ch.create[i:min(i+n, len(ch.create))]
 		if _, err := r.cfg.Store.CreateEntries(ctx, Actor, batch); err != nil {
 			return created, updated, deleted, fmt.Errorf("k8sreg: create %d entries: %w", len(batch), err)
 		}
 		created += len(batch)
 	}
 	return created, updated, deleted, nil
+}
+
+// deleteBatch deletes ids in one call. An entry someone else deleted
+// meanwhile is what was wanted: it is dropped from the batch, which is
+// tried again (at most once per ID).
+func (r *Reconciler) deleteBatch(ctx context.Context, ids []string) (int, error) {
+	gone := 0
+	for len(ids) > 0 {
+		out, err := r.cfg.Store.DeleteEntries(ctx, Actor, ids)
+		var be *store.BatchError
+		if errors.As(err, &be) && errors.Is(err, store.ErrNotFound) && be.Index >= 0 && be.Index < len(ids) {
+			ids = slices.Delete(slices.Clone(ids), be.Index, be.Index+1)
+			gone++
+			continue
+		}
+		if err != nil {
+			return gone, fmt.Errorf("k8sreg: delete %d entries: %w", len(ids), err)
+		}
+		return gone + len(out), nil
+	}
+	return gone, nil
 }
 
 // writeStatus updates the status of each SigilIdentity whose status differs.

@@ -285,6 +285,7 @@ type Audit interface {
 // Store is the whole datastore, what a backend provides.
 type Store interface {
 	Entries
+	EntryBatches
 	Agents
 	JoinTokens
 	Bundles

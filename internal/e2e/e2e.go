@@ -124,6 +124,9 @@ func (p *Proc) Write(b []byte) (int, error) {
 	return p.out.Write(b)
 }
 
+// Pid is the process's ID (to read /proc/PID/status, say).
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
 // Output is everything the process printed so far.
 func (p *Proc) Output() string {
 	p.mu.Lock()

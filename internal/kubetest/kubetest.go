@@ -72,7 +72,9 @@ var shared struct {
 // started one. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { kubetest.Main(m) }
-func Main(m *testing.M) {
+//
+// m may be another harness's wrapper around *testing.M (pgtest.Wrap).
+func Main(m interface{ Run() int }) {
 	shared.mu.Lock()
 	shared.mainRuns = true
 	shared.mu.Unlock()

@@ -39,19 +39,33 @@ var shared struct {
 // one. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
-func Main(m *testing.M) {
+func Main(m *testing.M) { os.Exit(Wrap(m).Run()) }
+
+// Runner runs a test binary's tests and returns the exit code (*testing.M).
+type Runner interface{ Run() int }
+
+// Wrap returns m with the server's lifetime around its Run, so that a
+// package that needs another harness's Main too can nest them:
+//
+//	func TestMain(m *testing.M) { kubetest.Main(pgtest.Wrap(m)) }
+func Wrap(m Runner) Runner { return wrapped{m} }
+
+type wrapped struct{ m Runner }
+
+func (w wrapped) Run() int {
 	shared.mu.Lock()
 	shared.mainRuns = true
 	shared.mu.Unlock()
-	code := m.Run()
+	code := w.m.Run()
 	shared.mu.Lock()
 	if shared.srv != nil {
 		if err := shared.srv.stop(); err != nil {
 			fmt.Fprintf(os.Stderr, "pgtest: stop postgres: %v\n", err)
 		}
+		shared.srv = nil
 	}
 	shared.mu.Unlock()
-	os.Exit(code)
+	return code
 }
 
 // Start returns the DSN of a new, empty database on the binary's server,

@@ -3,6 +3,8 @@ package sqlstore_test
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 
 	"github.com/sigilhq/sigil/ca/store"
@@ -74,6 +76,97 @@ func TestCreateEntriesBatchPositions(t *testing.T) {
 			audit, err := s.ListAudit(ctx, store.AuditFilter{})
 			if err != nil || len(audit) != n+1 {
 				t.Fatalf("%d audit events (%v), want %d", len(audit), err, n+1)
+			}
+		})
+	}
+}
+
+// UpdateEntries and DeleteEntries over more rows than one statement
+// writes: every entry changed, none lost, and a bad entry anywhere in the
+// batch leaves the store as it was.
+func TestUpdateDeleteEntriesAcrossStatements(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := t.Context()
+			s := b.openFresh(t)
+			defer s.Close()
+			const n = 2500
+			created, err := s.CreateEntries(ctx, "t", batchEntries(t, "batch", n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantState := func(what string, rev int64, audits int, path string) {
+				t.Helper()
+				if got, _ := s.Revision(ctx); got != rev {
+					t.Fatalf("%s: revision %d, want %d", what, got, rev)
+				}
+				all, err := s.ListEntries(ctx, store.EntryFilter{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if path == "" {
+					if len(all) != 0 {
+						t.Fatalf("%s: %d entries, want none", what, len(all))
+					}
+				} else {
+					if len(all) != n {
+						t.Fatalf("%s: %d entries, want %d", what, len(all), n)
+					}
+					for _, e := range all {
+						if !strings.HasPrefix(e.SPIFFEID, "spiffe://example.org/"+path+"/") {
+							t.Fatalf("%s: entry %s has spiffe id %s, want one under /%s/", what, e.ID, e.SPIFFEID, path)
+						}
+					}
+				}
+				if ev, err := s.ListAudit(ctx, store.AuditFilter{}); err != nil || len(ev) != audits {
+					t.Fatalf("%s: %d audit events (%v), want %d", what, len(ev), err, audits)
+				}
+			}
+
+			upd := make([]store.Entry, n)
+			for i, e := range created {
+				e.SPIFFEID = fmt.Sprintf("spiffe://example.org/v1/%d", i)
+				upd[i] = e
+			}
+			stale := slices.Clone(upd)
+			stale[2400].Revision--
+			_, err = s.UpdateEntries(ctx, "t", stale)
+			var be *store.BatchError
+			if !errors.As(err, &be) || be.Index != 2400 || !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("UpdateEntries error = %v, want a BatchError at 2400 wrapping ErrConflict", err)
+			}
+			wantState("after a failed update", n, n, "batch")
+
+			out, err := s.UpdateEntries(ctx, "t", upd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, e := range out {
+				if e.Revision != int64(n+i+1) || e.SPIFFEID != upd[i].SPIFFEID {
+					t.Fatalf("updated entry %d = %+v, want %s at revision %d", i, e, upd[i].SPIFFEID, n+i+1)
+				}
+			}
+			wantState("after the update", 2*n, 2*n, "v1")
+
+			ids := make([]string, n)
+			for i, e := range created {
+				ids[i] = e.ID
+			}
+			bad := slices.Clone(ids)
+			bad[1700] = "no-such-entry"
+			_, err = s.DeleteEntries(ctx, "t", bad)
+			if !errors.As(err, &be) || be.Index != 1700 || !errors.Is(err, store.ErrNotFound) {
+				t.Fatalf("DeleteEntries error = %v, want a BatchError at 1700 wrapping ErrNotFound", err)
+			}
+			wantState("after a failed delete", 2*n, 2*n, "v1")
+
+			if _, err := s.DeleteEntries(ctx, "t", ids); err != nil {
+				t.Fatal(err)
+			}
+			wantState("after the delete", 3*n, 3*n, "")
+			ch, err := s.EntriesSince(ctx, 2*n)
+			if err != nil || len(ch.Deleted) != n || ch.Revision != 3*n {
+				t.Fatalf("EntriesSince(%d): %d deleted at revision %d (%v), want %d at %d", 2*n, len(ch.Deleted), ch.Revision, err, n, 3*n)
 			}
 		})
 	}

@@ -109,26 +109,7 @@ func (s *Store) insertEntries(ctx context.Context, tx *sql.Tx, actor string, es 
 			}
 		}
 	}
-
-	const auditCols = 5
-	q.Reset()
-	q.WriteString(`INSERT INTO audit (time, actor, action, target, details) VALUES `)
-	args = args[:0]
-	for i, e := range es {
-		ev, err := record.CheckAudit(entryAudit(actor, "entry.create", e), s.stamp())
-		if err != nil {
-			return err
-		}
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		s.placeholders(&q, len(args), auditCols)
-		args = append(args, ev.Time, ev.Actor, ev.Action, ev.Target, ev.Details)
-	}
-	if _, err := tx.ExecContext(ctx, q.String(), args...); err != nil {
-		return fmt.Errorf("write audit events of entries %d to %d: %w", offset, offset+len(es)-1, err)
-	}
-	return nil
+	return s.insertEntryAudits(ctx, tx, actor, "entry.create", es, offset)
 }
 
 // placeholders writes "($n+1, ..., $n+k)", or for SQLite "(?, ..., ?)":

@@ -10,6 +10,7 @@ import (
 // Benchmark runs the datastore benchmarks; open must return a fresh, empty
 // store for each call.
 func Benchmark(b *testing.B, open func(b *testing.B) store.Store) {
+	benchmarkUpdate10k(b, open)
 	b.Run("CreateEntries", func(b *testing.B) {
 		s := open(b)
 		defer s.Close()
@@ -59,6 +60,47 @@ func Benchmark(b *testing.B, open func(b *testing.B) store.Store) {
 			}
 		}
 	})
+}
+
+
+// benchmarkUpdate10k times one UpdateEntries call that gives each of
+// 10,000 stored entries a new SPIFFE ID (a template change), and the
+// same 10,000 updates made one UpdateEntry call each.
+func benchmarkUpdate10k(b *testing.B, open func(b *testing.B) store.Store) {
+	const n = 10000
+	for _, batched := range []bool{true, false} {
+		name := "UpdateEntries/10000"
+		if !batched {
+			name = "UpdateEntry/10000"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := open(b)
+			defer s.Close()
+			created := fill(b, s, n)
+			b.ReportAllocs()
+			round := 0
+			for b.Loop() {
+				round++
+				upd := make([]store.Entry, n)
+				for i, e := range created {
+					e.SPIFFEID = fmt.Sprintf("spiffe://example.org/v%d/%d", round, i)
+					e.Revision = 0
+					upd[i] = e
+				}
+				if batched {
+					if _, err := s.UpdateEntries(b.Context(), admin, upd); err != nil {
+						b.Fatal(err)
+					}
+					continue
+				}
+				for _, e := range upd {
+					if _, err := s.UpdateEntry(b.Context(), admin, e); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
 }
 
 // fill creates n entries in batches.

@@ -29,6 +29,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"CreateEntriesAllOrNone", testCreateEntriesAllOrNone},
 		{"UpdateEntry", testUpdateEntry},
 		{"DeleteEntry", testDeleteEntry},
+		{"UpdateEntries", testUpdateEntries},
+		{"DeleteEntries", testDeleteEntries},
 		{"Revisions", testRevisions},
 		{"EntriesSince", testEntriesSince},
 		{"ListEntries", testListEntries},
