@@ -274,7 +274,7 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 	// Subscribe before reading, so no change between the read and the wait
 	// is missed.
 	wake, _ := s.hub.current()
-	live := s.live.add(c.id.String())
+	live := s.live.add(c.id.String(), c.agent.Serial)
 	defer s.live.remove(c.id.String(), live)
 	st := &syncState{revision: req.GetRevision()}
 	first, err := s.initial(ctx, c, st)
@@ -335,7 +335,7 @@ func (s *Server) stillCurrent(ctx context.Context, c *caller) error {
 	case a.Banned:
 		return bannedError(c.id.String())
 	case a.Serial != c.agent.Serial:
-		return status.Error(codes.Unauthenticated, "sync: agent SVID was renewed: sync again with the current SVID")
+		return renewedError()
 	}
 	return nil
 }
