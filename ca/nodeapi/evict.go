@@ -26,17 +26,18 @@ type liveStreams struct {
 	m  map[string]map[*liveStream]struct{}
 }
 
-// liveStream is one open Sync stream; done closes once err says why it
-// must end.
+// liveStream is one open Sync stream of an agent with the SVID of serial;
+// done closes once err says why it must end.
 type liveStream struct {
-	done chan struct{}
-	err  error
+	serial string
+	done   chan struct{}
+	err    error
 }
 
 func newLiveStreams() *liveStreams { return &liveStreams{m: map[string]map[*liveStream]struct{}{}} }
 
-func (l *liveStreams) add(agentID string) *liveStream {
-	ls := &liveStream{done: make(chan struct{})}
+func (l *liveStreams) add(agentID, serial string) *liveStream {
+	ls := &liveStream{serial: serial, done: make(chan struct{})}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.m[agentID] == nil {
@@ -79,17 +80,43 @@ func (l *liveStreams) end(agentID string, err error) int {
 	return n
 }
 
+// endRenewed ends the open streams of agentID opened with an SVID other
+// than the one of serial, with err.
+func (l *liveStreams) endRenewed(agentID, serial string, err error) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for ls := range l.m[agentID] {
+		if ls.serial != serial {
+			ls.err = err
+			close(ls.done)
+			delete(l.m[agentID], ls)
+			n++
+		}
+	}
+	if len(l.m[agentID]) == 0 {
+		delete(l.m, agentID)
+	}
+	return n
+}
+
 // agentPage is how many agent records endGoneAgents reads per store call.
 const agentPage = 1000
 
 // endGoneAgents ends the Sync streams of every connected agent that was
-// evicted or banned, with one read of the agent records.
+// evicted or banned, and those opened with an agent SVID since renewed,
+// with one read of the agent records. A renewed agent's stream is thus
+// ended within about a second, whether or not a change concerns it (Sync
+// checks the agent record only before sending), so that the agent does
+// not resume only when a change it must have at once (a new CA key)
+// arrives.
 func (s *Server) endGoneAgents(ctx context.Context) error {
 	ids := s.live.agents()
 	if len(ids) == 0 {
 		return nil
 	}
 	banned := make(map[string]bool, len(ids))
+	serials := make(map[string]string, len(ids))
 	for f := (store.AgentFilter{Limit: agentPage}); ; {
 		page, err := s.cfg.Store.ListAgents(ctx, f)
 		if err != nil {
@@ -97,6 +124,7 @@ func (s *Server) endGoneAgents(ctx context.Context) error {
 		}
 		for _, a := range page {
 			banned[a.ID] = a.Banned
+			serials[a.ID] = a.Serial
 		}
 		if len(page) < f.Limit {
 			break
@@ -112,6 +140,9 @@ func (s *Server) endGoneAgents(ctx context.Context) error {
 		case b:
 			err = bannedError(id)
 		default:
+			if n := s.live.endRenewed(id, serials[id], renewedError()); n > 0 {
+				s.log.DebugContext(ctx, "sync streams of a renewed agent ended", "agent_id", id, "streams", n)
+			}
 			continue
 		}
 		if n := s.live.end(id, err); n > 0 {
@@ -126,6 +157,10 @@ func (s *Server) endGoneAgents(ctx context.Context) error {
 func evictedError(id string) error {
 	return status.Errorf(codes.PermissionDenied, "sync: agent %s was evicted: it must attest again "+
 		"(a join-token agent needs a new token from `sigil token create`)", id)
+}
+
+func renewedError() error {
+	return status.Error(codes.Unauthenticated, "sync: agent SVID was renewed: sync again with the current SVID")
 }
 
 func bannedError(id string) error {

@@ -12,6 +12,7 @@ type metrics struct {
 	signed  *prometheus.CounterVec // kind, result
 	streams prometheus.Gauge
 	pushes  prometheus.Counter
+	reads   *prometheus.CounterVec // read
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -31,9 +32,16 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		pushes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sigil_node_sync_pushes_total", Help: "Sync responses sent after a change.",
 		}),
+		reads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sigil_node_sync_reads_total",
+			Help: "How Sync streams learnt what a change means for their agent: shared (Run's change summary, no store read), summary (a summary of their own, having fallen behind), page (a page of their agent's changed entries), full (their agent's whole set, after an overflow or a node alias change).",
+		}, []string{"read"}),
+	}
+	for _, r := range []string{"shared", "summary", "page", "full"} {
+		m.reads.WithLabelValues(r)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.attest, m.authn, m.signed, m.streams, m.pushes} {
+		for _, c := range []prometheus.Collector{m.attest, m.authn, m.signed, m.streams, m.pushes, m.reads} {
 			if err := reg.Register(c); err != nil {
 				var are prometheus.AlreadyRegisteredError
 				if errors.As(err, &are) {

@@ -21,7 +21,8 @@ import (
 type Store interface {
 	GetEntry(ctx context.Context, id string) (store.Entry, error)
 	ListEntries(ctx context.Context, f store.EntryFilter) ([]store.Entry, error)
-	EntriesSince(ctx context.Context, rev int64) (store.EntryChanges, error)
+	ChangeSummary(ctx context.Context, after int64, limit int) (store.ChangeSummary, error)
+	ChangedEntries(ctx context.Context, parents []string, after, upTo int64, limit int) ([]store.Entry, error)
 	Revision(ctx context.Context) (int64, error)
 
 	CreateAgent(ctx context.Context, actor string, a store.Agent) (store.Agent, error)
@@ -61,6 +62,14 @@ const (
 	DefaultSafetyPoll = 5 * time.Second
 	// DefaultAttestTimeout bounds one Attest call, challenges included.
 	DefaultAttestTimeout = 30 * time.Second
+	// DefaultChangeSummaryItems bounds the changed entries Run (and a Sync
+	// stream that fell behind it) names per read; past it every stream
+	// recomputes its agent's set instead.
+	DefaultChangeSummaryItems = 10000
+	// DefaultSyncPageItems bounds the changed entries one Sync stream
+	// reads from the store at a time; each page goes out as a response of
+	// its own, so the agent applies a bulk write page by page.
+	DefaultSyncPageItems = 5000
 )
 
 // Config configures a Server. TrustDomain, Store and CA are required.
@@ -86,9 +95,14 @@ type Config struct {
 	// DefaultSyncPartBytes.
 	SyncPartItems int
 	SyncPartBytes int
-	Now           func() time.Time      // default time.Now
-	Logger        *slog.Logger          // default: discard
-	Metrics       prometheus.Registerer // optional
+	// ChangeSummaryItems and SyncPageItems bound the store reads of Run
+	// and of Sync streams, at most store.MaxChangePage each. Defaults
+	// DefaultChangeSummaryItems and DefaultSyncPageItems.
+	ChangeSummaryItems int
+	SyncPageItems      int
+	Now                func() time.Time      // default time.Now
+	Logger             *slog.Logger          // default: discard
+	Metrics            prometheus.Registerer // optional
 }
 
 // Server implements nodev1.NodeServer.
@@ -127,6 +141,18 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.SyncPartBytes <= 0 {
 		cfg.SyncPartBytes = DefaultSyncPartBytes
+	}
+	for _, b := range []struct {
+		name string
+		v    *int
+		def  int
+	}{{"change summary items", &cfg.ChangeSummaryItems, DefaultChangeSummaryItems}, {"sync page items", &cfg.SyncPageItems, DefaultSyncPageItems}} {
+		if *b.v <= 0 {
+			*b.v = b.def
+		}
+		if *b.v > store.MaxChangePage {
+			return nil, fmt.Errorf("node api: %s %d over the store's page limit %d", b.name, *b.v, store.MaxChangePage)
+		}
 	}
 	if cfg.PollInterval <= 0 {
 		cfg.PollInterval = DefaultPollInterval

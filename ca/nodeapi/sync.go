@@ -23,6 +23,8 @@ import (
 // snapshot is what the watcher last saw.
 type snapshot struct {
 	revision  int64
+	from      int64        // changes covers the entry changes in (from, revision]
+	changes   *changeIndex // nil: unknown, each stream reads its own
 	bundles   []store.Bundle
 	bundleKey string // trust domains and sequences
 	tainted   []string
@@ -30,6 +32,29 @@ type snapshot struct {
 	taintKey  string
 	crls      [][]byte
 	crlKey    string // hash of crls
+}
+
+// changeIndex is a store.ChangeSummary indexed for the streams: each
+// looks up its agent's parents and the entries it holds instead of reading
+// the store.
+type changeIndex struct {
+	overflow bool                // too many changes to name: recompute every set
+	byParent map[string][]string // current parent -> changed entry IDs
+	parentOf map[string]string   // changed entry ID -> current parent, "" when deleted
+}
+
+func indexChanges(sum store.ChangeSummary) *changeIndex {
+	if sum.Overflow {
+		return &changeIndex{overflow: true}
+	}
+	x := &changeIndex{byParent: map[string][]string{}, parentOf: make(map[string]string, len(sum.Changed))}
+	for _, r := range sum.Changed {
+		x.parentOf[r.ID] = r.ParentID
+		if r.ParentID != "" {
+			x.byParent[r.ParentID] = append(x.byParent[r.ParentID], r.ID)
+		}
+	}
+	return x
 }
 
 // hub broadcasts changes: Run closes the current channel and makes a new
@@ -92,14 +117,16 @@ func (s *Server) Run(ctx context.Context) error {
 				s.log.ErrorContext(ctx, "node api: check for evicted and banned agents", "error", err)
 			}
 		}
-		if push {
-			// Before the read: a change committed after it closes wake.
-			wake = notifier.Changed()
-		}
 		var err error
 		if db == nil || !push || dirty || sinceDB >= safety {
+			if push {
+				// Just before the read, never without one: a change
+				// committed after the read closes wake; a channel taken
+				// again at a tick would lose one committed since.
+				wake = notifier.Changed()
+			}
 			var next *dbSnap
-			if next, err = s.pollStore(ctx); err == nil {
+			if next, err = s.pollStore(ctx, db); err == nil {
 				db, dirty, sinceDB = next, false, 0
 			}
 		}
@@ -137,20 +164,40 @@ func (s *Server) Run(ctx context.Context) error {
 // dbSnap is what the watcher last read from the store.
 type dbSnap struct {
 	revision  int64
+	from      int64
+	changes   *changeIndex
 	bundles   []store.Bundle
 	bundleKey string
 }
 
-func (s *Server) pollStore(ctx context.Context) (*dbSnap, error) {
-	rev, err := s.cfg.Store.Revision(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("read revision: %w", err)
+// pollStore reads the store after prev (nil at first): which entries
+// changed since prev's revision, once for all streams, and the bundles.
+func (s *Server) pollStore(ctx context.Context, prev *dbSnap) (*dbSnap, error) {
+	next := &dbSnap{}
+	if prev == nil {
+		// Streams opened so far read their own changes: start here.
+		rev, err := s.cfg.Store.Revision(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read revision: %w", err)
+		}
+		next.revision, next.from = rev, rev
+	} else {
+		sum, err := s.cfg.Store.ChangeSummary(ctx, prev.revision, s.cfg.ChangeSummaryItems)
+		if err != nil {
+			return nil, fmt.Errorf("read changes: %w", err)
+		}
+		next.revision, next.from, next.changes = sum.Revision, prev.revision, indexChanges(sum)
+		if sum.Revision < prev.revision {
+			// A restored store: no stream can go on from its revision.
+			next.from, next.changes = -1, nil
+		}
 	}
 	bundles, err := s.cfg.Store.ListBundles(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("list bundles: %w", err)
 	}
-	return &dbSnap{revision: rev, bundles: bundles, bundleKey: bundleKey(bundles)}, nil
+	next.bundles, next.bundleKey = bundles, bundleKey(bundles)
+	return next, nil
 }
 
 // withCA completes db with the CA's in-memory state.
@@ -159,6 +206,8 @@ func (s *Server) withCA(db *dbSnap) *snapshot {
 	crls := s.cfg.CA.CRLs()
 	return &snapshot{
 		revision:  db.revision,
+		from:      db.from,
+		changes:   db.changes,
 		bundles:   db.bundles,
 		bundleKey: db.bundleKey,
 		tainted:   tainted,
@@ -189,9 +238,9 @@ func bundleKey(bs []store.Bundle) string {
 // syncState is what one stream has told its agent.
 type syncState struct {
 	revision      int64
-	sent          map[string]bool // entry IDs the agent holds
-	aliasIDs      map[string]bool // SPIFFE IDs of matched node aliases
-	aliasEntryIDs map[string]bool // entry IDs of matched node aliases
+	sent          map[string]int64 // entry ID -> revision, of the entries the agent holds
+	aliasIDs      map[string]bool  // SPIFFE IDs of matched node aliases
+	aliasEntryIDs map[string]bool  // entry IDs of matched node aliases
 	bundleKey     string
 	taintKey      string
 	crlKey        string
@@ -199,10 +248,17 @@ type syncState struct {
 
 // Sync streams the agent's authorized entries, bundles and tainted keys:
 // first what changed after req.revision (everything when it is 0), then
-// each change Run sees. The stream ends when the agent's SVID expires,
-// within about a second once the agent is evicted or banned on any replica
-// (Run's watcher), or at the next change once the agent renewed (it
-// reconnects with its current SVID and its last revision).
+// each change Run sees that concerns the agent. The stream ends when the
+// agent's SVID expires, within about a second once the agent is evicted
+// or banned on any replica (Run's watcher), or at the next change for it
+// once the agent renewed (it reconnects with its current SVID and its last
+// revision).
+//
+// A change reaches a stream as Run's summary of which entries changed:
+// a stream whose agent holds none of them and has none under its parents
+// only moves on, without reading the store; one that does reads its own
+// changed entries, in pages of SyncPageItems, each sent as a response of
+// its own.
 func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) error {
 	ctx := stream.Context()
 	c, err := callerFrom(ctx)
@@ -218,7 +274,7 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 	// Subscribe before reading, so no change between the read and the wait
 	// is missed.
 	wake, _ := s.hub.current()
-	live := s.live.add(c.id.String())
+	live := s.live.add(c.id.String(), c.agent.Serial)
 	defer s.live.remove(c.id.String(), live)
 	st := &syncState{revision: req.GetRevision()}
 	first, err := s.initial(ctx, c, st)
@@ -245,20 +301,15 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 		if snap == nil {
 			continue
 		}
-		if err := s.stillCurrent(ctx, c); err != nil {
+		if err := s.incremental(ctx, c, st, snap, func(resp *nodev1.SyncResponse) error {
+			if err := s.send(stream, resp); err != nil {
+				return err
+			}
+			s.m.pushes.Inc()
+			return nil
+		}); err != nil {
 			return err
 		}
-		resp, err := s.incremental(ctx, c, st, snap)
-		if err != nil {
-			return err
-		}
-		if resp == nil {
-			continue
-		}
-		if err := s.send(stream, resp); err != nil {
-			return err
-		}
-		s.m.pushes.Inc()
 	}
 }
 
@@ -284,26 +335,27 @@ func (s *Server) stillCurrent(ctx context.Context, c *caller) error {
 	case a.Banned:
 		return bannedError(c.id.String())
 	case a.Serial != c.agent.Serial:
-		return status.Error(codes.Unauthenticated, "sync: agent SVID was renewed: sync again with the current SVID")
+		return renewedError()
 	}
 	return nil
 }
 
 // initial builds the first response. From revision 0 it is the full set;
-// from a later revision it is the changes, unless something was deleted or
-// a node alias changed since, or the revision is ahead of the store's (then
-// which entries the agent lost cannot be told from the changes alone, and
-// the full set is sent instead).
+// from a later revision it is the agent's changed entries (and the IDs of
+// other changed entries, which the agent may have held), unless something
+// was deleted, a node alias changed, more changed than a summary holds, or
+// the revision is ahead of the store's: then which entries the agent lost
+// cannot be told from the changes alone, and the full set is sent instead.
 func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1.SyncResponse, error) {
 	// The revision is read before the set, so a change in between is sent
-	// again by the next incremental response, never missed. From revision
-	// 0 the changes themselves are not needed: the whole set goes out.
-	var changes store.EntryChanges
+	// again by the next incremental response, never missed.
+	var sum store.ChangeSummary
 	var err error
 	if st.revision == 0 {
-		changes.Revision, err = s.cfg.Store.Revision(ctx)
+		sum.Revision, err = s.cfg.Store.Revision(ctx)
 	} else {
-		changes, err = s.cfg.Store.EntriesSince(ctx, st.revision)
+		sum, err = s.cfg.Store.ChangeSummary(ctx, st.revision, s.cfg.ChangeSummaryItems)
+		s.m.reads.WithLabelValues("summary").Inc()
 	}
 	if err != nil {
 		return nil, s.syncStoreErr(ctx, c, err)
@@ -320,7 +372,7 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1
 	tainted, revoked := s.cfg.CA.TaintedX509()
 	crls := s.cfg.CA.CRLs()
 	resp := &nodev1.SyncResponse{
-		Revision:          changes.Revision,
+		Revision:          sum.Revision,
 		Bundles:           apiconv.BundlesToProto(bundles),
 		TaintedX509KeyIds: tainted,
 		RevokedX509KeyIds: revoked,
@@ -331,38 +383,38 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1
 	st.bundleKey = bundleKey(bundles)
 	st.taintKey = strings.Join(tainted, ",") + "|" + strings.Join(revoked, ",")
 	st.aliasIDs, st.aliasEntryIDs = set.aliasIDs, set.aliasEntryIDs
-	st.sent = make(map[string]bool, len(set.entries))
-	authorized := make(map[string]bool, len(set.entries))
+	st.sent = make(map[string]int64, len(set.entries))
 	for _, e := range set.entries {
-		authorized[e.ID] = true
-		st.sent[e.ID] = true
+		st.sent[e.ID] = e.Revision
 	}
-	// A revision ahead of the store's (a restored database) cannot be
-	// resumed from either.
-	full := st.revision == 0 || st.revision > changes.Revision || len(changes.Deleted) > 0 ||
-		slices.ContainsFunc(changes.Updated, func(e store.Entry) bool { return e.ParentID == s.caID })
+	full := st.revision == 0 || st.revision > sum.Revision || sum.Overflow ||
+		slices.ContainsFunc(sum.Changed, func(r store.EntryRef) bool { return r.ParentID == "" || r.ParentID == s.caID })
 	if full {
 		resp.Full = true
 		for _, e := range set.entries {
 			resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
 		}
 	} else {
-		for _, e := range changes.Updated {
-			if authorized[e.ID] {
+		for _, e := range set.entries {
+			if e.Revision > st.revision {
 				resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
-			} else {
-				// It may have been the agent's before this change.
-				resp.DeletedEntryIds = append(resp.DeletedEntryIds, e.ID)
 			}
 		}
+		for _, r := range sum.Changed {
+			if _, ok := st.sent[r.ID]; !ok {
+				// It may have been the agent's before this change.
+				resp.DeletedEntryIds = append(resp.DeletedEntryIds, r.ID)
+			}
+		}
+		slices.Sort(resp.DeletedEntryIds)
 	}
-	st.revision = changes.Revision
+	st.revision = sum.Revision
 	return resp, nil
 }
 
-// incremental builds the response to a change, or nil when nothing the
-// agent cares about changed.
-func (s *Server) incremental(ctx context.Context, c *caller, st *syncState, snap *snapshot) (*nodev1.SyncResponse, error) {
+// incremental sends (through send) what snap means for the agent, nothing
+// when nothing it cares about changed.
+func (s *Server) incremental(ctx context.Context, c *caller, st *syncState, snap *snapshot, send func(*nodev1.SyncResponse) error) error {
 	resp := &nodev1.SyncResponse{}
 	changed := false
 	if snap.bundleKey != st.bundleKey {
@@ -380,73 +432,179 @@ func (s *Server) incremental(ctx context.Context, c *caller, st *syncState, snap
 		st.crlKey = snap.crlKey
 		changed = true
 	}
+	checked := false
+	check := func() error {
+		if checked {
+			return nil
+		}
+		checked = true
+		return s.stillCurrent(ctx, c)
+	}
 	if snap.revision > st.revision {
-		changes, err := s.cfg.Store.EntriesSince(ctx, st.revision)
-		if err != nil {
-			return nil, s.syncStoreErr(ctx, c, err)
+		x, upTo := snap.changes, snap.revision
+		if snap.from != st.revision || x == nil {
+			// Behind Run's summary (or ahead of a restored store): read
+			// one of our own.
+			sum, err := s.cfg.Store.ChangeSummary(ctx, st.revision, s.cfg.ChangeSummaryItems)
+			if err != nil {
+				return s.syncStoreErr(ctx, c, err)
+			}
+			s.m.reads.WithLabelValues("summary").Inc()
+			x, upTo = indexChanges(sum), sum.Revision
+			if sum.Revision < st.revision {
+				x = &changeIndex{overflow: true}
+			}
+		} else {
+			s.m.reads.WithLabelValues("shared").Inc()
 		}
-		if err := s.applyChanges(ctx, c, st, changes, resp); err != nil {
-			return nil, err
+		if mine, ok := s.touched(st, c, x); ok {
+			if err := check(); err != nil {
+				return err
+			}
+			if err := s.entryChanges(ctx, c, st, x, mine, upTo, resp, send); err != nil {
+				return err
+			}
+			return nil
 		}
-		st.revision = changes.Revision
-		changed = changed || len(resp.Entries) > 0 || len(resp.DeletedEntryIds) > 0
+		st.revision = upTo
 	}
 	resp.Revision = st.revision
 	if !changed {
-		return nil, nil
-	}
-	return resp, nil
-}
-
-// applyChanges adds to resp what changes mean for this agent, keeping st's
-// view of what the agent holds.
-func (s *Server) applyChanges(ctx context.Context, c *caller, st *syncState, changes store.EntryChanges, resp *nodev1.SyncResponse) error {
-	aliasChanged := slices.ContainsFunc(changes.Updated, func(e store.Entry) bool { return e.ParentID == s.caID }) ||
-		slices.ContainsFunc(changes.Deleted, func(id string) bool { return st.aliasEntryIDs[id] })
-	if aliasChanged {
-		// Which aliases the agent matches may have changed: recompute the
-		// whole set and send the difference.
-		set, err := s.authorizer(c.agent).all(ctx)
-		if err != nil {
-			return s.syncStoreErr(ctx, c, err)
-		}
-		updated := make(map[string]bool, len(changes.Updated))
-		for _, e := range changes.Updated {
-			updated[e.ID] = true
-		}
-		now := make(map[string]bool, len(set.entries))
-		for _, e := range set.entries {
-			now[e.ID] = true
-			if !st.sent[e.ID] || updated[e.ID] {
-				resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
-			}
-		}
-		for id := range st.sent {
-			if !now[id] {
-				resp.DeletedEntryIds = append(resp.DeletedEntryIds, id)
-			}
-		}
-		slices.Sort(resp.DeletedEntryIds)
-		st.sent, st.aliasIDs, st.aliasEntryIDs = now, set.aliasIDs, set.aliasEntryIDs
 		return nil
 	}
-	for _, e := range changes.Updated {
-		mine := (e.ParentID == c.id.String() || st.aliasIDs[e.ParentID]) && !reserved(e.SPIFFEID)
-		switch {
-		case mine:
-			resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
-			st.sent[e.ID] = true
-		case st.sent[e.ID]:
-			resp.DeletedEntryIds = append(resp.DeletedEntryIds, e.ID)
-			delete(st.sent, e.ID)
+	if err := check(); err != nil {
+		return err
+	}
+	return send(resp)
+}
+
+// touched reports whether x concerns the agent: a change under one of
+// its parents (returned), of an entry it holds, or of its node aliases.
+func (s *Server) touched(st *syncState, c *caller, x *changeIndex) ([]string, bool) {
+	mine := make([]string, 0, 1+len(st.aliasIDs))
+	mine = append(mine, c.id.String())
+	for id := range st.aliasIDs {
+		mine = append(mine, id)
+	}
+	if x.overflow || len(x.byParent[s.caID]) > 0 {
+		return mine, true
+	}
+	for _, p := range mine {
+		if len(x.byParent[p]) > 0 {
+			return mine, true
 		}
 	}
-	for _, id := range changes.Deleted {
-		if st.sent[id] {
+	// Whichever is smaller: the entries the agent holds or those changed.
+	if len(st.sent) <= len(x.parentOf) {
+		for id := range st.sent {
+			if _, ok := x.parentOf[id]; ok {
+				return mine, true
+			}
+		}
+		return mine, false
+	}
+	for id := range x.parentOf {
+		if _, ok := st.sent[id]; ok {
+			return mine, true
+		}
+	}
+	return mine, false
+}
+
+// entryChanges sends what x, the changes in (st.revision, upTo], means for
+// the agent whose parents are mine: the first response (resp, which may
+// carry bundles and keys) names the entries it lost; the changed entries
+// under its parents follow page by page, each response at the revision of
+// its last entry (the last one at upTo), so that an agent that resumes
+// from any of them misses nothing. After an overflow, a node alias change
+// or with more aliases than one read takes, the agent's whole set is read
+// and compared with what it holds instead.
+func (s *Server) entryChanges(ctx context.Context, c *caller, st *syncState, x *changeIndex, mine []string, upTo int64, resp *nodev1.SyncResponse, send func(*nodev1.SyncResponse) error) error {
+	aliasChanged := x.overflow || len(x.byParent[s.caID]) > 0 || len(mine) > store.MaxChangedParents
+	for id := range st.aliasEntryIDs {
+		if _, ok := x.parentOf[id]; ok {
+			aliasChanged = true
+		}
+	}
+	if aliasChanged {
+		s.m.reads.WithLabelValues("full").Inc()
+		if err := s.diffAll(ctx, c, st, resp); err != nil {
+			return err
+		}
+		st.revision = upTo
+		resp.Revision = upTo
+		return send(resp)
+	}
+	isMine := make(map[string]bool, len(mine))
+	for _, p := range mine {
+		isMine[p] = true
+	}
+	for id := range st.sent {
+		if p, ok := x.parentOf[id]; ok && !isMine[p] {
+			// Deleted (p == "") or moved to another parent.
 			resp.DeletedEntryIds = append(resp.DeletedEntryIds, id)
 			delete(st.sent, id)
 		}
 	}
+	slices.Sort(resp.DeletedEntryIds)
+	under := false
+	for _, p := range mine {
+		under = under || len(x.byParent[p]) > 0
+	}
+	after := st.revision
+	for under {
+		page, err := s.cfg.Store.ChangedEntries(ctx, mine, after, upTo, s.cfg.SyncPageItems)
+		if err != nil {
+			return s.syncStoreErr(ctx, c, err)
+		}
+		s.m.reads.WithLabelValues("page").Inc()
+		for _, e := range page {
+			after = e.Revision
+			if reserved(e.SPIFFEID) {
+				if _, held := st.sent[e.ID]; held {
+					resp.DeletedEntryIds = append(resp.DeletedEntryIds, e.ID)
+					delete(st.sent, e.ID)
+				}
+				continue
+			}
+			resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
+			st.sent[e.ID] = e.Revision
+		}
+		if len(page) < s.cfg.SyncPageItems {
+			break
+		}
+		// More may follow: this page brings the agent to its last entry.
+		resp.Revision, st.revision = after, after
+		if err := send(resp); err != nil {
+			return err
+		}
+		resp = &nodev1.SyncResponse{}
+	}
+	st.revision, resp.Revision = upTo, upTo
+	return send(resp)
+}
+
+// diffAll reads the agent's whole authorized set and adds to resp how it
+// differs from what the agent holds.
+func (s *Server) diffAll(ctx context.Context, c *caller, st *syncState, resp *nodev1.SyncResponse) error {
+	set, err := s.authorizer(c.agent).all(ctx)
+	if err != nil {
+		return s.syncStoreErr(ctx, c, err)
+	}
+	now := make(map[string]int64, len(set.entries))
+	for _, e := range set.entries {
+		now[e.ID] = e.Revision
+		if rev, held := st.sent[e.ID]; !held || rev != e.Revision {
+			resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
+		}
+	}
+	for id := range st.sent {
+		if _, ok := now[id]; !ok {
+			resp.DeletedEntryIds = append(resp.DeletedEntryIds, id)
+		}
+	}
+	slices.Sort(resp.DeletedEntryIds)
+	st.sent, st.aliasIDs, st.aliasEntryIDs = now, set.aliasIDs, set.aliasEntryIDs
 	return nil
 }
 

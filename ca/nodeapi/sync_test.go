@@ -306,9 +306,10 @@ func TestSyncEndsAtOnceWhenAgentRemoved(t *testing.T) {
 	tests := []struct {
 		name   string
 		remove func(e *env, id string) error
+		code   codes.Code
 		want   string
 	}{
-		{"evict", func(e *env, id string) error { return e.store.DeleteAgent(e.ctx, "test", id) }, "was evicted: it must attest again"},
+		{"evict", func(e *env, id string) error { return e.store.DeleteAgent(e.ctx, "test", id) }, codes.PermissionDenied, "was evicted: it must attest again"},
 		{"ban", func(e *env, id string) error {
 			rec, err := e.store.GetAgent(e.ctx, id)
 			if err != nil {
@@ -317,7 +318,18 @@ func TestSyncEndsAtOnceWhenAgentRemoved(t *testing.T) {
 			rec.Banned, rec.Serial = true, ""
 			_, err = e.store.UpdateAgent(e.ctx, "test", rec)
 			return err
-		}, "is banned"},
+		}, codes.PermissionDenied, "is banned"},
+		// Renewed on any replica: the stream of the old SVID ends without
+		// waiting for a change that concerns the agent.
+		{"renew", func(e *env, id string) error {
+			rec, err := e.store.GetAgent(e.ctx, id)
+			if err != nil {
+				return err
+			}
+			rec.Serial = "0123456789abcdef"
+			_, err = e.store.UpdateAgent(e.ctx, "test", rec)
+			return err
+		}, codes.Unauthenticated, "was renewed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -331,7 +343,7 @@ func TestSyncEndsAtOnceWhenAgentRemoved(t *testing.T) {
 			if err := tt.remove(e, a.id); err != nil {
 				t.Fatal(err)
 			}
-			wantCode(t, s.end(t), codes.PermissionDenied, tt.want)
+			wantCode(t, s.end(t), tt.code, tt.want)
 			t.Logf("%s: stream ended %s after the store change", tt.name, time.Since(start))
 			// The other agent's stream stays open and keeps working.
 			en := e.entry(t, "spiffe://example.org/still-synced", other.id)

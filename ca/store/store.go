@@ -63,6 +63,29 @@ type EntryChanges struct {
 	Deleted  []string
 }
 
+// EntryRef names a changed entry: ParentID is its parent now, or "" when
+// the entry was deleted.
+type EntryRef struct {
+	ID       string
+	ParentID string
+}
+
+// ChangeSummary is which entries changed in (After, Revision], without
+// their contents: Changed is nil and Overflow set when more changed than
+// the caller's limit.
+type ChangeSummary struct {
+	After    int64
+	Revision int64 // the store's current global revision
+	Changed  []EntryRef
+	Overflow bool
+}
+
+// MaxChangePage bounds the limit of one ChangeSummary or ChangedEntries call.
+const MaxChangePage = 100000
+
+// MaxChangedParents bounds the parents of one ChangedEntries call.
+const MaxChangedParents = 1000
+
 // Agent is an attested node agent.
 type Agent struct {
 	ID              string // spiffe://td/sigil/agent/<attestor>/<id>
@@ -136,6 +159,14 @@ type Entries interface {
 	EntriesSince(ctx context.Context, rev int64) (EntryChanges, error)
 	// Revision returns the current global revision (0 when nothing was ever written).
 	Revision(ctx context.Context) (int64, error)
+	// ChangeSummary returns which entries changed after revision after,
+	// read from one snapshot: at most limit (1 to MaxChangePage) of them,
+	// or none and Overflow when more changed.
+	ChangeSummary(ctx context.Context, after int64, limit int) (ChangeSummary, error)
+	// ChangedEntries returns the entries under one of parents (at most
+	// MaxChangedParents) whose revision is in (after, upTo], ordered by
+	// revision, at most limit (1 to MaxChangePage) of them.
+	ChangedEntries(ctx context.Context, parents []string, after, upTo int64, limit int) ([]Entry, error)
 }
 
 // Agents keeps attested agents.
