@@ -32,6 +32,7 @@ type File struct {
 	K8sPSAT         *K8sPSATFile `yaml:"k8s_psat"`          // or node attestation with the pod's projected service account token (Kubernetes)
 	WorkloadKeyType string       `yaml:"workload_key_type"` // keys made for workloads: ec-p256 (default) | ec-p384 | rsa-2048
 	HealthAddress   string       `yaml:"health_address"`    // /live, /ready, /metrics; empty disables
+	PProf           bool         `yaml:"pprof"`             // also serve /debug/pprof/ on health_address
 	Limits          LimitsFile   `yaml:"limits"`            // what callers of the socket may hold; past a limit a call is refused with ResourceExhausted naming it
 	// WorkloadAttestors adds attestors beside unix (always on).
 	WorkloadAttestors WorkloadAttestorsFile `yaml:"workload_attestors"`
@@ -97,6 +98,7 @@ type Config struct {
 	K8sPSAT         *K8sPSAT
 	WorkloadKeyType KeyType
 	HealthAddress   string // /live, /ready, /metrics; "" disables
+	PProf           bool   // also serve /debug/pprof/ on HealthAddress
 	Limits          Limits
 	// K8s, if set, turns on the k8s workload attestor.
 	K8s *K8s
@@ -232,6 +234,10 @@ func (f File) Validate() (Config, error) {
 		}
 	}
 	cfg.HealthAddress = f.HealthAddress
+	if f.PProf && f.HealthAddress == "" {
+		return cfg, errors.New("pprof: needs health_address")
+	}
+	cfg.PProf = f.PProf
 	lim, err := f.Limits.validate()
 	if err != nil {
 		return cfg, err

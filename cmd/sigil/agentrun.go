@@ -52,7 +52,7 @@ func newAgentRunCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			runs, err := withHealth(health.Config{Address: cfg.HealthAddress, Ready: a.Ready, Gatherer: reg, Logger: logger}, a.Run)
+			runs, err := withHealth(health.Config{Address: cfg.HealthAddress, Ready: a.Ready, Gatherer: reg, PProf: cfg.PProf, Logger: logger}, a.Run)
 			if err != nil {
 				return err
 			}
