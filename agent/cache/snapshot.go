@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"unique"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -166,7 +167,7 @@ func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 			dropped++
 			continue
 		}
-		e.svid, e.caKeyID = h, keyID
+		e.svid, e.caKey = h, unique.Make(keyID)
 		e.jitter = c.cfg.Rand()
 		e.rotateAt = RotateAt(svid.Certificates[0].NotBefore, svid.Certificates[0].NotAfter, e.jitter)
 		e.validFrom, e.validUntil = from, until
