@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -48,6 +49,9 @@ func newAgentRunCmd() *cobra.Command {
 				cfg.JoinToken = joinToken
 			}
 			logger, reg := newLogger(cmd), newRegistry()
+			if os.Getenv("GOGC") == "" {
+				debug.SetGCPercent(cfg.GCPercent)
+			}
 			a, err := buildAgent(cmd.Context(), cfg, logger, reg)
 			if err != nil {
 				return err
