@@ -24,9 +24,14 @@ import (
 // AgentRSS is the resident set of one real `sigil agent run` holding SVIDs.
 type AgentRSS struct {
 	SVIDs       int
-	RSS         int64         // after every SVID is held and a GC cycle or two ran
-	PerThousand float64       // MB per 1,000 SVIDs above the agent holding none
-	Minted      time.Duration // from start to every SVID held
+	RSS         int64   // after every SVID is held and a GC cycle or two ran
+	PerThousand float64 // MB per 1,000 SVIDs above the agent holding none
+	// Anon is the anonymous part of RSS (heap, stacks): the binary's file
+	// pages, which vary by some 20 MB from one start to the next with the
+	// page cache, are left out.
+	Anon            int64
+	PerThousandAnon float64
+	Minted          time.Duration // from start to every SVID held
 	// Go's own account of the same moment, from the agent's /metrics.
 	HeapInuse int64 // spans holding objects, live or not yet swept
 	HeapIdle  int64 // idle spans not yet returned to the OS
@@ -108,9 +113,10 @@ func MeasureAgentRSS(ctx context.Context, sigil, dir, heapDir string, sizes []in
 		}
 		if len(out) > 0 && n > 0 {
 			r.PerThousand = float64(r.RSS-out[0].RSS) / (1 << 20) / (float64(n) / 1000)
+			r.PerThousandAnon = float64(r.Anon-out[0].Anon) / (1 << 20) / (float64(n) / 1000)
 		}
-		logf("agent with %d SVIDs: RSS %d MB, %.2f MB per 1,000 (minted in %s); Go heap in use %d MB, idle not released %d MB, stacks %d MB",
-			n, r.RSS>>20, r.PerThousand, r.Minted.Round(time.Millisecond), r.HeapInuse>>20, r.HeapIdle>>20, r.Stacks>>20)
+		logf("agent with %d SVIDs: RSS %d MB, %.2f MB per 1,000 (anonymous %d MB, %.2f MB per 1,000; minted in %s); Go heap in use %d MB, idle not released %d MB, stacks %d MB",
+			n, r.RSS>>20, r.PerThousand, r.Anon>>20, r.PerThousandAnon, r.Minted.Round(time.Millisecond), r.HeapInuse>>20, r.HeapIdle>>20, r.Stacks>>20)
 		out = append(out, r)
 	}
 	return out, nil
@@ -160,7 +166,7 @@ func measureAgent(ctx context.Context, sigil, confFile, health, heapFile string,
 	if err != nil {
 		return r, err
 	}
-	r.RSS = s.rss
+	r.RSS, r.Anon = s.rss, s.anon
 	m, err := goMemory(health)
 	if err != nil {
 		return r, err
