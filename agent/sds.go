@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 
+	"github.com/sigilhq/sigil/agent/attest"
 	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/peercred"
 	"github.com/sigilhq/sigil/agent/workloadapi"
@@ -15,7 +16,10 @@ import (
 	"github.com/sigilhq/sigil/sds"
 )
 
-var _ sds.Source = (*cache.Cache)(nil)
+var (
+	_ sds.Source  = (*cache.Cache)(nil)
+	_ sds.Watcher = sdsAttestor{}
+)
 
 // SDS returns a SocketConfig.Register hook that serves Envoy SDS v3 on the
 // agent's socket from the same cache as the Workload API. The calling Envoy
@@ -46,4 +50,15 @@ func (a sdsAttestor) Attest(ctx context.Context) ([]selector.Selector, error) {
 		return nil, errors.New("no peer credentials: SDS is served only on the agent's unix socket")
 	}
 	return a.att.Attest(ctx, info)
+}
+
+// Watch passes the workload attestor's watch of the caller on to SDS
+// streams (sds.Watcher), so that they attest again when its pod goes.
+func (a sdsAttestor) Watch(ctx context.Context) (<-chan struct{}, func()) {
+	info, ok := peercred.FromContext(ctx)
+	w, isWatcher := a.att.(attest.Watcher)
+	if !ok || !isWatcher {
+		return nil, func() {}
+	}
+	return w.Watch(info)
 }

@@ -203,6 +203,15 @@ func (s *Server) attest(ctx context.Context, log *slog.Logger) (selector.Set, er
 	return selector.NewSet(sels...), nil
 }
 
+// watchCaller watches the caller of ctx for changes to its selectors, if
+// the attestor can tell.
+func (s *Server) watchCaller(ctx context.Context) (<-chan struct{}, func()) {
+	if w, ok := s.attestor.(Watcher); ok {
+		return w.Watch(ctx)
+	}
+	return nil, func() {}
+}
+
 // checkNames bounds what a caller may ask for.
 func checkNames(lists ...[]string) error {
 	total := 0

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"maps"
 	"slices"
 	"strconv"
 	"time"
@@ -97,6 +98,8 @@ func versionOf(pairs [][2]string) string {
 // subscription, onRequest/onUpdate followed by send after each event.
 func serve[Req any](ctx context.Context, s *Server, c *streamCore, recv func() (Req, error),
 	onRequest func(Req) error, send func() error) error {
+	changed, stopWatch := s.watchCaller(ctx) // before attesting: no change is missed
+	defer func() { stopWatch() }()
 	sels, err := s.attest(ctx, c.log)
 	if err != nil {
 		return err
@@ -104,7 +107,7 @@ func serve[Req any](ctx context.Context, s *Server, c *streamCore, recv func() (
 	s.m.streams.WithLabelValues(c.mode).Inc()
 	defer s.m.streams.WithLabelValues(c.mode).Dec()
 	sub := s.source.Subscribe(sels)
-	defer sub.Close()
+	defer func() { sub.Close() }()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -163,6 +166,24 @@ func serve[Req any](ctx context.Context, s *Server, c *streamCore, recv func() (
 			if err := onRequest(req); err != nil {
 				return err
 			}
+		case <-changed:
+			stopWatch()
+			changed, stopWatch = s.watchCaller(ctx)
+			next, err := s.attest(ctx, c.log)
+			if err != nil {
+				c.log.Info("sds stream ended: its caller is no longer attested")
+				return err
+			}
+			if maps.Equal(next, sels) {
+				continue
+			}
+			// The new subscription's first update replaces the snapshot:
+			// names the caller no longer holds go from the next response.
+			c.log.Info("sds stream follows its caller's new selectors")
+			sub.Close()
+			sels, sub = next, s.source.Subscribe(next)
+			updates = sub.Updates()
+			continue
 		case u, ok := <-updates:
 			if !ok {
 				return status.Error(codes.Unavailable, "sds: identity source closed")

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sigilhq/sigil/agent/attest"
 	"github.com/sigilhq/sigil/agent/attest/k8s"
@@ -64,3 +65,55 @@ func TestChain(t *testing.T) {
 }
 
 func contains(err, want error) bool { return strings.Contains(err.Error(), want.Error()) }
+
+// watching is an attestor that is also a Watcher on its own channel.
+type watching struct {
+	fixed
+	ch      chan struct{}
+	stopped *int
+}
+
+func (w watching) Watch(peercred.Info) (<-chan struct{}, func()) {
+	return w.ch, func() { *w.stopped++ }
+}
+
+func TestChainWatch(t *testing.T) {
+	info := peercred.Info{PID: int32(os.Getpid())}
+	plain := fixed{sels: []string{"unix:uid:0"}}
+	if ch, stop := (attest.Chain{plain}).Watch(info); ch != nil {
+		t.Fatal("a chain without watchers gave a channel")
+	} else {
+		stop()
+	}
+
+	var stopped int
+	a := watching{fixed: plain, ch: make(chan struct{}), stopped: &stopped}
+	b := watching{fixed: plain, ch: make(chan struct{}), stopped: &stopped}
+	ch, stop := (attest.Chain{plain, a}).Watch(info)
+	if ch != (<-chan struct{})(a.ch) {
+		t.Fatal("a chain with one watcher did not pass its channel on")
+	}
+	stop()
+	if stopped != 1 {
+		t.Fatalf("stop released %d watches, want 1", stopped)
+	}
+
+	stopped = 0
+	ch, stop = (attest.Chain{a, plain, b}).Watch(info)
+	select {
+	case <-ch:
+		t.Fatal("combined channel closed before any change")
+	default:
+	}
+	close(b.ch)
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("combined channel not closed after one watcher's change")
+	}
+	stop()
+	stop()
+	if stopped != 2 {
+		t.Fatalf("stop released %d watches, want 2 (once each)", stopped)
+	}
+}

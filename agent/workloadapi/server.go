@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/sigilhq/sigil/agent/attest"
 	"github.com/sigilhq/sigil/agent/peercred"
 	"github.com/sigilhq/sigil/internal/selector"
 	"github.com/sigilhq/sigil/internal/workload"
@@ -38,7 +39,11 @@ const (
 	MaxTokenLen    = 16 << 10
 )
 
-// Attestor finds the selectors of the process behind a connection.
+// Attestor finds the selectors of the process behind a connection. An
+// error matching attest.ErrRefused refuses the caller (PermissionDenied,
+// with the error's text); any other is the agent's own failure. An
+// Attestor that is also an attest.Watcher makes open streams attest their
+// caller again when it says the caller's selectors may have changed.
 type Attestor interface {
 	Attest(ctx context.Context, info peercred.Info) ([]selector.Selector, error)
 }
@@ -109,26 +114,56 @@ var errNoIdentity = status.Error(codes.PermissionDenied, workload.ErrNoIdentity.
 // attest checks the security header and attests the caller. The error is a
 // gRPC status.
 func (s *Server) attest(ctx context.Context, method string) (selector.Set, error) {
-	if err := checkHeader(ctx); err != nil {
+	info, err := s.caller(ctx, method)
+	if err != nil {
 		return nil, err
+	}
+	return s.attestCaller(ctx, method, info)
+}
+
+// caller checks the security header and returns the caller's peer
+// credentials. The error is a gRPC status.
+func (s *Server) caller(ctx context.Context, method string) (peercred.Info, error) {
+	if err := checkHeader(ctx); err != nil {
+		return peercred.Info{}, err
 	}
 	info, ok := peercred.FromContext(ctx)
 	if !ok {
 		s.log.Error("workload api call without peer credentials; is the server made with ServerOptions?", "method", method)
-		return nil, status.Error(codes.Internal, "caller could not be identified")
+		return peercred.Info{}, status.Error(codes.Internal, "caller could not be identified")
 	}
+	return info, nil
+}
+
+// attestCaller attests info. The error is a gRPC status: PermissionDenied
+// with the attestor's reason for a refused caller, Unauthenticated for one
+// that exited, Internal for the agent's own failure.
+func (s *Server) attestCaller(ctx context.Context, method string, info peercred.Info) (selector.Set, error) {
 	sels, err := s.att.Attest(ctx, info)
 	if err != nil {
 		s.log.Warn("workload attestation failed", "method", method, "pid", info.PID, "uid", info.UID, "error", err)
-		if errors.Is(err, peercred.ErrExited) {
+		switch {
+		case errors.Is(err, peercred.ErrExited):
 			return nil, status.Error(codes.Unauthenticated, "caller exited during attestation")
-		}
-		if ctx.Err() != nil {
+		case ctx.Err() != nil:
 			return nil, status.FromContextError(ctx.Err()).Err()
+		case errors.Is(err, attest.ErrRefused):
+			// The attestor's reason names pods and containers, never a
+			// path or a secret: the caller may read it.
+			return nil, status.Error(codes.PermissionDenied, "workload attestation refused: "+err.Error())
 		}
 		return nil, status.Error(codes.Internal, "workload attestation failed")
 	}
 	return selector.NewSet(sels...), nil
+}
+
+// watchCaller starts watching the attestor for changes to info's
+// selectors; a nil channel if it cannot tell.
+func (s *Server) watchCaller(info peercred.Info) (<-chan struct{}, func()) {
+	if w, ok := s.att.(attest.Watcher); ok {
+		return w.Watch(info)
+	}
+	return nil, func() {}
 }
 
 func checkHeader(ctx context.Context) error {
@@ -152,18 +187,42 @@ func (s *Server) snapshot(ctx context.Context, sels selector.Set) (workload.Upda
 }
 
 // watch sends what send makes of the current Update and of every later
-// one, until the caller goes away or has no identity left.
+// one, until the caller goes away or has no identity left. When the
+// attestor says the caller's selectors may have changed (its pod was
+// deleted or relabelled), the caller is attested again: refused, the
+// stream ends with PermissionDenied; with other selectors, it follows
+// what those may see, and ends as any other when that is no identity.
 func (s *Server) watch(ctx context.Context, method string, send func(workload.Update) error) error {
-	sels, err := s.attest(ctx, method)
+	info, err := s.caller(ctx, method)
+	if err != nil {
+		return err
+	}
+	changed, stopWatch := s.watchCaller(info) // before attesting: no change is missed
+	defer func() { stopWatch() }()
+	sels, err := s.attestCaller(ctx, method, info)
 	if err != nil {
 		return err
 	}
 	sub := s.src.Subscribe(sels)
-	defer sub.Close()
+	defer func() { sub.Close() }()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case <-changed:
+			stopWatch()
+			changed, stopWatch = s.watchCaller(info)
+			next, err := s.attestCaller(ctx, method, info)
+			if err != nil {
+				s.log.Info("open stream ended: its caller is no longer attested", "method", method, "pid", info.PID, "error", err)
+				return err
+			}
+			if maps.Equal(next, sels) {
+				continue
+			}
+			s.log.Info("open stream follows its caller's new selectors", "method", method, "pid", info.PID)
+			sub.Close()
+			sels, sub = next, s.src.Subscribe(next)
 		case u := <-sub.Updates():
 			if len(u.Identities) == 0 {
 				// SPIRE ends the stream the same way; go-spiffe clients

@@ -111,6 +111,16 @@ func sels(t testing.TB, ss ...string) []selector.Selector {
 // reach, with the real unix attestor, and entries for uid 0 and 65534.
 func start(t testing.TB) *env {
 	t.Helper()
+	att, err := unix.New(unix.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return startWith(t, att)
+}
+
+// startWith is start with another attestor.
+func startWith(t testing.TB, att workloadapi.Attestor) *env {
+	t.Helper()
 	dir := t.TempDir()
 	for _, d := range []string{dir, filepath.Dir(dir)} {
 		if err := os.Chmod(d, 0o755); err != nil {
@@ -121,10 +131,6 @@ func start(t testing.TB) *env {
 	src := workloadtest.New(t, ca)
 	src.Put(workloadtest.Entry{ID: "e-root", Selectors: sels(t, "unix:uid:0"), SVID: ca.Issue(t, "spiffe://example.org/root")})
 	src.Put(workloadtest.Entry{ID: "e-nobody", Selectors: sels(t, "unix:uid:65534"), SVID: ca.Issue(t, "spiffe://example.org/nobody")})
-	att, err := unix.New(unix.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rec := &recorder{calls: map[string]int{}}
 	srv, err := workloadapi.New(workloadapi.Config{Source: src, Attestor: att, Metrics: rec})
 	if err != nil {

@@ -317,6 +317,12 @@ func (s *StepCA) SignCAWithSigner(ctx context.Context, tmpl *x509.Certificate, s
 		CertChain []string `json:"certChain"`
 	}
 	if err := s.do(ctx, s.client, http.MethodPost, "/1.0/sign", req, &resp); err != nil {
+		if s.cfg.X5CCertFile != "" && errors.Is(err, errUnauthorized) {
+			// step-ca tells its client no more than "unauthorized".
+			if why := s.diagnoseX5C(ctx); why != nil {
+				return nil, fmt.Errorf("sign ca: step-ca %s refused the x5c token: %w", s.base, why)
+			}
+		}
 		return nil, fmt.Errorf("sign ca: step-ca %s: %w", s.base, err)
 	}
 	return s.checkSigned(resp.Crt, resp.CA, resp.CertChain, tmpl, signer.Public())
@@ -391,13 +397,19 @@ func (s *StepCA) token(ctx context.Context, sub string, sans []string) (string, 
 	if _, err := rand.Read(id); err != nil {
 		return "", fmt.Errorf("token id: %w", err)
 	}
+	aud := s.base.String() + "/1.0/sign"
+	if s.cfg.X5CCertFile != "" {
+		// step-ca finds a JWK provisioner by the token's kid, any other
+		// by the audience's fragment: <type>/<name>.
+		aud += "#x5c/" + s.cfg.Provisioner
+	}
 	claims := struct {
 		jwt.Claims
 		SANs []string `json:"sans"`
 	}{jwt.Claims{
 		Issuer:    s.cfg.Provisioner,
 		Subject:   sub,
-		Audience:  jwt.Audience{s.base.String() + "/1.0/sign"},
+		Audience:  jwt.Audience{aud},
 		IssuedAt:  jwt.NewNumericDate(now),
 		NotBefore: jwt.NewNumericDate(now),
 		Expiry:    jwt.NewNumericDate(now.Add(5 * time.Minute)),
@@ -478,6 +490,81 @@ func (s *StepCA) x5c() ([]*x509.Certificate, crypto.Signer, error) {
 	return certs, signer, nil
 }
 
+// diagnoseX5C says why step-ca may have refused the x5c token, from the
+// X5C provisioner's roots as step-ca lists them: no such provisioner, or a
+// certificate that does not chain to its roots. nil: no reason found.
+func (s *StepCA) diagnoseX5C(ctx context.Context) error {
+	certs, _, err := s.x5c()
+	if err != nil {
+		return err
+	}
+	var found bool
+	var roots []*x509.Certificate
+	var rootsErr error
+	err = s.eachProvisioner(ctx, func(p provisionerInfo) bool {
+		if p.Name != s.cfg.Provisioner || !strings.EqualFold(p.Type, "X5C") {
+			return true
+		}
+		found = true
+		roots, rootsErr = pemfile.ParseCerts(p.Roots)
+		return false
+	})
+	switch {
+	case err != nil || rootsErr != nil:
+		return nil
+	case !found:
+		return fmt.Errorf("step-ca has no X5C provisioner named %q", s.cfg.Provisioner)
+	}
+	pool, inter := x509.NewCertPool(), x509.NewCertPool()
+	for _, r := range roots {
+		pool.AddCert(r)
+	}
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: s.cfg.Now(),
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("x5c certificate %s (subject %q, issuer %q) does not chain to a root of X5C provisioner %q: %w",
+			s.cfg.X5CCertFile, certs[0].Subject, certs[0].Issuer, s.cfg.Provisioner, err)
+	}
+	return nil
+}
+
+// provisionerInfo is what Sigil reads of step-ca's /provisioners list.
+type provisionerInfo struct {
+	Type         string `json:"type"`
+	Name         string `json:"name"`
+	EncryptedKey string `json:"encryptedKey"` // JWK
+	Roots        []byte `json:"roots"`        // X5C: PEM, base64 in JSON
+}
+
+// eachProvisioner calls f with each of step-ca's provisioners, page by
+// page, until f returns false.
+func (s *StepCA) eachProvisioner(ctx context.Context, f func(provisionerInfo) bool) error {
+	const pageLimit = 100
+	cursor := ""
+	for range 100 { // at most 10,000 provisioners
+		var page struct {
+			Provisioners []provisionerInfo `json:"provisioners"`
+			NextCursor   string            `json:"nextCursor"`
+		}
+		path := fmt.Sprintf("/provisioners?limit=%d&cursor=%s", pageLimit, url.QueryEscape(cursor))
+		if err := s.do(ctx, s.client, http.MethodGet, path, nil, &page); err != nil {
+			return fmt.Errorf("list provisioners: %w", err)
+		}
+		for _, p := range page.Provisioners {
+			if !f(p) {
+				return nil
+			}
+		}
+		if page.NextCursor == "" || len(page.Provisioners) == 0 {
+			return nil
+		}
+		cursor = page.NextCursor
+	}
+	return nil
+}
+
 // provisionerKey returns the JWK provisioner's private key: from the key
 // file, or its encryptedKey fetched from step-ca and decrypted.
 func (s *StepCA) provisionerKey(ctx context.Context) (*jose.JSONWebKey, error) {
@@ -491,41 +578,31 @@ func (s *StepCA) provisionerKey(ctx context.Context) (*jose.JSONWebKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	const pageLimit = 100
-	cursor := ""
-	for range 100 { // at most 10,000 provisioners
-		var page struct {
-			Provisioners []struct {
-				Type         string `json:"type"`
-				Name         string `json:"name"`
-				EncryptedKey string `json:"encryptedKey"`
-			} `json:"provisioners"`
-			NextCursor string `json:"nextCursor"`
+	var key *jose.JSONWebKey
+	var found bool
+	var keyErr error
+	if err := s.eachProvisioner(ctx, func(p provisionerInfo) bool {
+		if p.Name != s.cfg.Provisioner || !strings.EqualFold(p.Type, "JWK") {
+			return true
 		}
-		path := fmt.Sprintf("/provisioners?limit=%d&cursor=%s", pageLimit, url.QueryEscape(cursor))
-		if err := s.do(ctx, s.client, http.MethodGet, path, nil, &page); err != nil {
-			return nil, fmt.Errorf("list provisioners: %w", err)
+		found = true
+		if p.EncryptedKey == "" {
+			keyErr = fmt.Errorf("provisioner %q has no encrypted key on step-ca: set the jwk key file", p.Name)
+		} else if key, keyErr = decryptJWK(p.EncryptedKey, pw); keyErr != nil {
+			keyErr = fmt.Errorf("provisioner %q key: %w", p.Name, keyErr)
 		}
-		for _, p := range page.Provisioners {
-			if p.Name != s.cfg.Provisioner || !strings.EqualFold(p.Type, "JWK") {
-				continue
-			}
-			if p.EncryptedKey == "" {
-				return nil, fmt.Errorf("provisioner %q has no encrypted key on step-ca: set the jwk key file", p.Name)
-			}
-			k, err := decryptJWK(p.EncryptedKey, pw)
-			if err != nil {
-				return nil, fmt.Errorf("provisioner %q key: %w", p.Name, err)
-			}
-			s.mu.Lock()
-			s.jwk = k
-			s.mu.Unlock()
-			return k, nil
-		}
-		if page.NextCursor == "" || len(page.Provisioners) == 0 {
-			break
-		}
-		cursor = page.NextCursor
+		return false
+	}); err != nil {
+		return nil, err
+	}
+	if keyErr != nil {
+		return nil, keyErr
+	}
+	if found {
+		s.mu.Lock()
+		s.jwk = key
+		s.mu.Unlock()
+		return key, nil
 	}
 	return nil, fmt.Errorf("step-ca has no JWK provisioner named %q", s.cfg.Provisioner)
 }
@@ -567,6 +644,9 @@ func decryptJWK(jwe string, pw []byte) (*jose.JSONWebKey, error) {
 	}
 	return &k, nil
 }
+
+// errUnauthorized marks a 401 answer of step-ca.
+var errUnauthorized = errors.New("unauthorized")
 
 // maxResponse bounds what is read from step-ca.
 const maxResponse = 1 << 20
@@ -612,7 +692,11 @@ func (s *StepCA) do(ctx context.Context, c *http.Client, method, path string, bo
 		if len(msg) > 300 {
 			msg = msg[:300] + "…"
 		}
-		return fmt.Errorf("%s %s: %s: %s", method, strings.SplitN(path, "?", 2)[0], resp.Status, msg)
+		err := fmt.Errorf("%s %s: %s: %s", method, strings.SplitN(path, "?", 2)[0], resp.Status, msg)
+		if resp.StatusCode == http.StatusUnauthorized {
+			err = fmt.Errorf("%w: %w", errUnauthorized, err)
+		}
+		return err
 	}
 	if err := json.Unmarshal(data, out); err != nil {
 		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)

@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -65,7 +66,8 @@ func stepTool(t *testing.T, name string) string {
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // stepCA is a real step-ca on a loopback port, with a JWK provisioner
-// "sigil" whose template issues CA certificates for example.org.
+// "sigil" and an X5C provisioner "sigil-x5c" (trusting x5cRoot) whose
+// templates issue CA certificates for example.org.
 type stepCA struct {
 	t           *testing.T
 	bin, config string
@@ -74,6 +76,10 @@ type stepCA struct {
 	rootFile    string
 	fingerprint string
 	root        *x509.Certificate
+	// x5cRoot is the X5C provisioner's only root: a certificate under it
+	// (with digitalSignature) is the credential of the provisioner.
+	x5cRoot    *x509.Certificate
+	x5cRootKey *ecdsa.PrivateKey
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -88,6 +94,9 @@ const stepCATemplate = `{
   "basicConstraints": {"isCA": true, "maxPathLen": 0},
   "nameConstraints": {"critical": true, "permittedURIDomains": ["example.org"]}
 }`
+
+// x5cProvisioner names step-ca's X5C provisioner.
+const x5cProvisioner = "sigil-x5c"
 
 func startStepCA(t *testing.T) *stepCA {
 	t.Helper()
@@ -122,6 +131,23 @@ func startStepCA(t *testing.T) *stepCA {
 	writePEM(t, filepath.Join(steppath, "secrets", "intermediate_ca_key"), "EC PRIVATE KEY", der)
 
 	cfgPath := filepath.Join(steppath, "config", "ca.json")
+
+	// An X5C provisioner, added the way an operator would, trusting a root
+	// of its own (not step-ca's): certificates under it authorize signing.
+	x5cRoot, x5cRootKey := newCA(t, "Test X5C Root", nil, nil, -1)
+	x5cRootFile := filepath.Join(dir, "x5c_root.crt")
+	writePEM(t, x5cRootFile, "CERTIFICATE", x5cRoot.Raw)
+	tmplFile := filepath.Join(dir, "sigil-ca.tpl")
+	if err := os.WriteFile(tmplFile, []byte(stepCATemplate), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	add := exec.Command(stepBin, "ca", "provisioner", "add", x5cProvisioner, "--type", "X5C",
+		"--x5c-roots", x5cRootFile, "--x509-template", tmplFile, "--ca-config", cfgPath)
+	add.Env = init.Env
+	if out, err := add.CombinedOutput(); err != nil {
+		t.Fatalf("step ca provisioner add --type X5C: %v\n%s", err, out)
+	}
+
 	raw, err := os.ReadFile(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -133,10 +159,17 @@ func startStepCA(t *testing.T) *stepCA {
 	auth := cfg["authority"].(map[string]any)
 	for _, p := range auth["provisioners"].([]any) {
 		p := p.(map[string]any)
-		if p["name"] == "sigil" {
+		switch p["name"] {
+		case "sigil":
 			p["options"] = map[string]any{"x509": map[string]any{"template": stepCATemplate}}
-			p["claims"] = map[string]any{"minTLSCertDuration": "5s", "maxTLSCertDuration": "48h", "defaultTLSCertDuration": "1h"}
+		case x5cProvisioner:
+			if p["type"] != "X5C" || p["options"] == nil {
+				t.Fatalf("step ca provisioner add wrote %v, want an X5C provisioner with the template", p)
+			}
+		default:
+			continue
 		}
+		p["claims"] = map[string]any{"minTLSCertDuration": "5s", "maxTLSCertDuration": "48h", "defaultTLSCertDuration": "1h"}
 	}
 	if raw, err = json.MarshalIndent(cfg, "", "  "); err != nil {
 		t.Fatal(err)
@@ -146,9 +179,16 @@ func startStepCA(t *testing.T) *stepCA {
 	}
 	sum := sha256.Sum256(root.Raw)
 	s := &stepCA{t: t, bin: caBin, config: cfgPath, pwFile: pw, url: "https://" + addr,
-		rootFile: filepath.Join(steppath, "certs", "root_ca.crt"), fingerprint: hex.EncodeToString(sum[:]), root: root}
+		rootFile: filepath.Join(steppath, "certs", "root_ca.crt"), fingerprint: hex.EncodeToString(sum[:]), root: root,
+		x5cRoot: x5cRoot, x5cRootKey: x5cRootKey}
 	s.start()
-	t.Cleanup(s.stop)
+	t.Cleanup(func() {
+		s.stop()
+		if t.Failed() { // step-ca tells a client only "unauthorized": the why is in its log
+			log, _ := os.ReadFile(filepath.Join(filepath.Dir(s.config), "step-ca.log"))
+			t.Logf("step-ca log:\n%s", log)
+		}
+	})
 	return s
 }
 
@@ -457,6 +497,97 @@ func TestStepCAUpstreamRefusesBadConfigAndAnswers(t *testing.T) {
 		_, err = up.SignCAWithSigner(ctx, &other, signer)
 		if err == nil || !strings.Contains(err.Error(), "permitted URI domains") {
 			t.Fatalf("err = %v, want the name constraint refused", err)
+		}
+	})
+}
+
+// x5cCredential issues a leaf for the X5C provisioner under parent and
+// writes it (leaf first) and its key to files, as an operator hands them to
+// Sigil.
+func x5cCredential(t *testing.T, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "sigil ca x5c"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, key.Public(), parentKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "x5c.crt"), filepath.Join(dir, "x5c.key")
+	writePEM(t, certFile, "CERTIFICATE", der, parent.Raw)
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, keyFile, "EC PRIVATE KEY", kder)
+	return certFile, keyFile
+}
+
+func TestStepCAUpstreamX5C(t *testing.T) {
+	ctx := context.Background()
+	s := startStepCA(t)
+	newCAWith := func(t *testing.T, provisioner, certFile, keyFile string) (*ca.CA, error) {
+		t.Helper()
+		up, err := upstream.NewStepCA(ctx, upstream.StepCAConfig{
+			URL: s.url, RootFile: s.rootFile, Provisioner: provisioner, X5CCertFile: certFile, X5CKeyFile: keyFile,
+		})
+		if err != nil {
+			t.Fatalf("x5c upstream: %v", err)
+		}
+		st, err := sqlstore.OpenSQLite(ctx, filepath.Join(t.TempDir(), "sigil.db"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		c, err := ca.New(ca.Config{TrustDomain: td, Store: st, Keys: keys.NewMemory(), Upstream: up,
+			CATTL: time.Hour, X509SVIDTTL: time.Minute, JWTSVIDTTL: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, c.Init(ctx)
+	}
+
+	t.Run("a certificate under the provisioner's root signs the CA", func(t *testing.T) {
+		certFile, keyFile := x5cCredential(t, s.x5cRoot, s.x5cRootKey)
+		c, err := newCAWith(t, x5cProvisioner, certFile, keyFile)
+		if err != nil {
+			t.Fatalf("init with step-ca's x5c provisioner: %v", err)
+		}
+		svid := signSVID(t, c, s, "spiffe://example.org/x5c-workload")
+		caCert := svid.Certificates[1]
+		if !slices.Equal(caCert.PermittedURIDomains, []string{"example.org"}) || !caCert.IsCA {
+			t.Fatalf("signing certificate: CA %v, permitted URI domains %q", caCert.IsCA, caCert.PermittedURIDomains)
+		}
+		if err := caCert.CheckSignatureFrom(svid.Certificates[2]); err != nil || svid.Certificates[2].Subject.CommonName != "Test Intermediate" {
+			t.Fatalf("signing certificate is not issued by step-ca's intermediate: %v", err)
+		}
+	})
+
+	t.Run("a certificate under another root is refused", func(t *testing.T) {
+		other, otherKey := newCA(t, "Not The X5C Root", nil, nil, -1)
+		certFile, keyFile := x5cCredential(t, other, otherKey)
+		_, err := newCAWith(t, x5cProvisioner, certFile, keyFile)
+		if err == nil {
+			t.Fatal("step-ca signed for an x5c certificate outside the provisioner's roots")
+		}
+		for _, want := range []string{"refused the x5c token", `does not chain to a root of X5C provisioner "sigil-x5c"`, "Not The X5C Root"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("err = %v, want it to contain %q", err, want)
+			}
+		}
+	})
+	t.Run("an unknown x5c provisioner is named", func(t *testing.T) {
+		certFile, keyFile := x5cCredential(t, s.x5cRoot, s.x5cRootKey)
+		_, err := newCAWith(t, "nobody", certFile, keyFile)
+		if err == nil || !strings.Contains(err.Error(), `step-ca has no X5C provisioner named "nobody"`) {
+			t.Fatalf("err = %v, want the unknown provisioner named", err)
 		}
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -21,9 +22,9 @@ import (
 )
 
 // workloadAttestor wires the workload attestors the config asks for: unix
-// always, and k8s beside it. run, if not nil, must run while the socket
-// serves (the k8s attestor's pod watch).
-func workloadAttestor(cfg agentconfig.Config, logger *slog.Logger) (att attest.Attestor, run func(context.Context) error, err error) {
+// always, and k8s beside it (its metrics in reg, if not nil). run, if not
+// nil, must run while the socket serves (the k8s attestor's pod watch).
+func workloadAttestor(cfg agentconfig.Config, logger *slog.Logger, reg prometheus.Registerer) (att attest.Attestor, run func(context.Context) error, err error) {
 	u, err := unix.New(unix.Config{Logger: logger})
 	if err != nil {
 		return nil, nil, err
@@ -57,7 +58,7 @@ func workloadAttestor(cfg agentconfig.Config, logger *slog.Logger) (att attest.A
 	}
 	ka, err := k8s.New(k8s.Config{
 		Client: client, NodeName: node, Wait: cfg.K8s.Wait, ProcDir: cfg.K8s.ProcDir,
-		Logger: logger.With("component", "k8s-attestor"),
+		Logger: logger.With("component", "k8s-attestor"), Metrics: reg,
 	})
 	if err != nil {
 		return nil, nil, err

@@ -29,7 +29,7 @@ current-context: c
 	}
 	log := slog.New(slog.DiscardHandler)
 
-	att, run, err := workloadAttestor(agentconfig.Config{}, log)
+	att, run, err := workloadAttestor(agentconfig.Config{}, log, nil)
 	if _, ok := att.(*unix.Attestor); err != nil || !ok || run != nil {
 		t.Fatalf("without k8s: %T, run %v, %v; want the unix attestor alone", att, run != nil, err)
 	}
@@ -48,14 +48,14 @@ current-context: c
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			k := tt.k
-			if _, _, err := workloadAttestor(agentconfig.Config{K8s: &k}, log); err == nil || !strings.Contains(err.Error(), tt.want) {
+			if _, _, err := workloadAttestor(agentconfig.Config{K8s: &k}, log, nil); err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("workloadAttestor = %v, want an error containing %q", err, tt.want)
 			}
 		})
 	}
 
 	t.Setenv("NODE_NAME", "node-a")
-	att, run, err = workloadAttestor(agentconfig.Config{K8s: &agentconfig.K8s{Kubeconfig: kubeconfig}}, log)
+	att, run, err = workloadAttestor(agentconfig.Config{K8s: &agentconfig.K8s{Kubeconfig: kubeconfig}}, log, nil)
 	if err != nil || run == nil {
 		t.Fatalf("with NODE_NAME and a kubeconfig: run %v, %v", run != nil, err)
 	}

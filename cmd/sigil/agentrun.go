@@ -110,7 +110,7 @@ func buildAgent(_ context.Context, cfg agentconfig.Config, logger *slog.Logger, 
 	}
 	ac.NewWorkloadKey = newKey
 
-	att, runAttestor, err := workloadAttestor(cfg, logger)
+	att, runAttestor, err := workloadAttestor(cfg, logger, reg)
 	if err != nil {
 		return nil, err
 	}

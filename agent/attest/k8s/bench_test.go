@@ -6,7 +6,10 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/sigilhq/sigil/agent/attest/k8s"
+	"github.com/sigilhq/sigil/agent/peercred"
 	"github.com/sigilhq/sigil/internal/kubetest"
 )
 
@@ -18,6 +21,38 @@ const benchPods = 110
 // the peer, look the pod up by UID, make selectors). It also reports the
 // heap the pod watch holds for the 110 pods.
 func BenchmarkAttest(b *testing.B) {
+	a, info, heap := benchNode(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := a.Attest(context.Background(), info); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(heap, "watch-heap-B/pod") // after the loop: ResetTimer drops reported metrics
+}
+
+// BenchmarkStreamWatch is what an open Workload API or SDS stream adds to
+// its attestation: Watch before it (read the cgroup file, take a reference
+// on the pod's watch) and stop when the stream ends.
+func BenchmarkStreamWatch(b *testing.B) {
+	a, info, _ := benchNode(b)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		ch, stop := a.Watch(info)
+		if ch == nil {
+			b.Fatal("no watch for a pod's process")
+		}
+		stop()
+	}
+}
+
+// benchNode runs an attestor (with metrics) for a node of 110 running
+// pods, this process in the last one's container, and returns the heap
+// the pod watch holds per pod.
+func benchNode(b *testing.B) (_ *k8s.Attestor, _ peercred.Info, heapPerPod float64) {
+	b.Helper()
 	c := kubetest.Start(b)
 	ns := c.Namespace(b, "k8sbench")
 	c.ServiceAccount(b, ns, "app")
@@ -35,19 +70,12 @@ func BenchmarkAttest(b *testing.B) {
 	info := selfInfo(b)
 
 	before := heapInUse()
-	a := startAttestor(b, c, node, k8s.Config{ProcDir: proc.dir})
+	a := startAttestor(b, c, node, k8s.Config{ProcDir: proc.dir, Metrics: prometheus.NewRegistry()})
 	watchHeap := heapInUse() - before
 	if _, err := a.Attest(context.Background(), info); err != nil {
 		b.Fatal(err)
 	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := a.Attest(context.Background(), info); err != nil {
-			b.Fatal(err)
-		}
-	}
-	b.ReportMetric(float64(watchHeap)/benchPods, "watch-heap-B/pod")
+	return a, info, float64(watchHeap) / benchPods
 }
 
 func heapInUse() int64 {

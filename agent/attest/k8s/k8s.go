@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"os"
 	"strconv"
 	"strings"
@@ -13,13 +14,16 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	corev1informers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/sigilhq/sigil/agent/attest"
 	"github.com/sigilhq/sigil/agent/peercred"
 	"github.com/sigilhq/sigil/internal/clock"
 	"github.com/sigilhq/sigil/internal/selector"
@@ -40,8 +44,13 @@ const DefaultWait = 5 * time.Second
 
 // ErrRefused is wrapped when a process in a pod's container cannot be
 // attested: the pod or container is not (or no longer) in the node's
-// watch. The error says which and why.
-var ErrRefused = errors.New("kubernetes workload refused")
+// watch. The error says which and why. It matches attest.ErrRefused.
+var ErrRefused error = refused{}
+
+type refused struct{}
+
+func (refused) Error() string        { return "kubernetes workload refused" }
+func (refused) Is(target error) bool { return target == attest.ErrRefused }
 
 // deletedMemory bounds how many deleted pods' UIDs are remembered, so a
 // process of a deleted pod is refused at once rather than after the wait.
@@ -65,6 +74,9 @@ type Config struct {
 	Clock clock.Clock
 	// Logger receives watch events worth a line. Default: discard.
 	Logger *slog.Logger
+	// Metrics, if set, registers the attestor's collectors (see
+	// NewMetrics for their names).
+	Metrics prometheus.Registerer
 }
 
 // Attestor makes k8s selectors for a process running in a container of a
@@ -78,12 +90,25 @@ type Attestor struct {
 	log     *slog.Logger
 	inf     cache.SharedIndexInformer
 
+	m *metrics
+
 	mu      sync.Mutex
 	changed chan struct{} // closed and replaced on every watch event
 	deleted map[string]struct{}
 	order   []string // deleted UIDs, oldest first, at most deletedMemory
+	// watches holds, per pod UID, the channel open streams of that pod's
+	// processes wait on (see Watch). An entry lives while a stream holds
+	// it, until the pod changes: at most one per open stream.
+	watches map[string]*podWatch
 
 	attested, waited, refused atomic.Uint64
+}
+
+// podWatch is closed when its pod is deleted or changes what its
+// processes would be attested as.
+type podWatch struct {
+	ch   chan struct{}
+	refs int
 }
 
 // New returns an Attestor. It starts nothing: call Run.
@@ -133,10 +158,26 @@ func New(cfg Config) (*Attestor, error) {
 		inf:     inf,
 		changed: make(chan struct{}),
 		deleted: make(map[string]struct{}),
+		watches: make(map[string]*podWatch),
+	}
+	a.m = newMetrics(a)
+	if cfg.Metrics != nil {
+		for _, c := range a.m.collectors() {
+			if err := cfg.Metrics.Register(c); err != nil {
+				return nil, fmt.Errorf("k8s attestor: register metrics: %w", err)
+			}
+		}
 	}
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(any) { a.notify("") },
-		UpdateFunc: func(any, any) { a.notify("") },
+		AddFunc: func(any) { a.notify("") },
+		UpdateFunc: func(oldObj, newObj any) {
+			a.notify("")
+			o, ok1 := oldObj.(*corev1.Pod)
+			n, ok2 := newObj.(*corev1.Pod)
+			if ok1 && ok2 && !sameIdentity(o, n) {
+				a.podChanged(string(n.UID), "changed")
+			}
+		},
 		DeleteFunc: func(obj any) {
 			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 				obj = d.Obj
@@ -145,13 +186,86 @@ func New(cfg Config) (*Attestor, error) {
 			if p, ok := obj.(*corev1.Pod); ok {
 				uid = string(p.UID)
 			}
+			// Recorded as deleted first: a stream woken below attests
+			// again and must be refused at once.
 			a.notify(uid)
+			if uid != "" {
+				a.podChanged(uid, "deleted")
+			}
 		},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("k8s attestor: %w", err)
 	}
 	return a, nil
+}
+
+// sameIdentity reports whether the selectors made for any process of the
+// pod are the same under o and n. Phase, readiness and resource version
+// changes do not wake open streams.
+func sameIdentity(o, n *corev1.Pod) bool {
+	return maps.Equal(o.Labels, n.Labels) &&
+		o.Namespace == n.Namespace && o.Name == n.Name &&
+		equality.Semantic.DeepEqual(o.Spec, n.Spec) &&
+		equality.Semantic.DeepEqual(o.Status.ContainerStatuses, n.Status.ContainerStatuses) &&
+		equality.Semantic.DeepEqual(o.Status.InitContainerStatuses, n.Status.InitContainerStatuses) &&
+		equality.Semantic.DeepEqual(o.Status.EphemeralContainerStatuses, n.Status.EphemeralContainerStatuses)
+}
+
+// Watch implements attest.Watcher: the channel is closed when the pod the
+// process behind info runs in is deleted or changes (labels, containers,
+// images). A process in no pod, or whose cgroup cannot be read, gets a
+// nil channel: Attest decides about it.
+func (a *Attestor) Watch(info peercred.Info) (<-chan struct{}, func()) {
+	if info.PID <= 0 {
+		return nil, func() {}
+	}
+	c, err := a.readCgroup(info.PID)
+	if err != nil {
+		return nil, func() {}
+	}
+	uid := c.PodUID
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	w := a.watches[uid]
+	if w == nil {
+		w = &podWatch{ch: make(chan struct{})}
+		a.watches[uid] = w
+	}
+	w.refs++
+	var once sync.Once
+	return w.ch, func() {
+		once.Do(func() {
+			a.mu.Lock()
+			defer a.mu.Unlock()
+			w.refs--
+			if w.refs == 0 && a.watches[uid] == w {
+				delete(a.watches, uid)
+			}
+		})
+	}
+}
+
+// podChanged wakes the open streams of the pod's processes.
+func (a *Attestor) podChanged(uid, why string) {
+	a.mu.Lock()
+	w := a.watches[uid]
+	if w != nil {
+		close(w.ch)
+		delete(a.watches, uid)
+	}
+	a.mu.Unlock()
+	if w != nil {
+		a.m.streamWakes.WithLabelValues(why).Inc()
+		a.log.Info("pod changed: its open workload streams attest again", "pod_uid", uid, "change", why)
+	}
+}
+
+// streamWatches is how many pods open streams watch.
+func (a *Attestor) streamWatches() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.watches)
 }
 
 // Run watches this node's pods until ctx ends.
@@ -223,19 +337,23 @@ func (a *Attestor) Attest(ctx context.Context, info peercred.Info) ([]selector.S
 	// Check even when reading failed: an exited peer is the likeliest
 	// cause. After a successful read, what was read belongs to the peer.
 	if cerr := info.Check(); cerr != nil {
+		a.m.observe(cerr)
 		return nil, fmt.Errorf("k8s attest pid %d: %w", info.PID, cerr)
 	}
 	if err != nil {
+		a.m.observe(err)
 		return nil, fmt.Errorf("k8s attest pid %d: %w", info.PID, err)
 	}
 	pod, ctr, err := a.find(ctx, c)
 	if err != nil {
-		if !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+		if errors.Is(err, ErrRefused) {
 			a.refused.Add(1)
 		}
+		a.m.observe(err)
 		return nil, fmt.Errorf("k8s attest pid %d: %w", info.PID, err)
 	}
 	a.attested.Add(1)
+	a.m.observe(nil)
 	return podSelectors(pod, ctr), nil
 }
 
@@ -254,8 +372,15 @@ func (a *Attestor) readCgroup(pid int32) (Container, error) {
 
 // find waits, up to a.wait, for the watch to show c's pod with c's
 // container in its status.
-func (a *Attestor) find(ctx context.Context, c Container) (*corev1.Pod, *corev1.ContainerStatus, error) {
+func (a *Attestor) find(ctx context.Context, c Container) (_ *corev1.Pod, _ *corev1.ContainerStatus, err error) {
 	var timer clock.Timer
+	var start time.Time
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+			a.m.observeWait(a.clock.Now().Sub(start), err)
+		}
+	}()
 	for {
 		ch := a.changes() // before the lookup: an event after it still wakes us
 		pod, ctr, why, final := a.lookup(c)
@@ -267,8 +392,8 @@ func (a *Attestor) find(ctx context.Context, c Container) (*corev1.Pod, *corev1.
 		}
 		if timer == nil {
 			a.waited.Add(1)
+			start = a.clock.Now()
 			timer = a.clock.NewTimer(a.wait)
-			defer timer.Stop()
 		}
 		select {
 		case <-ch:

@@ -15,7 +15,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/sigilhq/sigil/agent/attest"
 	"github.com/sigilhq/sigil/agent/attest/k8s"
@@ -307,6 +309,169 @@ func TestAttestPods(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+}
+
+// An open stream's watch wakes when its pod's identity changes (labels)
+// or the pod is deleted, and not for status-only changes; attesting again
+// then gives the new selectors, or refuses at once. Metrics count it all.
+func TestWatchForStreams(t *testing.T) {
+	c := kubetest.Start(t)
+	ns := c.Namespace(t, "k8swatch")
+	c.ServiceAccount(t, ns, "cart")
+	node := "node-" + ns
+	proc := newFakeProc(t)
+	reg := prometheus.NewRegistry()
+	a := startAttestor(t, c, node, k8s.Config{ProcDir: proc.dir, Metrics: reg})
+	info := selfInfo(t)
+	ctx := context.Background()
+
+	running := func(name string) (uid, ctr string) {
+		pod := c.Pod(t, ns, name, "cart", node, map[string]string{"app": "cart"})
+		ctr = containerID()
+		c.SetContainerID(t, ns, name, map[string]string{"app": "containerd://" + ctr})
+		return string(pod.UID), ctr
+	}
+	closedWithin := func(ch <-chan struct{}, d time.Duration) bool {
+		select {
+		case <-ch:
+			return true
+		case <-time.After(d):
+			return false
+		}
+	}
+	relabel := func(name, value string) {
+		patch := []byte(`{"metadata":{"labels":{"app":"` + value + `"}}}`)
+		if _, err := c.Client.CoreV1().Pods(ns).Patch(ctx, name, types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Watch before attesting, as a stream does; wait for the watch to
+	// show the container.
+	attested := func() ([]string, error) {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			sels, err := a.Attest(ctx, info)
+			if err == nil || !errors.Is(err, k8s.ErrRefused) || time.Now().After(deadline) {
+				return selector.Strings(sels), err
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	// Processes outside pods get no watch.
+	if err := os.WriteFile(proc.file, []byte("0::/user.slice/user-0.slice/session-1.scope\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ch, stop := a.Watch(info); ch != nil {
+		t.Fatal("a host process got a pod watch")
+	} else {
+		stop()
+	}
+
+	// settle returns once the attestor's handlers have seen every event
+	// so far: they see events in order, and a new pod's status update,
+	// made now, wakes a watch on it.
+	settles := 0
+	settle := func() {
+		settles++
+		name := "settle-" + strconv.Itoa(settles)
+		pod := c.Pod(t, ns, name, "cart", node, nil)
+		proc.put(t, string(pod.UID), containerID())
+		ch, stop := a.Watch(info)
+		defer stop()
+		c.SetContainerID(t, ns, name, map[string]string{"app": "containerd://" + containerID()})
+		if !closedWithin(ch, 20*time.Second) {
+			t.Fatal("a new pod's status update did not wake its watch in 20 s")
+		}
+	}
+
+	uid, ctr := running("web-1")
+	settle()
+	proc.put(t, uid, ctr)
+	ch, stop := a.Watch(info)
+	defer func() { stop() }()
+	if sels, err := attested(); err != nil || !slices.Contains(sels, "k8s:pod-label:app:cart") {
+		t.Fatalf("Attest = %v, %v", sels, err)
+	}
+	if got := value(t, reg, "sigil_k8s_attestor_stream_watches", ""); got != 1 {
+		t.Fatalf("stream watches %v, want 1", got)
+	}
+
+	// A status-only change (the kubelet rewriting readiness and start
+	// times) does not wake the stream.
+	c.SetContainerID(t, ns, "web-1", map[string]string{"app": "containerd://" + ctr})
+	settle()
+	if closedWithin(ch, 0) {
+		t.Fatal("a status-only change woke the stream")
+	}
+	proc.put(t, uid, ctr)
+
+	// Relabelled: the stream wakes and attests to the new label.
+	relabel("web-1", "till")
+	if !closedWithin(ch, 20*time.Second) {
+		t.Fatal("relabelling the pod did not wake its stream in 20 s")
+	}
+	stop()
+	ch, stop = a.Watch(info)
+	if sels, err := attested(); err != nil || !slices.Contains(sels, "k8s:pod-label:app:till") || slices.Contains(sels, "k8s:pod-label:app:cart") {
+		t.Fatalf("after relabelling: Attest = %v, %v", sels, err)
+	}
+
+	// Deleted: the stream wakes and is refused at once.
+	zero := int64(0)
+	if err := c.Client.CoreV1().Pods(ns).Delete(ctx, "web-1", metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
+		t.Fatal(err)
+	}
+	if !closedWithin(ch, 20*time.Second) {
+		t.Fatal("deleting the pod did not wake its stream in 20 s")
+	}
+	start := time.Now()
+	if _, err := a.Attest(ctx, info); !errors.Is(err, k8s.ErrRefused) || !errors.Is(err, attest.ErrRefused) || !strings.Contains(err.Error(), "was deleted") {
+		t.Fatalf("after deletion: %v; want refused as deleted", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("refusing the deleted pod's process took %s: it waited", d)
+	}
+	stop()
+
+	for _, want := range []struct {
+		name, label string
+		min         float64
+	}{
+		{"sigil_k8s_attestor_stream_wakes_total", "deleted", 1},
+		{"sigil_k8s_attestor_stream_wakes_total", "changed", 2},
+		{"sigil_k8s_attestor_attestations_total", "ok", 2},
+		{"sigil_k8s_attestor_attestations_total", "refused", 1},
+		{"sigil_k8s_attestor_pods_cached", "", 1},
+	} {
+		if got := value(t, reg, want.name, want.label); got < want.min {
+			t.Errorf("%s{%s} = %v, want at least %v", want.name, want.label, got, want.min)
+		}
+	}
+	if got := value(t, reg, "sigil_k8s_attestor_stream_watches", ""); got != 0 {
+		t.Errorf("stream watches %v after every stop, want 0", got)
+	}
+}
+
+// value reads a counter or gauge from reg by name (and, if label is not
+// empty, by the value of its one label); 0 if absent.
+func value(t *testing.T, reg *prometheus.Registry, name, label string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if label == "" || (len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == label) {
+				return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 type result struct {

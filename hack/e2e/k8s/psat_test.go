@@ -7,6 +7,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -15,10 +17,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"github.com/spiffe/go-spiffe/v2/workloadapi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/sigilhq/sigil/internal/e2e"
+	"github.com/sigilhq/sigil/internal/envoytest"
 	"github.com/sigilhq/sigil/internal/kubetest"
 )
 
@@ -70,7 +76,7 @@ type env struct {
 	dir, caConfig, agentConfig string
 	adminSock, agentSock       string
 	tokenFile                  string
-	caAddr                     string
+	caAddr, healthAddr         string
 	ns, node                   string
 	nodeUID                    string
 	ca, agent                  *e2e.Proc
@@ -87,6 +93,7 @@ func newEnv(t *testing.T) *env {
 		agentSock:   filepath.Join(dir, "agent", "agent.sock"),
 		tokenFile:   filepath.Join(dir, "token"),
 		caAddr:      e2e.FreeAddr(t),
+		healthAddr:  e2e.FreeAddr(t),
 		ns:          kube.Namespace(t, "sigil"),
 		node:        "node-1",
 	}
@@ -163,6 +170,55 @@ func (e *env) fetchIDs(t *testing.T, ok func([]string) bool) []string {
 	}
 }
 
+// x509Watcher records what a go-spiffe X.509 watch sees.
+type x509Watcher struct {
+	updates chan *workloadapi.X509Context
+	errs    chan error
+}
+
+func (w *x509Watcher) OnX509ContextUpdate(x *workloadapi.X509Context) {
+	select {
+	case w.updates <- x:
+	default:
+	}
+}
+
+func (w *x509Watcher) OnX509ContextWatchError(err error) {
+	if status.Code(err) == codes.Canceled {
+		return
+	}
+	select {
+	case w.errs <- err:
+	default:
+	}
+}
+
+// metric reads one sample (name with its labels, as /metrics prints it)
+// from the agent's metrics endpoint.
+func (e *env) metric(t *testing.T, sample string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + e.healthAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, sample+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("metric line %q: %v", line, err)
+			}
+			return f
+		}
+	}
+	t.Fatalf("the agent's /metrics has no %s:\n%s", sample, body)
+	return 0
+}
+
 // TestPSAT: see README.md, steps 1–5.
 func TestPSAT(t *testing.T) {
 	e := newEnv(t)
@@ -178,6 +234,7 @@ func TestPSAT(t *testing.T) {
 server_address: %s
 data_dir: agent
 trust_bundle_file: bundle.pem
+health_address: %s
 k8s_psat:
   cluster: %s
   token_path: token
@@ -187,7 +244,7 @@ workload_attestors:
     node_name: %s
     proc_dir: %s
     wait: 3s
-`, td, e.caAddr, cluster, kube.Kubeconfig, e.node, filepath.Join(e.dir, "proc")), 0o600)
+`, td, e.caAddr, e.healthAddr, cluster, kube.Kubeconfig, e.node, filepath.Join(e.dir, "proc")), 0o600)
 	// The workload is this test process: the k8s attestor reads its cgroup
 	// from the injected proc dir. A host cgroup first (not in a pod).
 	e.cgroup(t, "0::/user.slice/user-0.slice/session-1.scope\n")
@@ -239,10 +296,70 @@ workload_attestors:
 	if !slices.Contains(ids, wid) {
 		t.Fatalf("SVIDs %q: want the pod's %s and the uid's %s", ids, podID, wid)
 	}
-	// The pod is deleted: a new call from its container is refused at once.
+	// Streams open on the container: a go-spiffe watch and an Envoy SDS
+	// stream, each holding the pod's SVID.
+	wctx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	w := &x509Watcher{updates: make(chan *workloadapi.X509Context, 64), errs: make(chan error, 64)}
+	watchDone := make(chan error, 1)
+	go func() {
+		watchDone <- workloadapi.WatchX509Context(wctx, w, workloadapi.WithAddr("unix://"+e.agentSock))
+	}()
+	defer func() {
+		stopWatch()
+		<-watchDone
+	}()
+	select {
+	case x := <-w.updates:
+		if !slices.ContainsFunc(x.SVIDs, func(s *x509svid.SVID) bool { return s.ID.String() == podID }) {
+			t.Fatalf("the open watch got %d SVIDs without the pod's %s", len(x.SVIDs), podID)
+		}
+	case err := <-w.errs:
+		t.Fatalf("open watch: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the open watch got nothing in 30 s")
+	}
+	envoy, err := envoytest.Dial(e.agentSock, envoytest.Node("sidecar~10.0.0.9~app-0~"+e.ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer envoy.Close()
+	sdsCtx, stopSDS := context.WithTimeout(ctx, 2*time.Minute)
+	defer stopSDS()
+	sds, err := envoy.StreamSecrets(sdsCtx, podID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sds.Close()
+	if _, err := sds.Next(sdsCtx); err != nil || sds.Secret(podID) == nil {
+		t.Fatalf("sds stream of the pod's container: %v, secret %v", err, sds.Secret(podID))
+	}
+
+	// The pod is deleted: the open streams end with PermissionDenied (the
+	// pod's SVID leaves them; go-spiffe keeps retrying, refused), and a new
+	// call from its container is refused at once.
 	zero := int64(0)
+	deleted := time.Now()
 	if err := kube.Client.CoreV1().Pods(e.ns).Delete(ctx, app.Name, metav1.DeleteOptions{GracePeriodSeconds: &zero}); err != nil {
 		t.Fatal(err)
+	}
+	select {
+	case err := <-w.errs:
+		if status.Code(err) != codes.PermissionDenied {
+			t.Fatalf("open watch after the deletion: %v, want PermissionDenied", err)
+		}
+		t.Logf("open go-spiffe watch: %v, %s after the delete call", err, time.Since(deleted).Round(time.Millisecond))
+	case x := <-w.updates:
+		t.Fatalf("open watch after the deletion: an update with %d SVIDs, want PermissionDenied", len(x.SVIDs))
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the open watch still holds the deleted pod's SVID 30 s after the deletion\nagent output:\n%s", e.agent.Output())
+	}
+	if _, err := sds.Next(sdsCtx); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("sds stream after the deletion: %v, want PermissionDenied", err)
+	}
+	t.Logf("open sds stream: ended %s after the delete call", time.Since(deleted).Round(time.Millisecond))
+	if v := e.metric(t, `sigil_k8s_attestor_stream_wakes_total{change="deleted"}`); v < 1 {
+		t.Fatalf("sigil_k8s_attestor_stream_wakes_total{change=\"deleted\"} = %v, want at least 1", v)
 	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -251,6 +368,9 @@ workload_attestors:
 		cancel()
 		if err != nil {
 			t.Logf("after the pod was deleted: %v", err)
+			if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "was deleted") {
+				t.Fatalf("a new call from the deleted pod's container: %v, want PermissionDenied saying the pod was deleted", err)
+			}
 			break
 		}
 		if time.Now().After(deadline) {

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# SPIRE server and agent v1.14.5 — the federation and benchmark peer, not
-# yet used by any test (so hack/test.sh does not build it; run this by hand) —
-# built from the Go module proxy into $SIGIL_TOOLS (default
-# ~/.cache/sigil/tools, outside the checkout) as NAME@VERSION, linked as NAME.
+# SPIRE server and agent v1.14.5 — the federation peer of hack/e2e/spire and
+# the benchmark peer of hack/bench — built from the Go module proxy into
+# $SIGIL_TOOLS (default ~/.cache/sigil/tools, outside the checkout) as
+# NAME@VERSION, linked as NAME. Tests find them on PATH or there.
+# Built without cgo, so SPIRE's SQLite datastore is left out: the tests give
+# spire-server a PostgreSQL (internal/pgtest).
 # The proxy here is a partial mirror and its checksum database lacks some of
 # SPIRE's modules: the build runs in a scratch module that pins SPIRE and
 # uses SPIRE's own go.sum. Several minutes cold, seconds once cached.
