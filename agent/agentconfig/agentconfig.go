@@ -32,6 +32,8 @@ type File struct {
 	K8sPSAT         *K8sPSATFile `yaml:"k8s_psat"`          // or node attestation with the pod's projected service account token (Kubernetes)
 	WorkloadKeyType string       `yaml:"workload_key_type"` // keys made for workloads: ec-p256 (default) | ec-p384 | rsa-2048
 	HealthAddress   string       `yaml:"health_address"`    // /live, /ready, /metrics; empty disables
+	PProf           bool         `yaml:"pprof"`             // also serve /debug/pprof/ on health_address
+	GCPercent       *int         `yaml:"gc_percent"`        // Go's GC runs when the heap grew this many percent over live data (default 25: the agent holds much and allocates little once its SVIDs are minted; Go's own default 100 nearly doubles its memory); GOGC in the environment overrides it
 	Limits          LimitsFile   `yaml:"limits"`            // what callers of the socket may hold; past a limit a call is refused with ResourceExhausted naming it
 	// WorkloadAttestors adds attestors beside unix (always on).
 	WorkloadAttestors WorkloadAttestorsFile `yaml:"workload_attestors"`
@@ -97,6 +99,8 @@ type Config struct {
 	K8sPSAT         *K8sPSAT
 	WorkloadKeyType KeyType
 	HealthAddress   string // /live, /ready, /metrics; "" disables
+	PProf           bool   // also serve /debug/pprof/ on HealthAddress
+	GCPercent       int    // Go GC target of the agent process (runtime/debug.SetGCPercent); cmd sets it unless GOGC is set
 	Limits          Limits
 	// K8s, if set, turns on the k8s workload attestor.
 	K8s *K8s
@@ -112,6 +116,12 @@ type K8s struct {
 	Wait    time.Duration
 	ProcDir string // "" means /proc
 }
+
+// DefaultGCPercent is the agent's Go GC target: its heap may grow 25%
+// over live data (mostly cached SVIDs) before a GC, not Go's default 100%.
+// Once its SVIDs are minted the agent allocates little, so the extra GC
+// cycles cost little CPU.
+const DefaultGCPercent = 25
 
 // DefaultK8sWait is the k8s attestor's default wait.
 const DefaultK8sWait = 5 * time.Second
@@ -232,6 +242,17 @@ func (f File) Validate() (Config, error) {
 		}
 	}
 	cfg.HealthAddress = f.HealthAddress
+	if f.PProf && f.HealthAddress == "" {
+		return cfg, errors.New("pprof: needs health_address")
+	}
+	cfg.PProf = f.PProf
+	cfg.GCPercent = DefaultGCPercent
+	if f.GCPercent != nil {
+		if *f.GCPercent < 10 || *f.GCPercent > 1000 {
+			return cfg, fmt.Errorf("gc_percent is %d: want 10 to 1000", *f.GCPercent)
+		}
+		cfg.GCPercent = *f.GCPercent
+	}
 	lim, err := f.Limits.validate()
 	if err != nil {
 		return cfg, err

@@ -105,6 +105,24 @@ func TestParse(t *testing.T) {
 		{name: "x509pop no cert", in: base + "x509pop:\n  key_file: /a\n", wantErr: "x509pop.cert_file is required"},
 		{name: "bad key type", in: base + "workload_key_type: dsa\n", wantErr: `workload_key_type "dsa"`},
 		{name: "bad health", in: base + "health_address: x\n", wantErr: "health_address"},
+		{name: "gc percent default", in: base, check: func(t *testing.T, c Config) {
+			if c.GCPercent != DefaultGCPercent {
+				t.Errorf("gc percent = %d, want %d", c.GCPercent, DefaultGCPercent)
+			}
+		}},
+		{name: "gc percent", in: base + "gc_percent: 100\n", check: func(t *testing.T, c Config) {
+			if c.GCPercent != 100 {
+				t.Errorf("gc percent = %d, want 100", c.GCPercent)
+			}
+		}},
+		{name: "gc percent too low", in: base + "gc_percent: 0\n", wantErr: "gc_percent is 0: want 10 to 1000"},
+		{name: "gc percent not a number", in: base + "gc_percent: lots\n", wantErr: "`lots` into int"},
+		{name: "pprof without health address", in: base + "pprof: true\n", wantErr: "pprof: needs health_address"},
+		{name: "pprof", in: base + "health_address: 127.0.0.1:8090\npprof: true\n", check: func(t *testing.T, c Config) {
+			if !c.PProf {
+				t.Errorf("pprof = false, want true")
+			}
+		}},
 		{name: "k8s defaults", in: base + "workload_attestors:\n  k8s: {}\n", check: func(t *testing.T, c Config) {
 			if c.K8s == nil || *c.K8s != (K8s{Wait: DefaultK8sWait}) {
 				t.Errorf("k8s = %+v", c.K8s)

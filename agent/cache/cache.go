@@ -13,6 +13,7 @@ import (
 	"slices"
 	"sync"
 	"time"
+	"unique"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
@@ -85,12 +86,14 @@ type Cache struct {
 }
 
 type entry struct {
-	pb       *typesv1.Entry
-	id       spiffeid.ID
-	sels     []selector.Selector
-	feds     []spiffeid.TrustDomain
-	svid     *held // nil until minted
-	caKeyID  string
+	pb   *typesv1.Entry
+	id   spiffeid.ID
+	sels []selector.Selector
+	feds []spiffeid.TrustDomain
+	svid *held // nil until minted
+	// caKey is the key ID of svid's issuer, interned: the same for every
+	// SVID of that issuer, so one copy is held rather than one per SVID.
+	caKey    unique.Handle[string]
 	jitter   float64 // drawn once per SVID
 	rotateAt time.Time
 	stale    bool // the entry changed in a way its SVID must follow
@@ -102,6 +105,14 @@ type entry struct {
 	// is whether subscribers were last told it is (see runExpiry).
 	validFrom, validUntil time.Time
 	usable                bool
+}
+
+// caKeyID is the key ID of the SVID's issuer, "" before the first SVID.
+func (e *entry) caKeyID() string {
+	if e.caKey == (unique.Handle[string]{}) {
+		return ""
+	}
+	return e.caKey.Value()
 }
 
 // New checks cfg and fills defaults. It starts nothing: call Run.

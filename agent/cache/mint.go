@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/url"
 	"time"
+	"unique"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -86,7 +87,7 @@ func (c *Cache) scan(now time.Time) (due []pending, next time.Time) {
 			next = earliest(next, e.retryAt)
 			continue
 		}
-		if e.svid != nil && !e.stale && !c.bad[e.caKeyID] && now.Before(e.rotateAt) {
+		if e.svid != nil && !e.stale && !c.bad[e.caKeyID()] && now.Before(e.rotateAt) {
 			next = earliest(next, e.rotateAt)
 			continue
 		}
@@ -101,7 +102,7 @@ func (c *Cache) nextDue() time.Time {
 	var next time.Time
 	for _, e := range c.entries {
 		switch {
-		case e.svid == nil || e.stale || c.bad[e.caKeyID]:
+		case e.svid == nil || e.stale || c.bad[e.caKeyID()]:
 			next = earliest(next, e.retryAt)
 		default:
 			next = earliest(next, e.rotateAt)
@@ -181,7 +182,7 @@ func (c *Cache) mintBatch(ctx context.Context, now time.Time, batch []pending) e
 		} else {
 			c.nsvids++
 		}
-		e.svid, e.caKeyID, e.stale, e.failures, e.retryAt = svid, r.GetCaKeyId(), false, 0, time.Time{}
+		e.svid, e.caKey, e.stale, e.failures, e.retryAt = svid, unique.Make(r.GetCaKeyId()), false, 0, time.Time{}
 		e.jitter = c.cfg.Rand()
 		leaf := parsed.Certificates[0]
 		e.rotateAt = RotateAt(leaf.NotBefore, leaf.NotAfter, e.jitter)

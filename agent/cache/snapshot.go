@@ -9,11 +9,11 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"unique"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-	"google.golang.org/protobuf/proto"
 
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 )
@@ -61,15 +61,17 @@ func (c *Cache) Version() uint64 {
 	return c.version
 }
 
-// Snapshot copies the cache's entries, bundles and SVIDs (shared, never
-// modified in place) in a stable order. SVIDs come in Raw (see Snapshot).
+// Snapshot lists the cache's entries, bundles and SVIDs in a stable order.
+// All are shared, not copied (the cache replaces them, never modifies
+// them in place): callers must not modify them. SVIDs come in Raw (see
+// Snapshot).
 func (c *Cache) Snapshot() Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := Snapshot{SVIDs: map[string]*x509svid.SVID{}, Raw: map[string]RawSVID{}}
+	s := Snapshot{Entries: make([]*typesv1.Entry, 0, len(c.entries)), SVIDs: map[string]*x509svid.SVID{}, Raw: make(map[string]RawSVID, c.nsvids)}
 	for _, id := range sortedIDs(c.entries) {
 		e := c.entries[id]
-		s.Entries = append(s.Entries, proto.CloneOf(e.pb))
+		s.Entries = append(s.Entries, e.pb)
 		if e.svid != nil {
 			if raw, ok := e.svid.raw(); ok {
 				s.Raw[id] = raw
@@ -165,7 +167,7 @@ func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 			dropped++
 			continue
 		}
-		e.svid, e.caKeyID = h, keyID
+		e.svid, e.caKey = h, unique.Make(keyID)
 		e.jitter = c.cfg.Rand()
 		e.rotateAt = RotateAt(svid.Certificates[0].NotBefore, svid.Certificates[0].NotAfter, e.jitter)
 		e.validFrom, e.validUntil = from, until

@@ -232,7 +232,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 			c.nsvids-- // an SVID for the old ID is no SVID for this entry
 		}
 		if old.id == e.id {
-			e.svid, e.caKeyID, e.jitter, e.rotateAt = old.svid, old.caKeyID, old.jitter, old.rotateAt
+			e.svid, e.caKey, e.jitter, e.rotateAt = old.svid, old.caKey, old.jitter, old.rotateAt
 			e.validFrom, e.validUntil, e.usable = old.validFrom, old.validUntil, old.usable
 			if !slices.Equal(old.pb.GetDnsNames(), e.pb.GetDnsNames()) || !proto.Equal(old.pb.GetX509Ttl(), e.pb.GetX509Ttl()) {
 				e.stale = true
@@ -275,13 +275,13 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 			if e.svid == nil {
 				continue
 			}
-			if revoked[e.caKeyID] {
+			if revoked[e.caKeyID()] {
 				// Nobody trusts a revoked key's SVIDs: stop handing them out.
 				e.svid = nil
 				c.nsvids--
 				ch.add(e)
 			}
-			if bad[e.caKeyID] {
+			if bad[e.caKeyID()] {
 				needMint = true
 			}
 		}
@@ -357,7 +357,7 @@ func (c *Cache) dropUntrusted(bundle *spiffebundle.Bundle) bool {
 	}
 	dropped := false
 	for id, e := range c.entries {
-		if e.svid == nil || trusted[e.caKeyID] {
+		if e.svid == nil || trusted[e.caKeyID()] {
 			continue
 		}
 		if svid := e.svid.mustSVID(c.cfg.Logger.Error, e.id); svid != nil {

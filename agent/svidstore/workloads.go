@@ -1,19 +1,19 @@
 package svidstore
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
@@ -52,67 +52,143 @@ type workloadSVID struct {
 }
 
 // SaveWorkloads writes s to dir (created 0700) as one file, mode 0600,
-// replaced atomically.
+// replaced atomically. The document is streamed record by record into the
+// file, hashed as it goes: with 10,000 SVIDs it is ~20 MB, which built in
+// memory every time the SVIDs change would set the agent's heap size.
+// The checksum follows the payload it covers (JSON objects have no key
+// order, so LoadWorkloads reads files written either way).
 func SaveWorkloads(dir string, s cache.Snapshot) error {
-	var p workloadsPayload
-	for _, e := range s.Entries {
-		b, err := proto.Marshal(e)
-		if err != nil {
-			return fmt.Errorf("save workload svids: entry %s: %w", e.GetId(), err)
-		}
-		p.Entries = append(p.Entries, b)
-	}
-	for _, b := range s.Bundles {
-		pb, err := bundleconv.ToProto(b)
-		if err != nil {
-			return fmt.Errorf("save workload svids: bundle %s: %w", b.TrustDomain(), err)
-		}
-		raw, err := proto.Marshal(pb)
-		if err != nil {
-			return fmt.Errorf("save workload svids: bundle %s: %w", b.TrustDomain(), err)
-		}
-		p.Bundles = append(p.Bundles, raw)
-	}
-	for _, e := range s.Entries {
-		if raw, ok := s.Raw[e.GetId()]; ok {
-			p.SVIDs = append(p.SVIDs, workloadSVID{EntryID: e.GetId(), Chain: raw.Chain, Key: raw.Key})
-			continue
-		}
-		svid := s.SVIDs[e.GetId()]
-		if svid == nil {
-			continue
-		}
-		key, err := x509.MarshalPKCS8PrivateKey(crypto.Signer(svid.PrivateKey))
-		if err != nil {
-			return fmt.Errorf("save workload svids: key of %s: %w", svid.ID, err)
-		}
-		w := workloadSVID{EntryID: e.GetId(), Key: key}
-		for _, c := range svid.Certificates {
-			w.Chain = append(w.Chain, c.Raw)
-		}
-		p.SVIDs = append(p.SVIDs, w)
-	}
-	// The document is assembled around the encoded payload rather than
-	// marshaled again: with 10,000 SVIDs the payload is ~20 MB, and each
-	// extra copy is garbage the agent's heap must make room for.
-	var buf bytes.Buffer
-	buf.WriteString(`{"version":1,"sha256":"` + strings.Repeat("0", sha256.Size*2) + `","payload":`)
-	start := buf.Len()
-	if err := json.NewEncoder(&buf).Encode(p); err != nil {
-		return fmt.Errorf("save workload svids: %w", err)
-	}
-	buf.Truncate(buf.Len() - 1) // Encode's newline
-	sum := sha256.Sum256(buf.Bytes()[start:])
-	buf.WriteString("}")
-	data := buf.Bytes()
-	copy(data[len(`{"version":1,"sha256":"`):], hex.EncodeToString(sum[:]))
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("save workload svids: dir: %w", err)
 	}
-	if err := atomicfile.Write(filepath.Join(dir, WorkloadsFileName), data, 0o600); err != nil {
+	err := atomicfile.WriteFunc(filepath.Join(dir, WorkloadsFileName), 0o600, func(w io.Writer) error {
+		return encodeWorkloads(w, s)
+	})
+	if err != nil {
 		return fmt.Errorf("save workload svids: %w", err)
 	}
 	return nil
+}
+
+// encodeWorkloads writes the workloadsDoc of s to w: the payload as
+// encoding/json would marshal a workloadsPayload, then its checksum.
+func encodeWorkloads(w io.Writer, s cache.Snapshot) error {
+	if _, err := io.WriteString(w, `{"version":1,"payload":`); err != nil {
+		return err
+	}
+	p := &payloadWriter{w: w, sum: sha256.New()}
+	p.str(`{"entries":[`)
+	for i, e := range s.Entries {
+		var err error
+		p.buf, err = proto.MarshalOptions{}.MarshalAppend(p.buf[:0], e)
+		if err != nil {
+			return fmt.Errorf("entry %s: %w", e.GetId(), err)
+		}
+		p.sep(i)
+		p.b64(p.buf)
+	}
+	p.str(`],"bundles":[`)
+	for i, b := range s.Bundles {
+		pb, err := bundleconv.ToProto(b)
+		if err != nil {
+			return fmt.Errorf("bundle %s: %w", b.TrustDomain(), err)
+		}
+		p.buf, err = proto.MarshalOptions{}.MarshalAppend(p.buf[:0], pb)
+		if err != nil {
+			return fmt.Errorf("bundle %s: %w", b.TrustDomain(), err)
+		}
+		p.sep(i)
+		p.b64(p.buf)
+	}
+	p.str(`],"svids":[`)
+	n := 0
+	for _, e := range s.Entries {
+		id := e.GetId()
+		var chain [][]byte
+		var key []byte
+		if raw, ok := s.Raw[id]; ok {
+			chain, key = raw.Chain, raw.Key
+		} else if svid := s.SVIDs[id]; svid != nil {
+			k, err := x509.MarshalPKCS8PrivateKey(crypto.Signer(svid.PrivateKey))
+			if err != nil {
+				return fmt.Errorf("key of %s: %w", svid.ID, err)
+			}
+			key = k
+			for _, c := range svid.Certificates {
+				chain = append(chain, c.Raw)
+			}
+		} else {
+			continue
+		}
+		p.sep(n)
+		n++
+		p.str(`{"entry_id":`)
+		p.jsonString(id)
+		p.str(`,"chain":[`)
+		for i, c := range chain {
+			p.sep(i)
+			p.b64(c)
+		}
+		p.str(`],"key_pkcs8":`)
+		p.b64(key)
+		p.str(`}`)
+	}
+	p.str(`]}`)
+	if p.err != nil {
+		return p.err
+	}
+	_, err := io.WriteString(w, `,"sha256":"`+hex.EncodeToString(p.sum.Sum(nil))+`"}`)
+	return err
+}
+
+// payloadWriter writes JSON to w and hashes what it writes; the first
+// error sticks and ends all later writes.
+type payloadWriter struct {
+	w   io.Writer
+	sum hash.Hash
+	err error
+	buf []byte // reused for each record's protobuf form
+	enc []byte // reused for each base64 string
+}
+
+func (p *payloadWriter) write(b []byte) {
+	if p.err != nil {
+		return
+	}
+	if _, err := p.w.Write(b); err != nil {
+		p.err = err
+		return
+	}
+	p.sum.Write(b)
+}
+
+func (p *payloadWriter) str(s string) {
+	p.enc = append(p.enc[:0], s...)
+	p.write(p.enc)
+}
+
+// sep writes the comma before element i (> 0) of an array.
+func (p *payloadWriter) sep(i int) {
+	if i > 0 {
+		p.str(",")
+	}
+}
+
+// b64 writes b as encoding/json writes a []byte: a standard base64 string.
+func (p *payloadWriter) b64(b []byte) {
+	p.enc = append(p.enc[:0], '"')
+	p.enc = base64.StdEncoding.AppendEncode(p.enc, b)
+	p.enc = append(p.enc, '"')
+	p.write(p.enc)
+}
+
+func (p *payloadWriter) jsonString(s string) {
+	b, err := json.Marshal(s)
+	if err != nil {
+		p.err = err
+		return
+	}
+	p.write(b)
 }
 
 // LoadWorkloads reads what SaveWorkloads wrote in dir. It refuses a file

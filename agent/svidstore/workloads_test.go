@@ -1,6 +1,11 @@
 package svidstore
 
 import (
+	"bytes"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -10,9 +15,11 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/sigilhq/sigil/agent/cache"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
+	"github.com/sigilhq/sigil/internal/bundleconv"
 	"github.com/sigilhq/sigil/internal/testca"
 )
 
@@ -109,4 +116,85 @@ func TestWorkloadsRefused(t *testing.T) {
 			t.Fatalf("err = %v", err)
 		}
 	})
+}
+
+// The streamed document is what encoding/json makes of the same payload,
+// so files written before streaming and after read alike; a file with
+// the checksum before the payload (as earlier agents wrote it) loads.
+func TestWorkloadsStreamedEncoding(t *testing.T) {
+	in, td := sampleSnapshot(t)
+	ca := testca.New(t, td)
+	raw := ca.Issue(t, "spiffe://example.org/db")
+	key, err := x509.MarshalPKCS8PrivateKey(raw.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const e3 = "e3 <&>\"\\" // escaped by encoding/json
+	in.Entries = append(in.Entries,
+		&typesv1.Entry{Id: "e2", SpiffeId: "spiffe://example.org/none", ParentId: "spiffe://example.org/sigil/agent/x"},
+		&typesv1.Entry{Id: e3, SpiffeId: "spiffe://example.org/db", ParentId: "spiffe://example.org/sigil/agent/x", DnsNames: []string{"db"}})
+	var rawChain [][]byte
+	for _, c := range raw.Certificates {
+		rawChain = append(rawChain, c.Raw)
+	}
+	in.Raw = map[string]cache.RawSVID{e3: {Chain: rawChain, Key: key}}
+	var buf bytes.Buffer
+	if err := encodeWorkloads(&buf, in); err != nil {
+		t.Fatal(err)
+	}
+	var doc workloadsDoc
+	if err := json.Unmarshal(buf.Bytes(), &doc); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, buf.Bytes())
+	}
+	var want workloadsPayload
+	for _, e := range in.Entries {
+		b, err := proto.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want.Entries = append(want.Entries, b)
+	}
+	pb, err := bundleconv.ToProto(in.Bundles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := proto.Marshal(pb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want.Bundles = [][]byte{b}
+	svid := in.SVIDs["e1"]
+	k1, err := x509.MarshalPKCS8PrivateKey(svid.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var chain [][]byte
+	for _, c := range svid.Certificates {
+		chain = append(chain, c.Raw)
+	}
+	want.SVIDs = []workloadSVID{{EntryID: "e1", Chain: chain, Key: k1}, {EntryID: e3, Chain: in.Raw[e3].Chain, Key: key}}
+	wantJSON, err := json.Marshal(want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(doc.Payload, wantJSON) {
+		t.Fatalf("payload\n%s\nwant what encoding/json writes\n%s", doc.Payload, wantJSON)
+	}
+	sum := sha256.Sum256(wantJSON)
+	if doc.Version != 1 || doc.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Fatalf("version %d sha256 %s, want 1 %x", doc.Version, doc.SHA256, sum)
+	}
+
+	dir := t.TempDir()
+	old := []byte(`{"version":1,"sha256":"` + doc.SHA256 + `","payload":` + string(doc.Payload) + `}`)
+	if err := os.WriteFile(filepath.Join(dir, WorkloadsFileName), old, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := LoadWorkloads(dir, td)
+	if err != nil {
+		t.Fatalf("checksum first: %v", err)
+	}
+	if len(out.Entries) != 3 || len(out.SVIDs) != 2 || out.SVIDs["e1"] == nil || !out.SVIDs[e3].Certificates[0].Equal(raw.Certificates[0]) {
+		t.Fatalf("loaded %d entries, svids %v", len(out.Entries), out.SVIDs)
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -48,11 +49,14 @@ func newAgentRunCmd() *cobra.Command {
 				cfg.JoinToken = joinToken
 			}
 			logger, reg := newLogger(cmd), newRegistry()
+			if os.Getenv("GOGC") == "" {
+				debug.SetGCPercent(cfg.GCPercent)
+			}
 			a, err := buildAgent(cmd.Context(), cfg, logger, reg)
 			if err != nil {
 				return err
 			}
-			runs, err := withHealth(health.Config{Address: cfg.HealthAddress, Ready: a.Ready, Gatherer: reg, Logger: logger}, a.Run)
+			runs, err := withHealth(health.Config{Address: cfg.HealthAddress, Ready: a.Ready, Gatherer: reg, PProf: cfg.PProf, Logger: logger}, a.Run)
 			if err != nil {
 				return err
 			}

@@ -166,9 +166,10 @@ func tail(s string) string {
 
 // procSample is a process's CPU time so far and resident set, from /proc.
 type procSample struct {
-	at  time.Time
-	cpu time.Duration
-	rss int64
+	at   time.Time
+	cpu  time.Duration
+	rss  int64 // VmRSS
+	anon int64 // RssAnon: VmRSS without the binary's and libraries' file pages
 }
 
 // sampleProc reads /proc/PID/stat (utime, stime) and /proc/PID/status
@@ -200,13 +201,21 @@ func sampleProc(pid int) (procSample, error) {
 		return s, err
 	}
 	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
-			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			if err != nil {
-				return s, fmt.Errorf("/proc/%d/status: %w", pid, err)
-			}
-			s.rss = kb * 1024
+		name, rest, _ := strings.Cut(line, ":")
+		var into *int64
+		switch name {
+		case "VmRSS":
+			into = &s.rss
+		case "RssAnon":
+			into = &s.anon
+		default:
+			continue
 		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+		if err != nil {
+			return s, fmt.Errorf("/proc/%d/status: %w", pid, err)
+		}
+		*into = kb * 1024
 	}
 	return s, nil
 }

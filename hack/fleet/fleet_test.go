@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -57,5 +60,34 @@ func TestTinyFleet(t *testing.T) {
 				t.Errorf("sign rate %.1f, CA usage %+v: want signings and one sample per replica", rep.SignRate, rep.CA)
 			}
 		})
+	}
+}
+
+// TestAgentRSS runs --agent-rss at tiny scale so that it cannot rot: a
+// real agent holds every SVID, and its RSS, Go's account of its heap and
+// its heap profile are read.
+func TestAgentRSS(t *testing.T) {
+	sigil, err := e2e.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	heapDir := t.TempDir()
+	res, err := MeasureAgentRSS(ctx, sigil.Path, t.TempDir(), heapDir, []int{0, 30}, t.Logf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res) != 2 {
+		t.Fatalf("%d results, want 2", len(res))
+	}
+	for _, r := range res {
+		if r.RSS <= 0 || r.Anon <= 0 || r.Anon > r.RSS || r.HeapInuse <= 0 {
+			t.Errorf("%d SVIDs: RSS %d, anonymous %d, heap in use %d: want 0 < anonymous <= RSS and a heap", r.SVIDs, r.RSS, r.Anon, r.HeapInuse)
+		}
+		st, err := os.Stat(filepath.Join(heapDir, fmt.Sprintf("agent-%d.heap", r.SVIDs)))
+		if err != nil || st.Size() == 0 {
+			t.Errorf("heap profile of the agent with %d SVIDs: %v", r.SVIDs, err)
+		}
 	}
 }

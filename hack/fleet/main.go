@@ -33,6 +33,7 @@ func main() {
 	flag.IntVar(&cfg.Parallel, "parallel", 32, "agents attesting at once")
 	flag.DurationVar(&cfg.ReadyWithin, "ready-within", 30*time.Minute, "give up when the fleet does not hold its SVIDs by then")
 	flag.BoolVar(&jsonOut, "json", false, "print the report as JSON")
+	agentHeap := flag.String("agent-heap-dir", "", "with --agent-rss: write each agent's heap profile here as agent-N.heap")
 	agentRSS := flag.String("agent-rss", "", "instead of a fleet: RSS of one real `sigil agent run` at these SVID counts, e.g. 0,1000,10000,50000")
 	flag.Parse()
 
@@ -40,7 +41,7 @@ func main() {
 	defer stop()
 	logger := log.New(os.Stderr, "fleet: ", log.Ltime)
 	if *agentRSS != "" {
-		if err := runAgentRSS(ctx, cfg, *agentRSS, logger); err != nil {
+		if err := runAgentRSS(ctx, cfg, *agentRSS, *agentHeap, logger); err != nil {
 			logger.Print(err)
 			os.Exit(1)
 		}
@@ -89,7 +90,7 @@ func (r *Report) Print(w io.Writer) {
 	}
 }
 
-func runAgentRSS(ctx context.Context, cfg Config, sizes string, logger *log.Logger) error {
+func runAgentRSS(ctx context.Context, cfg Config, sizes, heapDir string, logger *log.Logger) error {
 	var ns []int
 	for _, s := range strings.Split(sizes, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(s))
@@ -110,14 +111,16 @@ func runAgentRSS(ctx context.Context, cfg Config, sizes string, logger *log.Logg
 		defer os.RemoveAll(d)
 		dir = d
 	}
-	res, err := MeasureAgentRSS(ctx, cfg.Sigil, dir, ns, logger.Printf)
+	res, err := MeasureAgentRSS(ctx, cfg.Sigil, dir, heapDir, ns, logger.Printf)
 	if err != nil {
 		return err
 	}
-	fmt.Println("| SVIDs cached | agent RSS | MB per 1,000 above an empty agent | start to all held |")
-	fmt.Println("|---|---|---|---|")
+	fmt.Println("| SVIDs cached | agent RSS | MB per 1,000 above an empty agent | anonymous RSS | its MB per 1,000 | Go heap in use | heap idle, not released | start to all held |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	mb := func(b int64) float64 { return float64(b) / (1 << 20) }
 	for _, r := range res {
-		fmt.Printf("| %d | %.1f MB | %.2f | %s |\n", r.SVIDs, float64(r.RSS)/(1<<20), r.PerThousand, r.Minted.Round(time.Millisecond))
+		fmt.Printf("| %d | %.1f MB | %.2f | %.1f MB | %.2f | %.1f MB | %.1f MB | %s |\n", r.SVIDs, mb(r.RSS), r.PerThousand,
+			mb(r.Anon), r.PerThousandAnon, mb(r.HeapInuse), mb(r.HeapIdle), r.Minted.Round(time.Millisecond))
 	}
 	return nil
 }

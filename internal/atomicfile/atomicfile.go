@@ -1,7 +1,9 @@
 package atomicfile
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 )
@@ -12,7 +14,18 @@ import (
 // path untouched and removes the temporary file; an error syncing the
 // directory afterwards means the new content is in place but might not
 // survive a crash. A symlink at path is replaced, not followed.
-func Write(path string, data []byte, perm os.FileMode) (err error) {
+func Write(path string, data []byte, perm os.FileMode) error {
+	return WriteFunc(path, perm, func(w io.Writer) error {
+		_, err := w.Write(data)
+		return err
+	})
+}
+
+// WriteFunc is Write for content too large to hold in memory at once:
+// write streams it into the temporary file (created mode 0600, through a
+// buffer WriteFunc flushes). An error from write, like any other before
+// the rename, leaves path untouched and removes the temporary file.
+func WriteFunc(path string, perm os.FileMode, write func(w io.Writer) error) (err error) {
 	if perm&^os.ModePerm != 0 {
 		return fmt.Errorf("write %s: mode %v is more than permission bits", path, perm)
 	}
@@ -31,7 +44,11 @@ func Write(path string, data []byte, perm os.FileMode) (err error) {
 			os.Remove(tmp)
 		}
 	}()
-	if _, err = f.Write(data); err != nil {
+	bw := bufio.NewWriterSize(f, 64<<10)
+	if err = write(bw); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err = bw.Flush(); err != nil {
 		return fmt.Errorf("write %s: %w", path, err)
 	}
 	// Chmod on the open file is not subject to the umask.

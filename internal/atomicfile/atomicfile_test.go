@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -258,6 +259,42 @@ func TestWriteConcurrent(t *testing.T) {
 	if len(got) != 64<<10 || !bytes.Equal(got, bytes.Repeat(got[:1], len(got))) {
 		t.Fatalf("file holds a mix of writes (%d bytes)", len(got))
 	}
+	if got := names(t, dir); !slices.Equal(got, []string{"f"}) {
+		t.Fatalf("directory holds %v, want only f", got)
+	}
+}
+
+// TestWriteFunc: streamed content lands whole; an error from the stream,
+// even after much was written, keeps the old file and leaves no temporary
+// file.
+func TestWriteFunc(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "f")
+	big := bytes.Repeat([]byte("0123456789abcdef"), 20000) // beyond the buffer
+	stream := func(fail error) func(w io.Writer) error {
+		return func(w io.Writer) error {
+			for i := 0; i < len(big); i += 1000 {
+				if _, err := w.Write(big[i:min(i+1000, len(big))]); err != nil {
+					return err
+				}
+			}
+			return fail
+		}
+	}
+	if err := atomicfile.WriteFunc(path, 0o600, stream(nil)); err != nil {
+		t.Fatal(err)
+	}
+	check(t, path, big, 0o600)
+	errStop := errors.New("encoder gave up")
+	if err := atomicfile.WriteFunc(path, 0o644, func(w io.Writer) error {
+		if _, err := w.Write([]byte("half")); err != nil {
+			return err
+		}
+		return stream(errStop)(w)
+	}); !errors.Is(err, errStop) {
+		t.Fatalf("err = %v, want %v", err, errStop)
+	}
+	check(t, path, big, 0o600)
 	if got := names(t, dir); !slices.Equal(got, []string{"f"}) {
 		t.Fatalf("directory holds %v, want only f", got)
 	}
