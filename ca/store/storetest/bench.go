@@ -62,7 +62,6 @@ func Benchmark(b *testing.B, open func(b *testing.B) store.Store) {
 	})
 }
 
-
 // benchmarkUpdate10k times one UpdateEntries call that gives each of
 // 10,000 stored entries a new SPIFFE ID (a template change), and the
 // same 10,000 updates made one UpdateEntry call each.
