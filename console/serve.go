@@ -34,10 +34,19 @@ func Serve(ctx context.Context, lis net.Listener, h http.Handler, tc *tls.Config
 		return fmt.Errorf("console: %w", err)
 	case <-ctx.Done():
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	// Requests in flight get a few seconds to finish; then whatever is left
+	// is closed. A browser keeps speculative connections open that never
+	// send a request, and Go's Shutdown waits up to 5 s for those: the
+	// console holds no state a forced close could lose.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
-		return fmt.Errorf("console shutdown: %w", err)
+		if errors.Is(err, context.DeadlineExceeded) {
+			err = srv.Close()
+		}
+		if err != nil {
+			return fmt.Errorf("console shutdown: %w", err)
+		}
 	}
 	if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("console: %w", err)
