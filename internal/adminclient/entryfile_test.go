@@ -1,6 +1,7 @@
 package adminclient
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -106,4 +107,25 @@ func FuzzDecodeEntries(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkDecodeEntries10k decodes the 10,000-entry file of the bulk
+// benchmarks (hack/bench/push): the CLI's part of `entry create --file`.
+func BenchmarkDecodeEntries10k(b *testing.B) {
+	var sb strings.Builder
+	for i := range 10000 {
+		fmt.Fprintf(&sb, "- spiffe_id: spiffe://example.org/bulk/%d\n  parent_id: spiffe://example.org/sigil/agent/join_token/other-%d\n  selectors: [unix:uid:%d]\n", i, i%1000, 1000+i%5000)
+	}
+	data := sb.String()
+	b.SetBytes(int64(len(data)))
+	b.ReportAllocs()
+	for b.Loop() {
+		es, err := DecodeEntries(strings.NewReader(data))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(es) != 10000 {
+			b.Fatalf("decoded %d entries, want 10000", len(es))
+		}
+	}
 }

@@ -171,3 +171,49 @@ func TestUpdateDeleteEntriesAcrossStatements(t *testing.T) {
 		})
 	}
 }
+
+// Batch writes keep the audit trail as single writes do: one event per
+// entry, its Details the same JSON text (keys in order), and entry IDs
+// that sort in creation order (UUIDv7, appended to the id indexes).
+func TestBatchAuditAndIDs(t *testing.T) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := t.Context()
+			s := b.openFresh(t)
+			defer s.Close()
+			created, err := s.CreateEntries(ctx, "t", batchEntries(t, "a", 1500))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.IsSortedFunc(created, func(x, y store.Entry) int { return strings.Compare(x.ID, y.ID) }) {
+				t.Errorf("entry IDs of one batch are not in creation order: %s ... %s", created[0].ID, created[len(created)-1].ID)
+			}
+			up := slices.Clone(created[:2])
+			up[0].X509TTL, up[1].X509TTL = 1, 1
+			if _, err := s.UpdateEntries(ctx, "t", up); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.DeleteEntries(ctx, "t", []string{created[2].ID}); err != nil {
+				t.Fatal(err)
+			}
+			evs, err := s.ListAudit(ctx, store.AuditFilter{Limit: 2000})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) != 1503 {
+				t.Fatalf("%d audit events, want 1503", len(evs))
+			}
+			check := func(ev store.AuditEvent, action string, e store.Entry, rev int64) {
+				t.Helper()
+				want := fmt.Sprintf(`{"parent_id":%q,"revision":%d,"spiffe_id":%q}`, e.ParentID, rev, e.SPIFFEID)
+				if ev.Action != action || ev.Actor != "t" || ev.Target != e.ID || ev.Details != want || ev.Time.IsZero() {
+					t.Errorf("audit event %+v, want %s by t on %s with details %s", ev, action, e.ID, want)
+				}
+			}
+			check(evs[0], "entry.create", created[0], created[0].Revision)
+			check(evs[1499], "entry.create", created[1499], created[1499].Revision)
+			check(evs[1500], "entry.update", created[0], created[1499].Revision+1)
+			check(evs[1502], "entry.delete", created[2], created[1499].Revision+3)
+		})
+	}
+}

@@ -24,6 +24,27 @@ func Benchmark(b *testing.B, open func(b *testing.B) store.Store) {
 			i++
 		}
 	})
+	// One 10,000-entry batch per iteration into the same, growing store:
+	// the store half of `sigil entry create --file` with 10,000 entries.
+	b.Run("CreateEntries/10k", func(b *testing.B) {
+		const n = 10000
+		s := open(b)
+		defer s.Close()
+		b.ReportAllocs()
+		round := 0
+		for b.Loop() {
+			b.StopTimer()
+			batch := make([]store.Entry, n)
+			for i := range batch {
+				batch[i] = entry(b, fmt.Sprintf("bulk/%d/%d", round, i), fmt.Sprintf("other-%d", i%1000), fmt.Sprintf("unix:uid:%d", 1000+i%5000))
+			}
+			round++
+			b.StartTimer()
+			if _, err := s.CreateEntries(b.Context(), admin, batch); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 	b.Run("GetEntry", func(b *testing.B) {
 		s := open(b)
 		defer s.Close()
