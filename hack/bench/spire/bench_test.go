@@ -55,36 +55,8 @@ func BenchmarkBatchEntryCreate(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Run("spire-server/postgres", func(b *testing.B) {
-		bin := &e2e.Binary{Path: tool(b, "spire-server")}
 		dir := b.TempDir()
-		sock := filepath.Join(dir, "server.sock")
-		cfg := filepath.Join(dir, "server.conf")
-		e2e.WriteFile(b, cfg, fmt.Sprintf(`server {
-    bind_address = "127.0.0.1"
-    bind_port = "%s"
-    socket_path = %q
-    trust_domain = "bench.test"
-    data_dir = %q
-    log_level = "WARN"
-}
-plugins {
-    DataStore "sql" {
-        plugin_data {
-            database_type = "postgres"
-            connection_string = %q
-        }
-    }
-    KeyManager "memory" {
-        plugin_data {}
-    }
-    NodeAttestor "join_token" {
-        plugin_data {}
-    }
-}
-`, port(b), sock, filepath.Join(dir, "data"), pgtest.Start(b)), 0o600)
-		srv := bin.Start(b, "run", "-config", cfg)
-		e2e.WaitForSocket(b, srv, sock, 60*time.Second)
-		waitOK(b, func() error { _, _, err := bin.Run(b, "healthcheck", "-socketPath", sock); return err })
+		bin, sock, _ := startServer(b, dir)
 		type sel struct {
 			Type  string `json:"type"`
 			Value string `json:"value"`
@@ -213,38 +185,9 @@ var svids = flag.Int("svids", 1000, "SVIDs the SPIRE agent holds in BenchmarkAge
 // (entries parented to it) minus its RSS holding none, both 5 s after
 // settling, as hack/fleet --agent-rss does for Sigil's agent.
 func BenchmarkAgentRSS(b *testing.B) {
-	server := &e2e.Binary{Path: tool(b, "spire-server")}
 	agentBin := tool(b, "spire-agent")
 	dir := b.TempDir()
-	sock := filepath.Join(dir, "server.sock")
-	serverPort := port(b)
-	cfg := filepath.Join(dir, "server.conf")
-	e2e.WriteFile(b, cfg, fmt.Sprintf(`server {
-    bind_address = "127.0.0.1"
-    bind_port = "%s"
-    socket_path = %q
-    trust_domain = "bench.test"
-    data_dir = %q
-    log_level = "WARN"
-}
-plugins {
-    DataStore "sql" {
-        plugin_data {
-            database_type = "postgres"
-            connection_string = %q
-        }
-    }
-    KeyManager "memory" {
-        plugin_data {}
-    }
-    NodeAttestor "join_token" {
-        plugin_data {}
-    }
-}
-`, serverPort, sock, filepath.Join(dir, "data"), pgtest.Start(b)), 0o600)
-	srv := server.Start(b, "run", "-config", cfg)
-	e2e.WaitForSocket(b, srv, sock, 60*time.Second)
-	waitOK(b, func() error { _, _, err := server.Run(b, "healthcheck", "-socketPath", sock); return err })
+	server, sock, serverPort := startServer(b, dir)
 	out, _, err := server.Run(b, "token", "generate", "-socketPath", sock)
 	tok, ok := strings.CutPrefix(strings.SplitN(out, "\n", 2)[0], "Token: ")
 	if err != nil || !ok {
@@ -375,4 +318,41 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.buf.String()
+}
+
+// startServer starts a spire-server (trust domain bench.test, join_token
+// node attestation, a real PostgreSQL) in dir and waits until it is
+// healthy; it returns the binary, its API socket and its port.
+func startServer(b *testing.B, dir string) (bin *e2e.Binary, sock, serverPort string) {
+	bin = &e2e.Binary{Path: tool(b, "spire-server")}
+	sock = filepath.Join(dir, "server.sock")
+	serverPort = port(b)
+	cfg := filepath.Join(dir, "server.conf")
+	e2e.WriteFile(b, cfg, fmt.Sprintf(`server {
+    bind_address = "127.0.0.1"
+    bind_port = "%s"
+    socket_path = %q
+    trust_domain = "bench.test"
+    data_dir = %q
+    log_level = "WARN"
+}
+plugins {
+    DataStore "sql" {
+        plugin_data {
+            database_type = "postgres"
+            connection_string = %q
+        }
+    }
+    KeyManager "memory" {
+        plugin_data {}
+    }
+    NodeAttestor "join_token" {
+        plugin_data {}
+    }
+}
+`, serverPort, sock, filepath.Join(dir, "data"), pgtest.Start(b)), 0o600)
+	srv := bin.Start(b, "run", "-config", cfg)
+	e2e.WaitForSocket(b, srv, sock, 60*time.Second)
+	waitOK(b, func() error { _, _, err := bin.Run(b, "healthcheck", "-socketPath", sock); return err })
+	return bin, sock, serverPort
 }

@@ -6,15 +6,8 @@ package federation
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -176,46 +169,6 @@ func (d *domain) waitFetched(t *testing.T, td string) {
 	}
 }
 
-// webPKI makes a root and a certificate for 127.0.0.1 under it, as a Web
-// PKI would issue for the bundle endpoint's host.
-func webPKI(t *testing.T, dir string) (rootFile, certFile, keyFile string) {
-	t.Helper()
-	rootKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	rootTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "e2e Web PKI root"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign}
-	rootDER, err := x509.CreateCertificate(rand.Reader, rootTmpl, rootTmpl, rootKey.Public(), rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	root, _ := x509.ParseCertificate(rootDER)
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leafDER, err := x509.CreateCertificate(rand.Reader, &x509.Certificate{SerialNumber: big.NewInt(2),
-		Subject: pkix.Name{CommonName: "127.0.0.1"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}, root, key.Public(), rootKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rootFile, certFile, keyFile = filepath.Join(dir, "web-root.pem"), filepath.Join(dir, "web.crt"), filepath.Join(dir, "web.key")
-	e2e.WriteFile(t, rootFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: rootDER})), 0o644)
-	e2e.WriteFile(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leafDER})), 0o644)
-	e2e.WriteFile(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})), 0o600)
-	return rootFile, certFile, keyFile
-}
-
 func timeout(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -259,7 +212,7 @@ func TestFederatesWith(t *testing.T) {
 	// relationship in ca.yaml, trusting the test Web PKI root); b.test serves
 	// https_web and fetches a.test over https_spiffe (its relationship made
 	// with the CLI, with a.test's bundle as the initial one).
-	webRoot, webCert, webKey := webPKI(t, b.dir)
+	webRoot, webCert, webKey := e2e.WebPKI(t, b.dir)
 	a.startCA(t, "    profile: https_spiffe", fmt.Sprintf(`
     - trust_domain: b.test
       bundle_endpoint_url: https://%s
