@@ -173,9 +173,9 @@ func (a *Agent) checkServer(ctx context.Context, addr string) error {
 
 // dial opens a (lazy) connection to the CA replica at addr that accepts
 // only the CA's own SPIFFE ID, chaining to the agent's current roots (or,
-// failing them, its bootstrap roots: catrust.go); with mtls it presents the agent's current SVID. addr is dialed as it is: the
-// agent resolves names itself (see servers) to fail over between the
-// addresses.
+// failing them, its bootstrap roots: catrust.go); with mtls it presents
+// the agent's current SVID. addr is dialed as it is: the agent resolves
+// names itself (see servers) to fail over between the addresses.
 func (a *Agent) dial(addr string, mtls bool) (*grpc.ClientConn, error) {
 	cc, err := grpc.NewClient("passthrough:///"+addr,
 		grpc.WithTransportCredentials(credentials.NewTLS(a.caTLSConfig(mtls))),
