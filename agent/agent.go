@@ -102,6 +102,10 @@ type Agent struct {
 	learned atomic.Pointer[[]*x509.Certificate]
 	learnMu sync.Mutex // serializes learnRoots
 
+	// fallbackKey is the CA key last logged as verified by the bootstrap
+	// roots (catrust.go).
+	fallbackKey atomic.Pointer[string]
+
 	mu sync.Mutex
 	id *svidstore.Identity
 	// problem, if set, is why the agent is not ready that the operator
@@ -284,7 +288,8 @@ func (a *Agent) getX509SVID() (*x509svid.SVID, error) {
 // the cache synced, else the persisted one, else the bootstrap bundle. The
 // bundle's authorities are the CA's signing keys, which expire and get
 // revoked: the bootstrap roots serve only before the first sync or when
-// every authority the agent holds has expired.
+// every authority the agent holds has expired, and, for the CA's own
+// certificate, when the held ones do not chain it (catrust.go).
 func (a *Agent) roots() []*x509.Certificate {
 	return a.withoutRevoked(a.heldRoots())
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/spiffe/go-spiffe/v2/bundle/x509bundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
-	"github.com/spiffe/go-spiffe/v2/spiffetls/tlsconfig"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
@@ -146,18 +145,6 @@ type svidSource func() (*x509svid.SVID, error)
 
 func (f svidSource) GetX509SVID() (*x509svid.SVID, error) { return f() }
 
-type rootsSource struct {
-	td    spiffeid.TrustDomain
-	roots func() []*x509.Certificate
-}
-
-func (r rootsSource) GetX509BundleForTrustDomain(td spiffeid.TrustDomain) (*x509bundle.Bundle, error) {
-	if td != r.td {
-		return nil, fmt.Errorf("no bundle for trust domain %s", td)
-	}
-	return x509bundle.FromX509Authorities(td, r.roots()), nil
-}
-
 func bundleSet(td spiffeid.TrustDomain, roots []*x509.Certificate) x509bundle.Source {
 	return x509bundle.FromX509Authorities(td, roots)
 }
@@ -173,8 +160,7 @@ func (a *Agent) checkServer(ctx context.Context, addr string) error {
 		return status.Errorf(codes.Unavailable, "connect to the CA at %s: %v", addr, err)
 	}
 	defer raw.Close()
-	conf := tlsconfig.TLSClientConfig(rootsSource{td: a.cfg.TrustDomain, roots: a.roots}, a.authorizeCA())
-	conn := tls.Client(raw, conf)
+	conn := tls.Client(raw, a.caTLSConfig(false))
 	if err := conn.HandshakeContext(ctx); err != nil {
 		var ne net.Error
 		if errors.As(err, &ne) || errors.Is(err, io.EOF) {
@@ -186,19 +172,13 @@ func (a *Agent) checkServer(ctx context.Context, addr string) error {
 }
 
 // dial opens a (lazy) connection to the CA replica at addr that accepts
-// only the CA's own SPIFFE ID, chaining to the agent's current roots; with
-// mtls it presents the agent's current SVID. addr is dialed as it is: the
-// agent resolves names itself (see servers) to fail over between the
-// addresses.
+// only the CA's own SPIFFE ID, chaining to the agent's current roots (or,
+// failing them, its bootstrap roots: catrust.go); with mtls it presents
+// the agent's current SVID. addr is dialed as it is: the agent resolves
+// names itself (see servers) to fail over between the addresses.
 func (a *Agent) dial(addr string, mtls bool) (*grpc.ClientConn, error) {
-	bundles := rootsSource{td: a.cfg.TrustDomain, roots: a.roots}
-	authz := a.authorizeCA()
-	conf := tlsconfig.TLSClientConfig(bundles, authz)
-	if mtls {
-		conf = tlsconfig.MTLSClientConfig(svidSource(a.getX509SVID), bundles, authz)
-	}
 	cc, err := grpc.NewClient("passthrough:///"+addr,
-		grpc.WithTransportCredentials(credentials.NewTLS(conf)),
+		grpc.WithTransportCredentials(credentials.NewTLS(a.caTLSConfig(mtls))),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: a.cfg.RetryMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: a.cfg.RetryMax},
 			MinConnectTimeout: 5 * time.Second,

@@ -11,6 +11,9 @@ type metrics struct {
 	renewals     *prometheus.CounterVec // result
 	expiry       prometheus.Gauge
 	failovers    prometheus.Counter
+	// trustFallbacks counts CA certificates verified by the bootstrap
+	// roots because the held bundle lacked their key (catrust.go).
+	trustFallbacks prometheus.Counter
 }
 
 // newMetrics makes the agent's series and registers them on reg (nil: on
@@ -29,11 +32,14 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		failovers: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sigil_agent_ca_failovers_total", Help: "Moves of the agent to another CA replica after the one in use was unreachable or failing.",
 		}),
+		trustFallbacks: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sigil_agent_ca_trust_fallback_total", Help: "TLS handshakes with the CA whose certificate the agent verified by its bootstrap roots because its bundle lacked the CA's signing key.",
+		}),
 	}
 	if reg == nil {
 		return m, nil
 	}
-	for _, c := range []prometheus.Collector{m.attestations, m.renewals, m.expiry, m.failovers} {
+	for _, c := range []prometheus.Collector{m.attestations, m.renewals, m.expiry, m.failovers, m.trustFallbacks} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("register metrics: %w", err)
 		}

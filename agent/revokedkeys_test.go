@@ -8,11 +8,13 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
+	"log/slog"
 	"math/big"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -149,6 +151,39 @@ func TestRevokedKeyRefusedUnderBootstrapRoots(t *testing.T) {
 	}
 	handshakes.Store(0)
 
+	// The agent kept its identity, but its bundle lacks K1 (revoked): it
+	// falls back to its bootstrap roots for the CA's certificate
+	// (catrust.go), which chain K1, and the revoked list refuses it.
+	logs := &lockedBuffer{}
+	kept, err := agent.New(agent.Config{
+		TrustDomain: td, ServerAddress: addr, DataDir: dir, BootstrapBundle: tc.roots, Attestor: pop,
+		RetryMin: 50 * time.Millisecond, RetryMax: 500 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kctx, kcancel := context.WithCancel(ctx)
+	kdone := make(chan error, 1)
+	go func() { kdone <- kept.Run(kctx) }()
+	for end := time.Now().Add(20 * time.Second); !strings.Contains(logs.String(), "revoked CA key "+k1ID); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(end) {
+			kcancel()
+			t.Fatalf("the agent with its identity never refused the fake CA for revoked K1:\n%s", logs.String())
+		}
+	}
+	kcancel()
+	if err := <-kdone; err != nil {
+		t.Fatalf("agent Run: %v", err)
+	}
+	time.Sleep(200 * time.Millisecond) // the server counts after the client returns
+	if n := handshakes.Load(); n != 0 {
+		t.Fatalf("the agent with its identity completed %d handshakes with the fake CA", n)
+	}
+	if strings.Contains(logs.String(), "verified the CA by its bootstrap roots") {
+		t.Fatalf("the agent logged a fallback to a revoked key:\n%s", logs.String())
+	}
+
 	// The agent lost its identity (evicted; a new disk with the old data
 	// dir's files restored): it attests again by its bootstrap roots.
 	if err := os.Remove(filepath.Join(dir, svidstore.FileName)); err != nil {
@@ -174,6 +209,24 @@ func TestRevokedKeyRefusedUnderBootstrapRoots(t *testing.T) {
 	if _, err := svidstore.Load(dir, td); err == nil {
 		t.Fatal("the agent installed an identity")
 	}
+}
+
+// lockedBuffer is a log destination safe for concurrent writes.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func rootsOnly(roots []*x509.Certificate) x509bundle.Source {

@@ -79,6 +79,7 @@ func (c *CA) rotateLocked(ctx context.Context) error {
 		case hasPrepared && ActivateDue(now, nb, na) && !(kind == X509 && rootPublishing(doc)):
 			// A root rotation's published key waits for the rotation
 			// (rootrot.go): it activates the key with the new root.
+			c.warnIfUnpublished(before, kind, now, "scheduled")
 			activateInto(&doc, kind, now)
 			changed = true
 		case !hasPrepared && PrepareDue(now, nb, na):
@@ -312,12 +313,44 @@ func (c *CA) Activate(ctx context.Context, kind KeyKind) (KeyStatus, error) {
 	if _, ok := preparedIndex(doc, kind); !ok {
 		return KeyStatus{}, ErrNoPrepared
 	}
+	c.warnIfUnpublished(before, kind, c.cfg.Now(), "forced")
 	activateInto(&doc, kind, c.cfg.Now())
 	ks, err := c.finishForced(ctx, before, doc, kind, Active)
 	if err != nil {
 		return KeyStatus{}, err
 	}
 	return ks, c.refreshServerSVID(ctx, kind == X509)
+}
+
+// warnIfUnpublished warns when the prepared key of kind about to be
+// activated has been in the bundle for less than the publish wait (the
+// refresh hint, at least the re-key's wait): verifiers that fetch the
+// bundle by the hint may refuse what it signs until they fetch again.
+// Activation goes ahead, as SPIRE's `localauthority x509 activate` does:
+// operators force it on purpose, and a scheduled activation that comes
+// early (the CA was down past the prepare time) must not wait while the
+// active key runs out. Agents are not stranded by it: they verify the
+// CA's certificate by their bootstrap roots when their bundle lacks the
+// key (agent/catrust.go).
+func (c *CA) warnIfUnpublished(st *state, kind KeyKind, now time.Time, trigger string) {
+	var id string
+	var published time.Time
+	for _, ks := range st.statuses() {
+		if ks.Kind == kind && ks.State == Prepared {
+			id, published = ks.ID, ks.NotBefore
+		}
+	}
+	if id == "" {
+		return
+	}
+	if kind == X509 {
+		published = published.Add(backdate) // prepareUnder backdates the certificate
+	}
+	wait := c.rootPublishWait()
+	if in := now.Sub(published); in < wait {
+		c.cfg.Logger.Warn("activating a ca key published for less than the publish wait: verifiers that have not fetched the bundle since may refuse what it signs until they do",
+			"kind", string(kind), "key_id", id, "trigger", trigger, "published_for", in.Round(time.Millisecond), "publish_wait", wait)
+	}
 }
 
 func (c *CA) finishForced(ctx context.Context, before *state, doc journalDoc, kind KeyKind, want KeyState) (KeyStatus, error) {

@@ -116,6 +116,7 @@ func (a *simAgent) install(res *nodev1.AgentSVID, key crypto.Signer) error {
 	}
 	svid := &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: key}
 	conf := tlsconfig.MTLSClientConfig(x509svid.Source(staticSVID{svid}), agentBundle{a}, a.f.authorizeCA())
+	conf.VerifyPeerCertificate = a.verifyCA
 	cc, err := grpc.NewClient("passthrough:///"+a.addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", a.addr, err)
@@ -128,6 +129,23 @@ func (a *simAgent) install(res *nodev1.AgentSVID, key crypto.Signer) error {
 		old.Close()
 	}
 	return nil
+}
+
+// verifyCA checks the CA's certificate as the real agent does
+// (agent/catrust.go): by the bundle the agent last synced, else by the
+// bootstrap roots, which chain a key the CA activated before its bundle
+// reached the agent. (The simulated CA revokes no key, so there is no
+// revoked list to refuse.)
+func (a *simAgent) verifyCA(raw [][]byte, _ [][]*x509.Certificate) error {
+	id, chains, err := x509svid.ParseAndVerify(raw, agentBundle{a})
+	if err != nil {
+		var bootErr error
+		id, chains, bootErr = x509svid.ParseAndVerify(raw, x509bundle.FromX509Authorities(a.f.td, a.f.roots))
+		if bootErr != nil {
+			return err
+		}
+	}
+	return a.f.authorizeCA()(id, chains)
 }
 
 // agentBundle trusts the CA by the bundle the agent last synced (the CA
