@@ -103,7 +103,29 @@ if [[ ${CLIENT_TRACE:-} == 1 ]]; then
 	python3 "$ROOT/hack/bench/authz/traceattr.py" "$OUT/samples.csv" "$WORK/client.parsed" client | tee "$OUT/client-attr.txt"
 fi
 if [[ $PERF == 1 ]]; then
-	# Run-queue delay per task on the pinned CPUs: time a woken thread
-	# waited for its CPU (other processes, or its own threads).
-	perf sched latency -i "$OUT/perf-sched.data" --sort max 2>/dev/null | sed -n '1,16p' | tee "$OUT/perf-sched-latency.txt"
+	# From the kernel's view: how long the server's and the client's
+	# threads waited on the run queue after a wake-up (sch delay), and how
+	# much CPU time other processes took on the two pinned CPUs.
+	perf sched timehist -i "$OUT/perf-sched.data" 2>/dev/null | python3 -c '
+import re, sys
+pids = {sys.argv[1]: "server", sys.argv[2]: "client"}
+delay = {"server": [], "client": []}
+other = {}
+for line in sys.stdin:
+    m = re.match(r"\s*[\d.]+ \[(\d+)\]\s+(\S.*?)\s+([\d.]+)\s+([\d.]+)\s+([\d.]+)\s*$", line)
+    if not m:
+        continue
+    cpu, task, _, sch, run = m.groups()
+    t = re.search(r"\[(\d+)(?:/(\d+))?\]$", task)
+    pid = t and (t.group(2) or t.group(1))
+    if pid in pids:
+        delay[pids[pid]].append(float(sch))
+    elif task != "<idle>":
+        other[cpu] = other.get(cpu, 0) + float(run)
+for who, d in delay.items():
+    d.sort()
+    q = lambda p: d[min(len(d) - 1, int(len(d) * p))] if d else float("nan")
+    print(f"perf sched: {who} threads: {len(d)} switches, run-queue delay p50 {q(.5):.3f}  p99 {q(.99):.3f}  max {max(d, default=0):.3f} ms")
+print("perf sched: CPU time of other processes: " + ", ".join(f"CPU {int(c)} {ms:.0f} ms" for c, ms in sorted(other.items())))
+' "$PID" "$LOAD" | tee "$OUT/perf-sched.txt"
 fi
