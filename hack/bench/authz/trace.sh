@@ -16,8 +16,11 @@
 # RT=1 runs server and client SCHED_FIFO (chrt -f 10): on a box loaded by
 # other work this keeps other processes off the two pinned CPUs, which is
 # what a quiet box gives; it changes nothing else.
-# SERVER_ENV: extra environment for the server (e.g. "GOGC=1600").
-# Writes everything to $OUT (default ./authz-trace).
+# SERVER_ENV: extra environment for the server (e.g. "GOGC=1600");
+# LOAD_ARGS: extra flags for load (e.g. "-timeout 200ms", Envoy's default
+# ext_authz timeout, sent as the call's deadline).
+# Writes everything to $OUT (default ./authz-trace; no "=" in the path:
+# env would take it for an assignment).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -77,8 +80,9 @@ sleep 0.5
 CLIENT_TRACE_ARGS=()
 if [[ ${CLIENT_TRACE:-} == 1 ]]; then CLIENT_TRACE_ARGS=(-trace "$OUT/client.trace"); fi
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/load-average"
+# shellcheck disable=SC2086
 "${CLIENT_PIN[@]}" "$OUT/load" "${CALL[@]}" -addr "$ADDR" -rate "$RATE" -duration "$DURATION" -warmup "$WARMUP" \
-	-samples "$OUT/samples.csv" -json "$OUT/result.json" "${CLIENT_TRACE_ARGS[@]}" >"$OUT/result.txt" &
+	-samples "$OUT/samples.csv" -json "$OUT/result.json" "${CLIENT_TRACE_ARGS[@]}" ${LOAD_ARGS:-} >"$OUT/result.txt" &
 LOAD=$!
 sleep "$(($(sed 's/s$//' <<<"$WARMUP") + 1))"
 PERF=${PERF:-}
@@ -92,6 +96,7 @@ fi
 if [[ $PERF == 1 ]]; then wait "$PERFPID"; fi
 wait "$LOAD"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$OUT/load-average"
+awk '/^Vm(RSS|HWM)/{printf "server %s %d MB\n", $1, $2 / 1024}' "/proc/$PID/status" | tee "$OUT/server-rss.txt"
 cat "$OUT/result.txt"
 if [[ $SERVER != echo ]]; then
 	grep -c '^gc ' "$OUT/server.err" | sed 's/^/server GC cycles since start (gctrace): /'
