@@ -4,8 +4,9 @@
 // reports latency measured from each call's intended send time.
 //
 // Calls leave on a schedule (start + i/rate) paced by a timerfd that Go's
-// netpoller watches, so a send is late by microseconds, not by the
-// millisecond granularity of Go timers on an idle process. A call that
+// netpoller watches, so a send is late by the machine's wake-up latency
+// (tens of microseconds), not by the millisecond granularity of Go timers
+// on an idle process. A call that
 // leaves late (every worker busy, client descheduled) still counts from
 // its intended time: the coordinated omission a closed-loop generator
 // hides stays in the figures. The request is marshalled once; workers
