@@ -11,6 +11,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/code"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/sigilhq/sigil/authz"
 	"github.com/sigilhq/sigil/authz/engine"
@@ -228,4 +230,24 @@ func gauge(t *testing.T, h *harness, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// A Check whose own deadline comes before the evaluation limit (as
+// Envoy's ext_authz timeout does) is cut at that deadline: the server
+// makes no timer of its own then, and must still stop evaluating.
+func TestCallerDeadlineCutsEvaluation(t *testing.T) {
+	h := start(t, authz.Config{Engine: newEngine(t, slowPolicy), Limits: authz.Limits{EvalTimeout: time.Hour}})
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := h.client.Check(ctx, pathRequest("/slow")); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("slow check with a 300ms deadline: %v, want DeadlineExceeded", err)
+	}
+	// Unlimited, the slow policy evaluates for minutes; the denial is
+	// counted once the evaluation stopped at the caller's deadline.
+	for deadline := time.Now().Add(20 * time.Second); counter(t, h.reg, "sigil_authz_limit_denials_total", "eval_timeout") != 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("the evaluation was not cut at the caller's deadline within 20s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

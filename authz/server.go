@@ -338,10 +338,18 @@ func (s *Server) admit(ctx context.Context) (engine.Decision, func()) {
 	}
 }
 
-// decide evaluates in under the evaluation time limit.
+// decide evaluates in under the evaluation time limit. Envoy sends its
+// ext_authz timeout (200ms by default) as the call's deadline; when that
+// deadline already comes within EvalTimeout, it is the limit and no
+// context and timer of our own are made (a tenth of a decision's
+// allocations, so fewer GC cycles under load). The deadline is on the
+// real clock, as context timers are.
 func (s *Server) decide(ctx context.Context, dec Decider, in ast.Value) engine.Decision {
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.Limits.EvalTimeout)
-	defer cancel()
+	if dl, ok := ctx.Deadline(); !ok || time.Until(dl) > s.cfg.Limits.EvalTimeout {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.Limits.EvalTimeout)
+		defer cancel()
+	}
 	d := dec.Decide(ctx, in)
 	if d.Reason == engine.ReasonTimeout {
 		rev := d.Revision

@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # Side-by-side ext_authz benchmark: Sigil authz vs opa-envoy-plugin, same
 # 50-rule who-may-call-whom policy (authz/testdata/bench/policy), same
-# CheckRequest, same machine, one after the other, driven by ghz:
-#   1. fixed 2,000 rps for $DURATION: Check latency p50 / p99 / p99.9
-#   2. saturation at concurrency $CONC for $DURATION: decisions/s
+# CheckRequest, same machine, one after the other:
+#   1. fixed 2,000 rps for $DURATION: Check latency p50 / p99 / p99.9,
+#      driven by hack/bench/authz/load (LOADGEN=sigil, the default: open
+#      loop, latency from each call's intended send time, pre-marshalled
+#      request, 4 connections) or by ghz (LOADGEN=ghz: --rps, -c 16, one
+#      connection, latency from the actual send, as published before
+#      session 6)
+#   2. saturation at concurrency $CONC for $DURATION: decisions/s (ghz)
 # Sigil is measured twice: decision log off (like the plugin's default) and
 # on (file sink, masked request logged).
 # Server CPU per decision (user+system ticks of the server process during
 # the saturation run, from /proc) is the figure least distorted when client
 # and servers share the cores.
-# By default the server under test is pinned to CPU 1 and ghz to CPU 0
+# By default the server under test is pinned to CPU 1 and the client to CPU 0
 # (taskset; both servers alike), so client and server do not steal each
 # other's core; with GOMAXPROCS following the affinity, each server runs on
 # one core. Saturation is then bounded by the server (the floor row shows
@@ -28,11 +33,15 @@ CONC=${CONC:-32}
 # under test runs on CPU 1 and ghz on CPU 0, the same for every server.
 SERVER_CPUS=${SERVER_CPUS-1}
 CLIENT_CPUS=${CLIENT_CPUS-0}
-# Which servers to measure (any of floor sigil sigil-log plugin plugin-gogc
-# sigil-gogc1600 plugin-gogc1600);
-# floor is the gRPC health check on Sigil's server: what transport, ghz
-# and the machine cost without any policy.
+# Which servers to measure (any of echo floor sigil sigil-log plugin
+# plugin-gogc sigil-gogc1600 plugin-gogc1600);
+# floor is the gRPC health check on Sigil's server: what transport, the
+# client and the machine cost without any policy; echo (LOADGEN=sigil only,
+# no saturation run) is a TCP ping-pong served by `load -serve-echo`: the
+# kernel loopback and Go netpoller without gRPC.
 SERVERS=${SERVERS:-floor sigil sigil-log plugin plugin-gogc sigil-gogc1600 plugin-gogc1600}
+LOADGEN=${LOADGEN:-sigil}
+case $LOADGEN in sigil | ghz) ;; *) echo "LOADGEN=$LOADGEN: want sigil or ghz" >&2; exit 2 ;; esac
 # SIGIL_BIN: measure this sigil binary instead of building ./cmd/sigil.
 # MAX_LOAD: wait (up to 5 min) until the 1-minute load average is below it
 # before each measurement; the load is reported with every figure.
@@ -50,11 +59,13 @@ trap cleanup EXIT
 "$ROOT/hack/setup/41-ghz.sh"
 cd "$ROOT"
 if [[ -n ${SIGIL_BIN:-} ]]; then cp "$SIGIL_BIN" "$WORK/sigil"; else go build -o "$WORK/sigil" ./cmd/sigil; fi
+go build -o "$WORK/load" ./hack/bench/authz/load
 # taskset execs its command, so $! of a pinned server is the server's pid.
 SERVER_PIN=() CLIENT_PIN=()
 if [[ -n $SERVER_CPUS ]]; then SERVER_PIN=(taskset -c "$SERVER_CPUS"); fi
 if [[ -n $CLIENT_CPUS ]]; then CLIENT_PIN=(taskset -c "$CLIENT_CPUS"); fi
 ghzc() { "${CLIENT_PIN[@]}" ghz "$@"; }
+loadc() { "${CLIENT_PIN[@]}" "$WORK/load" "$@"; }
 wait_quiet() { # wait until the 1-minute load average is below MAX_LOAD
 	for _ in $(seq 1 60); do
 		awk -v m="$MAX_LOAD" '{exit !($1 < m)}' /proc/loadavg && return 0
@@ -88,8 +99,15 @@ measure() { # name addr pid
 	cut -d' ' -f1-3 /proc/loadavg >"$WORK/$name-load"
 	ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
 		-D "$REQ" -c "$CONC" -z 3s "$addr" >/dev/null # warm up
-	ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
-		-D "$REQ" --rps "$RATE" -c 16 -z "$DURATION" --format json "$addr" >"$WORK/$name-rate.json"
+	if [[ $LOADGEN == sigil ]]; then
+		local call=(-call check -request "$REQ")
+		if [[ $CALL == grpc.health.v1.Health/Check ]]; then call=(-call health); fi
+		loadc "${call[@]}" -addr "$addr" -rate "$RATE" -duration "$DURATION" -warmup 3s \
+			-json "$WORK/$name-rate.json" >"$WORK/$name-rate.txt"
+	else
+		ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
+			-D "$REQ" --rps "$RATE" -c 16 -z "$DURATION" --format json "$addr" >"$WORK/$name-rate.json"
+	fi
 	local t0
 	t0=$(cpu_ticks "$pid")
 	ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
@@ -117,6 +135,21 @@ start_sigil() { # name with_log, then env assignments
 }
 
 
+start_echo() { # the loopback floor: fixed rate only
+	if [[ $LOADGEN != sigil ]]; then echo "echo needs LOADGEN=sigil" >&2; return 1; fi
+	"${SERVER_PIN[@]}" "$WORK/load" -serve-echo 127.0.0.1:19194 2>"$WORK/echo.err" &
+	PIDS+=($!)
+	for _ in $(seq 1 100); do
+		if (exec 3<>/dev/tcp/127.0.0.1/19194) 2>/dev/null; then break; fi
+		sleep 0.1
+	done
+	wait_quiet
+	cut -d' ' -f1-3 /proc/loadavg >"$WORK/echo-load"
+	loadc -call echo -request "$REQ" -addr 127.0.0.1:19194 -rate "$RATE" -duration "$DURATION" -warmup 3s \
+		-json "$WORK/echo-rate.json" >"$WORK/echo-rate.txt"
+	kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+}
+
 start_plugin() { # name, then env assignments
 	local name=$1
 	shift
@@ -132,6 +165,7 @@ start_plugin() { # name, then env assignments
 # measured at Go's default and at the same setting.
 for s in $SERVERS; do
 	case $s in
+	echo) start_echo ;;
 	sigil) start_sigil sigil no ;;
 	floor) # gRPC health checks on the same server: transport, no policy
 		echo '{}' >"$WORK/health.json"
@@ -147,24 +181,37 @@ for s in $SERVERS; do
 	esac
 done
 
-python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" "$SERVERS" "$SERVER_CPUS" "$CLIENT_CPUS" <<'PY'
+python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" "$SERVERS" "$SERVER_CPUS" "$CLIENT_CPUS" "$LOADGEN" <<'PY'
 import json, sys
-work, rate, conc, hz, servers, scpu, ccpu = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(), sys.argv[6], sys.argv[7]
-labels = {"sigil-gogc1600": "sigil GOGC=1600", "plugin-gogc1600": "opa-envoy-plugin GOGC=1600", "floor": "floor: gRPC health check", "sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
+work, rate, conc, hz, servers, scpu, ccpu, loadgen = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(), sys.argv[6], sys.argv[7], sys.argv[8]
+labels = {"echo": "echo: TCP loopback, no gRPC", "sigil-gogc1600": "sigil GOGC=1600", "plugin-gogc1600": "opa-envoy-plugin GOGC=1600", "floor": "floor: gRPC health check", "sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
 def pct(lat, p):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * p))] / 1e6
-print(f"{'server':<28}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}   {'sat. decisions/s':>17}{'errors':>8}{'CPU us/decision':>17}   load avg (1/5/15 min)")
+print(f"{'server':<28}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}{'late p99':>10}   {'sat. decisions/s':>17}{'errors':>8}{'CPU us/decision':>17}   load avg (1/5/15 min)")
 for name in servers:
     r = json.load(open(f"{work}/{name}-rate.json"))
-    s = json.load(open(f"{work}/{name}-sat.json"))
-    lat = [d["latency"] for d in r.get("details", []) if not d.get("error")]
-    errs = sum(v for k, v in r["statusCodeDistribution"].items() if k != "OK")
-    serrs = sum(v for k, v in s["statusCodeDistribution"].items() if k != "OK")
-    ticks = int(open(f"{work}/{name}-ticks").read())
-    cpu_us = ticks / hz * 1e6 / max(1, s["count"])
+    if loadgen == "sigil":
+        # load: latency from the intended send time; "late" is the
+        # client's own pacing delay (included in the latency)
+        q = r["latency"]
+        p50, p99, p999, errs, late = q["p50_ms"], q["p99_ms"], q["p999_ms"], r["errors"], f"{r['lateness']['p99_ms']:.3f}"
+    else:
+        lat = [d["latency"] for d in r.get("details", []) if not d.get("error")]
+        p50, p99, p999 = pct(lat, .5), pct(lat, .99), pct(lat, .999)
+        errs, late = sum(v for k, v in r["statusCodeDistribution"].items() if k != "OK"), "-"
+
+    if name == "echo":  # no saturation run
+        sat = f"{'-':>17}{'-':>8}{'-':>17}"
+    else:
+        s = json.load(open(f"{work}/{name}-sat.json"))
+        serrs = sum(v for k, v in s["statusCodeDistribution"].items() if k != "OK")
+        ticks = int(open(f"{work}/{name}-ticks").read())
+        cpu_us = ticks / hz * 1e6 / max(1, s["count"])
+        sat = f"{s['rps']:>17.0f}{serrs:>8}{cpu_us:>17.1f}"
     load = open(f"{work}/{name}-load").read().strip()
-    print(f"{labels[name]:<28}{pct(lat,.5):>9.3f}{pct(lat,.99):>9.3f}{pct(lat,.999):>10.3f}{errs:>8}   {s['rps']:>17.0f}{serrs:>8}{cpu_us:>17.1f}   {load}")
-pinning = f"server pinned to CPU {scpu}, ghz to CPU {ccpu}" if scpu or ccpu else "no pinning: client and server share both cores"
-print(f"(fixed rate {rate} rps, ghz -c 16; saturation ghz -c {conc}; {pinning})")
+    print(f"{labels[name]:<28}{p50:>9.3f}{p99:>9.3f}{p999:>10.3f}{errs:>8}{late:>10}   {sat}   {load}")
+pinning = f"server pinned to CPU {scpu}, client to CPU {ccpu}" if scpu or ccpu else "no pinning: client and server share both cores"
+fixed = "hack/bench/authz/load, 4 connections, latency from the intended send time" if loadgen == "sigil" else "ghz -c 16"
+print(f"(fixed rate {rate} rps, {fixed}; saturation ghz -c {conc}; {pinning})")
 PY
