@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	randv2 "math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -54,6 +55,14 @@ type Config struct {
 	// not block) after a sync delivered the tainted and revoked CA key IDs,
 	// so the agent can renew its own SVID when its issuer is among them.
 	OnBadKeys func(bad map[string]bool)
+	// ReleaseMemory returns freed memory to the OS; default
+	// debug.FreeOSMemory. The cache calls it (from its minting goroutine,
+	// holding no lock) once at least ReleaseAfter entries or SVIDs changed
+	// since the last call (default 1,000), at most once per ReleaseEvery
+	// (default 10s): after a large sync or minting pass.
+	ReleaseMemory func()
+	ReleaseAfter  int
+	ReleaseEvery  time.Duration
 	// OnRevokedKeys, when set, is called likewise with the revoked CA key
 	// IDs of a sync that delivered any, so the agent can persist them.
 	OnRevokedKeys func(revoked []string)
@@ -80,6 +89,8 @@ type Cache struct {
 	subs     map[*subscription]struct{}
 	nsvids   int                          // entries holding an SVID
 	interned map[string]*x509.Certificate // CA certificates by DER
+	// churn counts entries and SVIDs changed since the last ReleaseMemory.
+	churn int
 
 	jwtMu sync.Mutex
 	jwts  map[string]cachedJWT
@@ -146,6 +157,15 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.ReleaseMemory == nil {
+		cfg.ReleaseMemory = debug.FreeOSMemory
+	}
+	if cfg.ReleaseAfter <= 0 {
+		cfg.ReleaseAfter = DefaultReleaseAfter
+	}
+	if cfg.ReleaseEvery <= 0 {
+		cfg.ReleaseEvery = DefaultReleaseEvery
 	}
 	c := &Cache{
 		cfg:      cfg,

@@ -293,10 +293,11 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		c.revision = resp.GetRevision()
 	}
 	c.synced = true
+	c.churn += len(ch.entries)
 	c.cfg.Metrics.svids.Set(float64(c.nsvids))
 	c.notifyLocked(ch)
-	if needMint {
-		c.poke()
+	if needMint || c.churn >= c.cfg.ReleaseAfter {
+		c.poke() // the minting loop also returns freed memory
 	}
 	return nil
 }
