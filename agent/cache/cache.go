@@ -21,9 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
-	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/clock"
-	"github.com/sigilhq/sigil/internal/selector"
 )
 
 // Client is what the cache needs from the CA's node API.
@@ -97,11 +95,8 @@ type Cache struct {
 }
 
 type entry struct {
-	pb   *typesv1.Entry
-	id   spiffeid.ID
-	sels []selector.Selector
-	feds []spiffeid.TrustDomain
-	svid *held // nil until minted
+	Entry       // never modified: a changed entry is a new *entry
+	svid  *held // nil until minted
 	// caKey is the key ID of svid's issuer, interned: the same for every
 	// SVID of that issuer, so one copy is held rather than one per SVID.
 	caKey    unique.Handle[string]

@@ -102,7 +102,7 @@ func (c *Cache) scan(now time.Time) (due []pending, next time.Time) {
 			next = earliest(next, e.rotateAt)
 			continue
 		}
-		due = append(due, pending{entryID: id, gen: e.gen, id: e.id})
+		due = append(due, pending{entryID: id, gen: e.gen, id: e.SPIFFEID})
 	}
 	return due, next
 }
@@ -137,7 +137,7 @@ func (c *Cache) mintBatch(ctx context.Context, now time.Time, batch []pending) e
 	dns := make([][]string, len(batch))
 	for i, p := range batch {
 		if e, ok := c.entries[p.entryID]; ok {
-			dns[i] = e.pb.GetDnsNames()
+			dns[i] = e.DNSNames
 		}
 	}
 	c.mu.Unlock()
