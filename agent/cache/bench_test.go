@@ -8,6 +8,9 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"weak"
+
+	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
@@ -105,4 +108,57 @@ func vmRSS(b *testing.B) int64 {
 	}
 	b.Fatal("no VmRSS in /proc/self/status")
 	return 0
+}
+
+// BenchmarkX509Fetch is the cache's share of one Workload API X.509 fetch
+// with n SVIDs held: subscribe with the workload's selectors, take the
+// Update, close. "parsed" finds the SVID's parsed form still held by
+// another subscriber; "cold" parses it from the kept bytes (leaf DER and
+// PKCS#8 key), as after the parsed form was collected.
+func BenchmarkX509Fetch(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		c, _, _ := newTestCache(b, 100)
+		fill(b, c, n)
+		want := sels("unix:uid:1", "unix:path:/bin/7")
+		for _, cold := range []bool{false, true} {
+			name := fmt.Sprintf("svids=%d/parsed", n)
+			if cold {
+				name = fmt.Sprintf("svids=%d/cold", n)
+			}
+			b.Run(name, func(b *testing.B) {
+				keep := c.Subscribe(want) // holds the parsed form between fetches
+				defer keep.Close()
+				<-keep.Updates()
+				b.ReportAllocs()
+				for b.Loop() {
+					if cold {
+						c.mu.Lock()
+						c.entries["e000007"].svid.parsed = weak.Pointer[x509svid.SVID]{}
+						c.mu.Unlock()
+					}
+					s := c.Subscribe(want)
+					u := <-s.Updates()
+					s.Close()
+					if len(u.Identities) != 1 {
+						b.Fatalf("%d identities, want 1", len(u.Identities))
+					}
+				}
+			})
+		}
+	}
+}
+
+// BenchmarkHeldParse is what a cold X.509 fetch adds per SVID: the parsed
+// form made again from the kept leaf DER and PKCS#8 key.
+func BenchmarkHeldParse(b *testing.B) {
+	c, _, _ := newTestCache(b, 100)
+	fill(b, c, 1)
+	h := c.entries["e000000"].svid
+	b.ReportAllocs()
+	for b.Loop() {
+		h.parsed = weak.Pointer[x509svid.SVID]{}
+		if _, err := h.svid(); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
