@@ -55,12 +55,15 @@ type Config struct {
 	OnBadKeys func(bad map[string]bool)
 	// ReleaseMemory returns freed memory to the OS; default
 	// debug.FreeOSMemory. The cache calls it (from its minting goroutine,
-	// holding no lock) once at least ReleaseAfter entries or SVIDs changed
-	// since the last call (default 1,000), at most once per ReleaseEvery
-	// (default 10s): after a large sync or minting pass.
+	// holding no lock) after a large sync or minting pass: once at least
+	// ReleaseAfter entries or SVIDs changed since the last call (default
+	// 1,000) and then none for ReleaseSettle (default 3s), at most once
+	// per ReleaseEvery (default 10s). A negative ReleaseSettle waits for
+	// no pause.
 	ReleaseMemory func()
 	ReleaseAfter  int
 	ReleaseEvery  time.Duration
+	ReleaseSettle time.Duration
 	// OnRevokedKeys, when set, is called likewise with the revoked CA key
 	// IDs of a sync that delivered any, so the agent can persist them.
 	OnRevokedKeys func(revoked []string)
@@ -87,8 +90,10 @@ type Cache struct {
 	subs     map[*subscription]struct{}
 	nsvids   int                          // entries holding an SVID
 	interned map[string]*x509.Certificate // CA certificates by DER
-	// churn counts entries and SVIDs changed since the last ReleaseMemory.
-	churn int
+	// churn counts entries and SVIDs changed since the last ReleaseMemory,
+	// the first of them at churnFirst, the last at churnLast.
+	churn                 int
+	churnFirst, churnLast time.Time
 
 	jwtMu sync.Mutex
 	jwts  map[string]cachedJWT
@@ -161,6 +166,11 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.ReleaseEvery <= 0 {
 		cfg.ReleaseEvery = DefaultReleaseEvery
+	}
+	if cfg.ReleaseSettle < 0 {
+		cfg.ReleaseSettle = 0
+	} else if cfg.ReleaseSettle == 0 {
+		cfg.ReleaseSettle = DefaultReleaseSettle
 	}
 	c := &Cache{
 		cfg:      cfg,

@@ -193,7 +193,7 @@ func (c *Cache) mintBatch(ctx context.Context, now time.Time, batch []pending) e
 		} else {
 			c.nsvids++
 		}
-		c.churn++
+		c.noteChurn(1, installed)
 		e.svid, e.caKey, e.stale, e.failures, e.retryAt = svid, unique.Make(r.GetCaKeyId()), false, 0, time.Time{}
 		e.jitter = c.cfg.Rand()
 		leaf := parsed.Certificates[0]

@@ -182,7 +182,7 @@ func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 	c.entries = parsed
 	c.bundles = bundles
 	c.nsvids = kept
-	c.churn += len(parsed) // what reading the file left behind
+	c.noteChurn(len(parsed), now) // and what reading the file left behind
 	c.revision = 0
 	c.cfg.Metrics.svids.Set(float64(c.nsvids))
 	c.notifyLocked(changes{all: true})

@@ -290,7 +290,7 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		c.revision = resp.GetRevision()
 	}
 	c.synced = true
-	c.churn += len(ch.entries)
+	c.noteChurn(len(ch.entries), c.cfg.Clock.Now())
 	c.cfg.Metrics.svids.Set(float64(c.nsvids))
 	c.notifyLocked(ch)
 	if needMint || c.churn >= c.cfg.ReleaseAfter {
