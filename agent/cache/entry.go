@@ -31,38 +31,47 @@ type Entry struct {
 // ParseEntry checks pb, an entry of trust domain td, and keeps what the
 // agent uses of it.
 func ParseEntry(pb *typesv1.Entry, td spiffeid.TrustDomain) (*Entry, error) {
+	e := &Entry{}
+	if err := e.parse(pb, td); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// parse sets e (zero) from pb; the cache parses into its own struct.
+func (e *Entry) parse(pb *typesv1.Entry, td spiffeid.TrustDomain) error {
 	if pb.GetId() == "" {
-		return nil, errors.New("entry without an id")
+		return errors.New("entry without an id")
 	}
 	id, err := spiffeid.FromString(pb.GetSpiffeId())
 	if err != nil {
-		return nil, fmt.Errorf("entry %s: spiffe id: %w", pb.GetId(), err)
+		return fmt.Errorf("entry %s: spiffe id: %w", pb.GetId(), err)
 	}
 	if !id.MemberOf(td) {
-		return nil, fmt.Errorf("entry %s: %s is not in trust domain %s", pb.GetId(), id, td)
+		return fmt.Errorf("entry %s: %s is not in trust domain %s", pb.GetId(), id, td)
 	}
 	sels, err := selector.ParseAll(pb.GetSelectors())
 	if err != nil {
-		return nil, fmt.Errorf("entry %s: %w", pb.GetId(), err)
+		return fmt.Errorf("entry %s: %w", pb.GetId(), err)
 	}
-	e := &Entry{ID: pb.GetId(), SPIFFEID: id, Selectors: sels, DNSNames: slices.Clip(pb.GetDnsNames())}
+	*e = Entry{ID: pb.GetId(), SPIFFEID: id, Selectors: sels, DNSNames: slices.Clip(pb.GetDnsNames())}
 	if len(e.DNSNames) == 0 {
 		e.DNSNames = nil
 	}
 	if ttl := pb.GetX509Ttl(); ttl != nil {
 		if err := ttl.CheckValid(); err != nil {
-			return nil, fmt.Errorf("entry %s: x509 ttl: %w", pb.GetId(), err)
+			return fmt.Errorf("entry %s: x509 ttl: %w", pb.GetId(), err)
 		}
 		e.X509TTL = ttl.AsDuration()
 	}
 	for _, f := range pb.GetFederatesWith() {
 		td, err := spiffeid.TrustDomainFromString(f)
 		if err != nil {
-			return nil, fmt.Errorf("entry %s: federates_with %q: %w", pb.GetId(), f, err)
+			return fmt.Errorf("entry %s: federates_with %q: %w", pb.GetId(), f, err)
 		}
 		e.FederatesWith = append(e.FederatesWith, td)
 	}
-	return e, nil
+	return nil
 }
 
 // Proto is e as a typesv1.Entry (the fields the cache keeps).

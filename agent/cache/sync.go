@@ -152,11 +152,11 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	}
 	parsed := make(map[string]*entry, len(resp.GetEntries()))
 	for _, pb := range resp.GetEntries() {
-		e, err := ParseEntry(pb, c.cfg.TrustDomain)
-		if err != nil {
+		e := &entry{}
+		if err := e.parse(pb, c.cfg.TrustDomain); err != nil {
 			return fmt.Errorf("sync: %w", err)
 		}
-		parsed[e.ID] = &entry{Entry: *e}
+		parsed[e.ID] = e
 	}
 	var bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	if len(resp.GetBundles()) > 0 {
