@@ -7,6 +7,7 @@ import (
 	"runtime/debug"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 	"weak"
@@ -68,8 +69,9 @@ func BenchmarkChangeToSubscriber(b *testing.B) {
 // entries with their SVIDs (key, chain, parsed entry) at n SVIDs: the live
 // heap after a GC, and the growth of the process's resident set (VmRSS),
 // which also counts the garbage the Go runtime keeps between GCs (read
-// before the cache's ReleaseMemory would run), and how long that
-// ReleaseMemory call (debug.FreeOSMemory) takes at n SVIDs.
+// before the cache's ReleaseMemory would run), and what that
+// ReleaseMemory call (debug.FreeOSMemory) costs at n SVIDs: wall time and
+// the process's CPU time (all threads) over it.
 func BenchmarkMemoryPerThousandSVIDs(b *testing.B) {
 	for _, n := range []int{1000, 10000, 50000} {
 		b.Run(fmt.Sprintf("svids=%d", n), func(b *testing.B) {
@@ -82,18 +84,29 @@ func BenchmarkMemoryPerThousandSVIDs(b *testing.B) {
 				c, _, _ := newTestCache(b, 100)
 				fill(b, c, n)
 				rssAfter := vmRSS(b)
-				t0 := time.Now()
+				t0, cpu0 := time.Now(), cpuTime(b)
 				debug.FreeOSMemory() // what the cache's ReleaseMemory does after bulk changes
-				release := time.Since(t0)
+				release, releaseCPU := time.Since(t0), cpuTime(b)-cpu0
 				runtime.ReadMemStats(&after)
 				per := float64(n) / 1000
 				b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/per/1024, "heap-KiB/1000svids")
 				b.ReportMetric(float64(rssAfter-rssBefore)/per/1024, "rss-KiB/1000svids")
 				b.ReportMetric(float64(release.Microseconds())/1000, "release-ms")
+				b.ReportMetric(float64(releaseCPU.Microseconds())/1000, "release-cpu-ms")
 				runtime.KeepAlive(c)
 			}
 		})
 	}
+}
+
+// cpuTime is the user and system CPU time of this process, all threads.
+func cpuTime(b *testing.B) time.Duration {
+	b.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // vmRSS is this process's resident set in bytes, from /proc/self/status.
