@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	randv2 "math/rand/v2"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"time"
@@ -20,9 +21,7 @@ import (
 	"google.golang.org/grpc"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
-	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/clock"
-	"github.com/sigilhq/sigil/internal/selector"
 )
 
 // Client is what the cache needs from the CA's node API.
@@ -54,6 +53,17 @@ type Config struct {
 	// not block) after a sync delivered the tainted and revoked CA key IDs,
 	// so the agent can renew its own SVID when its issuer is among them.
 	OnBadKeys func(bad map[string]bool)
+	// ReleaseMemory returns freed memory to the OS; default
+	// debug.FreeOSMemory. The cache calls it (from its minting goroutine,
+	// holding no lock) after a large sync or minting pass: once at least
+	// ReleaseAfter entries or SVIDs changed since the last call (default
+	// 1,000) and then none for ReleaseSettle (default 3s), at most once
+	// per ReleaseEvery (default 10s). A negative ReleaseSettle waits for
+	// no pause.
+	ReleaseMemory func()
+	ReleaseAfter  int
+	ReleaseEvery  time.Duration
+	ReleaseSettle time.Duration
 	// OnRevokedKeys, when set, is called likewise with the revoked CA key
 	// IDs of a sync that delivered any, so the agent can persist them.
 	OnRevokedKeys func(revoked []string)
@@ -80,17 +90,18 @@ type Cache struct {
 	subs     map[*subscription]struct{}
 	nsvids   int                          // entries holding an SVID
 	interned map[string]*x509.Certificate // CA certificates by DER
+	// churn counts entries and SVIDs changed since the last ReleaseMemory,
+	// the first of them at churnFirst, the last at churnLast.
+	churn                 int
+	churnFirst, churnLast time.Time
 
 	jwtMu sync.Mutex
 	jwts  map[string]cachedJWT
 }
 
 type entry struct {
-	pb   *typesv1.Entry
-	id   spiffeid.ID
-	sels []selector.Selector
-	feds []spiffeid.TrustDomain
-	svid *held // nil until minted
+	Entry       // never modified: a changed entry is a new *entry
+	svid  *held // nil until minted
 	// caKey is the key ID of svid's issuer, interned: the same for every
 	// SVID of that issuer, so one copy is held rather than one per SVID.
 	caKey    unique.Handle[string]
@@ -146,6 +157,20 @@ func New(cfg Config) (*Cache, error) {
 	}
 	if cfg.Metrics == nil {
 		cfg.Metrics = NewMetrics(nil)
+	}
+	if cfg.ReleaseMemory == nil {
+		cfg.ReleaseMemory = debug.FreeOSMemory
+	}
+	if cfg.ReleaseAfter <= 0 {
+		cfg.ReleaseAfter = DefaultReleaseAfter
+	}
+	if cfg.ReleaseEvery <= 0 {
+		cfg.ReleaseEvery = DefaultReleaseEvery
+	}
+	if cfg.ReleaseSettle < 0 {
+		cfg.ReleaseSettle = 0
+	} else if cfg.ReleaseSettle == 0 {
+		cfg.ReleaseSettle = DefaultReleaseSettle
 	}
 	c := &Cache{
 		cfg:      cfg,

@@ -98,7 +98,7 @@ func (c *Cache) checkValidity(now time.Time) (next time.Time) {
 		ch.add(e)
 		if !ok && !now.Before(e.validUntil) {
 			newlyExpired++
-			sample = e.id.String()
+			sample = e.SPIFFEID.String()
 		}
 	}
 	c.cfg.Metrics.withheld.WithLabelValues("expired").Set(float64(expired))

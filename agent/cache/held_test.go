@@ -1,6 +1,15 @@
 package cache
 
 import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
@@ -61,4 +70,60 @@ func TestHeldSVIDsParseOnDemandAndRoundTrip(t *testing.T) {
 	if kept, dropped, err := r2.Restore(bad); err != nil || kept != 1 || dropped != 1 {
 		t.Fatalf("restore with a damaged SVID: kept %d dropped %d: %v", kept, dropped, err)
 	}
+}
+
+// The kept key is PKCS#8 without the public key's copy for ECDSA, parses
+// to the same key (by Go and by openssl), and other keys stay whole.
+func TestCompactPKCS8(t *testing.T) {
+	for _, curve := range []elliptic.Curve{elliptic.P256(), elliptic.P384(), elliptic.P521()} {
+		key, err := ecdsa.GenerateKey(curve, rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		full, err := x509.MarshalPKCS8PrivateKey(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		der, err := compactPKCS8(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(der) >= len(full)-2*(curve.Params().BitSize+7)/8 {
+			t.Errorf("%s: %d bytes, full PKCS#8 %d: the public key was kept", curve.Params().Name, len(der), len(full))
+		}
+		back, err := x509.ParsePKCS8PrivateKey(der)
+		if err != nil {
+			t.Fatalf("%s: %v", curve.Params().Name, err)
+		}
+		if !key.Equal(back) {
+			t.Fatalf("%s: parsed back to another key", curve.Params().Name)
+		}
+		out, err := exec.Command("openssl", "pkey", "-inform", "DER", "-in", writeTemp(t, der), "-pubout", "-outform", "DER").Output()
+		if err != nil {
+			t.Fatalf("%s: openssl pkey: %v (openssl is a Debian package: apt-get install openssl)", curve.Params().Name, err)
+		}
+		if pub, err := x509.MarshalPKIXPublicKey(key.Public()); err != nil || !bytes.Equal(out, pub) {
+			t.Fatalf("%s: openssl derived another public key (%v)", curve.Params().Name, err)
+		}
+	}
+	_, edKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := compactPKCS8(edKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if full, _ := x509.MarshalPKCS8PrivateKey(edKey); !bytes.Equal(der, full) {
+		t.Fatal("an Ed25519 key changed")
+	}
+}
+
+func writeTemp(t *testing.T, b []byte) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "key.der")
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

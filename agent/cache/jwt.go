@@ -38,11 +38,11 @@ func (c *Cache) FetchJWTSVID(ctx context.Context, sels selector.Set, id spiffeid
 	c.mu.Lock()
 	for _, eid := range sortedIDs(c.entries) {
 		e := c.entries[eid]
-		if !sels.Superset(e.sels) || seen[e.id] || (!id.IsZero() && e.id != id) {
+		if !sels.Superset(e.Selectors) || seen[e.SPIFFEID] || (!id.IsZero() && e.SPIFFEID != id) {
 			continue
 		}
-		seen[e.id] = true
-		wants = append(wants, want{entryID: eid, id: e.id})
+		seen[e.SPIFFEID] = true
+		wants = append(wants, want{entryID: eid, id: e.SPIFFEID})
 	}
 	c.mu.Unlock()
 	if len(wants) == 0 {

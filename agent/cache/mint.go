@@ -20,12 +20,14 @@ import (
 // entries arrive, or (after a failure) the backoff ends.
 func (c *Cache) runMint(ctx context.Context) {
 	attempt := 0
+	var released time.Time // the last ReleaseMemory call
 	for {
 		next, err := c.MintDue(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		wait := next.Sub(c.cfg.Clock.Now())
+		now := c.cfg.Clock.Now()
+		wait := next.Sub(now)
 		if err != nil {
 			c.cfg.Logger.Warn("minting X509-SVIDs failed; serving cached SVIDs", "error", err, "attempt", attempt)
 			wait = Backoff(attempt, c.cfg.RetryMin, c.cfg.RetryMax, c.cfg.Rand())
@@ -35,6 +37,9 @@ func (c *Cache) runMint(ctx context.Context) {
 		}
 		if next.IsZero() && err == nil {
 			wait = time.Hour
+		}
+		if d := c.release(now, &released); d > 0 {
+			wait = min(wait, d)
 		}
 		t := c.cfg.Clock.NewTimer(wait)
 		select {
@@ -66,7 +71,13 @@ func (c *Cache) MintDue(ctx context.Context) (next time.Time, err error) {
 	due, next := c.scan(now)
 	for start := 0; start < len(due); start += c.cfg.BatchSize {
 		batch := due[start:min(start+c.cfg.BatchSize, len(due))]
-		if err := c.mintBatch(ctx, now, batch); err != nil {
+		err := c.mintBatch(ctx, now, batch)
+		// The batch's keys and CSRs are garbage now (an installed SVID
+		// keeps its key in its own form): left in due, every key and CSR
+		// of a large pass would stay live until the pass ends, and the
+		// heap would grow to hold them all.
+		clear(batch)
+		if err != nil {
 			return c.nextDue(), err
 		}
 	}
@@ -91,7 +102,7 @@ func (c *Cache) scan(now time.Time) (due []pending, next time.Time) {
 			next = earliest(next, e.rotateAt)
 			continue
 		}
-		due = append(due, pending{entryID: id, gen: e.gen, id: e.id})
+		due = append(due, pending{entryID: id, gen: e.gen, id: e.SPIFFEID})
 	}
 	return due, next
 }
@@ -126,7 +137,7 @@ func (c *Cache) mintBatch(ctx context.Context, now time.Time, batch []pending) e
 	dns := make([][]string, len(batch))
 	for i, p := range batch {
 		if e, ok := c.entries[p.entryID]; ok {
-			dns[i] = e.pb.GetDnsNames()
+			dns[i] = e.DNSNames
 		}
 	}
 	c.mu.Unlock()
@@ -182,6 +193,7 @@ func (c *Cache) mintBatch(ctx context.Context, now time.Time, batch []pending) e
 		} else {
 			c.nsvids++
 		}
+		c.noteChurn(1, installed)
 		e.svid, e.caKey, e.stale, e.failures, e.retryAt = svid, unique.Make(r.GetCaKeyId()), false, 0, time.Time{}
 		e.jitter = c.cfg.Rand()
 		leaf := parsed.Certificates[0]

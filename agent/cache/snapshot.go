@@ -14,15 +14,13 @@ import (
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
-
-	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 )
 
 // Snapshot is what the cache holds that lets an agent serve its workloads
 // after a restart before it reaches the CA: the entries, the bundles and
 // the X509-SVIDs by entry ID.
 type Snapshot struct {
-	Entries []*typesv1.Entry
+	Entries []*Entry
 	Bundles []*spiffebundle.Bundle
 	SVIDs   map[string]*x509svid.SVID
 	// Raw holds SVIDs by entry ID as the cache keeps them, unparsed:
@@ -68,14 +66,14 @@ func (c *Cache) Version() uint64 {
 func (c *Cache) Snapshot() Snapshot {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	s := Snapshot{Entries: make([]*typesv1.Entry, 0, len(c.entries)), SVIDs: map[string]*x509svid.SVID{}, Raw: make(map[string]RawSVID, c.nsvids)}
+	s := Snapshot{Entries: make([]*Entry, 0, len(c.entries)), SVIDs: map[string]*x509svid.SVID{}, Raw: make(map[string]RawSVID, c.nsvids)}
 	for _, id := range sortedIDs(c.entries) {
 		e := c.entries[id]
-		s.Entries = append(s.Entries, e.pb)
+		s.Entries = append(s.Entries, &e.Entry)
 		if e.svid != nil {
 			if raw, ok := e.svid.raw(); ok {
 				s.Raw[id] = raw
-			} else if svid := e.svid.mustSVID(c.cfg.Logger.Error, e.id); svid != nil {
+			} else if svid := e.svid.mustSVID(c.cfg.Logger.Error, e.SPIFFEID); svid != nil {
 				s.SVIDs[id] = svid
 			}
 		}
@@ -105,12 +103,14 @@ func cmpString(a, b string) int {
 // returns how many SVIDs it kept and dropped.
 func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 	parsed := make(map[string]*entry, len(s.Entries))
-	for _, pb := range s.Entries {
-		e, err := parseEntry(pb, c.cfg.TrustDomain)
-		if err != nil {
-			return 0, 0, fmt.Errorf("restore: %w", err)
+	for _, e := range s.Entries {
+		switch {
+		case e == nil || e.ID == "":
+			return 0, 0, errors.New("restore: an entry without an id")
+		case !e.SPIFFEID.MemberOf(c.cfg.TrustDomain):
+			return 0, 0, fmt.Errorf("restore: entry %s: %q is not in trust domain %s", e.ID, e.SPIFFEID, c.cfg.TrustDomain)
 		}
-		parsed[pb.GetId()] = e
+		parsed[e.ID] = &entry{Entry: *e}
 	}
 	bundles := map[spiffeid.TrustDomain]*spiffebundle.Bundle{}
 	for _, b := range s.Bundles {
@@ -137,7 +137,7 @@ func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 	}
 	for id, svid := range svids {
 		e, ok := parsed[id]
-		if !ok || svid == nil || len(svid.Certificates) == 0 || svid.ID != e.id {
+		if !ok || svid == nil || len(svid.Certificates) == 0 || svid.ID != e.SPIFFEID {
 			dropped++
 			continue
 		}
@@ -182,6 +182,7 @@ func (c *Cache) Restore(s Snapshot) (kept, dropped int, err error) {
 	c.entries = parsed
 	c.bundles = bundles
 	c.nsvids = kept
+	c.noteChurn(len(parsed), now) // and what reading the file left behind
 	c.revision = 0
 	c.cfg.Metrics.svids.Set(float64(c.nsvids))
 	c.notifyLocked(changes{all: true})

@@ -69,7 +69,7 @@ func (ch *changes) affects(sels selector.Set) bool {
 		return true
 	}
 	for _, e := range ch.entries {
-		if sels.Superset(e.sels) {
+		if sels.Superset(e.Selectors) {
 			return true
 		}
 	}
@@ -96,15 +96,15 @@ func (c *Cache) notifyLocked(ch changes) {
 func (c *Cache) updateLocked(sels selector.Set, now time.Time) workload.Update {
 	u := workload.Update{Bundle: c.bundles[c.cfg.TrustDomain], X509CRLs: c.crls}
 	for id, e := range c.entries {
-		if e.svid == nil || !sels.Superset(e.sels) || !Usable(now, e.validFrom, e.validUntil) {
+		if e.svid == nil || !sels.Superset(e.Selectors) || !Usable(now, e.validFrom, e.validUntil) {
 			continue
 		}
-		svid := e.svid.mustSVID(c.cfg.Logger.Error, e.id)
+		svid := e.svid.mustSVID(c.cfg.Logger.Error, e.SPIFFEID)
 		if svid == nil {
 			continue
 		}
 		u.Identities = append(u.Identities, workload.Identity{EntryID: id, SVID: svid})
-		for _, td := range e.feds {
+		for _, td := range e.FederatesWith {
 			if b, ok := c.bundles[td]; ok && td != c.cfg.TrustDomain {
 				if u.FederatedBundles == nil {
 					u.FederatedBundles = map[spiffeid.TrustDomain]*spiffebundle.Bundle{}

@@ -16,12 +16,9 @@ import (
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
-	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 	"github.com/sigilhq/sigil/internal/bundleconv"
-	"github.com/sigilhq/sigil/internal/selector"
 )
 
 // runSync keeps a Sync stream open, reopening it with capped exponential
@@ -155,11 +152,11 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 	}
 	parsed := make(map[string]*entry, len(resp.GetEntries()))
 	for _, pb := range resp.GetEntries() {
-		e, err := parseEntry(pb, c.cfg.TrustDomain)
-		if err != nil {
-			return err
+		e := &entry{}
+		if err := e.parse(pb, c.cfg.TrustDomain); err != nil {
+			return fmt.Errorf("sync: %w", err)
 		}
-		parsed[pb.GetId()] = e
+		parsed[e.ID] = e
 	}
 	var bundles map[spiffeid.TrustDomain]*spiffebundle.Bundle
 	if len(resp.GetBundles()) > 0 {
@@ -222,19 +219,19 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 			needMint = true
 			continue
 		}
-		if proto.Equal(old.pb, e.pb) {
+		if sameEntry(&old.Entry, &e.Entry) {
 			continue
 		}
 		ch.add(old)
 		ch.add(e)
 		e.gen = old.gen + 1
-		if old.id != e.id && old.svid != nil {
+		if old.SPIFFEID != e.SPIFFEID && old.svid != nil {
 			c.nsvids-- // an SVID for the old ID is no SVID for this entry
 		}
-		if old.id == e.id {
+		if old.SPIFFEID == e.SPIFFEID {
 			e.svid, e.caKey, e.jitter, e.rotateAt = old.svid, old.caKey, old.jitter, old.rotateAt
 			e.validFrom, e.validUntil, e.usable = old.validFrom, old.validUntil, old.usable
-			if !slices.Equal(old.pb.GetDnsNames(), e.pb.GetDnsNames()) || !proto.Equal(old.pb.GetX509Ttl(), e.pb.GetX509Ttl()) {
+			if !slices.Equal(old.DNSNames, e.DNSNames) || old.X509TTL != e.X509TTL {
 				e.stale = true
 			}
 		}
@@ -293,38 +290,13 @@ func (c *Cache) Apply(resp *nodev1.SyncResponse) error {
 		c.revision = resp.GetRevision()
 	}
 	c.synced = true
+	c.noteChurn(len(ch.entries), c.cfg.Clock.Now())
 	c.cfg.Metrics.svids.Set(float64(c.nsvids))
 	c.notifyLocked(ch)
-	if needMint {
-		c.poke()
+	if needMint || c.churn >= c.cfg.ReleaseAfter {
+		c.poke() // the minting loop also returns freed memory
 	}
 	return nil
-}
-
-func parseEntry(pb *typesv1.Entry, td spiffeid.TrustDomain) (*entry, error) {
-	if pb.GetId() == "" {
-		return nil, errors.New("sync: entry without an id")
-	}
-	id, err := spiffeid.FromString(pb.GetSpiffeId())
-	if err != nil {
-		return nil, fmt.Errorf("sync: entry %s: spiffe id: %w", pb.GetId(), err)
-	}
-	if !id.MemberOf(td) {
-		return nil, fmt.Errorf("sync: entry %s: %s is not in trust domain %s", pb.GetId(), id, td)
-	}
-	sels, err := selector.ParseAll(pb.GetSelectors())
-	if err != nil {
-		return nil, fmt.Errorf("sync: entry %s: %w", pb.GetId(), err)
-	}
-	e := &entry{pb: pb, id: id, sels: sels}
-	for _, f := range pb.GetFederatesWith() {
-		td, err := spiffeid.TrustDomainFromString(f)
-		if err != nil {
-			return nil, fmt.Errorf("sync: entry %s: federates_with %q: %w", pb.GetId(), f, err)
-		}
-		e.feds = append(e.feds, td)
-	}
-	return e, nil
 }
 
 func sameBundles(a, b map[spiffeid.TrustDomain]*spiffebundle.Bundle) bool {
@@ -360,12 +332,12 @@ func (c *Cache) dropUntrusted(bundle *spiffebundle.Bundle) bool {
 		if e.svid == nil || trusted[e.caKeyID()] {
 			continue
 		}
-		if svid := e.svid.mustSVID(c.cfg.Logger.Error, e.id); svid != nil {
+		if svid := e.svid.mustSVID(c.cfg.Logger.Error, e.SPIFFEID); svid != nil {
 			if _, err := issuerKeyID(svid, bundle); err == nil {
 				continue
 			}
 		}
-		c.cfg.Logger.Warn("dropping an X509-SVID: the new bundle does not trust its issuer", "entry_id", id, "spiffe_id", e.id.String())
+		c.cfg.Logger.Warn("dropping an X509-SVID: the new bundle does not trust its issuer", "entry_id", id, "spiffe_id", e.SPIFFEID.String())
 		e.svid = nil
 		c.nsvids--
 		dropped = true

@@ -78,11 +78,13 @@ func encodeWorkloads(w io.Writer, s cache.Snapshot) error {
 	}
 	p := &payloadWriter{w: w, sum: sha256.New()}
 	p.str(`{"entries":[`)
+	var pb typesv1.Entry // one message for every entry in turn
 	for i, e := range s.Entries {
+		e.ToProto(&pb)
 		var err error
-		p.buf, err = proto.MarshalOptions{}.MarshalAppend(p.buf[:0], e)
+		p.buf, err = proto.MarshalOptions{}.MarshalAppend(p.buf[:0], &pb)
 		if err != nil {
-			return fmt.Errorf("entry %s: %w", e.GetId(), err)
+			return fmt.Errorf("entry %s: %w", e.ID, err)
 		}
 		p.sep(i)
 		p.b64(p.buf)
@@ -103,7 +105,7 @@ func encodeWorkloads(w io.Writer, s cache.Snapshot) error {
 	p.str(`],"svids":[`)
 	n := 0
 	for _, e := range s.Entries {
-		id := e.GetId()
+		id := e.ID
 		var chain [][]byte
 		var key []byte
 		if raw, ok := s.Raw[id]; ok {
@@ -240,11 +242,15 @@ func LoadWorkloads(dir string, td spiffeid.TrustDomain) (cache.Snapshot, error) 
 	}
 	s := cache.Snapshot{SVIDs: map[string]*x509svid.SVID{}}
 	for i, raw := range p.Entries {
-		var e typesv1.Entry
-		if err := proto.Unmarshal(raw, &e); err != nil {
+		var pb typesv1.Entry
+		if err := proto.Unmarshal(raw, &pb); err != nil {
 			return bad("entry %d: %v", i, err)
 		}
-		s.Entries = append(s.Entries, &e)
+		e, err := cache.ParseEntry(&pb, td)
+		if err != nil {
+			return bad("entry %d: %v", i, err)
+		}
+		s.Entries = append(s.Entries, e)
 	}
 	for i, raw := range p.Bundles {
 		var pb typesv1.Bundle

@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spiffe/go-spiffe/v2/bundle/spiffebundle"
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"github.com/spiffe/go-spiffe/v2/svid/x509svid"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/sigilhq/sigil/agent/cache"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
@@ -29,10 +31,19 @@ func sampleSnapshot(t *testing.T) (cache.Snapshot, spiffeid.TrustDomain) {
 	ca := testca.New(t, td)
 	svid := ca.Issue(t, "spiffe://example.org/web")
 	return cache.Snapshot{
-		Entries: []*typesv1.Entry{{Id: "e1", SpiffeId: "spiffe://example.org/web", ParentId: "spiffe://example.org/sigil/agent/x", Selectors: []string{"unix:uid:1000"}}},
+		Entries: []*cache.Entry{mustEntry(t, td, &typesv1.Entry{Id: "e1", SpiffeId: "spiffe://example.org/web", ParentId: "spiffe://example.org/sigil/agent/x", Selectors: []string{"unix:uid:1000"}})},
 		Bundles: []*spiffebundle.Bundle{spiffebundle.FromX509Authorities(td, ca.Roots())},
 		SVIDs:   map[string]*x509svid.SVID{"e1": svid},
 	}, td
+}
+
+func mustEntry(t *testing.T, td spiffeid.TrustDomain, pb *typesv1.Entry) *cache.Entry {
+	t.Helper()
+	e, err := cache.ParseEntry(pb, td)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
 }
 
 func TestWorkloadsRoundTrip(t *testing.T) {
@@ -52,7 +63,7 @@ func TestWorkloadsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(out.Entries) != 1 || out.Entries[0].GetSpiffeId() != "spiffe://example.org/web" || len(out.Bundles) != 1 ||
+	if len(out.Entries) != 1 || out.Entries[0].SPIFFEID.String() != "spiffe://example.org/web" || len(out.Bundles) != 1 ||
 		!out.Bundles[0].X509Authorities()[0].Equal(in.Bundles[0].X509Authorities()[0]) || !out.SVIDs["e1"].Certificates[0].Equal(in.SVIDs["e1"].Certificates[0]) {
 		t.Fatalf("round trip lost data: %+v", out)
 	}
@@ -131,8 +142,9 @@ func TestWorkloadsStreamedEncoding(t *testing.T) {
 	}
 	const e3 = "e3 <&>\"\\" // escaped by encoding/json
 	in.Entries = append(in.Entries,
-		&typesv1.Entry{Id: "e2", SpiffeId: "spiffe://example.org/none", ParentId: "spiffe://example.org/sigil/agent/x"},
-		&typesv1.Entry{Id: e3, SpiffeId: "spiffe://example.org/db", ParentId: "spiffe://example.org/sigil/agent/x", DnsNames: []string{"db"}})
+		mustEntry(t, td, &typesv1.Entry{Id: "e2", SpiffeId: "spiffe://example.org/none", ParentId: "spiffe://example.org/sigil/agent/x"}),
+		mustEntry(t, td, &typesv1.Entry{Id: e3, SpiffeId: "spiffe://example.org/db", ParentId: "spiffe://example.org/sigil/agent/x", DnsNames: []string{"db"},
+			FederatesWith: []string{"other.org"}, X509Ttl: durationpb.New(time.Hour)}))
 	var rawChain [][]byte
 	for _, c := range raw.Certificates {
 		rawChain = append(rawChain, c.Raw)
@@ -148,7 +160,7 @@ func TestWorkloadsStreamedEncoding(t *testing.T) {
 	}
 	var want workloadsPayload
 	for _, e := range in.Entries {
-		b, err := proto.Marshal(e)
+		b, err := proto.Marshal(e.Proto())
 		if err != nil {
 			t.Fatal(err)
 		}
