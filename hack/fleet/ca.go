@@ -22,13 +22,13 @@ import (
 
 // caProc is one `sigil ca run` process the simulator started.
 type caProc struct {
-	name  string
+	name   string
 	addr   string // node API
 	admin  string // admin socket
 	health string // /metrics (and /debug/pprof/ with Config.ProfileDir)
-	cmd   *exec.Cmd
-	out   *lockedBuffer
-	done  chan struct{}
+	cmd    *exec.Cmd
+	out    *lockedBuffer
+	done   chan struct{}
 }
 
 type lockedBuffer struct {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	adminv1 "github.com/sigilhq/sigil/api/admin/v1"
 )
 
 // goStats is the Go runtime's own account of a CA process, from its
@@ -110,56 +113,60 @@ type cancelBody struct {
 
 func (c cancelBody) Close() error { err := c.ReadCloser.Close(); c.cancel(); return err }
 
-// fanout is the cost of one bundle change reaching the fleet: from the
-// CA key's preparation (a new bundle) until every agent held the new
-// bundle, or until the wait ended.
+// fanout is the cost of one bundle change reaching the fleet at rest:
+// from the admin call that sets a federated bundle until every agent
+// held the new bundle set, nothing else happening (measured once the
+// fleet is ready, before churn, renewals and the key rotation).
 type fanout struct {
-	Wall   time.Duration   // prepare -> last agent holds it
+	Wall   time.Duration   // SetBundle -> the last agent holds it
 	CPU    []time.Duration // each CA's CPU time over Wall
 	Agents int             // agents that held it by then
 }
 
-// watchFanout waits for the rotation to begin, then for every agent to
-// hold the new bundle (at most until ctx ends), sampling the CAs' CPU
-// time at both ends. Churn and renewals run meanwhile: their share is
-// small beside a bundle sent to every agent, but not nothing.
-func (f *fleet) watchFanout(ctx context.Context, cas []*caProc, agents int) *fanout {
-	t := time.NewTicker(20 * time.Millisecond)
-	defer t.Stop()
-	var start time.Time
-	var before []procSample
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		f.mu.Lock()
-		start = f.rotStart
-		f.mu.Unlock()
-		if !start.IsZero() {
-			break
-		}
+// fanoutTD is the trust domain of the bundle measureFanout sets.
+const fanoutTD = "fanout.test"
+
+// measureFanout sets a bundle for fanoutTD (the CA's own roots: any CA
+// certificate will do) and waits up to a minute for every agent to sync
+// it, sampling the CAs' CPU time at both ends.
+func (f *fleet) measureFanout(ctx context.Context, admin adminv1.AdminClient, cas []*caProc, agents int) (*fanout, error) {
+	var pemData []byte
+	for _, r := range f.roots {
+		pemData = append(pemData, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: r.Raw})...)
 	}
-	for _, p := range cas {
-		s, _ := sampleProc(p.cmd.Process.Pid)
-		before = append(before, s)
+	before := make([]procSample, len(cas))
+	for i, p := range cas {
+		before[i], _ = sampleProc(p.cmd.Process.Pid)
 	}
+	f.mu.Lock()
+	f.fanStart, f.fanSeen = time.Now(), map[*simAgent]bool{}
+	f.mu.Unlock()
+	defer func() {
+		f.mu.Lock()
+		f.fanStart, f.fanSeen = time.Time{}, nil
+		f.mu.Unlock()
+	}()
+	start := time.Now()
+	if _, err := admin.SetBundle(ctx, &adminv1.SetBundleRequest{TrustDomain: fanoutTD, Format: adminv1.BundleFormat_BUNDLE_FORMAT_PEM, Data: pemData}); err != nil {
+		return nil, fmt.Errorf("set bundle %s: %w", fanoutTD, err)
+	}
+	deadline := time.Now().Add(time.Minute)
 	for {
 		f.mu.Lock()
-		seen := len(f.rotLags)
+		seen := len(f.fanSeen)
 		f.mu.Unlock()
-		if seen >= agents || ctx.Err() != nil {
+		if seen >= agents || time.Now().After(deadline) {
 			out := &fanout{Wall: time.Since(start), Agents: seen}
 			for i, p := range cas {
 				s, _ := sampleProc(p.cmd.Process.Pid)
 				out.CPU = append(out.CPU, s.cpu-before[i].cpu)
 			}
-			return out
+			return out, nil
 		}
 		select {
 		case <-ctx.Done():
-		case <-t.C:
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Millisecond):
 		}
 	}
 }

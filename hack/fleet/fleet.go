@@ -89,6 +89,10 @@ type fleet struct {
 	delOwner map[string]*simAgent
 	lags     []time.Duration
 	rotStart time.Time // zero: no rotation yet
+	// fanStart and fanSeen follow measureFanout's bundle: zero while
+	// none is awaited, else the agents that synced a bundle since.
+	fanStart time.Time
+	fanSeen  map[*simAgent]bool
 	rotLags  []time.Duration
 	errs     map[string]int
 	resyncs  int // streams the CA ended after an agent renewed
@@ -186,6 +190,9 @@ func (f *fleet) seen(key string, at time.Time) {
 func (f *fleet) bundleSeen(a *simAgent, at time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.fanStart.IsZero() && at.After(f.fanStart) {
+		f.fanSeen[a] = true
+	}
 	if f.rotStart.IsZero() || a.rotSeen {
 		return
 	}
@@ -213,7 +220,7 @@ type Report struct {
 	Missed                    []string // up to 5 changes never seen
 	Inconsistent              int      // agents whose entry count differs from the CA's at the end
 	CA                        []CAUsage
-	Fanout                    *fanout  // the rotation's new bundle reaching every agent; nil without one
+	Fanout                    *fanout  // a new bundle reaching every agent of the ready fleet
 	Profiles                  []string // files written under Config.ProfileDir
 	Errors                    map[string]int
 	FirstErrors               []string
@@ -374,6 +381,11 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 	}
 	logf("ready: every agent holds its SVIDs after %s (%.0f SVIDs/s)", rep.Ready.Round(time.Millisecond), rep.InitialSignRate)
 
+	if rep.Fanout, err = f.measureFanout(ctx, admin, cas, len(agents)); err != nil {
+		return nil, err
+	}
+	logf("fan-out: a new bundle reached %d agents in %s", rep.Fanout.Agents, rep.Fanout.Wall.Round(time.Millisecond))
+
 	// The measured phase.
 	sampler = newSampler(cas)
 	measureStart := time.Now()
@@ -399,9 +411,6 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 				return nil
 			})
 		}
-	}
-	if cfg.Rotate {
-		g.Go(func() error { rep.Fanout = f.watchFanout(gctx, cas, len(agents)); return nil })
 	}
 	if cfg.Churn > 0 {
 		g.Go(func() error { return w.churn(gctx, cfg.Churn) })

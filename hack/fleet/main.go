@@ -78,7 +78,7 @@ func (r *Report) Print(w io.Writer) {
 		for _, c := range f.CPU {
 			cpu = append(cpu, fmt.Sprintf("%.2f s", c.Seconds()))
 		}
-		fmt.Fprintf(w, "  new bundle fan-out (prepare -> %d agents hold it): %s, CA CPU %s\n", f.Agents, f.Wall.Round(time.Millisecond), strings.Join(cpu, " + "))
+		fmt.Fprintf(w, "  new bundle fan-out at rest (set bundle -> %d agents hold it): %s, CA CPU %s\n", f.Agents, f.Wall.Round(time.Millisecond), strings.Join(cpu, " + "))
 	}
 	kb := func(b int64) float64 { return float64(b) / 1024 / float64(max(1, r.Agents/max(1, r.Replicas))) }
 	for _, c := range r.CA {
