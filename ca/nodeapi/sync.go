@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -153,29 +154,37 @@ func indexChanges(sum store.ChangeSummary) *changeIndex {
 	return x
 }
 
-// hub broadcasts changes: Run closes the current channel and makes a new
-// one, so a wake-up never blocks on a slow stream and several changes
-// coalesce into one catch-up.
+// hub broadcasts changes: Run swaps in a new state and closes the old
+// one's channel, so a wake-up never blocks on a slow stream and several
+// changes coalesce into one catch-up. Every open stream reads the state at
+// every change: an atomic load, not a lock that thousands of streams take
+// at once.
 type hub struct {
-	mu   sync.Mutex
-	ch   chan struct{}
-	snap *snapshot // nil until Run's first poll
+	cur atomic.Pointer[hubState]
 }
 
-func newHub() *hub { return &hub{ch: make(chan struct{})} }
+// hubState is a wake-up channel and the snapshot it announces (nil until
+// Run's first poll).
+type hubState struct {
+	ch   chan struct{}
+	snap *snapshot
+}
+
+func newHub() *hub {
+	h := &hub{}
+	h.cur.Store(&hubState{ch: make(chan struct{})})
+	return h
+}
 
 func (h *hub) current() (<-chan struct{}, *snapshot) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.ch, h.snap
+	st := h.cur.Load()
+	return st.ch, st.snap
 }
 
+// publish announces s; only Run calls it.
 func (h *hub) publish(s *snapshot) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.snap = s
-	close(h.ch)
-	h.ch = make(chan struct{})
+	old := h.cur.Swap(&hubState{ch: make(chan struct{}), snap: s})
+	close(old.ch)
 }
 
 // Notifier is the optional ability of a Store to push changes: Changed
