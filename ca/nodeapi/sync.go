@@ -381,11 +381,11 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 
 	// Subscribe before reading, so no change between the read and the wait
 	// is missed.
-	wake, _ := s.hub.current()
+	wake, snap := s.hub.current()
 	live := s.live.add(c.id.String(), c.agent.Serial)
 	defer s.live.remove(c.id.String(), live)
 	st := &syncState{revision: req.GetRevision()}
-	first, err := s.initial(ctx, c, st)
+	first, err := s.initial(ctx, c, st, snap)
 	if err != nil {
 		return err
 	}
@@ -460,7 +460,12 @@ func (s *Server) stillCurrent(ctx context.Context, c *caller) error {
 // was deleted, a node alias changed, more changed than a summary holds, or
 // the revision is ahead of the store's: then which entries the agent lost
 // cannot be told from the changes alone, and the full set is sent instead.
-func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1.SyncResponse, error) {
+//
+// The bundles come from snap, Run's snapshot when the stream subscribed,
+// once there is one: Run sends any newer ones, and thousands of agents
+// that reconnect at once (a CA restart, a renewal wave) do not each read
+// them from the store.
+func (s *Server) initial(ctx context.Context, c *caller, st *syncState, snap *snapshot) (*nodev1.SyncResponse, error) {
 	// The revision is read before the set, so a change in between is sent
 	// again by the next incremental response, never missed.
 	var sum store.ChangeSummary
@@ -474,8 +479,10 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1
 	if err != nil {
 		return nil, s.syncStoreErr(ctx, c, err)
 	}
-	bundles, err := s.cfg.Store.ListBundles(ctx)
-	if err != nil {
+	var bundles []store.Bundle
+	if snap != nil {
+		bundles = snap.bundles
+	} else if bundles, err = s.cfg.Store.ListBundles(ctx); err != nil {
 		return nil, s.syncStoreErr(ctx, c, err)
 	}
 	z := s.authorizer(c.agent)
