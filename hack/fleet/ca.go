@@ -80,8 +80,12 @@ func startCAs(ctx context.Context, cfg Config, dir string) ([]*caProc, error) {
 		if cfg.PostgresDSN != "" {
 			store = fmt.Sprintf("store:\n  type: postgres\n  dsn: %q\n", cfg.PostgresDSN)
 		}
-		conf := fmt.Sprintf("trust_domain: %s\ndata_dir: %s\nserver_address: %s\nhealth_address: %s\npprof: %t\ninstance_id: %s\n%s",
-			cfg.TrustDomain, data, addr, health, cfg.ProfileDir != "", name, store)
+		conf := fmt.Sprintf("trust_domain: %s\ndata_dir: %s\nserver_address: %s\nhealth_address: %s\ninstance_id: %s\n%s",
+			cfg.TrustDomain, data, addr, health, name, store)
+		if cfg.ProfileDir != "" {
+			// Only then: a sigil from before the key exists still runs.
+			conf += "pprof: true\n"
+		}
 		path := filepath.Join(dir, name+".yaml")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			return cas, err
