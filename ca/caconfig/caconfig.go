@@ -25,6 +25,7 @@ type File struct {
 	AdminSocket   string         `yaml:"admin_socket"`        // local admin API, mode 0600 (default DATA_DIR/admin.sock)
 	ServerAddress string         `yaml:"server_address"`      // node API and admin API over mTLS, e.g. 0.0.0.0:8443; empty disables
 	HealthAddress string         `yaml:"health_address"`      // /live, /ready, /metrics, e.g. 127.0.0.1:9988; empty disables
+	PProf         bool           `yaml:"pprof"`               // also serve /debug/pprof/ on health_address
 	KeyType       string         `yaml:"key_type"`            // CA keys: ec-p256 (default) | ec-p384 | rsa-2048 | rsa-3072 | rsa-4096
 	CATTL         string         `yaml:"ca_ttl"`              // signing key life; prepared at 1/2, activated at 5/6 (default 24h)
 	X509SVIDTTL   string         `yaml:"x509_svid_ttl"`       // default 1h
@@ -161,6 +162,7 @@ type Config struct {
 	AdminSocket   string
 	ServerAddress string // admin mTLS (and, later, node API); "" disables
 	HealthAddress string // /live, /ready, /metrics; "" disables
+	PProf         bool   // also serve /debug/pprof/ on HealthAddress
 	KeyType       keys.Type
 	CATTL         time.Duration
 	X509SVIDTTL   time.Duration
@@ -281,6 +283,10 @@ func (f File) Validate() (Config, error) {
 	c.AdminSocket = or(f.AdminSocket, filepath.Join(f.DataDir, "admin.sock"))
 	c.ServerAddress = f.ServerAddress
 	c.HealthAddress = f.HealthAddress
+	c.PProf = f.PProf
+	if f.PProf && f.HealthAddress == "" {
+		bad("pprof", "needs health_address")
+	}
 	c.ConsoleAddress = f.ConsoleAddress
 	c.KeyType = keys.ECP256
 	if f.KeyType != "" {

@@ -35,6 +35,7 @@ func TestParse(t *testing.T) {
 		{name: "bad duration", in: "trust_domain: example.org\ndata_dir: /d\nca_ttl: forever\n", wantErr: `ca_ttl: "forever"`},
 		{name: "svid ttl too long", in: "trust_domain: example.org\ndata_dir: /d\nx509_svid_ttl: 48h\n", wantErr: "x509_svid_ttl: must be shorter"},
 		{name: "bad key type", in: "trust_domain: example.org\ndata_dir: /d\nkey_type: rsa-1024\n", wantErr: "key_type"},
+		{name: "pprof without health address", in: "trust_domain: example.org\ndata_dir: /d\npprof: true\n", wantErr: "pprof: needs health_address"},
 		{name: "postgres without dsn", in: "trust_domain: example.org\ndata_dir: /d\nstore: {type: postgres}\n", wantErr: "store.dsn: required"},
 		{name: "unknown store", in: "trust_domain: example.org\ndata_dir: /d\nstore: {type: mysql}\n", wantErr: "store.type"},
 		{name: "disk upstream without files", in: "trust_domain: example.org\ndata_dir: /d\nupstream: {type: disk}\n", wantErr: "cert_file and key_file"},

@@ -13,6 +13,9 @@ type metrics struct {
 	streams prometheus.Gauge
 	pushes  prometheus.Counter
 	reads   *prometheus.CounterVec // read
+	// read is reads by label, resolved once: every stream counts one
+	// per change.
+	read map[string]prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -37,8 +40,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "How Sync streams learnt what a change means for their agent: shared (Run's change summary, no store read), summary (a summary of their own, having fallen behind), page (a page of their agent's changed entries), full (their agent's whole set, after an overflow or a node alias change).",
 		}, []string{"read"}),
 	}
+	m.read = map[string]prometheus.Counter{}
 	for _, r := range []string{"shared", "summary", "page", "full"} {
-		m.reads.WithLabelValues(r)
+		m.read[r] = m.reads.WithLabelValues(r)
 	}
 	if reg != nil {
 		for _, c := range []prometheus.Collector{m.attest, m.authn, m.signed, m.streams, m.pushes, m.reads} {

@@ -118,6 +118,7 @@ type Server struct {
 	m         *metrics
 	hub       *hub
 	live      *liveStreams
+	codec     codec
 }
 
 var _ nodev1.NodeServer = (*Server)(nil)
@@ -183,6 +184,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("node api: %w", err)
 	}
+	cdc, err := newCodec()
+	if err != nil {
+		return nil, fmt.Errorf("node api: %w", err)
+	}
 	return &Server{
 		cfg:       cfg,
 		td:        cfg.TrustDomain,
@@ -193,6 +198,7 @@ func New(cfg Config) (*Server, error) {
 		m:         m,
 		hub:       newHub(),
 		live:      newLiveStreams(),
+		codec:     cdc,
 	}, nil
 }
 
@@ -200,11 +206,14 @@ func New(cfg Config) (*Server, error) {
 func (s *Server) Register(gs *grpc.Server) { nodev1.RegisterNodeServer(gs, s) }
 
 // ServerOptions returns the interceptors that authenticate agents on every
-// Node call but Attest, for grpc.NewServer. Other services are left alone.
+// Node call but Attest, and the codec that lets Sync send a response
+// marshalled once for many streams, for grpc.NewServer. Other services are
+// left alone (the codec marshals their messages as gRPC's own does).
 func (s *Server) ServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.ChainUnaryInterceptor(s.unaryInterceptor),
 		grpc.ChainStreamInterceptor(s.streamInterceptor),
+		grpc.ForceServerCodecV2(s.codec),
 	}
 }
 

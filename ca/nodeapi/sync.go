@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc/codes"
@@ -22,9 +23,16 @@ import (
 
 // snapshot is what the watcher last saw.
 type snapshot struct {
-	revision  int64
-	from      int64        // changes covers the entry changes in (from, revision]
-	changes   *changeIndex // nil: unknown, each stream reads its own
+	revision int64
+	from     int64        // changes covers the entry changes in (from, revision]
+	changes  *changeIndex // nil: unknown, each stream reads its own
+	// steps are the watcher's last reads, oldest first, consecutive and
+	// ending at revision, so that a stream that fell a few changes
+	// behind learns them without a store read of its own (changesSince).
+	steps     []changeStep
+	lazyMu    sync.Mutex                // guards merged and shared, built by the first stream that needs them
+	merged    map[int64]*changeIndex    // changesSince by start revision, at most len(steps)
+	shared    map[keyChange]*encodedMsg // sharedKeysResponse, at most 8
 	bundles   []store.Bundle
 	bundleKey string // trust domains and sequences
 	tainted   []string
@@ -43,6 +51,95 @@ type changeIndex struct {
 	parentOf map[string]string   // changed entry ID -> current parent, "" when deleted
 }
 
+// changeStep is one watcher read: the entries changed in (from, to].
+type changeStep struct {
+	from, to int64
+	x        *changeIndex
+}
+
+// Bounds of the watcher's history of reads (snapshot.steps).
+const (
+	maxSteps = 64
+	// maxStepItems bounds the changed entry IDs the history holds.
+	maxStepItems = 20000
+)
+
+// appendStep adds the read (from, to] of x to hist and returns the
+// history to keep: consecutive reads, at most maxSteps of them holding
+// at most maxStepItems changed entries, the newest kept first. A read that
+// does not follow the last one (a restored store) starts a new history.
+func appendStep(hist []changeStep, from, to int64, x *changeIndex) []changeStep {
+	switch {
+	case x == nil:
+		return nil
+	case to <= from:
+		return hist
+	}
+	if n := len(hist); n > 0 && hist[n-1].to != from {
+		hist = nil
+	}
+	hist = append(hist, changeStep{from: from, to: to, x: x})
+	items := 0
+	for i := len(hist) - 1; i >= 0; i-- {
+		items += len(hist[i].x.parentOf)
+		if len(hist)-i > maxSteps || (items > maxStepItems && i < len(hist)-1) {
+			return slices.Clone(hist[i+1:])
+		}
+	}
+	return hist
+}
+
+// changesSince is the changes in (rev, s.revision] from the watcher's
+// recent reads; false when they do not reach back to rev. Streams that
+// are behind by the same reads share one merged index.
+func (s *snapshot) changesSince(rev int64) (*changeIndex, bool) {
+	if rev == s.from && s.changes != nil {
+		return s.changes, true
+	}
+	i := slices.IndexFunc(s.steps, func(st changeStep) bool { return st.from == rev })
+	if i < 0 || s.steps[len(s.steps)-1].to != s.revision {
+		return nil, false
+	}
+	s.lazyMu.Lock()
+	defer s.lazyMu.Unlock()
+	if x, ok := s.merged[rev]; ok {
+		return x, true
+	}
+	x := mergeChanges(s.steps[i:])
+	if s.merged == nil {
+		s.merged = map[int64]*changeIndex{}
+	}
+	s.merged[rev] = x
+	return x, true
+}
+
+// mergeChanges is one index of consecutive steps: each changed entry
+// with its parent as of the latest step that names it.
+func mergeChanges(steps []changeStep) *changeIndex {
+	if len(steps) == 1 {
+		return steps[0].x
+	}
+	n := 0
+	for _, st := range steps {
+		if st.x.overflow {
+			return &changeIndex{overflow: true}
+		}
+		n += len(st.x.parentOf)
+	}
+	x := &changeIndex{byParent: map[string][]string{}, parentOf: make(map[string]string, n)}
+	for _, st := range steps {
+		for id, p := range st.x.parentOf {
+			x.parentOf[id] = p
+		}
+	}
+	for id, p := range x.parentOf {
+		if p != "" {
+			x.byParent[p] = append(x.byParent[p], id)
+		}
+	}
+	return x
+}
+
 func indexChanges(sum store.ChangeSummary) *changeIndex {
 	if sum.Overflow {
 		return &changeIndex{overflow: true}
@@ -57,29 +154,37 @@ func indexChanges(sum store.ChangeSummary) *changeIndex {
 	return x
 }
 
-// hub broadcasts changes: Run closes the current channel and makes a new
-// one, so a wake-up never blocks on a slow stream and several changes
-// coalesce into one catch-up.
+// hub broadcasts changes: Run swaps in a new state and closes the old
+// one's channel, so a wake-up never blocks on a slow stream and several
+// changes coalesce into one catch-up. Every open stream reads the state at
+// every change: an atomic load, not a lock that thousands of streams take
+// at once.
 type hub struct {
-	mu   sync.Mutex
-	ch   chan struct{}
-	snap *snapshot // nil until Run's first poll
+	cur atomic.Pointer[hubState]
 }
 
-func newHub() *hub { return &hub{ch: make(chan struct{})} }
+// hubState is a wake-up channel and the snapshot it announces (nil until
+// Run's first poll).
+type hubState struct {
+	ch   chan struct{}
+	snap *snapshot
+}
+
+func newHub() *hub {
+	h := &hub{}
+	h.cur.Store(&hubState{ch: make(chan struct{})})
+	return h
+}
 
 func (h *hub) current() (<-chan struct{}, *snapshot) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.ch, h.snap
+	st := h.cur.Load()
+	return st.ch, st.snap
 }
 
+// publish announces s; only Run calls it.
 func (h *hub) publish(s *snapshot) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.snap = s
-	close(h.ch)
-	h.ch = make(chan struct{})
+	old := h.cur.Swap(&hubState{ch: make(chan struct{}), snap: s})
+	close(old.ch)
 }
 
 // Notifier is the optional ability of a Store to push changes: Changed
@@ -104,6 +209,7 @@ func (s *Server) Run(ctx context.Context) error {
 	var (
 		last    *snapshot
 		db      *dbSnap
+		hist    []changeStep
 		wake    <-chan struct{}
 		dirty   bool
 		sinceDB int
@@ -128,6 +234,7 @@ func (s *Server) Run(ctx context.Context) error {
 			var next *dbSnap
 			if next, err = s.pollStore(ctx, db); err == nil {
 				db, dirty, sinceDB = next, false, 0
+				hist = appendStep(hist, db.from, db.revision, db.changes)
 			}
 		}
 		switch {
@@ -142,6 +249,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			failing = false
 			snap := s.withCA(db)
+			snap.steps = hist
 			if last == nil || snap.revision != last.revision || snap.bundleKey != last.bundleKey || snap.taintKey != last.taintKey || snap.crlKey != last.crlKey {
 				s.hub.publish(snap)
 				last = snap
@@ -273,11 +381,11 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 
 	// Subscribe before reading, so no change between the read and the wait
 	// is missed.
-	wake, _ := s.hub.current()
+	wake, snap := s.hub.current()
 	live := s.live.add(c.id.String(), c.agent.Serial)
 	defer s.live.remove(c.id.String(), live)
 	st := &syncState{revision: req.GetRevision()}
-	first, err := s.initial(ctx, c, st)
+	first, err := s.initial(ctx, c, st, snap)
 	if err != nil {
 		return err
 	}
@@ -303,6 +411,12 @@ func (s *Server) Sync(req *nodev1.SyncRequest, stream nodev1.Node_SyncServer) er
 		}
 		if err := s.incremental(ctx, c, st, snap, func(resp *nodev1.SyncResponse) error {
 			if err := s.send(stream, resp); err != nil {
+				return err
+			}
+			s.m.pushes.Inc()
+			return nil
+		}, func(m *encodedMsg) error {
+			if err := stream.SendMsg(m); err != nil {
 				return err
 			}
 			s.m.pushes.Inc()
@@ -346,7 +460,12 @@ func (s *Server) stillCurrent(ctx context.Context, c *caller) error {
 // was deleted, a node alias changed, more changed than a summary holds, or
 // the revision is ahead of the store's: then which entries the agent lost
 // cannot be told from the changes alone, and the full set is sent instead.
-func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1.SyncResponse, error) {
+//
+// The bundles come from snap, Run's snapshot when the stream subscribed,
+// once there is one: Run sends any newer ones, and thousands of agents
+// that reconnect at once (a CA restart, a renewal wave) do not each read
+// them from the store.
+func (s *Server) initial(ctx context.Context, c *caller, st *syncState, snap *snapshot) (*nodev1.SyncResponse, error) {
 	// The revision is read before the set, so a change in between is sent
 	// again by the next incremental response, never missed.
 	var sum store.ChangeSummary
@@ -355,13 +474,15 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1
 		sum.Revision, err = s.cfg.Store.Revision(ctx)
 	} else {
 		sum, err = s.cfg.Store.ChangeSummary(ctx, st.revision, s.cfg.ChangeSummaryItems)
-		s.m.reads.WithLabelValues("summary").Inc()
+		s.m.read["summary"].Inc()
 	}
 	if err != nil {
 		return nil, s.syncStoreErr(ctx, c, err)
 	}
-	bundles, err := s.cfg.Store.ListBundles(ctx)
-	if err != nil {
+	var bundles []store.Bundle
+	if snap != nil {
+		bundles = snap.bundles
+	} else if bundles, err = s.cfg.Store.ListBundles(ctx); err != nil {
 		return nil, s.syncStoreErr(ctx, c, err)
 	}
 	z := s.authorizer(c.agent)
@@ -414,101 +535,138 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState) (*nodev1
 
 // incremental sends (through send) what snap means for the agent, nothing
 // when nothing it cares about changed.
-func (s *Server) incremental(ctx context.Context, c *caller, st *syncState, snap *snapshot, send func(*nodev1.SyncResponse) error) error {
-	resp := &nodev1.SyncResponse{}
-	changed := false
-	if snap.bundleKey != st.bundleKey {
-		resp.Bundles = apiconv.BundlesToProto(snap.bundles)
-		st.bundleKey = snap.bundleKey
-		changed = true
+//
+// The agent record is read (stillCurrent) only before entries go out: a
+// response of bundles and key lists alone carries nothing an evicted,
+// banned or renewed agent may not see (bundles and CRLs are public), and
+// Run's sweep of the agent records ends such a stream within about a
+// second anyway. So a new bundle reaches every stream without a store
+// read, and streams at the snapshot's revision share one response.
+func (s *Server) incremental(ctx context.Context, c *caller, st *syncState, snap *snapshot, send func(*nodev1.SyncResponse) error, sendEncoded func(*encodedMsg) error) error {
+	ch := keyChange{
+		bundles: snap.bundleKey != st.bundleKey,
+		keys:    snap.taintKey != st.taintKey,
+		crls:    snap.crlKey != st.crlKey,
 	}
-	if snap.taintKey != st.taintKey {
-		st.taintKey = snap.taintKey
-		changed = true
-	}
-	resp.TaintedX509KeyIds, resp.RevokedX509KeyIds = snap.tainted, snap.revoked
-	if snap.crlKey != st.crlKey {
-		resp.X509Crls, resp.X509CrlsChanged = snap.crls, true
-		st.crlKey = snap.crlKey
-		changed = true
-	}
-	checked := false
-	check := func() error {
-		if checked {
-			return nil
-		}
-		checked = true
-		return s.stillCurrent(ctx, c)
-	}
+	st.bundleKey, st.taintKey, st.crlKey = snap.bundleKey, snap.taintKey, snap.crlKey
 	if snap.revision > st.revision {
-		x, upTo := snap.changes, snap.revision
-		if snap.from != st.revision || x == nil {
-			// Behind Run's summary (or ahead of a restored store): read
-			// one of our own.
+		x, ok := snap.changesSince(st.revision)
+		upTo := snap.revision
+		if !ok {
+			// Behind Run's recent reads (or ahead of a restored store):
+			// read a summary of our own.
 			sum, err := s.cfg.Store.ChangeSummary(ctx, st.revision, s.cfg.ChangeSummaryItems)
 			if err != nil {
 				return s.syncStoreErr(ctx, c, err)
 			}
-			s.m.reads.WithLabelValues("summary").Inc()
+			s.m.read["summary"].Inc()
 			x, upTo = indexChanges(sum), sum.Revision
 			if sum.Revision < st.revision {
 				x = &changeIndex{overflow: true}
 			}
 		} else {
-			s.m.reads.WithLabelValues("shared").Inc()
+			s.m.read["shared"].Inc()
 		}
-		if mine, ok := s.touched(st, c, x); ok {
-			if err := check(); err != nil {
+		if s.touched(st, c, x) {
+			if err := s.stillCurrent(ctx, c); err != nil {
 				return err
 			}
-			if err := s.entryChanges(ctx, c, st, x, mine, upTo, resp, send); err != nil {
-				return err
-			}
-			return nil
+			return s.entryChanges(ctx, c, st, x, upTo, snap.keysResponse(ch), send)
 		}
 		st.revision = upTo
 	}
-	resp.Revision = st.revision
-	if !changed {
+	if !ch.bundles && !ch.keys && !ch.crls {
 		return nil
 	}
-	if err := check(); err != nil {
-		return err
+	if st.revision == snap.revision {
+		if m := snap.sharedKeysResponse(ch, s.cfg.SyncPartItems, s.cfg.SyncPartBytes); m != nil {
+			return sendEncoded(m)
+		}
 	}
+	resp := snap.keysResponse(ch)
+	resp.Revision = st.revision
 	return send(resp)
 }
 
+// keyChange is which of the bundles, the tainted and revoked key lists and
+// the CRLs a stream has not sent yet.
+type keyChange struct{ bundles, keys, crls bool }
+
+// keysResponse is a new response with what ch says changed; the key
+// lists travel in every response.
+func (s *snapshot) keysResponse(ch keyChange) *nodev1.SyncResponse {
+	resp := &nodev1.SyncResponse{TaintedX509KeyIds: s.tainted, RevokedX509KeyIds: s.revoked}
+	if ch.bundles {
+		resp.Bundles = apiconv.BundlesToProto(s.bundles)
+	}
+	if ch.crls {
+		resp.X509Crls, resp.X509CrlsChanged = s.crls, true
+	}
+	return resp
+}
+
+// sharedKeysResponse is the response at s.revision of what ch says
+// changed, marshalled once for every stream that needs it; nil when it
+// must be split into parts, which streams then make each for itself.
+func (s *snapshot) sharedKeysResponse(ch keyChange, maxItems, maxBytes int) *encodedMsg {
+	s.lazyMu.Lock()
+	defer s.lazyMu.Unlock()
+	if m, ok := s.shared[ch]; ok {
+		return m
+	}
+	resp := s.keysResponse(ch)
+	resp.Revision = s.revision
+	var m *encodedMsg
+	if len(split(resp, maxItems, maxBytes)) == 1 {
+		// An error leaves m nil: each stream marshals its own and
+		// fails as it would have.
+		m, _ = encodeResponse(resp)
+	}
+	if s.shared == nil {
+		s.shared = map[keyChange]*encodedMsg{}
+	}
+	s.shared[ch] = m
+	return m
+}
+
 // touched reports whether x concerns the agent: a change under one of
-// its parents (returned), of an entry it holds, or of its node aliases.
-func (s *Server) touched(st *syncState, c *caller, x *changeIndex) ([]string, bool) {
-	mine := make([]string, 0, 1+len(st.aliasIDs))
-	mine = append(mine, c.id.String())
-	for id := range st.aliasIDs {
-		mine = append(mine, id)
+// its parents (itself and its node aliases), of an entry it holds, or of
+// the node aliases.
+func (s *Server) touched(st *syncState, c *caller, x *changeIndex) bool {
+	if x.overflow || len(x.byParent[s.caID]) > 0 || len(x.byParent[c.id.String()]) > 0 {
+		return true
 	}
-	if x.overflow || len(x.byParent[s.caID]) > 0 {
-		return mine, true
-	}
-	for _, p := range mine {
+	for p := range st.aliasIDs {
 		if len(x.byParent[p]) > 0 {
-			return mine, true
+			return true
 		}
 	}
 	// Whichever is smaller: the entries the agent holds or those changed.
 	if len(st.sent) <= len(x.parentOf) {
 		for id := range st.sent {
 			if _, ok := x.parentOf[id]; ok {
-				return mine, true
+				return true
 			}
 		}
-		return mine, false
+		return false
 	}
 	for id := range x.parentOf {
 		if _, ok := st.sent[id]; ok {
-			return mine, true
+			return true
 		}
 	}
-	return mine, false
+	return false
+}
+
+// parents are the parent IDs of the agent's entries: its own ID and
+// those of its node aliases.
+func parents(st *syncState, c *caller) []string {
+	mine := make([]string, 0, 1+len(st.aliasIDs))
+	mine = append(mine, c.id.String())
+	for id := range st.aliasIDs {
+		mine = append(mine, id)
+	}
+	return mine
 }
 
 // entryChanges sends what x, the changes in (st.revision, upTo], means for
@@ -519,7 +677,8 @@ func (s *Server) touched(st *syncState, c *caller, x *changeIndex) ([]string, bo
 // from any of them misses nothing. After an overflow, a node alias change
 // or with more aliases than one read takes, the agent's whole set is read
 // and compared with what it holds instead.
-func (s *Server) entryChanges(ctx context.Context, c *caller, st *syncState, x *changeIndex, mine []string, upTo int64, resp *nodev1.SyncResponse, send func(*nodev1.SyncResponse) error) error {
+func (s *Server) entryChanges(ctx context.Context, c *caller, st *syncState, x *changeIndex, upTo int64, resp *nodev1.SyncResponse, send func(*nodev1.SyncResponse) error) error {
+	mine := parents(st, c)
 	aliasChanged := x.overflow || len(x.byParent[s.caID]) > 0 || len(mine) > store.MaxChangedParents
 	for id := range st.aliasEntryIDs {
 		if _, ok := x.parentOf[id]; ok {
@@ -527,7 +686,7 @@ func (s *Server) entryChanges(ctx context.Context, c *caller, st *syncState, x *
 		}
 	}
 	if aliasChanged {
-		s.m.reads.WithLabelValues("full").Inc()
+		s.m.read["full"].Inc()
 		if err := s.diffAll(ctx, c, st, resp); err != nil {
 			return err
 		}
@@ -557,7 +716,7 @@ func (s *Server) entryChanges(ctx context.Context, c *caller, st *syncState, x *
 		if err != nil {
 			return s.syncStoreErr(ctx, c, err)
 		}
-		s.m.reads.WithLabelValues("page").Inc()
+		s.m.read["page"].Inc()
 		for _, e := range page {
 			after = e.Revision
 			if reserved(e.SPIFFEID) {

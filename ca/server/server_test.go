@@ -2,11 +2,14 @@ package server
 
 import (
 	"context"
+	"crypto/tls"
 	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -209,4 +212,75 @@ func TestListenUnix(t *testing.T) {
 		t.Fatalf("stale socket not replaced: %v", err)
 	}
 	l2.Close()
+}
+
+// swappable is an identity whose SVID and authorities change, as the CA's
+// do when it rotates.
+type swappable struct {
+	mu    sync.Mutex
+	svid  *x509svid.SVID
+	roots []*x509.Certificate
+}
+
+func (s *swappable) GetX509SVID() (*x509svid.SVID, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.svid, nil
+}
+
+func (s *swappable) X509Authorities(context.Context) ([]*x509.Certificate, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.roots, nil
+}
+
+func (s *swappable) LeafRevoked(*x509.Certificate) bool { return false }
+
+// Connections share one configuration while the identity is the same,
+// and get a new one, with the new certificate and authorities, once it
+// changes.
+func TestTLSConfigSharedUntilIdentityChanges(t *testing.T) {
+	a, b := testca.New(t, td), testca.New(t, td)
+	id := &swappable{svid: a.Issue(t, "spiffe://example.org/sigil/ca"), roots: a.Roots()}
+	get := TLSConfig(context.Background(), id).GetConfigForClient
+	conf := func() *tls.Config {
+		t.Helper()
+		c, err := get(&tls.ClientHelloInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	first := conf()
+	if again := conf(); again != first {
+		t.Error("a second connection with the same identity got a configuration of its own")
+	}
+	verifies := func(c *tls.Config, svid *x509svid.SVID) bool {
+		inter := x509.NewCertPool()
+		for _, c := range svid.Certificates[1:] {
+			inter.AddCert(c)
+		}
+		_, err := svid.Certificates[0].Verify(x509.VerifyOptions{Roots: c.ClientCAs, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		return err == nil
+	}
+	clientB := b.Issue(t, "spiffe://example.org/admin")
+	if verifies(first, clientB) {
+		t.Fatal("a client of the other authority verifies before it is trusted")
+	}
+
+	id.mu.Lock()
+	id.roots = append(slices.Clone(a.Roots()), b.Roots()...)
+	id.mu.Unlock()
+	second := conf()
+	if second == first || !verifies(second, clientB) {
+		t.Error("new authorities did not reach the next connection")
+	}
+
+	id.mu.Lock()
+	id.svid = b.Issue(t, "spiffe://example.org/sigil/ca")
+	id.mu.Unlock()
+	third := conf()
+	if third == second || third.Certificates[0].Leaf != id.svid.Certificates[0] {
+		t.Error("a new SVID did not reach the next connection")
+	}
 }

@@ -57,7 +57,7 @@ func newCARunCmd() *cobra.Command {
 				return err
 			}
 			defer stack.Close()
-			runs, err := withHealth(health.Config{Address: cfg.HealthAddress, Ready: stack.CA.Ready, Gatherer: reg, Logger: logger}, stack.Run)
+			runs, err := withHealth(health.Config{Address: cfg.HealthAddress, Ready: stack.CA.Ready, Gatherer: reg, PProf: cfg.PProf, Logger: logger}, stack.Run)
 			if err != nil {
 				return err
 			}

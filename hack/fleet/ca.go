@@ -22,12 +22,13 @@ import (
 
 // caProc is one `sigil ca run` process the simulator started.
 type caProc struct {
-	name  string
-	addr  string // node API
-	admin string // admin socket
-	cmd   *exec.Cmd
-	out   *lockedBuffer
-	done  chan struct{}
+	name   string
+	addr   string // node API
+	admin  string // admin socket
+	health string // /metrics (and /debug/pprof/ with Config.ProfileDir)
+	cmd    *exec.Cmd
+	out    *lockedBuffer
+	done   chan struct{}
 }
 
 type lockedBuffer struct {
@@ -70,12 +71,21 @@ func startCAs(ctx context.Context, cfg Config, dir string) ([]*caProc, error) {
 		if err != nil {
 			return cas, err
 		}
+		health, err := freeAddr()
+		if err != nil {
+			return cas, err
+		}
 		data := filepath.Join(dir, name)
 		store := "store:\n  type: sqlite\n"
 		if cfg.PostgresDSN != "" {
 			store = fmt.Sprintf("store:\n  type: postgres\n  dsn: %q\n", cfg.PostgresDSN)
 		}
-		conf := fmt.Sprintf("trust_domain: %s\ndata_dir: %s\nserver_address: %s\ninstance_id: %s\n%s", cfg.TrustDomain, data, addr, name, store)
+		conf := fmt.Sprintf("trust_domain: %s\ndata_dir: %s\nserver_address: %s\nhealth_address: %s\ninstance_id: %s\n%s",
+			cfg.TrustDomain, data, addr, health, name, store)
+		if cfg.ProfileDir != "" {
+			// Only then: a sigil from before the key exists still runs.
+			conf += "pprof: true\n"
+		}
 		path := filepath.Join(dir, name+".yaml")
 		if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 			return cas, err
@@ -97,7 +107,7 @@ func startCAs(ctx context.Context, cfg Config, dir string) ([]*caProc, error) {
 				}
 			}
 		}
-		p := &caProc{name: name, addr: addr, admin: filepath.Join(data, "admin.sock"), out: &lockedBuffer{}, done: make(chan struct{})}
+		p := &caProc{name: name, addr: addr, health: health, admin: filepath.Join(data, "admin.sock"), out: &lockedBuffer{}, done: make(chan struct{})}
 		p.cmd = exec.Command(cfg.Sigil, "ca", "run", "--config", path)
 		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 		if err := p.cmd.Start(); err != nil {

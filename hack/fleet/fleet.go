@@ -40,6 +40,10 @@ type Config struct {
 	Renew       bool          // every agent renews its own SVID once while measuring
 	Parallel    int           // agents attesting at once
 	ReadyWithin time.Duration // give up when the fleet is not ready by then
+	// ProfileDir, when set, serves the CAs' /debug/pprof/ and saves their
+	// heap and allocation profiles there when the fleet is ready and at
+	// the end, and a CPU profile of the measured phase.
+	ProfileDir string
 }
 
 func (c *Config) check() error {
@@ -85,6 +89,10 @@ type fleet struct {
 	delOwner map[string]*simAgent
 	lags     []time.Duration
 	rotStart time.Time // zero: no rotation yet
+	// fanStart and fanSeen follow measureFanout's bundle: zero while
+	// none is awaited, else the agents that synced a bundle since.
+	fanStart time.Time
+	fanSeen  map[*simAgent]bool
 	rotLags  []time.Duration
 	errs     map[string]int
 	resyncs  int // streams the CA ended after an agent renewed
@@ -182,6 +190,9 @@ func (f *fleet) seen(key string, at time.Time) {
 func (f *fleet) bundleSeen(a *simAgent, at time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if !f.fanStart.IsZero() && at.After(f.fanStart) {
+		f.fanSeen[a] = true
+	}
 	if f.rotStart.IsZero() || a.rotSeen {
 		return
 	}
@@ -209,6 +220,8 @@ type Report struct {
 	Missed                    []string // up to 5 changes never seen
 	Inconsistent              int      // agents whose entry count differs from the CA's at the end
 	CA                        []CAUsage
+	Fanout                    *fanout  // a new bundle reaching every agent of the ready fleet
+	Profiles                  []string // files written under Config.ProfileDir
 	Errors                    map[string]int
 	FirstErrors               []string
 }
@@ -219,6 +232,10 @@ type CAUsage struct {
 	CPU          float64 // cores busy on average (1.0 = one core)
 	RSS, PeakRSS int64
 	ReadyCPU     float64 // cores busy on average until the fleet was ready
+	// ReadyGo and EndGo are the Go runtime's account when the fleet was
+	// ready (after a GC when profiling) and at the end of the measured
+	// phase.
+	ReadyGo, EndGo goStats
 }
 
 // Run starts the CAs, the fleet, measures, and stops everything.
@@ -348,7 +365,26 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 	rep.InitialSignRate = float64(f.signed.Load()-signedBefore) / rep.Ready.Seconds()
 	readyUsage := sampler.usage()
 	stopSampler()
+	for i, p := range cas {
+		if cfg.ProfileDir != "" {
+			for _, kind := range []string{"heap", "allocs"} {
+				file, err := p.saveProfile(ctx, cfg.ProfileDir, kind, "gc=1", "ready", time.Minute)
+				if err != nil {
+					return nil, err
+				}
+				rep.Profiles = append(rep.Profiles, file)
+			}
+		}
+		if readyUsage[i].ReadyGo, err = p.goStats(ctx); err != nil {
+			return nil, err
+		}
+	}
 	logf("ready: every agent holds its SVIDs after %s (%.0f SVIDs/s)", rep.Ready.Round(time.Millisecond), rep.InitialSignRate)
+
+	if rep.Fanout, err = f.measureFanout(ctx, admin, cas, len(agents)); err != nil {
+		return nil, err
+	}
+	logf("fan-out: a new bundle reached %d agents in %s", rep.Fanout.Agents, rep.Fanout.Wall.Round(time.Millisecond))
 
 	// The measured phase.
 	sampler = newSampler(cas)
@@ -359,6 +395,23 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 	defer stopMeasure()
 	g, gctx = errgroup.WithContext(mctx)
 	g.Go(func() error { sampler.run(gctx); return nil })
+	if cfg.ProfileDir != "" {
+		var pmu sync.Mutex
+		for _, p := range cas {
+			g.Go(func() error {
+				// Its own context: the profile ends with the phase.
+				file, err := p.saveProfile(ctx, cfg.ProfileDir, "profile", fmt.Sprintf("seconds=%d", max(1, int(cfg.Duration.Seconds()))), "measure", cfg.Duration+time.Minute)
+				if err != nil {
+					f.countErr(ctx, "profile", err)
+					return nil
+				}
+				pmu.Lock()
+				rep.Profiles = append(rep.Profiles, file)
+				pmu.Unlock()
+				return nil
+			})
+		}
+	}
 	if cfg.Churn > 0 {
 		g.Go(func() error { return w.churn(gctx, cfg.Churn) })
 	}
@@ -392,9 +445,22 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 	rep.Writes = w.written() - writesBefore
 	rep.Renewed = int(renewed.Load())
 	measured := sampler.usage()
-	for i := range measured {
+	for i, p := range cas {
 		measured[i].ReadyCPU = readyUsage[i].CPU
 		measured[i].PeakRSS = max(measured[i].PeakRSS, readyUsage[i].PeakRSS)
+		measured[i].ReadyGo = readyUsage[i].ReadyGo
+		if cfg.ProfileDir != "" {
+			for _, kind := range []string{"heap", "allocs"} {
+				file, err := p.saveProfile(ctx, cfg.ProfileDir, kind, "gc=1", "end", time.Minute)
+				if err != nil {
+					return nil, err
+				}
+				rep.Profiles = append(rep.Profiles, file)
+			}
+		}
+		if measured[i].EndGo, err = p.goStats(ctx); err != nil {
+			return nil, err
+		}
 	}
 	rep.CA = measured
 

@@ -37,6 +37,8 @@ func TestTinyFleet(t *testing.T) {
 				Churn: 20, Duration: 6 * time.Second, SVIDTTL: 8 * time.Second, Rotate: true, Renew: true, ReadyWithin: 2 * time.Minute}
 			if tc.postgres {
 				cfg.PostgresDSN = pgtest.Start(t)
+			} else {
+				cfg.ProfileDir = t.TempDir()
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 			defer cancel()
@@ -58,6 +60,25 @@ func TestTinyFleet(t *testing.T) {
 			}
 			if rep.SignRate <= 0 || len(rep.CA) != tc.replicas || rep.CA[0].RSS == 0 {
 				t.Errorf("sign rate %.1f, CA usage %+v: want signings and one sample per replica", rep.SignRate, rep.CA)
+			}
+			if rep.Fanout == nil || rep.Fanout.Agents != cfg.Agents || len(rep.Fanout.CPU) != tc.replicas {
+				t.Errorf("bundle fan-out %+v: want every agent and one CPU figure per replica", rep.Fanout)
+			}
+			for _, c := range rep.CA {
+				if c.ReadyGo.HeapInuse <= 0 || c.EndGo.Goroutines <= 0 {
+					t.Errorf("%s: Go's account %+v at ready, %+v at the end: want a heap and goroutines", c.Name, c.ReadyGo, c.EndGo)
+				}
+			}
+			if cfg.ProfileDir != "" {
+				// ready and end heap and allocs, the measured phase's CPU
+				if len(rep.Profiles) != 5 {
+					t.Errorf("profiles %v, want 5", rep.Profiles)
+				}
+				for _, p := range rep.Profiles {
+					if st, err := os.Stat(p); err != nil || st.Size() == 0 {
+						t.Errorf("profile %s: %v", p, err)
+					}
+				}
 			}
 		})
 	}

@@ -32,6 +32,7 @@ func main() {
 	flag.BoolVar(&cfg.Renew, "renew", true, "every agent renews its own SVID once while measuring")
 	flag.IntVar(&cfg.Parallel, "parallel", 32, "agents attesting at once")
 	flag.DurationVar(&cfg.ReadyWithin, "ready-within", 30*time.Minute, "give up when the fleet does not hold its SVIDs by then")
+	flag.StringVar(&cfg.ProfileDir, "ca-profile-dir", "", "serve the CAs' /debug/pprof/ and save their heap and allocs profiles here when ready and at the end, and a CPU profile of the measured phase")
 	flag.BoolVar(&jsonOut, "json", false, "print the report as JSON")
 	agentHeap := flag.String("agent-heap-dir", "", "with --agent-rss: write each agent's heap profile here as agent-N.heap")
 	agentRSS := flag.String("agent-rss", "", "instead of a fleet: RSS of one real `sigil agent run` at these SVID counts, e.g. 0,1000,10000,50000")
@@ -72,8 +73,26 @@ func (r *Report) Print(w io.Writer) {
 	if r.RotationSeen > 0 {
 		fmt.Fprintf(w, "  CA rotation (prepare -> agent has the new bundle): p50 %s, p99 %s (%d agents)\n", ms(r.RotationP50), ms(r.RotationP99), r.RotationSeen)
 	}
+	if f := r.Fanout; f != nil {
+		var cpu []string
+		for _, c := range f.CPU {
+			cpu = append(cpu, fmt.Sprintf("%.2f s", c.Seconds()))
+		}
+		fmt.Fprintf(w, "  new bundle fan-out at rest (set bundle -> %d agents hold it): %s, CA CPU %s\n", f.Agents, f.Wall.Round(time.Millisecond), strings.Join(cpu, " + "))
+	}
+	kb := func(b int64) float64 { return float64(b) / 1024 / float64(max(1, r.Agents/max(1, r.Replicas))) }
 	for _, c := range r.CA {
 		fmt.Fprintf(w, "  %s: CPU %.2f cores while measuring (%.2f until ready), RSS %d MB (peak %d MB)\n", c.Name, c.CPU, c.ReadyCPU, c.RSS>>20, c.PeakRSS>>20)
+		for _, g := range []struct {
+			when string
+			s    goStats
+		}{{"ready", c.ReadyGo}, {"end", c.EndGo}} {
+			fmt.Fprintf(w, "    at %s: Go heap in use %d MB (%.1f KB per agent), stacks %d MB (%.1f KB per agent), %d goroutines\n", g.when,
+				g.s.HeapInuse>>20, kb(g.s.HeapInuse), g.s.StackInuse>>20, kb(g.s.StackInuse), g.s.Goroutines)
+		}
+	}
+	for _, p := range r.Profiles {
+		fmt.Fprintf(w, "  profile: %s\n", p)
 	}
 	fmt.Fprintf(w, "  agents inconsistent at the end: %d; CSRs refused for entries deleted meanwhile: %d\n", r.Inconsistent, r.StaleSigns)
 	if len(r.Missed) > 0 {
