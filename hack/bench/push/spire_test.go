@@ -46,17 +46,20 @@ type spireSetup struct {
 	interval time.Duration
 }
 
-var spireSetups = []spireSetup{
-	// SPIRE v1.14.5's defaults (pkg/server/endpoints/endpoints.go,
-	// pkg/agent/manager): the server rebuilds its whole entry cache from
-	// the datastore every 5 s (cache_reload_interval, events_based_cache
-	// false); the agent syncs every 5 s (sync_interval, ±10% jitter).
-	{name: "defaults", interval: 5 * time.Second},
-	// Tuned for propagation: the events-based cache reads only changed
-	// entries, every second; the agent syncs every second.
-	{name: "tuned", interval: time.Second,
-		server: "experimental {\n        events_based_cache = true\n        cache_reload_interval = \"1s\"\n    }",
-		agent:  "experimental {\n        sync_interval = \"1s\"\n    }"},
+// spireSetups are the setups TestPushSPIRE measures.
+func spireSetups() []spireSetup {
+	return []spireSetup{
+		// SPIRE v1.14.5's defaults (pkg/server/endpoints/endpoints.go,
+		// pkg/agent/manager): the server rebuilds its whole entry cache from
+		// the datastore 5 s after the last one ended (cache_reload_interval, events_based_cache
+		// false); the agent syncs every 5 s (sync_interval, ±10% jitter).
+		{name: "defaults", interval: 5 * time.Second},
+		// Tuned for propagation: the events-based cache reads only changed
+		// entries, every second; the agent syncs every second.
+		{name: "tuned", interval: time.Second,
+			server: "experimental {\n        events_based_cache = true\n        cache_reload_interval = \"1s\"\n    }",
+			agent:  "experimental {\n        sync_interval = \"1s\"\n    }"},
+	}
 }
 
 // TestPushSPIRE measures the same thing as TestPushSQLite against a real
@@ -74,7 +77,7 @@ func TestPushSPIRE(t *testing.T) {
 	if os.Getenv("SIGIL_PUSH_ENTRIES") != "" {
 		sizes, n = []int{1000, total(t)}, samples
 	}
-	for _, s := range spireSetups {
+	for _, s := range spireSetups() {
 		for _, size := range sizes {
 			t.Run(fmt.Sprintf("%s/%d", s.name, size), func(t *testing.T) {
 				p := startSPIRE(t, server, agent, s, size)
