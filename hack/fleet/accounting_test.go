@@ -3,12 +3,14 @@ package main
 import (
 	"context"
 	"io"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/spiffe/go-spiffe/v2/spiffeid"
 	"google.golang.org/grpc"
 
+	"github.com/sigilhq/sigil/agent/cache"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	typesv1 "github.com/sigilhq/sigil/api/types/v1"
 )
@@ -62,12 +64,42 @@ func TestFullSplitResponseSeesDeletions(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if got := len(f.pending); got != tc.wantAfter {
+			if got := f.awaited(); got != tc.wantAfter {
 				t.Errorf("%d changes awaited after the full response, want %d", got, tc.wantAfter)
 			}
 			if len(f.lags) == 1 != tc.wantSeen {
 				t.Errorf("%d lag samples, want the deletion seen: %v", len(f.lags), tc.wantSeen)
 			}
 		})
+	}
+}
+
+// The fleet settles only once every change written has been seen: a create
+// and a deletion on their way to one agent leave its entry count as it
+// should be, which is all waitConsistent checks.
+func TestSettledAwaitsEveryChange(t *testing.T) {
+	f := newTestFleet()
+	a := &simAgent{f: f}
+	c, err := cache.New(cache.Config{TrustDomain: f.td, Client: nodev1.NewNodeClient(swapConn{a})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.cache = c
+	w := &writer{f: f, agents: []*simAgent{a}, expected: map[int]int{}}
+	ctx := context.Background()
+	f.expect("spiffe://fleet.test/fleet/w/2", time.Now())
+	f.expectDelete("entry-1", a, time.Now())
+
+	if err := w.waitConsistent(ctx, 0); err != nil {
+		t.Fatalf("waitConsistent: %v, want the counts to match", err)
+	}
+	err = w.waitSettled(ctx, 300*time.Millisecond)
+	if err == nil || !strings.Contains(err.Error(), "2 changes not seen") {
+		t.Fatalf("waitSettled with a create and a deletion on their way: %v, want 2 changes not seen", err)
+	}
+	f.seen("spiffe://fleet.test/fleet/w/2", time.Now())
+	f.seen("deleted:entry-1", time.Now())
+	if err := w.waitSettled(ctx, 0); err != nil {
+		t.Fatalf("waitSettled once both arrived: %v", err)
 	}
 }
