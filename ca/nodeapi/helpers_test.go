@@ -68,14 +68,20 @@ type env struct {
 // settings as ca/server, with Run watching for changes.
 func newEnv(t testing.TB, opts ...func(*nodeapi.Config)) *env {
 	t.Helper()
-	ctx := context.Background()
-	dir := t.TempDir()
 	clk := clock.NewFake(time.Now())
-	st, err := sqlstore.OpenSQLite(ctx, filepath.Join(dir, "sigil.db"), sqlstore.WithClock(clk.Now))
+	st, err := sqlstore.OpenSQLite(context.Background(), filepath.Join(t.TempDir(), "sigil.db"), sqlstore.WithClock(clk.Now))
 	if err != nil {
 		t.Fatalf("open sqlite store: %v", err)
 	}
 	t.Cleanup(func() { st.Close() })
+	return newEnvOn(t, st, clk, opts...)
+}
+
+// newEnvOn is newEnv over st, whose clock is clk.
+func newEnvOn(t testing.TB, st *sqlstore.Store, clk *clock.Fake, opts ...func(*nodeapi.Config)) *env {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
 	km := keys.NewMemory()
 	up, err := upstream.NewSelfSigned(ctx, upstream.SelfSignedConfig{TrustDomain: td, Keys: km, CertPath: filepath.Join(dir, "root.crt"), Now: clk.Now})
 	if err != nil {

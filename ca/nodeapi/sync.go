@@ -467,7 +467,9 @@ func (s *Server) stillCurrent(ctx context.Context, c *caller) error {
 // them from the store.
 func (s *Server) initial(ctx context.Context, c *caller, st *syncState, snap *snapshot) (*nodev1.SyncResponse, error) {
 	// The revision is read before the set, so a change in between is sent
-	// again by the next incremental response, never missed.
+	// again by the next incremental response, never missed; one that takes
+	// an entry out of the set is found by reading the changes again after
+	// it.
 	var sum store.ChangeSummary
 	var err error
 	if st.revision == 0 {
@@ -508,8 +510,23 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState, snap *sn
 	for _, e := range set.entries {
 		st.sent[e.ID] = e.Revision
 	}
-	full := st.revision == 0 || st.revision > sum.Revision || sum.Overflow ||
-		slices.ContainsFunc(sum.Changed, func(r store.EntryRef) bool { return r.ParentID == "" || r.ParentID == s.caID })
+	lost := func(r store.EntryRef) bool { return r.ParentID == "" || r.ParentID == s.caID }
+	full := st.revision == 0 || st.revision > sum.Revision || sum.Overflow || slices.ContainsFunc(sum.Changed, lost)
+	var during []store.EntryRef
+	if !full {
+		// An entry that left the set while it was read (deleted, or
+		// moved to another parent, after sum.Revision) is in neither
+		// the set nor sum, and no later change concerns an entry the
+		// stream thinks the agent holds: the same rules apply to the
+		// changes committed meanwhile.
+		later, err := s.cfg.Store.ChangeSummary(ctx, sum.Revision, s.cfg.ChangeSummaryItems)
+		if err != nil {
+			return nil, s.syncStoreErr(ctx, c, err)
+		}
+		s.m.reads.WithLabelValues("summary").Inc()
+		during = later.Changed
+		full = later.Overflow || later.Revision < sum.Revision || slices.ContainsFunc(during, lost)
+	}
 	if full {
 		resp.Full = true
 		for _, e := range set.entries {
@@ -521,13 +538,14 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState, snap *sn
 				resp.Entries = append(resp.Entries, apiconv.EntryToProto(e))
 			}
 		}
-		for _, r := range sum.Changed {
+		for _, r := range slices.Concat(sum.Changed, during) {
 			if _, ok := st.sent[r.ID]; !ok {
 				// It may have been the agent's before this change.
 				resp.DeletedEntryIds = append(resp.DeletedEntryIds, r.ID)
 			}
 		}
 		slices.Sort(resp.DeletedEntryIds)
+		resp.DeletedEntryIds = slices.Compact(resp.DeletedEntryIds)
 	}
 	st.revision = sum.Revision
 	return resp, nil

@@ -253,6 +253,9 @@ type watchStream struct {
 	grpc.ServerStreamingClient[nodev1.SyncResponse]
 	a   *simAgent
 	ctx context.Context
+	// present gathers the entry IDs of a full response split in parts
+	// (only the first is marked full); nil between full responses.
+	present map[string]bool
 }
 
 func (w *watchStream) Recv() (*nodev1.SyncResponse, error) {
@@ -269,15 +272,17 @@ func (w *watchStream) Recv() (*nodev1.SyncResponse, error) {
 		w.a.f.seen("deleted:"+id, now)
 	}
 	if resp.GetFull() {
-		// A full set replaces the agent's entries: what it leaves out
-		// is deleted. (Parts of a split response after the first are
-		// not marked full; a deletion there is counted at the next.)
-		present := map[string]bool{}
+		w.present = map[string]bool{}
+	}
+	if w.present != nil {
+		// A full set replaces the agent's entries: what its parts (all
+		// but the last with more set) leave out is deleted.
 		for _, e := range resp.GetEntries() {
-			present[e.GetId()] = true
+			w.present[e.GetId()] = true
 		}
 		if !resp.GetMore() {
-			w.a.f.fullSeen(w.a, present, now)
+			w.a.f.fullSeen(w.a, w.present, now)
+			w.present = nil
 		}
 	}
 	if len(resp.GetBundles()) > 0 {

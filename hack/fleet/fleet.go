@@ -173,6 +173,13 @@ func (f *fleet) unexpect(key string) bool {
 	return ok
 }
 
+// awaited counts the changes not seen yet.
+func (f *fleet) awaited() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.pending)
+}
+
 func (f *fleet) seen(key string, at time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -465,10 +472,20 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 	rep.CA = measured
 
 	// Let the last changes arrive, then check every agent against the CA.
-	if err := w.waitConsistent(ctx, 30*time.Second); err != nil {
+	// Until every awaited change is seen, not only until the counts
+	// match: a create and a deletion for one agent still on their way
+	// leave its count as it should be.
+	measureEnd := time.Now()
+	if w.waitConsistent(ctx, 30*time.Second) == nil {
+		if n := f.awaited(); n > 0 {
+			logf("every agent holds as many entries as expected %s after the measured phase, with %d changes not seen yet: waiting for them",
+				time.Since(measureEnd).Round(time.Millisecond), n)
+		}
+	}
+	if err := w.waitSettled(ctx, max(0, 30*time.Second-time.Since(measureEnd))); err != nil {
 		logf("%v", err)
 	}
-	rep.Inconsistent = w.inconsistent()
+	rep.Inconsistent = w.inconsistent(true)
 	f.mu.Lock()
 	rep.LagMissed = len(f.pending)
 	rep.LagSamples = len(f.lags)
@@ -478,9 +495,9 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 	rep.Errors = maps2(f.errs)
 	rep.Resyncs = f.resyncs
 	rep.StaleSigns = f.staleSigns
-	for k := range f.pending {
+	for k, at := range f.pending {
 		if len(rep.Missed) < 5 {
-			rep.Missed = append(rep.Missed, k)
+			rep.Missed = append(rep.Missed, fmt.Sprintf("%s (written %s before the measured phase ended)", k, measureEnd.Sub(at).Round(time.Millisecond)))
 		}
 	}
 	rep.FirstErrors = slices.Clone(f.firstErr)

@@ -52,8 +52,10 @@ func TestTinyFleet(t *testing.T) {
 			if rep.Inconsistent != 0 || rep.LagMissed != 0 || len(rep.Errors) != 0 {
 				t.Errorf("inconsistent agents %d, changes never seen %d, errors %v", rep.Inconsistent, rep.LagMissed, rep.Errors)
 			}
-			if rep.LagSamples < 20 || rep.Writes < 20 {
-				t.Errorf("%d changes seen of %d writes: want most of ~120", rep.LagSamples, rep.Writes)
+			// ~120 writes on a quiet machine; a loaded one (load 13 on 2
+			// cores) managed 17, each admin call taking ~350 ms.
+			if rep.Writes < 10 || rep.LagSamples < rep.Writes/2 {
+				t.Errorf("%d changes seen of %d writes: want at least 10 writes, most of them seen", rep.LagSamples, rep.Writes)
 			}
 			if rep.RotationSeen != cfg.Agents || rep.Renewed != cfg.Agents {
 				t.Errorf("rotation seen by %d agents, %d renewed: want all %d", rep.RotationSeen, rep.Renewed, cfg.Agents)

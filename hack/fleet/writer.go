@@ -173,14 +173,37 @@ func (w *writer) rotate(ctx context.Context, wait time.Duration, logf func(strin
 // waitConsistent waits until every agent holds as many entries, and SVIDs,
 // as the writer expects.
 func (w *writer) waitConsistent(ctx context.Context, timeout time.Duration) error {
+	return w.wait(ctx, timeout, func() string {
+		if n := w.inconsistent(false); n > 0 {
+			return fmt.Sprintf("%d of %d agents do not hold their entries and SVIDs", n, len(w.agents))
+		}
+		return ""
+	})
+}
+
+// waitSettled waits until every change written has been seen by its agent
+// and every agent holds exactly the entries the writer expects, and an
+// SVID for each.
+func (w *writer) waitSettled(ctx context.Context, timeout time.Duration) error {
+	return w.wait(ctx, timeout, func() string {
+		n, awaited := w.inconsistent(true), w.f.awaited()
+		if n == 0 && awaited == 0 {
+			return ""
+		}
+		return fmt.Sprintf("%d of %d agents do not hold their entries and SVIDs, %d changes not seen", n, len(w.agents), awaited)
+	})
+}
+
+// wait polls unmet until it returns "" or timeout passes.
+func (w *writer) wait(ctx context.Context, timeout time.Duration, unmet func() string) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		n := w.inconsistent()
-		if n == 0 {
+		why := unmet()
+		if why == "" {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d agents do not hold their entries and SVIDs after %s%s", n, len(w.agents), timeout, w.f.errSummary())
+			return fmt.Errorf("%s after %s%s", why, timeout, w.f.errSummary())
 		}
 		select {
 		case <-ctx.Done():
@@ -190,9 +213,23 @@ func (w *writer) waitConsistent(ctx context.Context, timeout time.Duration) erro
 	}
 }
 
-func (w *writer) inconsistent() int {
+// inconsistent counts the agents that hold another number of entries or
+// SVIDs than the writer expects; with exact, also those whose entry IDs
+// differ from the expected ones (a missed create and a missed deletion
+// leave the count right).
+func (w *writer) inconsistent(exact bool) int {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	var want []map[string]bool
+	if exact {
+		want = make([]map[string]bool, len(w.agents))
+		for i := range want {
+			want[i] = map[string]bool{}
+		}
+		for _, e := range w.live {
+			want[e.agent][e.id] = true
+		}
+	}
 	n := 0
 	for i, a := range w.agents {
 		if a.cache == nil {
@@ -202,6 +239,15 @@ func (w *writer) inconsistent() int {
 		entries, svids := a.cache.Stats()
 		if entries != w.expected[i] || svids != w.expected[i] {
 			n++
+			continue
+		}
+		if exact {
+			for _, e := range a.cache.Snapshot().Entries {
+				if !want[i][e.GetId()] {
+					n++
+					break
+				}
+			}
 		}
 	}
 	return n
