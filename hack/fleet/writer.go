@@ -243,7 +243,7 @@ func (w *writer) inconsistent(exact bool) int {
 		}
 		if exact {
 			for _, e := range a.cache.Snapshot().Entries {
-				if !want[i][e.GetId()] {
+				if !want[i][e.ID] {
 					n++
 					break
 				}
