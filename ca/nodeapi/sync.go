@@ -523,7 +523,7 @@ func (s *Server) initial(ctx context.Context, c *caller, st *syncState, snap *sn
 		if err != nil {
 			return nil, s.syncStoreErr(ctx, c, err)
 		}
-		s.m.reads.WithLabelValues("summary").Inc()
+		s.m.read["summary"].Inc()
 		during = later.Changed
 		full = later.Overflow || later.Revision < sum.Revision || slices.ContainsFunc(during, lost)
 	}
