@@ -363,6 +363,12 @@ func (m *svidMeter) record(interval time.Duration) func() []sample {
 			}
 			select {
 			case <-done:
+				// The caller stops once it saw the count it waits for,
+				// perhaps before this loop sampled it: one last read
+				// records it (at most one interval late).
+				if n, err := m.read(); err == nil && n != last {
+					ss = append(ss, sample{time.Now(), n})
+				}
 				out <- ss
 				return
 			case <-tick.C:
