@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -25,9 +24,6 @@ import (
 )
 
 const (
-	spireVersion = "v1.14.5"
-	spireHowTo   = "SPIRE " + spireVersion + " is needed: run hack/setup/62-spire.sh (builds spire-server and spire-agent " +
-		"into ~/.cache/sigil/tools, minutes cold) or put them on PATH"
 	// spireSmokeEntries and spireSmokeSamples are the size of a run without
 	// SIGIL_PUSH_ENTRIES, where every sample costs SPIRE's seconds.
 	spireSmokeEntries = 200
@@ -72,7 +68,7 @@ func spireSetups() []spireSetup {
 // case per setup (200 entries, 3 samples); with it, 1,000 and that many
 // entries, 40 samples each.
 func TestPushSPIRE(t *testing.T) {
-	server, agent := spireTool(t, "spire-server"), spireTool(t, "spire-agent")
+	server, agent := e2e.SPIRETool(t, "spire-server"), e2e.SPIRETool(t, "spire-agent")
 	sizes, n := []int{spireSmokeEntries}, spireSmokeSamples
 	if os.Getenv("SIGIL_PUSH_ENTRIES") != "" {
 		sizes, n = []int{1000, total(t)}, samples
@@ -93,28 +89,6 @@ func TestPushSPIRE(t *testing.T) {
 			})
 		}
 	}
-}
-
-// spireTool finds spire-server or spire-agent on PATH or in the setup
-// script's cache, and checks its version.
-func spireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		dir, derr := os.UserCacheDir()
-		if derr != nil {
-			t.Fatalf("%s not found: %v. %s", name, derr, spireHowTo)
-		}
-		p = filepath.Join(dir, "sigil", "tools", name)
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("%s not found on PATH nor at %s. %s", name, p, spireHowTo)
-		}
-	}
-	out, _ := exec.Command(p, "--version").CombinedOutput()
-	if !strings.Contains(string(out), strings.TrimPrefix(spireVersion, "v")) {
-		t.Fatalf("%s --version printed %q, want %s. %s", p, out, spireVersion, spireHowTo)
-	}
-	return p
 }
 
 // spire is a running spire-server and spire-agent with a go-spiffe

@@ -29,24 +29,6 @@ func TestMain(m *testing.M) { pgtest.Main(m) }
 
 var entries = flag.Int("entries", 10000, "entries per batch")
 
-const howTo = "SPIRE v1.14.5 is needed: run hack/setup/62-spire.sh (builds spire-server into ~/.cache/sigil/tools) or put it on PATH"
-
-func tool(b *testing.B, name string) string {
-	b.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		b.Fatalf("%s: %v. %s", name, err, howTo)
-	}
-	p := filepath.Join(dir, "sigil", "tools", name)
-	if _, err := os.Stat(p); err != nil {
-		b.Fatalf("%s not found on PATH nor at %s. %s", name, p, howTo)
-	}
-	return p
-}
-
 // BenchmarkBatchEntryCreate creates -entries entries in one CLI call per
 // iteration (fresh SPIFFE IDs each time) and reports entries/s.
 func BenchmarkBatchEntryCreate(b *testing.B) {
@@ -185,7 +167,7 @@ var svids = flag.Int("svids", 1000, "SVIDs the SPIRE agent holds in BenchmarkAge
 // (entries parented to it) minus its RSS holding none, both 5 s after
 // settling, as hack/fleet --agent-rss does for Sigil's agent.
 func BenchmarkAgentRSS(b *testing.B) {
-	agentBin := tool(b, "spire-agent")
+	agentBin := e2e.SPIRETool(b, "spire-agent")
 	dir := b.TempDir()
 	server, sock, serverPort := startServer(b, dir)
 	out, _, err := server.Run(b, "token", "generate", "-socketPath", sock)
@@ -324,7 +306,7 @@ func (l *lockedBuffer) String() string {
 // node attestation, a real PostgreSQL) in dir and waits until it is
 // healthy; it returns the binary, its API socket and its port.
 func startServer(b *testing.B, dir string) (bin *e2e.Binary, sock, serverPort string) {
-	bin = &e2e.Binary{Path: tool(b, "spire-server")}
+	bin = &e2e.Binary{Path: e2e.SPIRETool(b, "spire-server")}
 	sock = filepath.Join(dir, "server.sock")
 	serverPort = port(b)
 	cfg := filepath.Join(dir, "server.conf")

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -36,33 +35,7 @@ const (
 	idSigil = "spiffe://sigil.test/w/fed"
 	idSpire = "spiffe://spire.test/w/fed"
 	idNoFed = "spiffe://spire.test/w/nofed"
-
-	spireVersion = "v1.14.5"
-	spireHowTo   = "SPIRE " + spireVersion + " is needed: run hack/setup/62-spire.sh (builds spire-server and spire-agent " +
-		"into ~/.cache/sigil/tools, minutes cold) or put them on PATH"
 )
-
-// spireTool finds spire-server or spire-agent on PATH or in the setup
-// script's cache, and checks its version.
-func spireTool(t *testing.T, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		dir, derr := os.UserCacheDir()
-		if derr != nil {
-			t.Fatalf("%s not found: %v. %s", name, derr, spireHowTo)
-		}
-		p = filepath.Join(dir, "sigil", "tools", name)
-		if _, err := os.Stat(p); err != nil {
-			t.Fatalf("%s not found on PATH nor at %s. %s", name, p, spireHowTo)
-		}
-	}
-	out, _ := exec.Command(p, "--version").CombinedOutput()
-	if !strings.Contains(string(out), strings.TrimPrefix(spireVersion, "v")) {
-		t.Fatalf("%s --version printed %q, want %s. %s", p, out, spireVersion, spireHowTo)
-	}
-	return p
-}
 
 // bins is what every case runs.
 type bins struct {
@@ -73,7 +46,7 @@ type bins struct {
 }
 
 func TestFederationWithSPIRE(t *testing.T) {
-	b := bins{setpriv: e2e.Setpriv(t), spireServer: spireTool(t, "spire-server"), spireAgent: spireTool(t, "spire-agent"), dsn: pgtest.Start}
+	b := bins{setpriv: e2e.Setpriv(t), spireServer: e2e.SPIRETool(t, "spire-server"), spireAgent: e2e.SPIRETool(t, "spire-agent"), dsn: pgtest.Start}
 	dir, err := os.MkdirTemp("", "sigil-e2e-spire-bin-")
 	if err != nil {
 		t.Fatal(err)
