@@ -30,6 +30,7 @@ import (
 	"github.com/sigilhq/sigil/authz/engine"
 	"github.com/sigilhq/sigil/authz/input"
 	"github.com/sigilhq/sigil/authz/revocation"
+	"github.com/sigilhq/sigil/internal/idleconn"
 )
 
 // Decider evaluates an input against the current policy revision.
@@ -437,14 +438,16 @@ func queryParams(hs []engine.Header) []*corev3.QueryParameter {
 // Serve runs the Authorization and gRPC health services on lis until ctx
 // ends, then stops gracefully.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	gs := grpc.NewServer(grpc.NumStreamWorkers(uint32(s.cfg.StreamWorkers)))
+	// Envoy holds its connection open between requests: an HTTP/2 ping,
+	// not the kernel's keepalive, tells a silent peer (internal/idleconn).
+	gs := grpc.NewServer(append(idleconn.ServerOptions(), grpc.NumStreamWorkers(uint32(s.cfg.StreamWorkers)))...)
 	authv3.RegisterAuthorizationServer(gs, s)
 	hs := health.NewServer()
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus("envoy.service.auth.v3.Authorization", healthpb.HealthCheckResponse_SERVING)
 	healthpb.RegisterHealthServer(gs, hs)
 	errc := make(chan error, 1)
-	go func() { errc <- gs.Serve(lis) }()
+	go func() { errc <- gs.Serve(idleconn.Listener(lis)) }()
 	select {
 	case err := <-errc:
 		return fmt.Errorf("serve ext_authz: %w", err)

@@ -20,6 +20,7 @@ import (
 	"github.com/sigilhq/sigil/authz"
 	"github.com/sigilhq/sigil/authz/decisionlog"
 	"github.com/sigilhq/sigil/authz/engine"
+	"github.com/sigilhq/sigil/internal/idleconn/idleconntest"
 )
 
 const meshPolicy = `package envoy.authz
@@ -68,6 +69,7 @@ func newEngine(t testing.TB, src string) *engine.Engine {
 type harness struct {
 	client  authv3.AuthorizationClient
 	conn    *grpc.ClientConn
+	addr    net.Addr
 	logPath string
 	reg     *prometheus.Registry
 	reloads *prometheus.Registry
@@ -111,7 +113,7 @@ func start(t *testing.T, cfg authz.Config) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.conn, h.client = conn, authv3.NewAuthorizationClient(conn)
+	h.conn, h.client, h.addr = conn, authv3.NewAuthorizationClient(conn), lis.Addr()
 	h.stop = func() {
 		conn.Close()
 		cancel()
@@ -192,6 +194,10 @@ func TestCheck(t *testing.T) {
 	if err != nil || hc.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Fatalf("health = %v, %v", hc, err)
 	}
+	// Envoy's connection is idle between requests: the server's side must
+	// not run the kernel keepalive, which with gRPC's TCP user timeout
+	// resets idle connections (internal/idleconn).
+	idleconntest.NoKernelKeepalive(t, h.addr)
 	if got := counter(t, h.reg, "sigil_authz_decisions_total", "bad_request", "deny"); got != 2 {
 		t.Errorf("bad_request decisions counted = %v, want 2", got)
 	}
