@@ -86,9 +86,12 @@ type fleet struct {
 	pending map[string]time.Time // change key -> when its write started
 	// delOwner is the agent of each awaited deletion, by entry ID: a
 	// full sync response tells a deletion by leaving the entry out.
-	delOwner map[string]*simAgent
-	lags     []time.Duration
-	rotStart time.Time // zero: no rotation yet
+	delOwner  map[string]*simAgent
+	lags      []time.Duration
+	lagAt     []time.Time // when each change in lags was written
+	errAt     []time.Time // when each counted error happened (bounded like lags)
+	rotStart  time.Time   // zero: no rotation yet
+	activated time.Time   // zero: the rotation's new key is not active yet
 	// fanStart and fanSeen follow measureFanout's bundle: zero while
 	// none is awaited, else the agents that synced a bundle since.
 	fanStart time.Time
@@ -126,6 +129,9 @@ func (f *fleet) countErr(ctx context.Context, op string, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.errs[op]++
+	if len(f.errAt) < maxSamples {
+		f.errAt = append(f.errAt, time.Now())
+	}
 	if len(f.firstErr) < 5 {
 		f.firstErr = append(f.firstErr, op+": "+err.Error())
 	}
@@ -157,10 +163,16 @@ func (f *fleet) fullSeen(a *simAgent, present map[string]bool, at time.Time) {
 		delete(f.delOwner, id)
 		if t0, ok := f.pending["deleted:"+id]; ok {
 			delete(f.pending, "deleted:"+id)
-			if len(f.lags) < maxSamples {
-				f.lags = append(f.lags, at.Sub(t0))
-			}
+			f.addLag(t0, at)
 		}
+	}
+}
+
+// addLag keeps one change's lag, written at t0 and seen at at; f.mu held.
+func (f *fleet) addLag(t0, at time.Time) {
+	if len(f.lags) < maxSamples {
+		f.lags = append(f.lags, at.Sub(t0))
+		f.lagAt = append(f.lagAt, t0)
 	}
 }
 
@@ -188,9 +200,7 @@ func (f *fleet) seen(key string, at time.Time) {
 		if id, ok := strings.CutPrefix(key, "deleted:"); ok {
 			delete(f.delOwner, id)
 		}
-		if len(f.lags) < maxSamples {
-			f.lags = append(f.lags, at.Sub(t0))
-		}
+		f.addLag(t0, at)
 	}
 }
 
@@ -231,6 +241,11 @@ type Report struct {
 	Profiles                  []string // files written under Config.ProfileDir
 	Errors                    map[string]int
 	FirstErrors               []string
+	// Timeline splits the measured phase in windows: where lag and
+	// errors came from. RotationAt and ActivatedAt are offsets into it
+	// (negative: none).
+	Timeline                []window
+	RotationAt, ActivatedAt time.Duration
 }
 
 // CAUsage is one CA process's cost while measuring.
@@ -501,8 +516,52 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 		}
 	}
 	rep.FirstErrors = slices.Clone(f.firstErr)
+	rep.Timeline = timeline(measureStart, measureEnd, f.lagAt, f.lags, f.errAt)
+	rep.RotationAt, rep.ActivatedAt = since(measureStart, f.rotStart), since(measureStart, f.activated)
 	f.mu.Unlock()
 	return rep, nil
+}
+
+// timelineWindow is the length of one timeline window.
+const timelineWindow = 5 * time.Second
+
+// window is the changes written, and the errors met, in one timeline window.
+type window struct {
+	Start         time.Duration // from the start of the measured phase
+	Changes       int
+	P50, P99, Max time.Duration
+	Errors        int
+}
+
+func timeline(start, end time.Time, lagAt []time.Time, lags []time.Duration, errAt []time.Time) []window {
+	n := int(end.Sub(start)/timelineWindow) + 1
+	ws := make([]window, n)
+	byWin := make([][]time.Duration, n)
+	for i := range ws {
+		ws[i].Start = time.Duration(i) * timelineWindow
+	}
+	for i, t := range lagAt {
+		if k := int(t.Sub(start) / timelineWindow); t.After(start) && k < n {
+			byWin[k] = append(byWin[k], lags[i])
+		}
+	}
+	for _, t := range errAt {
+		if k := int(t.Sub(start) / timelineWindow); t.After(start) && k < n {
+			ws[k].Errors++
+		}
+	}
+	for i := range ws {
+		ws[i].Changes = len(byWin[i])
+		ws[i].P50, ws[i].P99, ws[i].Max = percentiles(byWin[i])
+	}
+	return ws
+}
+
+func since(start, t time.Time) time.Duration {
+	if t.IsZero() {
+		return -1
+	}
+	return t.Sub(start)
 }
 
 func maps2(m map[string]int) map[string]int {

@@ -94,6 +94,12 @@ func (r *Report) Print(w io.Writer) {
 	for _, p := range r.Profiles {
 		fmt.Fprintf(w, "  profile: %s\n", p)
 	}
+	if len(r.Timeline) > 0 {
+		fmt.Fprintf(w, "  timeline (by write time; rotation prepared at %s, activated at %s):\n", r.RotationAt.Round(time.Millisecond), r.ActivatedAt.Round(time.Millisecond))
+		for _, win := range r.Timeline {
+			fmt.Fprintf(w, "    %5s  %4d changes  p50 %9s  p99 %9s  max %9s  %5d errors\n", win.Start, win.Changes, ms(win.P50), ms(win.P99), ms(win.Max), win.Errors)
+		}
+	}
 	fmt.Fprintf(w, "  agents inconsistent at the end: %d; CSRs refused for entries deleted meanwhile: %d\n", r.Inconsistent, r.StaleSigns)
 	if len(r.Missed) > 0 {
 		fmt.Fprintf(w, "  never seen: %s\n", strings.Join(r.Missed, " "))

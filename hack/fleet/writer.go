@@ -166,6 +166,9 @@ func (w *writer) rotate(ctx context.Context, wait time.Duration, logf func(strin
 		w.f.countErr(ctx, "rotate", err)
 		return nil
 	}
+	w.f.mu.Lock()
+	w.f.activated = time.Now()
+	w.f.mu.Unlock()
 	logf("rotated the X.509 CA key (prepared, then activated)")
 	return nil
 }
