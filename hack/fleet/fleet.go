@@ -37,7 +37,12 @@ type Config struct {
 	Duration    time.Duration // the measured phase, after every agent holds its SVIDs
 	SVIDTTL     time.Duration // X.509 TTL of the entries (0: the CA's default); short TTLs make agents rotate while measuring
 	Rotate      bool          // prepare and activate a new CA key halfway through
-	Renew       bool          // every agent renews its own SVID once while measuring
+	// RenewEvery is how often each agent renews its own SVID: while
+	// measuring, Agents × Duration / RenewEvery of them renew (every one
+	// once when RenewEvery ≤ Duration), at random times; 0: none. The
+	// default, 30 min, is an agent renewing at half of the CA's default
+	// 1 h agent SVID TTL.
+	RenewEvery  time.Duration
 	Parallel    int           // agents attesting at once
 	ReadyWithin time.Duration // give up when the fleet is not ready by then
 	// ProfileDir, when set, serves the CAs' /debug/pprof/ and saves their
@@ -232,10 +237,11 @@ type Report struct {
 	RotationP50, RotationP99  time.Duration
 	RotationSeen              int
 	Renewed                   int
-	Resyncs                   int      // sync streams ended by the CA after a renewal (expected, not errors)
-	StaleSigns                int      // CSRs for entries deleted before the agent synced it (expected with churn)
-	Missed                    []string // up to 5 changes never seen
-	Inconsistent              int      // agents whose entry count differs from the CA's at the end
+	RenewEvery                time.Duration // Config.RenewEvery
+	Resyncs                   int           // sync streams ended by the CA after a renewal (expected, not errors)
+	StaleSigns                int           // CSRs for entries deleted before the agent synced it (expected with churn)
+	Missed                    []string      // up to 5 changes never seen
+	Inconsistent              int           // agents whose entry count differs from the CA's at the end
 	CA                        []CAUsage
 	Fanout                    *fanout  // a new bundle reaching every agent of the ready fleet
 	Profiles                  []string // files written under Config.ProfileDir
@@ -441,8 +447,12 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 		g.Go(func() error { return w.rotate(gctx, cfg.Duration/2, logf) })
 	}
 	var renewed atomic.Int64
-	if cfg.Renew {
+	if cfg.RenewEvery > 0 {
+		share := min(1, float64(cfg.Duration)/float64(cfg.RenewEvery))
 		for _, a := range agents {
+			if rand.Float64() >= share {
+				continue
+			}
 			at := time.Duration(rand.Int64N(int64(max(cfg.Duration*8/10, time.Millisecond))))
 			g.Go(func() error {
 				select {
@@ -465,7 +475,7 @@ func Run(ctx context.Context, cfg Config, logf func(format string, args ...any))
 	rep.Measured = time.Since(measureStart)
 	rep.SignRate = float64(f.signed.Load()-signedBefore) / rep.Measured.Seconds()
 	rep.Writes = w.written() - writesBefore
-	rep.Renewed = int(renewed.Load())
+	rep.Renewed, rep.RenewEvery = int(renewed.Load()), cfg.RenewEvery
 	measured := sampler.usage()
 	for i, p := range cas {
 		measured[i].ReadyCPU = readyUsage[i].CPU

@@ -34,7 +34,7 @@ func TestTinyFleet(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Config{Sigil: sigil.Path, Dir: t.TempDir(), Replicas: tc.replicas, Agents: 5, Entries: 50,
-				Churn: 20, Duration: 6 * time.Second, SVIDTTL: 8 * time.Second, Rotate: true, Renew: true, ReadyWithin: 2 * time.Minute}
+				Churn: 20, Duration: 6 * time.Second, SVIDTTL: 8 * time.Second, Rotate: true, RenewEvery: time.Second, ReadyWithin: 2 * time.Minute}
 			if tc.postgres {
 				cfg.PostgresDSN = pgtest.Start(t)
 			} else {

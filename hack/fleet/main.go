@@ -29,7 +29,7 @@ func main() {
 	flag.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long to measure once the fleet is ready")
 	flag.DurationVar(&cfg.SVIDTTL, "svid-ttl", 0, "X.509 TTL of the entries (0: the CA's default); short ones make agents rotate while measuring")
 	flag.BoolVar(&cfg.Rotate, "rotate", true, "prepare and activate a new CA key halfway through")
-	flag.BoolVar(&cfg.Renew, "renew", true, "every agent renews its own SVID once while measuring")
+	flag.DurationVar(&cfg.RenewEvery, "renew-every", 30*time.Minute, "how often each agent renews its own SVID (30m: half the CA's default 1h agent TTL); at most --duration makes every agent renew once while measuring; 0: none")
 	flag.IntVar(&cfg.Parallel, "parallel", 32, "agents attesting at once")
 	flag.DurationVar(&cfg.ReadyWithin, "ready-within", 30*time.Minute, "give up when the fleet does not hold its SVIDs by then")
 	flag.StringVar(&cfg.ProfileDir, "ca-profile-dir", "", "serve the CAs' /debug/pprof/ and save their heap and allocs profiles here when ready and at the end, and a CPU profile of the measured phase")
@@ -68,7 +68,7 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "fleet: %d agents x %d entries, %d CA replica(s) on %s\n", r.Agents, r.Entries, r.Replicas, r.Store)
 	fmt.Fprintf(w, "  setup (tokens + entries written): %s\n", r.Setup.Round(time.Millisecond))
 	fmt.Fprintf(w, "  ready (attest to every SVID held): %s, %.0f SVIDs/s signed\n", r.Ready.Round(time.Millisecond), r.InitialSignRate)
-	fmt.Fprintf(w, "  measured %s: %d churn writes, %.0f SVIDs/s signed, %d agents renewed (%d sync streams resumed after it)\n", r.Measured.Round(time.Millisecond), r.Writes, r.SignRate, r.Renewed, r.Resyncs)
+	fmt.Fprintf(w, "  measured %s: %d churn writes, %.0f SVIDs/s signed, %d agents renewed (each every %s; %d sync streams resumed after it)\n", r.Measured.Round(time.Millisecond), r.Writes, r.SignRate, r.Renewed, r.RenewEvery, r.Resyncs)
 	fmt.Fprintf(w, "  sync lag (entry write -> agent sees it): p50 %s, p99 %s, max %s (%d changes, %d never seen)\n", ms(r.LagP50), ms(r.LagP99), ms(r.LagMax), r.LagSamples, r.LagMissed)
 	if r.RotationSeen > 0 {
 		fmt.Fprintf(w, "  CA rotation (prepare -> agent has the new bundle): p50 %s, p99 %s (%d agents)\n", ms(r.RotationP50), ms(r.RotationP99), r.RotationSeen)
