@@ -57,6 +57,8 @@ func (l noKeepAlive) Accept() (net.Conn, error) {
 }
 
 // ServerOptions are the gRPC keepalive settings that go with Listener.
-func ServerOptions() []grpc.ServerOption {
-	return []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{Time: PingAfter, Timeout: PingTimeout})}
+func ServerOptions() []grpc.ServerOption { return serverOptions(PingAfter, PingTimeout) }
+
+func serverOptions(after, timeout time.Duration) []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.KeepaliveParams(keepalive.ServerParameters{Time: after, Timeout: timeout})}
 }
