@@ -87,6 +87,8 @@ type Builder struct {
 	// maxCachedIDs entries.
 	ids    sync.Map
 	idsLen atomic.Int64
+	// peers caches destination peers (see destinationPeer).
+	peers *boundedCache[peerKey, map[string]any]
 	// common holds boxed ast.Strings for common methods, schemes and
 	// protocols, so converting them allocates nothing.
 	common map[string]any
@@ -144,6 +146,7 @@ func NewBuilder(opts Options) *Builder {
 		headers: map[string]*ast.Term{},
 		version: versionValue(),
 		common:  map[string]any{},
+		peers:   newBoundedCache[peerKey, map[string]any](maxCachedPeers),
 	}
 	for _, v := range commonValues() {
 		b.common[v] = ast.String(v)

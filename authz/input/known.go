@@ -72,7 +72,7 @@ func (b *Builder) lazyAttributes(a *authv3.AttributeContext) map[string]any {
 		out["source"] = b.lazyPeer(p)
 	}
 	if p := a.GetDestination(); p != nil {
-		out["destination"] = b.lazyPeer(p)
+		out["destination"] = b.destinationPeer(p)
 	}
 	if r := a.GetRequest(); r != nil {
 		out["request"] = b.lazyMessage(r.ProtoReflect())
@@ -106,6 +106,45 @@ func (b *Builder) lazyPeer(p *authv3.AttributeContext_Peer) map[string]any {
 	}
 	putString(out, "certificate", p.GetCertificate())
 	return out
+}
+
+// peerKey identifies a Peer that has only a principal and a socket
+// address with an address and a port value: what Envoy sends for the
+// destination of every request to the same listener.
+type peerKey struct {
+	principal, address string
+	port               uint32
+}
+
+// maxCachedPeers bounds Builder.peers.
+const maxCachedPeers = 1024
+
+// destinationPeer is lazyPeer(p), shared between the requests to the same
+// destination (a sidecar has few) when p is such a plain Peer. Source
+// peers are not cached: their ports are ephemeral.
+func (b *Builder) destinationPeer(p *authv3.AttributeContext_Peer) map[string]any {
+	k, ok := plainPeer(p)
+	if !ok {
+		return b.lazyPeer(p)
+	}
+	if m, ok := b.peers.get(k); ok {
+		return m
+	}
+	m := b.lazyPeer(p)
+	b.peers.put(k, m)
+	return m
+}
+
+func plainPeer(p *authv3.AttributeContext_Peer) (peerKey, bool) {
+	if p.GetService() != "" || len(p.GetLabels()) > 0 || p.GetCertificate() != "" {
+		return peerKey{}, false
+	}
+	sa := p.GetAddress().GetSocketAddress()
+	port, ok := sa.GetPortSpecifier().(*corev3.SocketAddress_PortValue)
+	if !ok || sa.GetProtocol() != 0 || sa.GetResolverName() != "" || sa.GetIpv4Compat() || sa.GetNetworkNamespaceFilepath() != "" {
+		return peerKey{}, false
+	}
+	return peerKey{principal: p.GetPrincipal(), address: sa.GetAddress(), port: port.PortValue}, true
 }
 
 // lazyAddress converts an Address; a set oneof member is present even
