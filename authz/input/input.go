@@ -89,6 +89,8 @@ type Builder struct {
 	idsLen atomic.Int64
 	// peers caches destination peers (see destinationPeer).
 	peers *boundedCache[peerKey, map[string]any]
+	// sigils caches input.sigil per (source, destination) principal pair.
+	sigils *boundedCache[[2]string, map[string]any]
 	// common holds boxed ast.Strings for common methods, schemes and
 	// protocols, so converting them allocates nothing.
 	common map[string]any
@@ -147,6 +149,7 @@ func NewBuilder(opts Options) *Builder {
 		version: versionValue(),
 		common:  map[string]any{},
 		peers:   newBoundedCache[peerKey, map[string]any](maxCachedPeers),
+		sigils:  newBoundedCache[[2]string, map[string]any](maxCachedIDs),
 	}
 	for _, v := range commonValues() {
 		b.common[v] = ast.String(v)
@@ -272,9 +275,20 @@ func (b *Builder) addParsed(req *authv3.CheckRequest, lazy bool, insert func(k *
 	return nil
 }
 
-// sigilMap is input.sigil in lazy form; the per-principal objects are
-// shared, immutable and eager.
+// sigilMap is input.sigil in lazy form, shared between the requests with
+// the same principals (bounded, immutable once stored); the per-principal
+// objects are shared, immutable and eager.
 func (b *Builder) sigilMap(src, dst string) map[string]any {
+	k := [2]string{src, dst}
+	if m, ok := b.sigils.get(k); ok {
+		return m
+	}
+	m := b.newSigilMap(src, dst)
+	b.sigils.put(k, m)
+	return m
+}
+
+func (b *Builder) newSigilMap(src, dst string) map[string]any {
 	m := make(map[string]any, 2)
 	if src != "" {
 		if id := b.principal(src).id; id != nil {
