@@ -14,7 +14,9 @@ import (
 // generated getters instead of protobuf reflection (which was half of
 // Build). Each yields exactly what lazyMessage's reflective walk yields:
 // proto JSON names, only populated fields (proto3: non-zero scalars,
-// non-empty maps and bytes, set oneof members). knownFields (tested
+// non-empty maps and bytes, set oneof members). map<string, string>
+// fields are handed over as the Go map, integers as Go integers, both
+// converted by ast.InterfaceToValue only when read. knownFields (tested
 // against the descriptors) makes a new field in go-control-plane fail
 // the tests instead of going missing from the input.
 
