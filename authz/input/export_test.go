@@ -11,6 +11,9 @@ func NewReflectiveBuilder(opts Options) *Builder {
 // MaxCachedIDs bounds the per-principal cache of a Builder.
 const MaxCachedIDs = maxCachedIDs
 
+// MaxCachedPeers bounds the per-destination cache of a Builder.
+const MaxCachedPeers = maxCachedPeers
+
 // ParsePathAndQuery is parsed_path and parsed_query; Slow is the net/url
 // reference the fast path must agree with.
 var (

@@ -80,12 +80,20 @@ type Builder struct {
 	fields  map[protoreflect.FieldDescriptor]*ast.Term
 	headers map[string]*ast.Term
 	version *ast.Term
-	// ids caches the input.sigil object of each principal seen (a mesh
-	// has few; parsing and building them was a fifth of Build). Values
-	// are immutable *ast.Term, nil for principals that are not SPIFFE
-	// IDs. Cleared when it reaches maxCachedIDs entries.
+	// ids caches, per principal seen (a mesh has few), its input.sigil
+	// object (parsing and building them was a fifth of Build) and the
+	// principal as a boxed ast.String (one allocation less per use).
+	// Values are immutable *principalInfo. Cleared when it reaches
+	// maxCachedIDs entries.
 	ids    sync.Map
 	idsLen atomic.Int64
+	// peers caches destination peers (see destinationPeer).
+	peers *boundedCache[peerKey, map[string]any]
+	// sigils caches input.sigil per (source, destination) principal pair.
+	sigils *boundedCache[[2]string, map[string]any]
+	// common holds boxed ast.Strings for common methods, schemes and
+	// protocols, so converting them allocates nothing.
+	common map[string]any
 	// reflectOnly builds the eager reference form (tests compare both).
 	reflectOnly bool
 }
@@ -93,21 +101,43 @@ type Builder struct {
 // maxCachedIDs bounds Builder.ids.
 const maxCachedIDs = 4096
 
-// idTerm is idTerm(principal), cached.
-func (b *Builder) idTerm(principal string) *ast.Term {
-	if principal == "" {
-		return nil
+// principalInfo is what a Builder caches per principal.
+type principalInfo struct {
+	str any       // ast.String(principal)
+	id  ast.Value // idTerm(principal).Value; nil if not a SPIFFE ID
+}
+
+// principal returns the cached info for a non-empty principal.
+func (b *Builder) principal(principal string) *principalInfo {
+	if p, ok := b.ids.Load(principal); ok {
+		return p.(*principalInfo)
 	}
-	if t, ok := b.ids.Load(principal); ok {
-		return t.(*ast.Term)
+	p := &principalInfo{str: ast.String(principal)}
+	if t := idTerm(principal); t != nil {
+		p.id = t.Value
 	}
-	t := idTerm(principal)
 	if b.idsLen.Add(1) > maxCachedIDs {
 		b.ids.Clear()
 		b.idsLen.Store(1)
 	}
-	b.ids.Store(principal, t)
-	return t
+	b.ids.Store(principal, p)
+	return p
+}
+
+// commonValues are the strings Builder.common boxes once.
+func commonValues() []string {
+	return []string{
+		"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+		"http", "https", "HTTP/1.0", "HTTP/1.1", "HTTP/2", "HTTP/3",
+	}
+}
+
+// str is ast.String(s) as an any, without allocating for common values.
+func (b *Builder) str(s string) any {
+	if v, ok := b.common[s]; ok {
+		return v
+	}
+	return ast.String(s)
 }
 
 // NewBuilder prepares a Builder for CheckRequests.
@@ -117,6 +147,12 @@ func NewBuilder(opts Options) *Builder {
 		fields:  map[protoreflect.FieldDescriptor]*ast.Term{},
 		headers: map[string]*ast.Term{},
 		version: versionValue(),
+		common:  map[string]any{},
+		peers:   newBoundedCache[peerKey, map[string]any](maxCachedPeers),
+		sigils:  newBoundedCache[[2]string, map[string]any](maxCachedIDs),
+	}
+	for _, v := range commonValues() {
+		b.common[v] = ast.String(v)
 	}
 	seen := map[protoreflect.FullName]bool{}
 	var walk func(md protoreflect.MessageDescriptor)
@@ -223,27 +259,46 @@ func (b *Builder) addParsed(req *authv3.CheckRequest, lazy bool, insert func(k *
 	}
 
 	src := req.GetAttributes().GetSource().GetPrincipal()
-	if src != "" {
-		insert(keySourcePrinc, ast.StringTerm(src))
-	}
 	dst := req.GetAttributes().GetDestination().GetPrincipal()
 	if lazy {
-		insert(keySigil, ast.NewTerm(ast.LazyObject(b.sigilMap(src, dst))))
+		if src != "" {
+			insert(keySourcePrinc, b.principal(src).str)
+		}
+		// A native map: LazyObject makes it an object only if read.
+		insert(keySigil, b.sigilMap(src, dst))
 	} else {
+		if src != "" {
+			insert(keySourcePrinc, ast.StringTerm(src))
+		}
 		insert(keySigil, sigilTerm(src, dst))
 	}
 	return nil
 }
 
-// sigilMap is input.sigil in lazy form; the per-principal objects are
-// shared, immutable and eager.
+// sigilMap is input.sigil in lazy form, shared between the requests with
+// the same principals (bounded, immutable once stored); the per-principal
+// objects are shared, immutable and eager.
 func (b *Builder) sigilMap(src, dst string) map[string]any {
-	m := make(map[string]any, 2)
-	if t := b.idTerm(src); t != nil {
-		m["source"] = t.Value
+	k := [2]string{src, dst}
+	if m, ok := b.sigils.get(k); ok {
+		return m
 	}
-	if t := b.idTerm(dst); t != nil {
-		m["destination"] = t.Value
+	m := b.newSigilMap(src, dst)
+	b.sigils.put(k, m)
+	return m
+}
+
+func (b *Builder) newSigilMap(src, dst string) map[string]any {
+	m := make(map[string]any, 2)
+	if src != "" {
+		if id := b.principal(src).id; id != nil {
+			m["source"] = id
+		}
+	}
+	if dst != "" {
+		if id := b.principal(dst).id; id != nil {
+			m["destination"] = id
+		}
 	}
 	return m
 }
@@ -433,7 +488,7 @@ func valuesTerm(q url.Values) *ast.Term {
 func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, bool, error) {
 	ct, ok := headers["content-type"]
 	if !ok {
-		return ast.NullTerm(), false, nil
+		return ast.InternedNullTerm, false, nil
 	}
 	payload := body
 	if payload == "" {
@@ -442,10 +497,10 @@ func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, b
 	switch {
 	case strings.Contains(ct, "application/json"):
 		if payload == "" {
-			return ast.NullTerm(), false, nil
+			return ast.InternedNullTerm, false, nil
 		}
 		if truncated, err := isTruncated(headers, len(payload)); err != nil || truncated {
-			return ast.NullTerm(), truncated, err
+			return ast.InternedNullTerm, truncated, err
 		}
 		var x any
 		if err := util.UnmarshalJSON([]byte(payload), &x); err != nil {
@@ -457,13 +512,13 @@ func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, b
 		}
 		return ast.NewTerm(v), false, nil
 	case strings.Contains(ct, "application/grpc"):
-		return ast.NullTerm(), false, nil
+		return ast.InternedNullTerm, false, nil
 	case strings.Contains(ct, "application/x-www-form-urlencoded"):
 		if payload == "" {
-			return ast.NullTerm(), false, nil
+			return ast.InternedNullTerm, false, nil
 		}
 		if truncated, err := isTruncated(headers, len(payload)); err != nil || truncated {
-			return ast.NullTerm(), truncated, err
+			return ast.InternedNullTerm, truncated, err
 		}
 		q, err := url.ParseQuery(payload)
 		if err != nil {
@@ -472,14 +527,14 @@ func parseBody(headers map[string]string, body string, raw []byte) (*ast.Term, b
 		return valuesTerm(q), false, nil
 	case strings.Contains(ct, "multipart/form-data"):
 		if payload == "" {
-			return ast.NullTerm(), false, nil
+			return ast.InternedNullTerm, false, nil
 		}
 		if truncated, err := isTruncated(headers, len(payload)); err != nil || truncated {
-			return ast.NullTerm(), truncated, err
+			return ast.InternedNullTerm, truncated, err
 		}
 		return multipartTerm(ct, payload)
 	}
-	return ast.NullTerm(), false, nil
+	return ast.InternedNullTerm, false, nil
 }
 
 func multipartTerm(ct, payload string) (*ast.Term, bool, error) {
@@ -489,7 +544,7 @@ func multipartTerm(ct, payload string) (*ast.Term, bool, error) {
 	}
 	boundary, ok := params["boundary"]
 	if !ok {
-		return ast.NullTerm(), false, nil
+		return ast.InternedNullTerm, false, nil
 	}
 	values := map[string][]*ast.Term{}
 	var order []string

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
@@ -189,8 +190,9 @@ func BenchmarkBuild(b *testing.B) {
 	}
 }
 
-// One Builder serves every request: its per-principal cache must give the
-// same inputs as a fresh eager build, also past its bound and concurrently.
+// One Builder serves every request: its per-principal and per-destination
+// caches must give the same inputs as a fresh eager build, also past their
+// bounds and concurrently.
 func TestSharedBuilderCache(t *testing.T) {
 	fast := input.NewBuilder(input.Options{})
 	slow := input.NewReflectiveBuilder(input.Options{})
@@ -206,6 +208,18 @@ func TestSharedBuilderCache(t *testing.T) {
 				req.Attributes.Source.Principal = fmt.Sprintf("spiffe://example.org/ns/n%d/sa/s", i%(n/2))
 				if i%7 == 0 {
 					req.Attributes.Destination.Principal = fmt.Sprintf("not an id %d", i)
+				}
+				// Destinations repeat with other principals and fields
+				// (port 5 with and without a service), and overflow.
+				port := uint32(i % 97)
+				if i%2 == 1 {
+					port = uint32(i % (input.MaxCachedPeers + 200))
+				}
+				req.Attributes.Destination.Address = &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: fmt.Sprintf("10.0.0.%d", i%3), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port},
+				}}}
+				if i%5 == 0 {
+					req.Attributes.Destination.Service = "svc"
 				}
 				a, errA := fast.Build(req)
 				b, errB := slow.Build(req)

@@ -5,6 +5,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -51,7 +52,43 @@ func TestKnownMessagesMatchReflection(t *testing.T) {
 	empty := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
 		Time: &timestamppb.Timestamp{}, Http: &authv3.AttributeContext_HttpRequest{},
 	}, Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{}}}}}}
-	for name, req := range map[string]*authv3.CheckRequest{"full": full, "empty": empty} {
+	// The rest of AttributeContext and Peer, the other Address members
+	// (also set with a nil message), large and negative numbers, a
+	// principal that is not a SPIFFE ID, uncommon method and protocol.
+	md := &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{"f": {Fields: map[string]*structpb.Value{"n": structpb.NewNumberValue(1.5)}}}}
+	rest := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{
+			Address: &corev3.Address{Address: &corev3.Address_Pipe{Pipe: &corev3.Pipe{Path: "/run/p", Mode: 0o600}}},
+			Service: "svc", Labels: map[string]string{"app": "x"}, Principal: "not a spiffe id", Certificate: "PEM",
+		},
+		Destination: &authv3.AttributeContext_Peer{
+			Address:   &corev3.Address{Address: &corev3.Address_EnvoyInternalAddress{EnvoyInternalAddress: &corev3.EnvoyInternalAddress{EndpointId: "e"}}},
+			Principal: "spiffe://example.org/ns/a/sa/b",
+		},
+		Request: &authv3.AttributeContext_Request{
+			Time: &timestamppb.Timestamp{Seconds: 1 << 40, Nanos: -999999999},
+			Http: &authv3.AttributeContext_HttpRequest{Method: "PROPFIND", Scheme: "http", Protocol: "HTTP/3", Size: 1 << 62},
+		},
+		ContextExtensions:    map[string]string{"k": "v"},
+		MetadataContext:      md,
+		RouteMetadataContext: md,
+		TlsSession:           &authv3.AttributeContext_TLSSession{Sni: "sni"},
+	}}
+	nilMembers := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{}}},
+		Destination: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_Pipe{}}},
+		Request:     &authv3.AttributeContext_Request{},
+	}}
+	bigPort := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 1<<32 - 1},
+		}}}},
+		Destination: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_EnvoyInternalAddress{}}},
+	}}
+	for name, req := range map[string]*authv3.CheckRequest{
+		"full": full, "empty": empty, "rest": rest, "nil members": nilMembers, "big port": bigPort,
+		"no attributes": {}, "empty attributes": {Attributes: &authv3.AttributeContext{}},
+	} {
 		a, errA := input.NewBuilder(input.Options{}).Build(req)
 		b, errB := input.NewReflectiveBuilder(input.Options{}).Build(req)
 		if errA != nil || errB != nil || a.Compare(b) != 0 {

@@ -5,7 +5,6 @@ import (
 	"math"
 	"strconv"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/open-policy-agent/opa/v1/ast"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -28,18 +27,15 @@ func (b *Builder) lazyMessage(m protoreflect.Message) any {
 	}
 	out := make(map[string]any, 8)
 	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		out[fd.JSONName()] = b.lazyField(m, fd, v)
+		out[fd.JSONName()] = b.lazyField(fd, v)
 		return true
 	})
 	return out
 }
 
-func (b *Builder) lazyField(m protoreflect.Message, fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
+func (b *Builder) lazyField(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {
 	switch {
 	case fd.IsMap():
-		if sm := stringMap(m, fd); sm != nil {
-			return sm // converted by ast.InterfaceToValue without a round trip
-		}
 		mv := v.Map()
 		out := make(map[string]any, mv.Len())
 		vd := fd.MapValue()
@@ -57,26 +53,6 @@ func (b *Builder) lazyField(m protoreflect.Message, fd protoreflect.FieldDescrip
 		return out
 	}
 	return b.lazyLeafOrMessage(fd, v)
-}
-
-// stringMap returns the Go map behind the map<string, string> fields Envoy
-// fills on every request, so they are not copied unless read.
-func stringMap(m protoreflect.Message, fd protoreflect.FieldDescriptor) map[string]string {
-	switch x := m.Interface().(type) {
-	case *authv3.AttributeContext_HttpRequest:
-		if fd.Number() == 3 { // headers
-			return x.GetHeaders()
-		}
-	case *authv3.AttributeContext:
-		if fd.Number() == 10 { // context_extensions
-			return x.GetContextExtensions()
-		}
-	case *authv3.AttributeContext_Peer:
-		if fd.Number() == 3 { // labels
-			return x.GetLabels()
-		}
-	}
-	return nil
 }
 
 func (b *Builder) lazyLeafOrMessage(fd protoreflect.FieldDescriptor, v protoreflect.Value) any {

@@ -116,25 +116,18 @@ func parsePathAndQuery(path string) (*ast.Term, *ast.Term, error) {
 }
 
 // lazyPathAndQuery returns parsed_path and parsed_query in the lazy
-// form: native slices and maps of ast strings, converted only if read.
-func lazyPathAndQuery(path string) ([]any, map[string]any, error) {
+// form: native string slices (which ast.InterfaceToValue converts
+// directly) in a native map, converted only if read.
+func lazyPathAndQuery(path string) ([]string, map[string]any, error) {
 	segs, params, err := splitPathAndQuery(path)
 	if err != nil {
 		return nil, nil, err
 	}
-	out := make([]any, len(segs))
-	for i, s := range segs {
-		out[i] = ast.String(s)
-	}
 	q := make(map[string]any, len(params))
 	for _, p := range params {
-		vs := make([]any, len(p.vals))
-		for j, v := range p.vals {
-			vs[j] = ast.String(v)
-		}
-		q[p.key] = vs
+		q[p.key] = p.vals
 	}
-	return out, q, nil
+	return segs, q, nil
 }
 
 // parsePathAndQuerySlow is the reference: net/url, as opa-envoy-plugin.
