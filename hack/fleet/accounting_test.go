@@ -103,3 +103,28 @@ func TestSettledAwaitsEveryChange(t *testing.T) {
 		t.Fatalf("waitSettled once both arrived: %v", err)
 	}
 }
+
+// TestTimelineWindows: each change lands in the window of its write time
+// with its own lag, errors in the window they happened in, and nothing
+// from before the measured phase.
+func TestTimelineWindows(t *testing.T) {
+	start := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return start.Add(d) }
+	lagAt := []time.Time{at(-time.Second), at(time.Second), at(2 * time.Second), at(6 * time.Second), at(11 * time.Second)}
+	lags := []time.Duration{time.Hour, 10 * time.Millisecond, 30 * time.Millisecond, 2 * time.Second, 5 * time.Millisecond}
+	errAt := []time.Time{at(-time.Second), at(7 * time.Second), at(8 * time.Second)}
+	ws := timeline(start, at(12*time.Second), lagAt, lags, errAt)
+	if len(ws) != 3 {
+		t.Fatalf("%d windows for 12 s, want 3", len(ws))
+	}
+	want := []window{
+		{Start: 0, Changes: 2, P50: 30 * time.Millisecond, P99: 30 * time.Millisecond, Max: 30 * time.Millisecond},
+		{Start: 5 * time.Second, Changes: 1, P50: 2 * time.Second, P99: 2 * time.Second, Max: 2 * time.Second, Errors: 2},
+		{Start: 10 * time.Second, Changes: 1, P50: 5 * time.Millisecond, P99: 5 * time.Millisecond, Max: 5 * time.Millisecond},
+	}
+	for i := range want {
+		if ws[i] != want[i] {
+			t.Errorf("window %d = %+v, want %+v", i, ws[i], want[i])
+		}
+	}
+}
