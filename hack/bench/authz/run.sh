@@ -8,7 +8,18 @@
 #      request, 4 connections) or by ghz (LOADGEN=ghz: --rps, -c 16, one
 #      connection, latency from the actual send, as published before
 #      session 6)
-#   2. saturation at concurrency $CONC for $DURATION: decisions/s (ghz)
+#   2. saturation at $CONC calls in flight for $DURATION: decisions/s,
+#      driven by h2load (SATGEN=h2load, the default: nghttp2's C HTTP/2
+#      generator, 4 connections × $CONC/4 streams, the gRPC request sent
+#      as a fixed body; every answer is checked to be the size of one
+#      verified allowed answer), by ghz (SATGEN=ghz, -c $CONC, as
+#      published before session 8) or by `load -closed` (SATGEN=load).
+#      A Go gRPC client spends about as much CPU per call as Sigil's server
+#      (ghz ~70 µs, `load` 40-50 µs against Sigil's ~40), so on its one
+#      core it, not the server, bounded Sigil's figure; h2load spends
+#      ~10 µs, as Envoy would. The client's and the server's core use
+#      during the run are printed beside each figure: the server's near
+#      1.0 means the server bounded it.
 # Sigil is measured twice: decision log off (like the plugin's default) and
 # on (file sink, masked request logged).
 # Server CPU per decision (user+system ticks of the server process during
@@ -19,8 +30,11 @@
 # other's core; with GOMAXPROCS following the affinity, each server runs on
 # one core. Saturation is then bounded by the server (the floor row shows
 # ghz's own ceiling is higher).
-# Needs opa-envoy-plugin and ghz (hack/setup/40-opa-envoy-plugin.sh,
-# hack/setup/41-ghz.sh). Figures are reported, never asserted.
+# Needs opa-envoy-plugin, ghz and h2load (hack/setup/40-opa-envoy-plugin.sh,
+# hack/setup/41-ghz.sh, hack/setup/42-h2load.sh). ROUNDS=N measures the
+# SERVERS list N times in turn (the VM's speed drifts by tens of percent
+# over minutes; compare servers within a round). Figures are reported,
+# never asserted.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../../.." && pwd)
@@ -42,6 +56,10 @@ CLIENT_CPUS=${CLIENT_CPUS-0}
 SERVERS=${SERVERS:-floor sigil sigil-log plugin plugin-gogc sigil-gogc1600 plugin-gogc1600}
 LOADGEN=${LOADGEN:-sigil}
 case $LOADGEN in sigil | ghz) ;; *) echo "LOADGEN=$LOADGEN: want sigil or ghz" >&2; exit 2 ;; esac
+SATGEN=${SATGEN:-h2load}
+case $SATGEN in h2load | ghz | load) ;; *) echo "SATGEN=$SATGEN: want h2load, ghz or load" >&2; exit 2 ;; esac
+if [[ $SATGEN == h2load ]] && ((CONC % 4)); then echo "CONC=$CONC: SATGEN=h2load needs a multiple of 4 (4 connections)" >&2; exit 2; fi
+ROUNDS=${ROUNDS:-1}
 # SIGIL_BIN: measure this sigil binary instead of building ./cmd/sigil.
 # MAX_LOAD: wait (up to 5 min) until the 1-minute load average is below it
 # before each measurement; the load is reported with every figure.
@@ -57,6 +75,7 @@ trap cleanup EXIT
 
 "$ROOT/hack/setup/40-opa-envoy-plugin.sh"
 "$ROOT/hack/setup/41-ghz.sh"
+"$ROOT/hack/setup/42-h2load.sh"
 cd "$ROOT"
 if [[ -n ${SIGIL_BIN:-} ]]; then cp "$SIGIL_BIN" "$WORK/sigil"; else go build -o "$WORK/sigil" ./cmd/sigil; fi
 go build -o "$WORK/load" ./hack/bench/authz/load
@@ -97,8 +116,7 @@ measure() { # name addr pid
 	wait_ready "$addr"
 	wait_quiet
 	cut -d' ' -f1-3 /proc/loadavg >"$WORK/$name-load"
-	ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
-		-D "$REQ" -c "$CONC" -z 3s "$addr" >/dev/null # warm up
+	saturate "$name-warm" "$addr" 3s >/dev/null # warm up (and a first check of the answers)
 	if [[ $LOADGEN == sigil ]]; then
 		local call=(-call check -request "$REQ")
 		if [[ $CALL == grpc.health.v1.Health/Check ]]; then call=(-call health); fi
@@ -110,9 +128,67 @@ measure() { # name addr pid
 	fi
 	local t0
 	t0=$(cpu_ticks "$pid")
-	ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
-		-D "$REQ" -c "$CONC" -z "$DURATION" --format json "$addr" >"$WORK/$name-sat.json"
+	saturate "$name" "$addr" "$DURATION" >"$WORK/$name-sat.txt"
 	echo $(($(cpu_ticks "$pid") - t0)) >"$WORK/$name-ticks"
+	echo "$CLIENT_TICKS" >"$WORK/$name-client-ticks"
+}
+
+children_ticks() { # user+system ticks of this shell's waited-for children
+	awk '{print $16 + $17}' /proc/$$/stat
+}
+
+saturate() { # name addr duration: calls in flight $CONC, result in $WORK/name-sat.json;
+	# sets CLIENT_TICKS to the generator's CPU (it runs in this shell, not a subshell)
+	local name=$1 addr=$2 d=$3 c0
+	c0=$(children_ticks)
+	case $SATGEN in
+	ghz)
+		ghzc --insecure --protoset "$WORK/authz.protoset" --call "$CALL" \
+			-D "$REQ" -c "$CONC" -z "$d" --format json "$addr" >"$WORK/$name-sat-ghz.json"
+		CLIENT_TICKS=$(($(children_ticks) - c0))
+		python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(json.dumps({"calls": s["count"], "rps": s["rps"], "errors": sum(v for k, v in s["statusCodeDistribution"].items() if k != "OK")}))' \
+			"$WORK/$name-sat-ghz.json" >"$WORK/$name-sat.json"
+		;;
+	load)
+		local call=(-call check -request "$REQ")
+		if [[ $CALL == grpc.health.v1.Health/Check ]]; then call=(-call health); fi
+		loadc "${call[@]}" -closed -addr "$addr" -conns 4 -workers "$CONC" -duration "$d" -warmup 0s -json "$WORK/$name-sat-load.json"
+		CLIENT_TICKS=$(($(children_ticks) - c0))
+		python3 -c 'import json,sys; s=json.load(open(sys.argv[1])); print(json.dumps({"calls": s["calls"] + s["errors"], "rps": s["rate"], "errors": s["errors"]}))' \
+			"$WORK/$name-sat-load.json" >"$WORK/$name-sat.json"
+		;;
+	h2load)
+		local call=(-call check -request "$REQ") s0 s1
+		if [[ $CALL == grpc.health.v1.Health/Check ]]; then call=(-call health); fi
+		"$WORK/load" "${call[@]}" -grpc-body "$WORK/$name-body"
+		s0=$("$WORK/load" "${call[@]}" -probe -addr "$addr" | awk '/^answer_bytes/ {print $2}')
+		c0=$(children_ticks)
+		"${CLIENT_PIN[@]}" h2load -c 4 -m $((CONC / 4)) -D "$d" -d "$WORK/$name-body" \
+			-H 'content-type: application/grpc' -H 'te: trailers' --header=':method: POST' \
+			"http://$addr/$CALL" >"$WORK/$name-sat-h2load.txt" 2>&1
+		CLIENT_TICKS=$(($(children_ticks) - c0))
+		s1=$("$WORK/load" "${call[@]}" -probe -addr "$addr" | awk '/^answer_bytes/ {print $2}')
+		# Every answer must be one gRPC message of a verified answer's
+		# size, probed before and after the run (Sigil's decision id may
+		# gain a digit between them; otherwise the check is exact): an
+		# error carries no message, a denial (overloaded included) a
+		# larger one.
+		python3 - "$WORK/$name-sat-h2load.txt" "$s0" "$s1" >"$WORK/$name-sat.json" <<'PY'
+import json, re, sys
+txt, s0, s1 = open(sys.argv[1]).read(), int(sys.argv[2]), int(sys.argv[3])
+fin = re.search(r"finished in ([0-9.]+)s, ([0-9.]+) req/s", txt)
+req = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded", txt)
+codes = re.search(r"status codes: (\d+) 2xx", txt)
+data = re.search(r"\(([0-9]+)\) data", txt)
+if not (fin and req and codes and data):
+    sys.exit("h2load output not understood:\n" + txt)
+done, ok2xx, nbytes = int(req.group(2)), int(codes.group(1)), int(data.group(1))
+if ok2xx and not (s0 * ok2xx <= nbytes <= s1 * ok2xx):
+    sys.exit(f"h2load: {ok2xx} answers carried {nbytes} bytes of DATA, want {s0}-{s1} each: some were errors or denials\n{txt}")
+print(json.dumps({"calls": done, "rps": float(fin.group(2)), "errors": done - ok2xx}))
+PY
+		;;
+	esac
 }
 
 start_sigil() { # name with_log, then env assignments
@@ -135,18 +211,19 @@ start_sigil() { # name with_log, then env assignments
 }
 
 
-start_echo() { # the loopback floor: fixed rate only
+start_echo() { # name: the loopback floor, fixed rate only
+	local name=$1
 	if [[ $LOADGEN != sigil ]]; then echo "echo needs LOADGEN=sigil" >&2; return 1; fi
-	"${SERVER_PIN[@]}" "$WORK/load" -serve-echo 127.0.0.1:19194 2>"$WORK/echo.err" &
+	"${SERVER_PIN[@]}" "$WORK/load" -serve-echo 127.0.0.1:19194 2>"$WORK/$name.err" &
 	PIDS+=($!)
 	for _ in $(seq 1 100); do
 		if (exec 3<>/dev/tcp/127.0.0.1/19194) 2>/dev/null; then break; fi
 		sleep 0.1
 	done
 	wait_quiet
-	cut -d' ' -f1-3 /proc/loadavg >"$WORK/echo-load"
+	cut -d' ' -f1-3 /proc/loadavg >"$WORK/$name-load"
 	loadc -call echo -request "$REQ" -addr 127.0.0.1:19194 -rate "$RATE" -duration "$DURATION" -warmup 3s \
-		-json "$WORK/echo-rate.json" >"$WORK/echo-rate.txt"
+		-json "$WORK/$name-rate.json" >"$WORK/$name-rate.txt"
 	kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
 }
 
@@ -163,55 +240,65 @@ start_plugin() { # name, then env assignments
 
 # sigil authz run sets GC percent 400 (config gc_percent); the plugin is
 # measured at Go's default and at the same setting.
-for s in $SERVERS; do
-	case $s in
-	echo) start_echo ;;
-	sigil) start_sigil sigil no ;;
-	floor) # gRPC health checks on the same server: transport, no policy
-		echo '{}' >"$WORK/health.json"
-		REQ=$WORK/health.json CALL=grpc.health.v1.Health/Check start_sigil floor no ;;
-	sigil-log) start_sigil sigil-log yes ;;
-	plugin) start_plugin plugin ;;
-	plugin-gogc) start_plugin plugin-gogc GOGC=400 ;;
-	# Both at GOGC=1600 (heap goal ~64 MB here): fewer collections, and
-	# idle stream workers' stacks are shrunk (and regrown) less often.
-	sigil-gogc1600) start_sigil sigil-gogc1600 no GOGC=1600 ;;
-	plugin-gogc1600) start_plugin plugin-gogc1600 GOGC=1600 ;;
-	*) echo "unknown server $s" >&2; exit 2 ;;
-	esac
+for round in $(seq 1 "$ROUNDS"); do
+	for s in $SERVERS; do
+		n=$s.$round
+		case $s in
+		echo) start_echo "$n" ;;
+		sigil) start_sigil "$n" no ;;
+		floor) # gRPC health checks on the same server: transport, no policy
+			echo '{}' >"$WORK/health.json"
+			REQ=$WORK/health.json CALL=grpc.health.v1.Health/Check start_sigil "$n" no ;;
+		sigil-log) start_sigil "$n" yes ;;
+		plugin) start_plugin "$n" ;;
+		plugin-gogc) start_plugin "$n" GOGC=400 ;;
+		# Both at GOGC=1600 (heap goal ~64 MB here): fewer collections, and
+		# idle stream workers' stacks are shrunk (and regrown) less often.
+		sigil-gogc1600) start_sigil "$n" no GOGC=1600 ;;
+		plugin-gogc1600) start_plugin "$n" GOGC=1600 ;;
+		*) echo "unknown server $s" >&2; exit 2 ;;
+		esac
+	done
 done
 
-python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" "$SERVERS" "$SERVER_CPUS" "$CLIENT_CPUS" "$LOADGEN" <<'PY'
-import json, sys
-work, rate, conc, hz, servers, scpu, ccpu, loadgen = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(), sys.argv[6], sys.argv[7], sys.argv[8]
+python3 - "$WORK" "$RATE" "$CONC" "$(getconf CLK_TCK)" "$SERVERS" "$SERVER_CPUS" "$CLIENT_CPUS" "$LOADGEN" "$SATGEN" "$ROUNDS" "$DURATION" <<'PY'
+import json, re, sys
+work, rate, conc, hz, servers, scpu, ccpu, loadgen, satgen, rounds, dur = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(), sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9], int(sys.argv[10]), sys.argv[11]
+m = re.fullmatch(r"([0-9.]+)(ms|s|m)?", dur)
+secs = float(m.group(1)) * {"ms": 1e-3, "s": 1, "m": 60, None: 1}[m.group(2)]
 labels = {"echo": "echo: TCP loopback, no gRPC", "sigil-gogc1600": "sigil GOGC=1600", "plugin-gogc1600": "opa-envoy-plugin GOGC=1600", "floor": "floor: gRPC health check", "sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
 def pct(lat, p):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * p))] / 1e6
-print(f"{'server':<28}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}{'late p99':>10}   {'sat. decisions/s':>17}{'errors':>8}{'CPU us/decision':>17}   load avg (1/5/15 min)")
-for name in servers:
-    r = json.load(open(f"{work}/{name}-rate.json"))
-    if loadgen == "sigil":
-        # load: latency from the intended send time; "late" is the
-        # client's own pacing delay (included in the latency)
-        q = r["latency"]
-        p50, p99, p999, errs, late = q["p50_ms"], q["p99_ms"], q["p999_ms"], r["errors"], f"{r['lateness']['p99_ms']:.3f}"
-    else:
-        lat = [d["latency"] for d in r.get("details", []) if not d.get("error")]
-        p50, p99, p999 = pct(lat, .5), pct(lat, .99), pct(lat, .999)
-        errs, late = sum(v for k, v in r["statusCodeDistribution"].items() if k != "OK"), "-"
-
-    if name == "echo":  # no saturation run
-        sat = f"{'-':>17}{'-':>8}{'-':>17}"
-    else:
-        s = json.load(open(f"{work}/{name}-sat.json"))
-        serrs = sum(v for k, v in s["statusCodeDistribution"].items() if k != "OK")
-        ticks = int(open(f"{work}/{name}-ticks").read())
-        cpu_us = ticks / hz * 1e6 / max(1, s["count"])
-        sat = f"{s['rps']:>17.0f}{serrs:>8}{cpu_us:>17.1f}"
-    load = open(f"{work}/{name}-load").read().strip()
-    print(f"{labels[name]:<28}{p50:>9.3f}{p99:>9.3f}{p999:>10.3f}{errs:>8}{late:>10}   {sat}   {load}")
+# server / client cores: each one's CPU during the saturation run over its
+# length; the server's near 1.0 (its pinned core) means it bounded the figure.
+print(f"{'server':<32}{'p50 ms':>9}{'p99 ms':>9}{'p99.9 ms':>10}{'errors':>8}{'late p99':>10}   {'sat. decisions/s':>17}{'errors':>8}{'CPU us/decision':>17}{'server core':>12}{'client core':>12}   load avg (1/5/15 min)")
+for rnd in range(1, rounds + 1):
+    for base in servers:
+        name = f"{base}.{rnd}"
+        r = json.load(open(f"{work}/{name}-rate.json"))
+        if loadgen == "sigil":
+            # load: latency from the intended send time; "late" is the
+            # client's own pacing delay (included in the latency)
+            q = r["latency"]
+            p50, p99, p999, errs, late = q["p50_ms"], q["p99_ms"], q["p999_ms"], r["errors"], f"{r['lateness']['p99_ms']:.3f}"
+        else:
+            lat = [d["latency"] for d in r.get("details", []) if not d.get("error")]
+            p50, p99, p999 = pct(lat, .5), pct(lat, .99), pct(lat, .999)
+            errs, late = sum(v for k, v in r["statusCodeDistribution"].items() if k != "OK"), "-"
+        if base == "echo":  # no saturation run
+            sat = f"{'-':>17}{'-':>8}{'-':>17}{'-':>12}{'-':>12}"
+        else:
+            s = json.load(open(f"{work}/{name}-sat.json"))
+            ticks = int(open(f"{work}/{name}-ticks").read())
+            cticks = int(open(f"{work}/{name}-client-ticks").read())
+            cpu_us = ticks / hz * 1e6 / max(1, s["calls"])
+            sat = f"{s['rps']:>17.0f}{s['errors']:>8}{cpu_us:>17.1f}{ticks / hz / secs:>12.2f}{cticks / hz / secs:>12.2f}"
+        load = open(f"{work}/{name}-load").read().strip()
+        label = labels[base] + (f" #{rnd}" if rounds > 1 else "")
+        print(f"{label:<32}{p50:>9.3f}{p99:>9.3f}{p999:>10.3f}{errs:>8}{late:>10}   {sat}   {load}")
 pinning = f"server pinned to CPU {scpu}, client to CPU {ccpu}" if scpu or ccpu else "no pinning: client and server share both cores"
 fixed = "hack/bench/authz/load, 4 connections, latency from the intended send time" if loadgen == "sigil" else "ghz -c 16"
-print(f"(fixed rate {rate} rps, {fixed}; saturation ghz -c {conc}; {pinning})")
+sat = {"h2load": f"h2load, 4 connections × {int(conc) // 4} streams", "ghz": f"ghz -c {conc}", "load": f"load -closed, {conc} workers on 4 connections"}[satgen]
+print(f"(fixed rate {rate} rps, {fixed}; saturation {sat} for {dur}; {pinning})")
 PY

@@ -5,6 +5,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"net"
 	"os"
@@ -143,5 +144,98 @@ func TestRunRefusesBadOptions(t *testing.T) {
 		if err := run(context.Background(), o, &bytes.Buffer{}); err == nil {
 			t.Errorf("run(%+v) = nil, want an error", o)
 		}
+	}
+}
+
+// slowHealthServer answers every call after delay.
+func slowHealthServer(t *testing.T, delay time.Duration) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gs := grpc.NewServer(grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		time.Sleep(delay)
+		return h(ctx, req)
+	}))
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	go gs.Serve(lis)
+	t.Cleanup(gs.Stop)
+	return lis.Addr().String()
+}
+
+func TestSaturateCountsOnlyTheMeasuredWindow(t *testing.T) {
+	// 4 workers on a server that takes 20 ms a call: at most 4 × 300/20 =
+	// 60 answers fit in the 300 ms window, whatever the warm-up did.
+	addr := slowHealthServer(t, 20*time.Millisecond)
+	jsonPath := filepath.Join(t.TempDir(), "s.json")
+	var out bytes.Buffer
+	o := options{addr: addr, call: "health", duration: 300 * time.Millisecond, warmup: 200 * time.Millisecond,
+		timeout: 5 * time.Second, conns: 2, workers: 4, gogc: 100, closed: true, jsonOut: jsonPath}
+	r, err := saturate(context.Background(), o, &out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Calls > 60 || r.Calls < 8 || r.Errors != 0 {
+		t.Errorf("calls = %d, errors = %d: want 8..60 answers (4 workers × 20 ms calls × 300 ms) and no errors", r.Calls, r.Errors)
+	}
+	if r.Rate != float64(r.Calls)/0.3 {
+		t.Errorf("rate %.1f/s for %d calls in 300 ms", r.Rate, r.Calls)
+	}
+	if r.Service.P50 < 20 || r.ClientCores < 0 {
+		t.Errorf("service %+v (want p50 ≥ 20 ms), client cores %.3f", r.Service, r.ClientCores)
+	}
+	if !strings.Contains(out.String(), "closed loop") {
+		t.Errorf("text output lacks the closed-loop line:\n%s", out.String())
+	}
+}
+
+func TestSaturateCountsErrors(t *testing.T) {
+	addr := healthServer(t, healthpb.HealthCheckResponse_NOT_SERVING)
+	r, err := saturate(context.Background(), options{addr: addr, call: "health", duration: 200 * time.Millisecond,
+		timeout: 5 * time.Second, conns: 1, workers: 2, gogc: 100, closed: true}, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Calls != 0 || r.Errors == 0 || r.ErrorKinds["other: health NOT_SERVING"] != r.Errors {
+		t.Errorf("calls %d, errors %d %v: want every call counted as NOT_SERVING", r.Calls, r.Errors, r.ErrorKinds)
+	}
+}
+
+func TestGRPCBodyIsOneLengthPrefixedMessage(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "body")
+	if err := writeGRPCBody(options{call: "check", request: "../../../../authz/testdata/bench/allow.json"}, path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := checkRequest(options{request: "../../../../authz/testdata/bench/allow.json"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != 5+len(want) || b[0] != 0 || int(binary.BigEndian.Uint32(b[1:5])) != len(want) || !bytes.Equal(b[5:], want) {
+		t.Fatalf("body %d bytes, prefix %x: want a 0 flag, length %d and the request", len(b), b[:min(5, len(b))], len(want))
+	}
+	if err := writeGRPCBody(options{call: "check"}, path); err == nil {
+		t.Error("-grpc-body without -request: no error")
+	}
+}
+
+func TestProbeVerifiesAndSizesTheAnswer(t *testing.T) {
+	var out bytes.Buffer
+	o := options{addr: healthServer(t, healthpb.HealthCheckResponse_SERVING), call: "health", timeout: 5 * time.Second}
+	if err := probe(context.Background(), o, &out); err != nil {
+		t.Fatal(err)
+	}
+	// HealthCheckResponse{status: SERVING} is 2 bytes.
+	if got := out.String(); got != "answer_bytes 7\n" {
+		t.Errorf("probe printed %q, want answer_bytes 7", got)
+	}
+	o.addr = healthServer(t, healthpb.HealthCheckResponse_NOT_SERVING)
+	if err := probe(context.Background(), o, &out); err == nil {
+		t.Error("probe of a NOT_SERVING server: no error")
 	}
 }

@@ -36,6 +36,8 @@ type options struct {
 	jsonOut, samples    string
 	traceOut            string
 	serveEcho           string
+	closed, probe       bool
+	grpcBody            string
 }
 
 func main() {
@@ -54,14 +56,27 @@ func main() {
 	flag.StringVar(&o.jsonOut, "json", "", "also write the result as JSON to this file")
 	flag.StringVar(&o.samples, "samples", "", "write every measured call as CSV to this file (intended send time, lateness, service time, latency)")
 	flag.StringVar(&o.traceOut, "trace", "", "write the client's Go execution trace (warm-up included) to this file")
+	flag.BoolVar(&o.closed, "closed", false, "closed loop instead of -rate: each of -workers calls again as soon as its call answers; reports the sustained rate, service time and the client's CPU")
+	flag.BoolVar(&o.probe, "probe", false, "make one verified call and print the answer's gRPC message size (answer_bytes N)")
+	flag.StringVar(&o.grpcBody, "grpc-body", "", "write the request of -call as a gRPC length-prefixed message to this file and exit (a body for h2load -d)")
 	flag.StringVar(&o.serveEcho, "serve-echo", "", "instead of calling: serve the echo protocol on this address until SIGINT/SIGTERM")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var err error
-	if o.serveEcho != "" {
+	switch {
+	case o.serveEcho != "":
 		err = serveEcho(ctx, o.serveEcho)
-	} else {
+	case o.grpcBody != "":
+		err = writeGRPCBody(o, o.grpcBody)
+	case o.probe:
+		err = probe(ctx, o, os.Stdout)
+	case o.closed:
+		var res Saturation
+		if res, err = saturate(ctx, o, os.Stdout); err == nil {
+			err = writeJSON(o.jsonOut, res)
+		}
+	default:
 		err = run(ctx, o, os.Stdout)
 	}
 	if err != nil {
@@ -120,33 +135,16 @@ func run(ctx context.Context, o options, out io.Writer) error {
 	if n < 1 || warm+n > maxSamples {
 		return fmt.Errorf("-rate × (-warmup + -duration) = %d calls: want 1 to %d", warm+n, maxSamples)
 	}
-	tg, err := newTarget(ctx, o)
+	callers, closeAll, err := openCallers(ctx, o)
 	if err != nil {
 		return err
 	}
-	defer tg.close()
-	callers := make([]caller, o.workers)
-	for w := range callers {
-		if callers[w], err = tg.caller(w); err != nil {
-			return err
-		}
-		defer callers[w].close()
+	defer closeAll()
+	stopTrace, err := setupClient(o)
+	if err != nil {
+		return err
 	}
-	debug.SetGCPercent(o.gogc)
-	if o.gogc < 0 {
-		debug.SetMemoryLimit(1 << 30)
-	}
-	if o.traceOut != "" {
-		f, err := os.Create(o.traceOut)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := trace.Start(f); err != nil {
-			return fmt.Errorf("start trace: %w", err)
-		}
-		defer trace.Stop()
-	}
+	defer stopTrace()
 
 	samples := make([]sample, n)
 	kinds := make([]map[string]int, o.workers)
@@ -219,14 +217,8 @@ dispatch:
 	res.ClientCPUUS = float64(cpu.Microseconds()) / float64(n)
 	res.ClientGCs = gcs
 	fmt.Fprint(out, res.text())
-	if o.jsonOut != "" {
-		b, err := json.MarshalIndent(res, "", "  ")
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(o.jsonOut, append(b, '\n'), 0o644); err != nil {
-			return err
-		}
+	if err := writeJSON(o.jsonOut, res); err != nil {
+		return err
 	}
 	if o.samples != "" {
 		if err := writeSamples(o.samples, samples); err != nil {
@@ -234,6 +226,63 @@ dispatch:
 		}
 	}
 	return nil
+}
+
+// openCallers dials the target and makes one caller per worker; closeAll
+// releases them and the target.
+func openCallers(ctx context.Context, o options) (callers []caller, closeAll func(), err error) {
+	tg, err := newTarget(ctx, o)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeAll = func() {
+		for _, c := range callers {
+			c.close()
+		}
+		tg.close()
+	}
+	for w := range o.workers {
+		c, err := tg.caller(w)
+		if err != nil {
+			closeAll()
+			return nil, nil, err
+		}
+		callers = append(callers, c)
+	}
+	return callers, closeAll, nil
+}
+
+// setupClient applies -gogc and starts -trace; the function it returns
+// stops the trace.
+func setupClient(o options) (stop func(), err error) {
+	debug.SetGCPercent(o.gogc)
+	if o.gogc < 0 {
+		debug.SetMemoryLimit(1 << 30)
+	}
+	if o.traceOut == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(o.traceOut)
+	if err != nil {
+		return nil, err
+	}
+	if err := trace.Start(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("start trace: %w", err)
+	}
+	return func() { trace.Stop(); f.Close() }, nil
+}
+
+// writeJSON writes v to path as indented JSON; no path, no file.
+func writeJSON(path string, v any) error {
+	if path == "" {
+		return nil
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 func summarize(o options, samples []sample, kinds []map[string]int) Result {

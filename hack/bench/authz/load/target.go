@@ -36,19 +36,9 @@ type target interface {
 }
 
 func newTarget(ctx context.Context, o options) (target, error) {
-	var req []byte
-	if o.request != "" {
-		raw, err := os.ReadFile(o.request)
-		if err != nil {
-			return nil, err
-		}
-		var cr authv3.CheckRequest
-		if err := protojson.Unmarshal(raw, &cr); err != nil {
-			return nil, fmt.Errorf("%s: %w", o.request, err)
-		}
-		if req, err = proto.Marshal(&cr); err != nil {
-			return nil, err
-		}
+	req, err := checkRequest(o)
+	if err != nil {
+		return nil, err
 	}
 	switch o.call {
 	case "check":
@@ -67,7 +57,7 @@ func newTarget(ctx context.Context, o options) (target, error) {
 			return nil
 		})
 	case "health":
-		req, _ := proto.Marshal(&healthpb.HealthCheckRequest{})
+		req := healthRequest()
 		return newGRPCTarget(ctx, o, "/grpc.health.v1.Health/Check", req, func(b []byte) error {
 			var r healthpb.HealthCheckResponse
 			if err := proto.Unmarshal(b, &r); err != nil {
@@ -86,6 +76,27 @@ func newTarget(ctx context.Context, o options) (target, error) {
 	default:
 		return nil, fmt.Errorf("-call %q: want check, health or echo", o.call)
 	}
+}
+
+// checkRequest is -request marshalled; nil without -request.
+func checkRequest(o options) ([]byte, error) {
+	if o.request == "" {
+		return nil, nil
+	}
+	raw, err := os.ReadFile(o.request)
+	if err != nil {
+		return nil, err
+	}
+	var cr authv3.CheckRequest
+	if err := protojson.Unmarshal(raw, &cr); err != nil {
+		return nil, fmt.Errorf("%s: %w", o.request, err)
+	}
+	return proto.MarshalOptions{Deterministic: true}.Marshal(&cr)
+}
+
+func healthRequest() []byte {
+	b, _ := proto.Marshal(&healthpb.HealthCheckRequest{})
+	return b
 }
 
 // rawCodec sends pre-marshalled bytes and keeps the answer's bytes, so a
