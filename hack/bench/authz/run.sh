@@ -60,6 +60,7 @@ SATGEN=${SATGEN:-h2load}
 case $SATGEN in h2load | ghz | load) ;; *) echo "SATGEN=$SATGEN: want h2load, ghz or load" >&2; exit 2 ;; esac
 if [[ $SATGEN == h2load ]] && ((CONC % 4)); then echo "CONC=$CONC: SATGEN=h2load needs a multiple of 4 (4 connections)" >&2; exit 2; fi
 ROUNDS=${ROUNDS:-1}
+PAIRS=${PAIRS:-0}
 # SIGIL_BIN: measure this sigil binary instead of building ./cmd/sigil.
 # MAX_LOAD: wait (up to 5 min) until the 1-minute load average is below it
 # before each measurement; the load is reported with every figure.
@@ -191,11 +192,11 @@ PY
 	esac
 }
 
-start_sigil() { # name with_log, then env assignments
-	local name=$1 log=$2
-	shift 2
+launch_sigil() { # name with_log port, then env assignments; sets LAUNCHED
+	local name=$1 log=$2 port=$3
+	shift 3
 	{
-		echo "listen: 127.0.0.1:19191"
+		echo "listen: 127.0.0.1:$port"
 		echo "policy:"
 		echo "  dir: $POLICY"
 		if [[ $log == yes ]]; then
@@ -205,11 +206,27 @@ start_sigil() { # name with_log, then env assignments
 		fi
 	} >"$WORK/$name.yaml"
 	"${SERVER_PIN[@]}" env "$@" "$WORK/sigil" authz run --config "$WORK/$name.yaml" 2>"$WORK/$name.err" &
-	PIDS+=($!)
-	measure "$name" 127.0.0.1:19191 "${PIDS[-1]}"
-	kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+	LAUNCHED=$!
+	PIDS+=($LAUNCHED)
 }
 
+launch_plugin() { # name port, then env assignments; sets LAUNCHED
+	local name=$1 port=$2
+	shift 2
+	"${SERVER_PIN[@]}" env "$@" opa-envoy-plugin run --server --addr=127.0.0.1:$((port + 100)) --diagnostic-addr=127.0.0.1:$((port + 200)) --log-level=error \
+		--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:$port \
+		--set=plugins.envoy_ext_authz_grpc.path=envoy/authz/allow "$POLICY" 2>"$WORK/$name.err" &
+	LAUNCHED=$!
+	PIDS+=($LAUNCHED)
+}
+
+start_sigil() { # name with_log, then env assignments
+	local name=$1 log=$2
+	shift 2
+	launch_sigil "$name" "$log" 19191 "$@"
+	measure "$name" 127.0.0.1:19191 "$LAUNCHED"
+	kill "$LAUNCHED"; wait "$LAUNCHED" 2>/dev/null || true
+}
 
 start_echo() { # name: the loopback floor, fixed rate only
 	local name=$1
@@ -230,13 +247,80 @@ start_echo() { # name: the loopback floor, fixed rate only
 start_plugin() { # name, then env assignments
 	local name=$1
 	shift
-	"${SERVER_PIN[@]}" env "$@" opa-envoy-plugin run --server --addr=127.0.0.1:18181 --diagnostic-addr=127.0.0.1:18282 --log-level=error \
-		--set=plugins.envoy_ext_authz_grpc.addr=127.0.0.1:19192 \
-		--set=plugins.envoy_ext_authz_grpc.path=envoy/authz/allow "$POLICY" 2>"$WORK/$name.err" &
-	PIDS+=($!)
-	measure "$name" 127.0.0.1:19192 "${PIDS[-1]}"
-	kill "${PIDS[-1]}"; wait "${PIDS[-1]}" 2>/dev/null || true
+	launch_plugin "$name" 19192 "$@"
+	measure "$name" 127.0.0.1:19192 "$LAUNCHED"
+	kill "$LAUNCHED"; wait "$LAUNCHED" 2>/dev/null || true
 }
+
+if ((PAIRS > 0)); then
+	# Paired saturation: every server in SERVERS runs at once (each on the
+	# pinned core, idle while another is measured), and short saturation
+	# runs alternate between them PAIRS times, so servers are compared
+	# seconds apart rather than minutes: this VM's speed drifts by tens of
+	# percent over minutes, for all servers alike.
+	port=19191 names=() addrs=() pids=()
+	for s in $SERVERS; do
+		case $s in
+		sigil) launch_sigil "$s" no $port ;;
+		sigil-log) launch_sigil "$s" yes $port ;;
+		sigil-gogc1600) launch_sigil "$s" no $port GOGC=1600 ;;
+		plugin) launch_plugin "$s" $port ;;
+		plugin-gogc) launch_plugin "$s" $port GOGC=400 ;;
+		plugin-gogc1600) launch_plugin "$s" $port GOGC=1600 ;;
+		*) echo "PAIRS: server $s cannot be paired (want sigil, sigil-log, sigil-gogc1600, plugin, plugin-gogc, plugin-gogc1600)" >&2; exit 2 ;;
+		esac
+		names+=("$s") addrs+=("127.0.0.1:$port") pids+=("$LAUNCHED")
+		port=$((port + 1))
+	done
+	for i in "${!names[@]}"; do
+		wait_ready "${addrs[$i]}"
+		saturate "${names[$i]}-warm" "${addrs[$i]}" 3s >/dev/null
+	done
+	wait_quiet
+	cut -d' ' -f1-3 /proc/loadavg >"$WORK/pairs-load"
+	for p in $(seq 1 "$PAIRS"); do
+		for i in "${!names[@]}"; do
+			t0=$(cpu_ticks "${pids[$i]}")
+			saturate "${names[$i]}.p$p" "${addrs[$i]}" "$DURATION" >/dev/null
+			echo $(($(cpu_ticks "${pids[$i]}") - t0)) >"$WORK/${names[$i]}.p$p-ticks"
+			echo "$CLIENT_TICKS" >"$WORK/${names[$i]}.p$p-client-ticks"
+		done
+	done
+	python3 - "$WORK" "$CONC" "$(getconf CLK_TCK)" "${names[*]}" "$PAIRS" "$DURATION" "$SATGEN" <<'PY'
+import json, re, statistics, sys
+work, conc, hz, names, pairs, dur, satgen = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4].split(), int(sys.argv[5]), sys.argv[6], sys.argv[7]
+m = re.fullmatch(r"([0-9.]+)(ms|s|m)?", dur)
+secs = float(m.group(1)) * {"ms": 1e-3, "s": 1, "m": 60, None: 1}[m.group(2)]
+rows = {n: [] for n in names}
+for p in range(1, pairs + 1):
+    for n in names:
+        s = json.load(open(f"{work}/{n}.p{p}-sat.json"))
+        ticks = int(open(f"{work}/{n}.p{p}-ticks").read())
+        cticks = int(open(f"{work}/{n}.p{p}-client-ticks").read())
+        rows[n].append((s["rps"], s["errors"], ticks / hz * 1e6 / max(1, s["calls"]), ticks / hz / secs, cticks / hz / secs))
+head = "pair " + "".join(f"{n + ' dec/s':>22}{'µs/dec':>8}{'core':>6}{'client':>7}" for n in names)
+head += "".join(f"{names[0] + '/' + n:>20}{'(CPU)':>7}" for n in names[1:])
+print(head)
+for p in range(pairs):
+    line = f"{p + 1:>4} "
+    for n in names:
+        rps, errs, us, core, client = rows[n][p]
+        line += f"{rps:>17.0f}{'' if not errs else f' E{errs}':>5}{us:>8.1f}{core:>6.2f}{client:>7.2f}"
+    for n in names[1:]:
+        a, b = rows[names[0]][p], rows[n][p]
+        line += f"{a[0] / b[0]:>19.2f}×{b[2] / a[2]:>6.2f}×"
+    print(line)
+for n in names[1:]:
+    r = [rows[names[0]][p][0] / rows[n][p][0] for p in range(pairs)]
+    c = [rows[n][p][2] / rows[names[0]][p][2] for p in range(pairs)]
+    print(f"{names[0]}/{n}: decisions/s median {statistics.median(r):.2f}× (min {min(r):.2f}, max {max(r):.2f}); CPU per decision median {statistics.median(c):.2f}× lower (min {min(c):.2f}, max {max(c):.2f})")
+for n in names:
+    print(f"{n}: decisions/s median {statistics.median(x[0] for x in rows[n]):.0f}, CPU per decision median {statistics.median(x[2] for x in rows[n]):.1f} µs, errors {sum(x[1] for x in rows[n])}")
+sat = {"h2load": f"h2load, 4 connections × {int(conc) // 4} streams", "ghz": f"ghz -c {conc}", "load": f"load -closed, {conc} workers on 4 connections"}[satgen]
+print(f"({pairs} pairs of {dur} saturation runs, {sat}; load average at start {open(work + '/pairs-load').read().strip()})")
+PY
+	exit 0
+fi
 
 # sigil authz run sets GC percent 400 (config gc_percent); the plugin is
 # measured at Go's default and at the same setting.
