@@ -3,6 +3,7 @@ package authz_test
 import (
 	"context"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -249,5 +250,45 @@ func TestCallerDeadlineCutsEvaluation(t *testing.T) {
 			t.Fatal("the evaluation was not cut at the caller's deadline within 20s")
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// Every evaluation the limits allow at once runs on a long-lived stream
+// worker (with its grown stack), not on a goroutine gRPC starts for a
+// call that finds every worker busy: that fresh goroutine regrows its
+// stack through Rego's recursion on every call, which cost 20% of the
+// server's CPU per decision at 64 calls in flight.
+func TestConcurrentEvalsRunOnStreamWorkers(t *testing.T) {
+	const n = 24 // above the old 16 workers and 4×GOMAXPROCS on this box
+	h := start(t, authz.Config{Engine: newEngine(t, slowPolicy), Limits: authz.Limits{
+		EvalTimeout: 3 * time.Second, MaxConcurrentEvals: n,
+	}})
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); _, _ = h.client.Check(context.Background(), pathRequest("/slow")) }()
+	}
+	defer wg.Wait()
+	deadline := time.Now().Add(10 * time.Second)
+	for gauge(t, h, "sigil_authz_evaluations_in_flight") < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%v evaluations in flight, want %d", gauge(t, h, "sigil_authz_evaluations_in_flight"), n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	buf := make([]byte, 16<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var inCheck, onWorker int
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if !strings.Contains(g, "authz.(*Server).Check(") {
+			continue
+		}
+		inCheck++
+		if strings.Contains(g, "google.golang.org/grpc.(*Server).serverWorker(") {
+			onWorker++
+		}
+	}
+	if inCheck != n || onWorker != n {
+		t.Errorf("%d goroutines in Check, %d of them stream workers: want all %d on workers", inCheck, onWorker, n)
 	}
 }

@@ -48,7 +48,8 @@ CONC=${CONC:-32}
 SERVER_CPUS=${SERVER_CPUS-1}
 CLIENT_CPUS=${CLIENT_CPUS-0}
 # Which servers to measure (any of echo floor sigil sigil-log plugin
-# plugin-gogc sigil-gogc1600 plugin-gogc1600);
+# plugin-gogc sigil-gogc1600 plugin-gogc1600 sigil-alt);
+# sigil-alt is the sigil binary at $SIGIL_ALT_BIN, to compare two builds;
 # floor is the gRPC health check on Sigil's server: what transport, the
 # client and the machine cost without any policy; echo (LOADGEN=sigil only,
 # no saturation run) is a TCP ping-pong served by `load -serve-echo`: the
@@ -79,6 +80,12 @@ trap cleanup EXIT
 "$ROOT/hack/setup/42-h2load.sh"
 cd "$ROOT"
 if [[ -n ${SIGIL_BIN:-} ]]; then cp "$SIGIL_BIN" "$WORK/sigil"; else go build -o "$WORK/sigil" ./cmd/sigil; fi
+if [[ -n ${SIGIL_ALT_BIN:-} ]]; then
+	cp "$SIGIL_ALT_BIN" "$WORK/sigil-alt"
+elif [[ " $SERVERS " == *" sigil-alt "* ]]; then
+	echo "sigil-alt needs SIGIL_ALT_BIN (the other sigil binary)" >&2
+	exit 2
+fi
 go build -o "$WORK/load" ./hack/bench/authz/load
 # taskset execs its command, so $! of a pinned server is the server's pid.
 SERVER_PIN=() CLIENT_PIN=()
@@ -205,7 +212,7 @@ launch_sigil() { # name with_log port, then env assignments; sets LAUNCHED
 			echo "  max_bytes: 1073741824"
 		fi
 	} >"$WORK/$name.yaml"
-	"${SERVER_PIN[@]}" env "$@" "$WORK/sigil" authz run --config "$WORK/$name.yaml" 2>"$WORK/$name.err" &
+	"${SERVER_PIN[@]}" env "$@" "${SIGIL_EXE:-$WORK/sigil}" authz run --config "$WORK/$name.yaml" 2>"$WORK/$name.err" &
 	LAUNCHED=$!
 	PIDS+=($LAUNCHED)
 }
@@ -264,6 +271,7 @@ if ((PAIRS > 0)); then
 		sigil) launch_sigil "$s" no $port ;;
 		sigil-log) launch_sigil "$s" yes $port ;;
 		sigil-gogc1600) launch_sigil "$s" no $port GOGC=1600 ;;
+		sigil-alt) SIGIL_EXE=$WORK/sigil-alt launch_sigil "$s" no $port ;;
 		plugin) launch_plugin "$s" $port ;;
 		plugin-gogc) launch_plugin "$s" $port GOGC=400 ;;
 		plugin-gogc1600) launch_plugin "$s" $port GOGC=1600 ;;
@@ -339,6 +347,7 @@ for round in $(seq 1 "$ROUNDS"); do
 		# Both at GOGC=1600 (heap goal ~64 MB here): fewer collections, and
 		# idle stream workers' stacks are shrunk (and regrown) less often.
 		sigil-gogc1600) start_sigil "$n" no GOGC=1600 ;;
+		sigil-alt) SIGIL_EXE=$WORK/sigil-alt start_sigil "$n" no ;;
 		plugin-gogc1600) start_plugin "$n" GOGC=1600 ;;
 		*) echo "unknown server $s" >&2; exit 2 ;;
 		esac
@@ -350,7 +359,7 @@ import json, re, sys
 work, rate, conc, hz, servers, scpu, ccpu, loadgen, satgen, rounds, dur = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5].split(), sys.argv[6], sys.argv[7], sys.argv[8], sys.argv[9], int(sys.argv[10]), sys.argv[11]
 m = re.fullmatch(r"([0-9.]+)(ms|s|m)?", dur)
 secs = float(m.group(1)) * {"ms": 1e-3, "s": 1, "m": 60, None: 1}[m.group(2)]
-labels = {"echo": "echo: TCP loopback, no gRPC", "sigil-gogc1600": "sigil GOGC=1600", "plugin-gogc1600": "opa-envoy-plugin GOGC=1600", "floor": "floor: gRPC health check", "sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
+labels = {"sigil-alt": "sigil (SIGIL_ALT_BIN)", "echo": "echo: TCP loopback, no gRPC", "sigil-gogc1600": "sigil GOGC=1600", "plugin-gogc1600": "opa-envoy-plugin GOGC=1600", "floor": "floor: gRPC health check", "sigil": "sigil (no decision log)", "sigil-log": "sigil (decision log on)", "plugin": "opa-envoy-plugin", "plugin-gogc": "opa-envoy-plugin GOGC=400"}
 def pct(lat, p):
     lat = sorted(lat)
     return lat[min(len(lat) - 1, int(len(lat) * p))] / 1e6
