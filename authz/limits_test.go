@@ -261,7 +261,7 @@ func TestCallerDeadlineCutsEvaluation(t *testing.T) {
 func TestConcurrentEvalsRunOnStreamWorkers(t *testing.T) {
 	const n = 24 // above the old 16 workers and 4×GOMAXPROCS on this box
 	h := start(t, authz.Config{Engine: newEngine(t, slowPolicy), Limits: authz.Limits{
-		EvalTimeout: 3 * time.Second, MaxConcurrentEvals: n,
+		EvalTimeout: 2 * time.Second, MaxConcurrentEvals: n,
 	}})
 	var wg sync.WaitGroup
 	for range n {
