@@ -28,8 +28,8 @@
 # By default the server under test is pinned to CPU 1 and the client to CPU 0
 # (taskset; both servers alike), so client and server do not steal each
 # other's core; with GOMAXPROCS following the affinity, each server runs on
-# one core. Saturation is then bounded by the server (the floor row shows
-# ghz's own ceiling is higher).
+# one core. With h2load, saturation is then bounded by the server (its
+# core column near 1.0, the client's far below).
 # Needs opa-envoy-plugin, ghz and h2load (hack/setup/40-opa-envoy-plugin.sh,
 # hack/setup/41-ghz.sh, hack/setup/42-h2load.sh). ROUNDS=N measures the
 # SERVERS list N times in turn (the VM's speed drifts by tens of percent
