@@ -29,6 +29,7 @@ import (
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
 	"github.com/sigilhq/sigil/internal/bundleconv"
 	"github.com/sigilhq/sigil/internal/clock"
+	"github.com/sigilhq/sigil/internal/idleconn"
 	"github.com/sigilhq/sigil/internal/sigilid"
 )
 
@@ -69,9 +70,14 @@ type Config struct {
 	// RetryMin and RetryMax bound the backoff towards the CA; defaults
 	// 500ms and 30s.
 	RetryMin, RetryMax time.Duration
-	Clock              clock.Clock    // default the wall clock
-	Rand               func() float64 // [0, 1); default math/rand/v2
-	Logger             *slog.Logger
+	// CAPingAfter is how long a connection to the CA may be silent before
+	// the agent pings the replica; a replica that does not answer within
+	// as long again (at most 20 s) is left for the next. Default 30 s;
+	// gRPC pings at most every 10 s.
+	CAPingAfter time.Duration
+	Clock       clock.Clock    // default the wall clock
+	Rand        func() float64 // [0, 1); default math/rand/v2
+	Logger      *slog.Logger
 }
 
 // Errors the operator must act on.
@@ -145,6 +151,9 @@ func New(cfg Config) (*Agent, error) {
 	}
 	if cfg.RetryMax < cfg.RetryMin {
 		cfg.RetryMax = max(30*time.Second, cfg.RetryMin)
+	}
+	if cfg.CAPingAfter <= 0 {
+		cfg.CAPingAfter = idleconn.ClientPingAfter
 	}
 	m, err := newMetrics(cfg.Metrics)
 	if err != nil {

@@ -19,6 +19,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
+
+	"github.com/sigilhq/sigil/internal/idleconn"
 )
 
 // swapConn is a grpc.ClientConnInterface whose connection is replaced when
@@ -176,14 +178,20 @@ func (a *Agent) checkServer(ctx context.Context, addr string) error {
 // failing them, its bootstrap roots: catrust.go); with mtls it presents
 // the agent's current SVID. addr is dialed as it is: the agent resolves
 // names itself (see servers) to fail over between the addresses.
+//
+// A replica silent for CAPingAfter is pinged, and one that does not answer
+// (its process hung while its kernel still holds TCP open) ends the
+// connection's calls as Unavailable, which moves the agent on (failover.go):
+// otherwise the sync stream would wait on it forever and miss every change.
 func (a *Agent) dial(addr string, mtls bool) (*grpc.ClientConn, error) {
-	cc, err := grpc.NewClient("passthrough:///"+addr,
+	opts := append(idleconn.DialOptions(a.cfg.CAPingAfter, min(idleconn.ClientPingTimeout, a.cfg.CAPingAfter)),
 		grpc.WithTransportCredentials(credentials.NewTLS(a.caTLSConfig(mtls))),
 		grpc.WithConnectParams(grpc.ConnectParams{
 			Backoff:           backoff.Config{BaseDelay: a.cfg.RetryMin, Multiplier: 1.6, Jitter: 0.2, MaxDelay: a.cfg.RetryMax},
 			MinConnectTimeout: 5 * time.Second,
 		}),
 	)
+	cc, err := grpc.NewClient("passthrough:///"+addr, opts...)
 	if err != nil {
 		return nil, fmt.Errorf("dial the CA at %s: %w", addr, err)
 	}

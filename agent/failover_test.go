@@ -198,3 +198,117 @@ func TestServerNameResolvesToSeveralReplicas(t *testing.T) {
 		t.Error("the name was never resolved")
 	}
 }
+
+// freezer is a TCP proxy to a replica that can freeze: it then stops
+// passing bytes either way but keeps every connection open, as a replica
+// whose process hangs (stopped, deadlocked) does while its kernel still
+// holds TCP.
+type freezer struct {
+	addr   string
+	frozen chan struct{}
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &freezer{addr: lis.Addr().String(), frozen: make(chan struct{})}
+	var conns []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := lis.Accept()
+			if err != nil {
+				return
+			}
+			up, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			conns = append(conns, c, up)
+			go f.pipe(c, up)
+			go f.pipe(up, c)
+		}
+	}()
+	t.Cleanup(func() {
+		lis.Close()
+		<-done
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return f
+}
+
+// pipe copies src to dst until either closes; once frozen it holds what
+// it read and reads no more.
+func (f *freezer) pipe(src, dst net.Conn) {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		select {
+		case <-f.frozen:
+			return // nothing more leaves; src stays open, unread
+		default:
+		}
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			dst.Close()
+			return
+		}
+	}
+}
+
+func (f *freezer) freeze() { close(f.frozen) }
+
+// A replica that hangs with its TCP connections open (attack: stop the
+// CA process, or freeze whatever sits in front of it) does not keep an
+// agent from changes: the agent pings the silent replica, gets no answer,
+// and moves to the next, where a new entry reaches it. Without the ping
+// the sync stream waits on the hung replica forever.
+func TestFailoverFromAHungReplica(t *testing.T) {
+	a, b := twoReplicas(t)
+	proxy := newFreezer(t, a.addr)
+	tok := a.token(t)
+	agentID := "spiffe://example.org/sigil/agent/join_token/" + tok
+	a.entry(t, agentID, "spiffe://example.org/web", "unix:uid:1000")
+	ag, reg, _, errc := runAgent(t, a, filepath.Join(t.TempDir(), "agent"), tok, func(c *agent.Config) {
+		c.ServerAddress = ""
+		c.ServerAddresses = []string{proxy.addr, b.addr}
+		c.CAPingAfter = 10 * time.Second // gRPC's least
+	})
+	web := ag.Cache().Subscribe(sels("unix:uid:1000"))
+	defer web.Close()
+	waitFor(t, web, "the web SVID through the proxy to a", hasID("spiffe://example.org/web"))
+
+	start := time.Now()
+	proxy.freeze()
+	b.entry(t, agentID, "spiffe://example.org/after-hang", "unix:uid:2003")
+	sub := ag.Cache().Subscribe(sels("unix:uid:2003"))
+	defer sub.Close()
+	// Bound on a hung test only: ping after 10 s, 10 s to answer, then
+	// the failover backoff.
+	deadline := time.After(90 * time.Second)
+	for got := false; !got; {
+		select {
+		case u := <-sub.Updates():
+			got = hasID("spiffe://example.org/after-hang")(u)
+		case err := <-errc:
+			t.Fatalf("agent stopped: %v", err)
+		case <-deadline:
+			t.Fatal("no SVID for an entry made after the replica hung: the agent is still waiting on it")
+		}
+	}
+	t.Logf("entry made after the replica hung reached the workload in %v", time.Since(start).Round(time.Millisecond))
+	if n := value(t, reg, "sigil_agent_ca_failovers_total", ""); n < 1 {
+		t.Errorf("failovers = %v, want at least 1", n)
+	}
+}

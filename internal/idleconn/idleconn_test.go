@@ -57,3 +57,54 @@ func TestPlainServerRunsKernelKeepalive(t *testing.T) {
 		t.Fatalf("plain gRPC server on %s: %d of %d connections run the kernel keepalive, want 1 of 1 (Go turns it on for accepted connections)", addr, n, total)
 	}
 }
+
+// dialed makes one call through a client with opts and returns the
+// client's side of the connection (as the server saw it).
+func dialed(t *testing.T, opts ...grpc.DialOption) net.Addr {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := make(chan net.Addr, 1)
+	gs := grpc.NewServer(idleconn.ServerOptions()...)
+	healthpb.RegisterHealthServer(gs, health.NewServer())
+	go gs.Serve(recordPeers{l, peers})
+	t.Cleanup(gs.Stop)
+	cc, err := grpc.NewClient("passthrough:///"+l.Addr().String(), append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cc.Close() })
+	if _, err := healthpb.NewHealthClient(cc).Check(context.Background(), &healthpb.HealthCheckRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	return <-peers
+}
+
+type recordPeers struct {
+	net.Listener
+	peers chan net.Addr
+}
+
+func (l recordPeers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		select {
+		case l.peers <- c.RemoteAddr():
+		default:
+		}
+	}
+	return c, err
+}
+
+func TestDialedConnectionsRunNoKernelKeepalive(t *testing.T) {
+	idleconntest.NoKernelKeepalive(t, dialed(t, idleconn.DialOptions(idleconn.ClientPingAfter, idleconn.ClientPingTimeout)...))
+}
+
+// TestPlainClientRunsKernelKeepalive is the control for the test above.
+func TestPlainClientRunsKernelKeepalive(t *testing.T) {
+	addr := dialed(t)
+	if n, total, err := idleconntest.KernelKeepalives(addr); err != nil || total != 1 || n != 1 {
+		t.Fatalf("plain gRPC client from %s: %d of %d connections run the kernel keepalive (%v), want 1 of 1", addr, n, total, err)
+	}
+}
