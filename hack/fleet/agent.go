@@ -23,6 +23,7 @@ import (
 	"github.com/sigilhq/sigil/agent/cache"
 	"github.com/sigilhq/sigil/agent/nodeattest"
 	nodev1 "github.com/sigilhq/sigil/api/node/v1"
+	"github.com/sigilhq/sigil/internal/idleconn"
 )
 
 // simAgent is one simulated agent: attested with a join token, holding an
@@ -71,7 +72,7 @@ func (f *fleet) authorizeCA() tlsconfig.Authorizer {
 // the CA against the bootstrap bundle, then opens the mTLS connection.
 func (a *simAgent) attest(ctx context.Context) error {
 	bundle := x509bundle.FromX509Authorities(a.f.td, a.f.roots)
-	cc, err := grpc.NewClient("passthrough:///"+a.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsconfig.TLSClientConfig(bundle, a.f.authorizeCA()))))
+	cc, err := grpc.NewClient("passthrough:///"+a.addr, dialOptions(credentials.NewTLS(tlsconfig.TLSClientConfig(bundle, a.f.authorizeCA())))...)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", a.addr, err)
 	}
@@ -85,6 +86,12 @@ func (a *simAgent) attest(ctx context.Context) error {
 		return err
 	}
 	return a.install(res, key)
+}
+
+// dialOptions are the real agent's: it pings a CA silent for 30 s and
+// dials without the kernel's keepalive (agent.dial, internal/idleconn).
+func dialOptions(creds credentials.TransportCredentials) []grpc.DialOption {
+	return append(idleconn.DialOptions(idleconn.ClientPingAfter, idleconn.ClientPingTimeout), grpc.WithTransportCredentials(creds))
 }
 
 func newCSR() (crypto.Signer, []byte, error) {
@@ -117,7 +124,7 @@ func (a *simAgent) install(res *nodev1.AgentSVID, key crypto.Signer) error {
 	svid := &x509svid.SVID{ID: id, Certificates: certs, PrivateKey: key}
 	conf := tlsconfig.MTLSClientConfig(x509svid.Source(staticSVID{svid}), agentBundle{a}, a.f.authorizeCA())
 	conf.VerifyPeerCertificate = a.verifyCA
-	cc, err := grpc.NewClient("passthrough:///"+a.addr, grpc.WithTransportCredentials(credentials.NewTLS(conf)))
+	cc, err := grpc.NewClient("passthrough:///"+a.addr, dialOptions(credentials.NewTLS(conf))...)
 	if err != nil {
 		return fmt.Errorf("dial %s: %w", a.addr, err)
 	}
