@@ -33,18 +33,16 @@ func pingingServer(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// TestSilentPeerDropped attacks the server with a peer whose kernel keeps
-// the TCP connection up but which never answers at the HTTP/2 level (a
-// hung agent process, a proxy that lost its upstream): the server must
-// close the connection once its ping goes unanswered, not hold it (and
-// its streams) for ever.
-func TestSilentPeerDropped(t *testing.T) {
-	t.Parallel()
-	c, err := net.Dial("tcp", pingingServer(t))
+// rawHTTP2 opens a TCP connection to addr, sends the HTTP/2 client
+// preface and its settings, and nothing more; it is closed when the test
+// ends.
+func rawHTTP2(t *testing.T, addr string) (net.Conn, *http2.Framer) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
@@ -52,6 +50,17 @@ func TestSilentPeerDropped(t *testing.T) {
 	if err := fr.WriteSettings(); err != nil {
 		t.Fatal(err)
 	}
+	return c, fr
+}
+
+// TestSilentPeerDropped attacks the server with a peer whose kernel keeps
+// the TCP connection up but which never answers at the HTTP/2 level (a
+// hung agent process, a proxy that lost its upstream): the server must
+// close the connection once its ping goes unanswered, not hold it (and
+// its streams) for ever.
+func TestSilentPeerDropped(t *testing.T) {
+	t.Parallel()
+	c, fr := rawHTTP2(t, pingingServer(t))
 	start := time.Now()
 	c.SetReadDeadline(start.Add(10 * (testAfter + testTimeout)))
 	pinged := false
@@ -97,18 +106,7 @@ func TestAnsweringPeerKept(t *testing.T) {
 // any, before the last ping's acknowledgement.
 func pingEvery(t *testing.T, addr string, n int, gap time.Duration) *http2.GoAwayFrame {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	c, fr := rawHTTP2(t, addr)
 	frames := make(chan http2.Frame, 64)
 	go func() {
 		defer close(frames)

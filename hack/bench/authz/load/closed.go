@@ -71,18 +71,8 @@ func saturate(ctx context.Context, o options, out io.Writer) (Saturation, error)
 			defer func() { done <- struct{}{} }()
 			ws[w] = closedWorker{kinds: map[string]int{}}
 			cw, c := &ws[w], callers[w]
-			for ctx.Err() == nil {
-				sent := time.Now()
-				if !sent.Before(until) {
-					return
-				}
-				cctx, cancel := context.WithTimeout(ctx, o.timeout)
-				err := c.call(cctx)
-				end := time.Now()
-				cancel()
-				if err == nil {
-					err = c.check()
-				}
+			for ctx.Err() == nil && time.Now().Before(until) {
+				sent, end, err := timedCall(ctx, c, o.timeout)
 				if end.Before(from) || !end.Before(until) {
 					continue
 				}

@@ -156,14 +156,7 @@ func run(ctx context.Context, o options, out io.Writer) error {
 			defer func() { done <- struct{}{} }()
 			c := callers[w]
 			for j := range jobs {
-				sent := time.Now()
-				cctx, cancel := context.WithTimeout(ctx, o.timeout)
-				err := c.call(cctx)
-				end := time.Now()
-				cancel()
-				if err == nil {
-					err = c.check()
-				}
+				sent, end, err := timedCall(ctx, c, o.timeout)
 				if j.i < warm {
 					continue
 				}
@@ -226,6 +219,20 @@ dispatch:
 		}
 	}
 	return nil
+}
+
+// timedCall makes one call with its deadline and checks the answer; sent
+// and end bound the call, not the check.
+func timedCall(ctx context.Context, c caller, timeout time.Duration) (sent, end time.Time, err error) {
+	sent = time.Now()
+	cctx, cancel := context.WithTimeout(ctx, timeout)
+	err = c.call(cctx)
+	end = time.Now()
+	cancel()
+	if err == nil {
+		err = c.check()
+	}
+	return sent, end, err
 }
 
 // openCallers dials the target and makes one caller per worker; closeAll
